@@ -1,0 +1,61 @@
+"""The one check every signed route goes through (DESIGN §3.2, §3.3).
+
+Order matters: the signature (or token) is checked first, because it costs nothing and has no
+side effect; only then is the nonce consumed, and that happens before the route does anything.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+from chalicelib.auth.nonces import NonceStore, parse_nonce
+from chalicelib.auth.signatures import is_address, recover_address, to_checksum_address
+from chalicelib.auth.tokens import TokenService
+from chalicelib.errors import InvalidSignature, ValidationError
+
+
+class Authenticator:
+    def __init__(self, nonces: NonceStore, tokens: Callable[[], TokenService] | None):
+        """`tokens` is a factory so the JWT secret is read only when a token is actually used."""
+        self._nonces = nonces
+        self._tokens = tokens
+
+    def authenticate(
+        self,
+        address: object,
+        nonce: object,
+        signature: object,
+        message_prefix: str,
+        auth_token: str | None = None,
+        allow_token: bool = True,
+    ) -> str:
+        """The checksummed caller, once its signature or token is valid and its nonce consumed."""
+        checksummed = require_address(address)
+        nonce_text, nonce_value = parse_nonce(nonce)
+        if signature not in (None, ""):
+            signer = recover_address(message_prefix + nonce_text, signature)  # type: ignore[arg-type]
+            if signer != checksummed:
+                raise InvalidSignature("Invalid signature provided.")
+        elif allow_token and auth_token:
+            if self._tokens is None:
+                raise InvalidSignature("Auth tokens are not enabled on this provider.")
+            self._tokens().verify(auth_token, checksummed)
+        else:
+            raise ValidationError.field("signature", "signature is required")
+        self._nonces.consume(checksummed, nonce_value)
+        return checksummed
+
+
+def require_address(value: object, field: str = "consumerAddress") -> str:
+    if not is_address(value):
+        raise ValidationError.field(field, "must be a 0x-prefixed 20-byte hex address")
+    return to_checksum_address(value)  # type: ignore[arg-type]
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None

@@ -1,0 +1,151 @@
+"""Settings of the provider, read once per container.
+
+Everything an operator can set lives here, so a missing or malformed value fails in one place
+with a message that names the variable, instead of deep inside a request.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable, Mapping
+
+from chalicelib.errors import ConfigurationError
+
+_HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The provider's configuration; secrets are loaded lazily (see `provider_private_key`)."""
+
+    chains: Mapping[int, str]
+    region: str
+    nonces_table: str
+    jobs_table: str
+    revoked_tokens_table: str
+    assets_table: str
+    orders_table: str
+    bucket: str
+    token_max_lifetime: int
+    provider_url: str
+    metadata_url: str | None
+    stage: str
+    rpc_timeout: float
+    _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+
+    @property
+    def chain_ids(self) -> list[int]:
+        return sorted(self.chains)
+
+    def provider_private_key(self) -> str:
+        """The provider's signing key as 0x-hex; read from the secret store on first use."""
+        return self._secrets.provider_key()
+
+    def jwt_secret(self) -> str:
+        return self._secrets.jwt_secret()
+
+
+class SecretSource:
+    """Reads the two secrets from the environment (local) or AWS (deployed), once per container.
+
+    In AWS the environment holds only the secret's *name* (`PROVIDER_KEY_SECRET`/`JWT_SECRET_NAME`),
+    either a Secrets Manager id or an SSM SecureString parameter (`ssm:/path`), so the values never
+    appear in the Lambda configuration.
+    """
+
+    def __init__(self, env: Mapping[str, str], fetch: Callable[[str], str] | None = None):
+        self._env = env
+        self._fetch = fetch or _fetch_aws_secret
+        self._cache: dict[str, str] = {}
+
+    def provider_key(self) -> str:
+        key = self._read("PROVIDER_PRIVATE_KEY", "PROVIDER_KEY_SECRET")
+        if not _HEX_KEY.match(key):
+            raise ConfigurationError("PROVIDER_PRIVATE_KEY must be 32 bytes of hex (0x-prefixed or not)")
+        return key if key.startswith("0x") else "0x" + key
+
+    def jwt_secret(self) -> str:
+        secret = self._read("JWT_SECRET", "JWT_SECRET_NAME")
+        if len(secret) < 32:
+            raise ConfigurationError("JWT_SECRET must be at least 32 characters")
+        if secret.lower().removeprefix("0x") == self.provider_key().lower().removeprefix("0x"):
+            raise ConfigurationError("JWT_SECRET must differ from the provider private key")
+        return secret
+
+    def _read(self, plain_var: str, secret_name_var: str) -> str:
+        if plain_var in self._cache:
+            return self._cache[plain_var]
+        value = self._env.get(plain_var, "").strip()
+        if not value:
+            name = self._env.get(secret_name_var, "").strip()
+            if not name:
+                raise ConfigurationError(f"{plain_var} (or {secret_name_var}) is not set")
+            value = self._fetch(name).strip()
+        self._cache[plain_var] = value
+        return value
+
+
+def _fetch_aws_secret(name: str) -> str:
+    from chalicelib import aws
+
+    if name.startswith("ssm:"):
+        response = aws.client("ssm").get_parameter(Name=name[4:], WithDecryption=True)
+        return response["Parameter"]["Value"]
+    return aws.client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
+
+
+def _parse_chains(raw: str) -> dict[int, str]:
+    try:
+        parsed = json.loads(raw)
+        chains = {int(k): str(v) for k, v in parsed.items()}
+    except (ValueError, AttributeError, TypeError):
+        raise ConfigurationError('CHAINS must be a JSON object {"<chainId>": "<rpcUrl>"}') from None
+    if not chains or not all(url.startswith(("http://", "https://")) for url in chains.values()):
+        raise ConfigurationError("CHAINS must name at least one chain with an http(s) RPC URL")
+    return chains
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: str, kind: type = int) -> float:
+    raw = env.get(name, default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from an environment mapping; raise ConfigurationError naming what is wrong."""
+    env = os.environ if env is None else env
+    prefix = env.get("RESOURCE_PREFIX", "ocean-c2d")
+    bucket = env.get("RESULTS_BUCKET", "").strip()
+    if not bucket:
+        raise ConfigurationError("RESULTS_BUCKET is not set")
+    metadata_url = env.get("METADATA_URL", "").strip().rstrip("/") or None
+    return Settings(
+        chains=_parse_chains(env.get("CHAINS", "")),
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        nonces_table=env.get("NONCES_TABLE", f"{prefix}-nonces"),
+        jobs_table=env.get("JOBS_TABLE", f"{prefix}-jobs"),
+        revoked_tokens_table=env.get("REVOKED_TOKENS_TABLE", f"{prefix}-revoked-tokens"),
+        assets_table=env.get("ASSETS_TABLE", f"{prefix}-assets"),
+        orders_table=env.get("ORDERS_TABLE", f"{prefix}-orders"),
+        bucket=bucket,
+        token_max_lifetime=int(_positive_number(env, "TOKEN_MAX_LIFETIME", "86400")),
+        provider_url=env.get("PROVIDER_URL", "http://127.0.0.1:8030").rstrip("/"),
+        metadata_url=metadata_url,
+        stage=env.get("STAGE", "dev"),
+        rpc_timeout=float(_positive_number(env, "RPC_TIMEOUT", "10", float)),
+        _secrets=SecretSource(env),
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The container's settings, built on first use."""
+    return load_settings()

@@ -1,0 +1,139 @@
+"""PynamoDB models of the provider's tables.
+
+Table names come from settings, so `bind()` sets them (and drops cached connections) before
+first use; Lambda does it once per container, tests once per moto session.
+"""
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    JSONAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+from pynamodb.attributes import TTLAttribute
+
+from chalicelib.config import Settings
+
+
+class NonceRecord(Model):
+    """The last nonce consumed by an address (checksummed); only ever increases."""
+
+    class Meta:
+        table_name = "nonces"
+        billing_mode = "PAY_PER_REQUEST"
+
+    address = UnicodeAttribute(hash_key=True)
+    nonce = NumberAttribute()
+
+
+class RevokedToken(Model):
+    """A deleted auth token, kept until it would have expired anyway (TTL)."""
+
+    class Meta:
+        table_name = "revoked-tokens"
+        billing_mode = "PAY_PER_REQUEST"
+
+    jti = UnicodeAttribute(hash_key=True)
+    address = UnicodeAttribute()
+    expires_at = TTLAttribute(attr_name="expiresAt")
+
+
+class JobsByOwner(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-owner"
+        projection = AllProjection()
+
+    owner = UnicodeAttribute(hash_key=True)
+    date_created = NumberAttribute(range_key=True, attr_name="dateCreated")
+
+
+class JobsByDocument(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-document"
+        projection = AllProjection()
+
+    document_id = UnicodeAttribute(hash_key=True, attr_name="documentId")
+    date_created = NumberAttribute(range_key=True, attr_name="dateCreated")
+
+
+class JobRecord(Model):
+    """A compute job; `status` only moves forward (see compute.status)."""
+
+    class Meta:
+        table_name = "jobs"
+        billing_mode = "PAY_PER_REQUEST"
+
+    job_id = UnicodeAttribute(hash_key=True, attr_name="jobId")
+    owner = UnicodeAttribute()
+    document_id = UnicodeAttribute(attr_name="documentId")
+    date_created = NumberAttribute(attr_name="dateCreated")
+    date_finished = NumberAttribute(null=True, attr_name="dateFinished")
+    status = NumberAttribute()
+    status_text = UnicodeAttribute(attr_name="statusText")
+    environment = UnicodeAttribute()
+    chain_id = NumberAttribute(attr_name="chainId")
+    agreement_id = UnicodeAttribute(attr_name="agreementId", default="")
+    input_dids = ListAttribute(of=UnicodeAttribute, attr_name="inputDIDs", default=list)
+    algo_did = UnicodeAttribute(attr_name="algoDID", default="")
+    orders = ListAttribute(of=UnicodeAttribute, default=list)
+    batch_job_id = UnicodeAttribute(null=True, attr_name="batchJobId")
+    results = JSONAttribute(null=True)
+    termination_details = MapAttribute(null=True, attr_name="terminationDetails")
+    stage_failure = NumberAttribute(null=True, attr_name="stageFailure")
+    expires_at = TTLAttribute(null=True, attr_name="expiresAt")
+
+    by_owner = JobsByOwner()
+    by_document = JobsByDocument()
+
+
+class OrderUse(Model):
+    """Which job an order (chainId:txHash) started; a conditional put makes it single-use."""
+
+    class Meta:
+        table_name = "orders"
+        billing_mode = "PAY_PER_REQUEST"
+
+    order_id = UnicodeAttribute(hash_key=True, attr_name="orderId")
+    job_id = UnicodeAttribute(attr_name="jobId")
+    created_at = NumberAttribute(attr_name="createdAt")
+
+
+class AssetRecord(Model):
+    """A resolved DDO cached by did, with where it came from."""
+
+    class Meta:
+        table_name = "assets"
+        billing_mode = "PAY_PER_REQUEST"
+
+    did = UnicodeAttribute(hash_key=True)
+    chain_id = NumberAttribute(attr_name="chainId")
+    nft_address = UnicodeAttribute(attr_name="nftAddress")
+    ddo = JSONAttribute()
+    metadata_hash = UnicodeAttribute(attr_name="metadataHash", default="")
+    block_number = NumberAttribute(attr_name="blockNumber", default=0)
+    updated_at = NumberAttribute(attr_name="updatedAt")
+
+
+ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord)
+
+# Tables whose records carry a TTL attribute, with that attribute's name.
+TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt"}
+
+
+def bind(settings: Settings) -> None:
+    """Point every model at the configured tables and region, dropping cached connections."""
+    names = {
+        NonceRecord: settings.nonces_table,
+        RevokedToken: settings.revoked_tokens_table,
+        JobRecord: settings.jobs_table,
+        OrderUse: settings.orders_table,
+        AssetRecord: settings.assets_table,
+    }
+    for model, name in names.items():
+        model.Meta.table_name = name
+        model.Meta.region = settings.region
+        model._connection = None

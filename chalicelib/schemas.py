@@ -1,0 +1,77 @@
+"""Request models: what each route accepts. The routes validate with these and /spec is built
+from them, so the documentation cannot drift from the checks."""
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+NONCE_PATTERN = r"^[0-9]{1,38}$"
+
+Address = Annotated[str, StringConstraints(pattern=ADDRESS_PATTERN)]
+Signature = Annotated[str, StringConstraints(pattern=r"^(0x)?[0-9a-fA-F]{130}$")]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+
+
+def _nonce_text(value: Union[int, str]) -> str:
+    """Keep the nonce as the signer wrote it: query text verbatim, JSON numbers as str()."""
+    text = str(value)
+    import re
+
+    if not re.match(NONCE_PATTERN, text):
+        raise ValueError("nonce must be a non-negative integer of at most 38 digits")
+    return text
+
+
+Nonce = Annotated[
+    Union[StrictInt, Annotated[str, StringConstraints(max_length=64)]],
+    AfterValidator(_nonce_text),
+    Field(description="Strictly greater than the last nonce this address used (see /api/services/nonce)."),
+]
+
+
+class Params(BaseModel):
+    """Base: unknown fields are ignored (clients send extras), strings are bounded."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=65536)
+
+
+class SignedParams(Params):
+    """A signed request: says who signs it and what the message is before the nonce (DESIGN §3.2)."""
+
+    nonce: Nonce
+    signature: Signature | None = None
+
+    def signer(self) -> str:
+        raise NotImplementedError
+
+    def message_prefix(self) -> str:
+        raise NotImplementedError
+
+
+class _AddressSigned(SignedParams):
+    """The auth-token calls: signed by `address` over address + nonce, signature mandatory."""
+
+    address: Address
+    signature: Signature
+
+    def signer(self) -> str:
+        return self.address
+
+    def message_prefix(self) -> str:
+        return self.address
+
+
+class NonceQuery(Params):
+    userAddress: Address
+
+
+class CreateAuthTokenQuery(_AddressSigned):
+    expiration: Union[StrictInt, Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}$")]] = Field(
+        description="Unix time in seconds at which the token expires; in the future, within the provider's maximum lifetime."
+    )
+
+
+class DeleteAuthTokenQuery(_AddressSigned):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]

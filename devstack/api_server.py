@@ -1,0 +1,76 @@
+"""The local API: Chalice's own local server (what `chalice local` runs), with two fixes so it
+answers like our deployed API does: unknown routes get a JSON 404 (deployed, an API Gateway
+gateway response does the same), and a malformed Content-Length or an oversized body gets a 4xx
+instead of a dropped connection."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from chalice.cli.factory import CLIFactory
+from chalice.local import ChaliceRequestHandler, ForbiddenError, LocalDevServer, LocalGateway, LocalGatewayException
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+class _JsonError(LocalGatewayException):
+    def __init__(self, code: int, message: str):
+        super().__init__({"Content-Type": "application/json"}, ('{"error": "%s"}' % message).encode())
+        self.CODE = code
+
+
+class _Gateway(LocalGateway):
+    def handle_request(self, method, path, headers, body):  # type: ignore[override]
+        try:
+            return super().handle_request(method, path, headers, body)
+        except ForbiddenError:
+            raise _JsonError(404, "Not found") from None
+
+
+class _Handler(ChaliceRequestHandler):
+    def __init__(self, request, client_address, server, app_object, config):  # type: ignore[override]
+        self.local_gateway = _Gateway(app_object, config)
+        super(ChaliceRequestHandler, self).__init__(request, client_address, server)
+
+    def _parse_payload(self):  # type: ignore[override]
+        raw = self.headers.get("content-length", "0").strip()
+        if not raw.isdigit():
+            raise _JsonError(400, "Malformed Content-Length")
+        if int(raw) > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise _JsonError(413, "Request body too large")
+        return super()._parse_payload()
+
+    def _guarded_handle(self) -> None:
+        try:
+            headers, body = self._parse_payload()
+        except LocalGatewayException as error:
+            self._send_error_response(error)
+            return
+        self._parse_payload = lambda: (headers, body)  # type: ignore[method-assign]
+        self._generic_handle()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _guarded_handle  # noqa: N815
+
+
+def make_server(project_dir: str, host: str, port: int, stage: str = "local") -> LocalDevServer:
+    factory = CLIFactory(project_dir=project_dir, environ=os.environ)
+    config = factory.create_config_obj(chalice_stage_name=stage)
+    return LocalDevServer(config.chalice_app, config, host, port, handler_cls=_Handler)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the provider API locally (chalice local)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8030")))
+    parser.add_argument("--stage", default="local")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    project_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    make_server(project_dir, args.host, args.port, args.stage).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

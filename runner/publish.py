@@ -1,0 +1,219 @@
+"""The publish stage: upload outputs and logs to s3://<bucket>/jobs/<jobId>/ and report results.
+
+Status events: 60 at start, 70 with `results` on success, 62 with a reason if an upload fails.
+The outputs folder was written by untrusted code, so only regular files inside it are uploaded:
+symlinks, devices, FIFOs and names that could escape the folder are skipped and logged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .aws import s3_client
+from .events import Emitter, detail_size
+from .layout import ALGORITHM_LOG, CONFIGURE_LOG, PUBLISH_LOG, Layout
+from .logs import flush, stage_log
+from .settings import Settings
+
+LOG_TYPES = {ALGORITHM_LOG: "algorithmLog", CONFIGURE_LOG: "configurationLog",
+             PUBLISH_LOG: "publishLog"}
+MAX_OUTPUT_FILES = 10_000
+EVENT_RESULTS_BYTES = 150_000  # of EventBridge's 256 KB per event
+SSE = {"ServerSideEncryption": "AES256"}
+
+log = logging.getLogger(__name__)
+Result = dict[str, Any]
+
+
+class PublishError(Exception):
+    """Publishing failed; the message is the 62 event's reason."""
+
+
+def run(settings: Settings, emitter: Emitter) -> int:
+    """Run the stage; the exit code is 0 on status 70, 1 on 62."""
+    layout = Layout(settings.data_dir)
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    with stage_log(layout.logs / PUBLISH_LOG) as logger:
+        emitter.emit(60)
+        store = ResultStore(s3_client(), settings.results_bucket, settings.job_id)
+        results: list[Result] = []
+        failures: list[str] = []
+        try:
+            for name in collect_outputs(layout.outputs, settings.max_output_bytes):
+                result = store.upload(layout.outputs / name, name, "output", within=layout.outputs)
+                if result:
+                    results.append(result)
+        except PublishError as exc:
+            failures.append(str(exc))
+        results += upload_logs(store, layout.logs, logger, failures)
+        try:
+            store.put_json("results.json", results)
+        except PublishError as exc:
+            failures.append(str(exc))
+        fields = event_fields(results, store)
+        if failures:
+            emitter.emit(62, failures[0][:300], **fields)
+            return 1
+        emitter.emit(70, **fields)
+        return 0
+
+
+class ResultStore:
+    """Writes a job's results under jobs/<jobId>/ with server-side encryption."""
+
+    def __init__(self, s3: Any, bucket: str, job_id: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = f"jobs/{job_id}/"
+
+    def upload(self, path: Path, name: str, kind: str, within: Path | None = None) -> Result | None:
+        """Upload one file if it is a regular file (not followed through a symlink, and inside
+        `within` if given); None if it was skipped."""
+        handle = open_regular(path, within)
+        if handle is None:
+            log.warning("skipped %r: not a regular file inside its folder", name)
+            return None
+        key = self.prefix + ("outputs/" if kind == "output" else "logs/") + relative_key(name)
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            try:
+                self.s3.upload_fileobj(handle, self.bucket, key, ExtraArgs=SSE)
+            except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+                raise PublishError(f"upload of {name} failed ({_error_code(exc)})") from None
+        log.info("uploaded %s (%s, %d bytes)", name, kind, size)
+        return {"filename": name, "filesize": size, "type": kind, "key": key}
+
+    def put_json(self, name: str, value: Any) -> str:
+        """Write a small JSON document next to the results (the full results list)."""
+        key = self.prefix + name
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(value).encode(),
+                               ContentType="application/json", **SSE)
+        except (ClientError, BotoCoreError) as exc:
+            raise PublishError(f"writing {name} failed ({_error_code(exc)})") from None
+        return key
+
+
+def open_regular(path: Path, within: Path | None = None) -> BinaryIO | None:
+    """Open path for reading only if it is a regular file reached without symlinks.
+
+    O_NOFOLLOW refuses a symlink as the last component, the realpath check refuses symlinked
+    folders on the way, and O_NONBLOCK keeps a FIFO from blocking the open."""
+    if within is not None:
+        real, root = os.path.realpath(path), os.path.realpath(within)
+        if os.path.commonpath([real, root]) != root:
+            return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def relative_key(name: str) -> str:
+    """Validate a relative result name as an S3 key suffix: no absolute paths, no '.' or '..'
+    parts, no empty parts, no control characters, valid UTF-8."""
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("result name escapes its folder")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError("result name has control characters")
+    name.encode("utf-8")  # UnicodeEncodeError (a ValueError) for undecodable file names
+    return name
+
+
+def collect_outputs(root: Path, max_bytes: int) -> list[str]:
+    """Relative names of the regular files under root, walked without following symlinks;
+    fails if they are too many or too big together."""
+    if root.is_symlink():
+        raise PublishError("outputs folder is a symlink")
+    if not root.is_dir():
+        return []
+    names: list[str] = []
+    total = 0
+    pending = [""]
+    while pending:
+        prefix = pending.pop()
+        with os.scandir(root / prefix if prefix else root) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                name = prefix + entry.name
+                if entry.is_symlink():
+                    log.warning("skipped %r: symlink", name)
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append(name + "/")
+                elif not entry.is_file(follow_symlinks=False):
+                    log.warning("skipped %r: not a regular file", name)
+                elif not _is_safe(name):
+                    log.warning("skipped %r: unsafe file name", name)
+                else:
+                    names.append(name)
+                    total += entry.stat(follow_symlinks=False).st_size
+    if len(names) > MAX_OUTPUT_FILES:
+        raise PublishError(f"more than {MAX_OUTPUT_FILES} output files")
+    if total > max_bytes:
+        raise PublishError("outputs exceed the size limit")
+    return sorted(names)
+
+
+def upload_logs(store: ResultStore, folder: Path, logger: logging.Logger,
+                failures: list[str]) -> list[Result]:
+    """Upload the three known logs, publish.log last so it holds this stage's whole story;
+    failures are collected, not raised, so one missing log does not hide the others."""
+    results: list[Result] = []
+    for name, kind in LOG_TYPES.items():
+        path = folder / name
+        if not os.path.lexists(path):
+            continue
+        if name == PUBLISH_LOG:
+            log.info("uploading %s", name)
+            flush(logger)
+        try:
+            result = store.upload(path, name, kind)
+        except PublishError as exc:
+            failures.append(str(exc))
+            continue
+        if result:
+            results.append(result)
+    return results
+
+
+def event_fields(results: list[Result], store: ResultStore) -> dict[str, Any]:
+    """The results part of the 70/62 event, cut to fit EventBridge: logs always, then as many
+    outputs as fit. The full list is always in results.json (`resultsKey`)."""
+    outputs = [r for r in results if r["type"] == "output"]
+    logs = [r for r in results if r["type"] != "output"]
+    room = EVENT_RESULTS_BYTES - detail_size({"results": logs})
+    kept: list[Result] = []
+    for result in outputs:
+        room -= detail_size(result) + 1
+        if room < 0:
+            break
+        kept.append(result)
+    return {"results": kept + logs, "resultsTruncated": len(kept) < len(outputs),
+            "resultsKey": store.prefix + "results.json", "bucket": store.bucket}
+
+
+def _is_safe(name: str) -> bool:
+    try:
+        relative_key(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _error_code(exc: Exception) -> str:
+    """A short cause without bucket or key names."""
+    cause = exc if isinstance(exc, ClientError) else exc.__cause__ or exc.__context__
+    if isinstance(cause, ClientError):
+        return str(cause.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__

@@ -1,0 +1,99 @@
+"""Runner configuration, read once from the environment (the whole CLI contract is env vars)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+GIB = 1024**3
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+Num = TypeVar("Num", int, float)
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a runnable job."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a stage needs to know about its job and its limits."""
+
+    job_id: str
+    manifest_uri: str
+    data_dir: Path
+    results_bucket: str
+    events_mode: str
+    event_bus: str
+    ipfs_gateway: str
+    arweave_gateway: str
+    max_input_bytes: int
+    max_output_bytes: int
+    fetch_timeout: float
+    allow_private: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, need_manifest: bool = True) -> "Settings":
+        """Validate the env up front so a misconfigured job fails before touching anything."""
+        job_id = env.get("JOB_ID", "")
+        if not JOB_ID_RE.match(job_id):
+            raise ConfigError("JOB_ID is missing or has characters other than [A-Za-z0-9._-]")
+        manifest_uri = env.get("MANIFEST_URI", "")
+        if manifest_uri:
+            parse_s3_uri(manifest_uri)
+        elif need_manifest:
+            raise ConfigError("MANIFEST_URI (s3://bucket/key) is required")
+        results_bucket = env.get("RESULTS_BUCKET") or (
+            parse_s3_uri(manifest_uri)[0] if manifest_uri else "")
+        if not results_bucket:
+            raise ConfigError("RESULTS_BUCKET or MANIFEST_URI is required")
+        events_mode = env.get("RUNNER_EVENTS", "eventbridge")
+        if events_mode not in ("eventbridge", "stdout"):
+            raise ConfigError("RUNNER_EVENTS must be 'eventbridge' or 'stdout'")
+        return cls(
+            job_id=job_id,
+            manifest_uri=manifest_uri,
+            data_dir=Path(env.get("DATA_DIR", "/data")),
+            results_bucket=results_bucket,
+            events_mode=events_mode,
+            event_bus=env.get("EVENT_BUS_NAME", "default"),
+            ipfs_gateway=_gateway(env, "IPFS_GATEWAY", "https://ipfs.io"),
+            arweave_gateway=_gateway(env, "ARWEAVE_GATEWAY", "https://arweave.net"),
+            max_input_bytes=_number(env, "MAX_INPUT_BYTES", 5 * GIB, int),
+            max_output_bytes=_number(env, "MAX_OUTPUT_BYTES", 5 * GIB, int),
+            fetch_timeout=_number(env, "FETCH_TIMEOUT", 30.0, float),
+            allow_private=env.get("ALLOW_PRIVATE_NETWORKS", "").strip().lower() in TRUE_WORDS,
+        )
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """Split s3://bucket/key; the manifest location is the only S3 address the runner is given."""
+    parts = urlsplit(uri)
+    key = parts.path.lstrip("/")
+    if parts.scheme != "s3" or not parts.netloc or not key:
+        raise ConfigError("expected an s3://bucket/key URI")
+    return parts.netloc, key
+
+
+def _gateway(env: Mapping[str, str], name: str, default: str) -> str:
+    """Gateways are joined with a path, so normalise away a trailing slash."""
+    value = env.get(name) or default
+    if urlsplit(value).scheme not in ("http", "https"):
+        raise ConfigError(f"{name} must be an http(s) URL")
+    return value.rstrip("/")
+
+
+def _number(env: Mapping[str, str], name: str, default: Num, kind: Callable[[str], Num]) -> Num:
+    """Positive numeric limits; a typo must not silently disable a cap."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value

@@ -1,0 +1,116 @@
+"""Shared fixtures: in-process moto for AWS, settings for a test provider, signing helpers."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+for _name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+    del os.environ[_name]
+
+TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "CHAINS": '{"8996": "http://127.0.0.1:8545"}',
+    "RESULTS_BUCKET": "test-results",
+    # anvil's development key #9: never a real key.
+    "PROVIDER_PRIVATE_KEY": "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+    "JWT_SECRET": "test-jwt-secret-that-is-long-enough-0123456789",
+    "RESOURCE_PREFIX": "test",
+}
+os.environ.update(TEST_ENV)
+
+from moto import mock_aws  # noqa: E402  (moto must patch before any client exists)
+
+
+@pytest.fixture(scope="module")
+def _moto():
+    """In-process moto with the provider's tables and bucket, once per test module: building
+    botocore clients for five tables costs about a second, so tests share them and
+    `aws` empties the tables and the bucket after each test instead."""
+    from chalicelib import services
+    from chalicelib.bootstrap import bootstrap
+
+    with mock_aws(config={"batch": {"use_docker": False}}):
+        services.reset()
+        bootstrap(services.settings(), with_bucket=True)
+        yield
+        services.reset()
+
+
+@pytest.fixture
+def aws(_moto):
+    """Empty provider tables and bucket on in-process moto; emptied again after the test."""
+    yield
+    _empty_everything()
+
+
+def _empty_everything() -> None:
+    from chalicelib import aws as clients
+    from chalicelib import models, services
+
+    services.settings()
+    for model in models.ALL_MODELS:
+        with model.batch_write() as batch:
+            for item in model.scan():
+                batch.delete(item)
+    s3 = clients.client("s3")
+    for bucket in s3.list_buckets().get("Buckets", []):
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket["Name"]):
+            for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                s3.delete_object(Bucket=bucket["Name"], Key=version["Key"], VersionId=version["VersionId"])
+
+
+pytest_plugins = ["chain_fixtures"]
+
+
+@pytest.fixture
+def client(aws):
+    """Chalice's in-process test client against the app, on in-process moto."""
+    from chalice.test import Client
+
+    import app as app_module
+
+    app_module._cache.clear()
+    with Client(app_module.app) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory):
+    """`make run`'s stack (python -m devstack) on free ports, stopped after the session."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from devstack.processes import free_port, wait_for_http
+
+    port, moto_port, chain_port = free_port(), free_port(), free_port()
+    state = tmp_path_factory.mktemp("stack")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHAINS", "PROVIDER_", "JWT_"))}
+    env["DEVSTACK_STATE_DIR"] = str(state)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "--port", str(port), "--moto-port", str(moto_port), "--chain-port", str(chain_port)],
+        env=env, stdout=open(state / "stack.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline_file = state / "stack.json"
+        wait_for_http(f"http://127.0.0.1:{port}/", timeout=180)
+        import time
+
+        for _ in range(600):
+            if deadline_file.exists() or process.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, (state / "stack.out").read_text()[-3000:]
+        yield json.loads(deadline_file.read_text())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)

@@ -1,0 +1,194 @@
+"""The configure stage against moto S3 and the local HTTP server."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner import configure
+from runner.__main__ import main
+
+JOBS_BUCKET, DATA_BUCKET = "c2d-jobs", "c2d-data"  # created by conftest's s3 fixture
+
+DID_A = "did:op:" + "a" * 64
+DID_B = "did:op:" + "b" * 64
+ALGO_DID = "did:op:" + "c" * 64
+SECRET = "tok3n-s3cr3t"
+
+
+def put_manifest(s3: Any, inputs: list[dict[str, Any]], algorithm: dict[str, Any],
+                 job_id: str = "job-1") -> None:
+    manifest = {"jobId": job_id, "owner": "0x" + "1" * 40, "bucket": JOBS_BUCKET,
+                "prefix": f"jobs/{job_id}/", "inputs": inputs, "algorithm": algorithm}
+    s3.put_object(Bucket=JOBS_BUCKET, Key=f"jobs/{job_id}/manifest.json",
+                  Body=json.dumps(manifest).encode())
+
+
+def url_file(server: Any, path: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "url", "url": server.url(f"{path}?token={SECRET}"), "method": "GET", **extra}
+
+
+def assert_no_secrets(settings: Any, emitter: Any) -> None:
+    """Neither the log nor any event may carry an input URL, its query or the S3 key."""
+    log = (settings.data_dir / "logs" / "configure.log").read_text()
+    events = json.dumps(emitter.details)
+    for text in (log, events):
+        assert SECRET not in text and "http://" not in text and "/files/" not in text
+        assert "private/" not in text
+
+
+class Stage:
+    """Runs configure with private networks allowed (the test server is on loopback)."""
+
+    def __init__(self, s3: Any, server: Any, make_settings: Any, emitter: Any) -> None:
+        self.s3, self.server, self.make_settings, self.emitter = s3, server, make_settings, emitter
+        self.settings: Any = None
+
+    def __call__(self, inputs: list[dict[str, Any]], algorithm: dict[str, Any], **env: str) -> int:
+        put_manifest(self.s3, inputs, algorithm)
+        env = {"ALLOW_PRIVATE_NETWORKS": "1", "IPFS_GATEWAY": self.server.url(""),
+               "ARWEAVE_GATEWAY": self.server.url("/ar/"), **env}
+        self.settings = self.make_settings(**env)
+        return configure.run(self.settings, self.emitter)
+
+
+@pytest.fixture
+def stage(s3, http_server, make_settings, emitter) -> Stage:
+    return Stage(s3, http_server, make_settings, emitter)
+
+
+def test_provisions_every_source_type(stage, s3, http_server, emitter) -> None:
+    http_server.files.update({"/files/a.csv": b"a,b\n", "/ipfs/QmHash123": b"ipfs!",
+                              "/ar/TxId_-9": b"arweave!", "/files/algo.py": b"print(1)\n",
+                              "/files/b.txt": b"bee"})
+    s3.put_object(Bucket=DATA_BUCKET, Key="private/data.bin", Body=b"\x00\x01")
+    inputs = [
+        {"did": DID_A, "files": [
+            url_file(http_server, "/files/a.csv", headers={"Authorization": SECRET}),
+            {"type": "s3", "bucket": DATA_BUCKET, "objectKey": "private/data.bin"},
+            {"type": "ipfs", "hash": "QmHash123"},
+            {"type": "arweave", "transactionId": "TxId_-9"}]},
+        {"did": DID_B, "files": [url_file(http_server, "/files/b.txt")]},
+    ]
+    algorithm = {"did": ALGO_DID, "files": [url_file(http_server, "/files/algo.py")],
+                 "algocustomdata": {"threshold": 3}}
+    assert stage(inputs, algorithm) == 0
+    data = stage.settings.data_dir
+    assert emitter.statuses == [20, 30]
+    assert (data / "inputs" / DID_A / "0").read_bytes() == b"a,b\n"
+    assert (data / "inputs" / DID_A / "1").read_bytes() == b"\x00\x01"
+    assert (data / "inputs" / DID_A / "2").read_bytes() == b"ipfs!"
+    assert (data / "inputs" / DID_A / "3").read_bytes() == b"arweave!"
+    assert (data / "inputs" / DID_B / "0").read_bytes() == b"bee"
+    assert (data / "transformations" / "algorithm").read_bytes() == b"print(1)\n"
+    assert json.loads((data / "inputs" / "algoCustomData.json").read_text()) == {"threshold": 3}
+    env = json.loads((data / "transformations" / "env.json").read_text())
+    assert json.loads(env["DIDS"]) == [DID_A, DID_B]
+    assert env["TRANSFORMATION_DID"] == ALGO_DID
+    assert env["ALGO"] == str((data / "transformations" / "algorithm").absolute())
+    assert (data / "outputs").is_dir() and (data / "logs").is_dir()
+    log = (data / "logs" / "configure.log").read_text()
+    assert f"input {DID_A} #0 (url host 127.0.0.1)" in log
+    assert_no_secrets(stage.settings, emitter)
+
+
+def test_rawcode_algorithm(stage, http_server) -> None:
+    http_server.files["/files/a.csv"] = b"1"
+    algorithm = {"did": "", "rawcode": "print('raw')", "files": []}
+    assert stage([{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}], algorithm) == 0
+    data = stage.settings.data_dir
+    assert (data / "transformations" / "algorithm").read_text() == "print('raw')"
+    assert json.loads((data / "inputs" / "algoCustomData.json").read_text()) == {}
+    assert json.loads((data / "transformations" / "env.json").read_text())["TRANSFORMATION_DID"] == ""
+
+
+def test_input_failure_is_31_without_secrets(stage, http_server, emitter) -> None:
+    http_server.files["/files/a.csv"] = b"1"
+    inputs = [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv"),
+                                       url_file(http_server, "/status/404")]}]
+    assert stage(inputs, {"rawcode": "x"}) == 1
+    assert emitter.statuses == [20, 31]
+    assert emitter.details[-1]["reason"] == f"input 1 of {DID_A}: HTTP 404"
+    assert not (stage.settings.data_dir / "inputs" / DID_A / "1").exists()
+    assert_no_secrets(stage.settings, emitter)
+
+
+def test_private_input_refused_without_flag(stage, http_server, emitter) -> None:
+    http_server.files["/files/a.csv"] = b"1"
+    inputs = [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}]
+    assert stage(inputs, {"rawcode": "x"}, ALLOW_PRIVATE_NETWORKS="0") == 1
+    assert emitter.statuses == [20, 31] and "address not allowed" in emitter.details[-1]["reason"]
+    assert http_server.requests == []
+
+
+@pytest.mark.parametrize("algorithm", [
+    {"did": ALGO_DID, "files": [{"type": "url", "url": "http://127.0.0.1:1/status/500"}]},
+    {"did": ALGO_DID, "rawcode": "", "files": []},
+    {"did": ALGO_DID, "files": [{"type": "ftp", "url": "ftp://x"}]},
+])
+def test_algorithm_failure_is_32(stage, http_server, emitter, algorithm) -> None:
+    http_server.files["/files/a.csv"] = b"1"
+    assert stage([{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}], algorithm) == 1
+    assert emitter.statuses == [20, 32]
+    assert emitter.details[-1]["reason"].startswith("algorithm")
+
+
+def test_total_input_budget(stage, s3, http_server, emitter) -> None:
+    http_server.files["/files/a.csv"] = b"x" * 600
+    s3.put_object(Bucket=DATA_BUCKET, Key="private/big", Body=b"y" * 600)
+    inputs = [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv"),
+                                       {"type": "s3", "bucket": DATA_BUCKET,
+                                        "objectKey": "private/big"}]}]
+    assert stage(inputs, {"rawcode": "x"}, MAX_INPUT_BYTES="1000") == 1
+    assert emitter.details[-1]["reason"] == f"input 1 of {DID_A}: exceeds the size limit"
+    assert not (stage.settings.data_dir / "inputs" / DID_A / "1").exists()
+
+
+def test_job_bucket_is_not_an_input(stage, emitter) -> None:
+    """Another job's manifest holds decrypted URLs: a DDO must not be able to read it."""
+    inputs = [{"did": DID_A, "files": [{"type": "s3", "bucket": JOBS_BUCKET,
+                                        "objectKey": "jobs/other/manifest.json"}]}]
+    assert stage(inputs, {"rawcode": "x"}) == 1
+    assert emitter.details[-1]["reason"] == f"input 0 of {DID_A}: s3 bucket not allowed"
+
+
+@pytest.mark.parametrize("spec", [{"type": "ipfs", "hash": "Qm1/../../admin"},
+                                  {"type": "arweave", "transactionId": "../graphql"},
+                                  {"type": "smartcontract", "address": "0x0"}])
+def test_bad_file_entries_refused(stage, emitter, spec) -> None:
+    assert stage([{"did": DID_A, "files": [spec]}], {"rawcode": "x"}) == 1
+    assert emitter.statuses == [20, 31]
+
+
+@pytest.mark.parametrize("did", ["../../etc", "did:op:x/../../y", ""])
+def test_bad_did_refused(stage, emitter, did) -> None:
+    assert stage([{"did": did, "files": [{"type": "ipfs", "hash": "Qm1"}]}], {"rawcode": "x"}) == 1
+    assert emitter.statuses == [20, 31]
+
+
+def test_missing_or_foreign_manifest(s3, make_settings, emitter) -> None:
+    settings = make_settings()
+    assert configure.run(settings, emitter) == 1
+    assert emitter.details[-1]["reason"] == "manifest unavailable (s3 error NoSuchKey)"
+    put_manifest(s3, [], {"rawcode": "x"}, job_id="job-1")
+    assert configure.run(make_settings(job_id="job-2", MANIFEST_URI=settings.manifest_uri),
+                         emitter) == 1
+    assert emitter.details[-1]["reason"] == "manifest does not belong to this job"
+
+
+def test_cli_stdout_events(s3, http_server, tmp_path: Path, monkeypatch, capsys) -> None:
+    http_server.files["/files/a.csv"] = b"1"
+    put_manifest(s3, [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}],
+                 {"rawcode": "x"})
+    for name, value in {"JOB_ID": "job-1", "DATA_DIR": str(tmp_path / "d"),
+                        "MANIFEST_URI": f"s3://{JOBS_BUCKET}/jobs/job-1/manifest.json",
+                        "RUNNER_EVENTS": "stdout", "ALLOW_PRIVATE_NETWORKS": "true"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("RESULTS_BUCKET", raising=False)
+    assert main(["configure"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.startswith("C2D-EVENT ") for line in lines)
+    assert [json.loads(line.split(" ", 1)[1]) for line in lines] == [
+        {"jobId": "job-1", "status": 20}, {"jobId": "job-1", "status": 30}]

@@ -1,0 +1,135 @@
+"""The publish stage against moto S3."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner import publish
+from runner.events import MAX_DETAIL_BYTES, detail_size
+from runner.publish import ResultStore, collect_outputs, event_fields, relative_key
+
+JOBS_BUCKET = "c2d-jobs"  # created by conftest's s3 fixture
+
+
+def keys(s3: Any) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=JOBS_BUCKET).get("Contents", []))
+
+
+@pytest.fixture
+def data(make_settings) -> Path:
+    root = make_settings().data_dir
+    (root / "outputs" / "sub").mkdir(parents=True)
+    (root / "logs").mkdir()
+    (root / "outputs" / "out.txt").write_text("hello")
+    (root / "outputs" / "sub" / "deep.json").write_text("{}")
+    (root / "logs" / "algorithm.log").write_text("algo ran\n")
+    (root / "logs" / "configure.log").write_text("configured\n")
+    return root
+
+
+def test_uploads_outputs_and_logs(s3, data, make_settings, emitter) -> None:
+    assert publish.run(make_settings(), emitter) == 0
+    assert emitter.statuses == [60, 70]
+    final = emitter.details[-1]
+    summary = [(r["filename"], r["type"], r["key"]) for r in final["results"]]
+    assert summary == [
+        ("out.txt", "output", "jobs/job-1/outputs/out.txt"),
+        ("sub/deep.json", "output", "jobs/job-1/outputs/sub/deep.json"),
+        ("algorithm.log", "algorithmLog", "jobs/job-1/logs/algorithm.log"),
+        ("configure.log", "configurationLog", "jobs/job-1/logs/configure.log"),
+        ("publish.log", "publishLog", "jobs/job-1/logs/publish.log"),
+    ]
+    assert final["results"][0]["filesize"] == 5
+    assert final["resultsKey"] == "jobs/job-1/results.json" and not final["resultsTruncated"]
+    assert final["bucket"] == JOBS_BUCKET
+    for result in final["results"]:
+        head = s3.head_object(Bucket=JOBS_BUCKET, Key=result["key"])
+        assert head["ServerSideEncryption"] == "AES256"
+        assert head["ContentLength"] == result["filesize"]
+    stored = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/results.json")
+    assert stored["ServerSideEncryption"] == "AES256"
+    assert json.loads(stored["Body"].read()) == final["results"]
+    publish_log = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/logs/publish.log")
+    assert b"uploaded out.txt" in publish_log["Body"].read()
+
+
+def test_symlinks_and_special_files_are_not_uploaded(s3, data, make_settings, emitter) -> None:
+    outputs = data / "outputs"
+    (outputs / "passwd").symlink_to("/etc/passwd")
+    (outputs / "etc").symlink_to("/etc", target_is_directory=True)
+    (outputs / "sub" / "up").symlink_to("../../logs")
+    os.mkfifo(outputs / "pipe")
+    (outputs / "bad\nname").write_text("x")
+    (data / "logs" / "algorithm.log").unlink()
+    (data / "logs" / "algorithm.log").symlink_to("/etc/passwd")
+    assert publish.run(make_settings(), emitter) == 0
+    assert keys(s3) == ["jobs/job-1/logs/configure.log", "jobs/job-1/logs/publish.log",
+                        "jobs/job-1/outputs/out.txt", "jobs/job-1/outputs/sub/deep.json",
+                        "jobs/job-1/results.json"]
+    log = (data / "logs" / "publish.log").read_text()
+    assert "skipped 'passwd': symlink" in log and "skipped 'pipe'" in log
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../b", "a//b", ".", "a/./b",
+                                  "x\ny", "\udcff"])
+def test_result_names_cannot_escape(name: str) -> None:
+    with pytest.raises(ValueError):
+        relative_key(name)
+
+
+def test_upload_refuses_paths_outside_folder(data: Path) -> None:
+    """Even if a name with '..' reached upload, the file outside outputs/ would not be read."""
+    secret = data / "secret.txt"
+    secret.write_text("top secret")
+    store = ResultStore(s3=None, bucket=JOBS_BUCKET, job_id="job-1")
+    assert store.upload(data / "outputs" / ".." / "secret.txt", "x", "output",
+                        within=data / "outputs") is None
+
+
+def test_outputs_folder_symlink_refused(s3, make_settings, emitter) -> None:
+    root = make_settings().data_dir
+    root.mkdir()
+    (root / "outputs").symlink_to("/etc", target_is_directory=True)
+    assert publish.run(make_settings(), emitter) == 1
+    assert emitter.statuses == [60, 62]
+    assert emitter.details[-1]["reason"] == "outputs folder is a symlink"
+
+
+def test_upload_failure_is_62(aws, data, make_settings, emitter) -> None:
+    """No bucket: every upload fails with NoSuchBucket."""
+    assert publish.run(make_settings(), emitter) == 1
+    assert emitter.statuses == [60, 62]
+    assert emitter.details[-1]["reason"] == "upload of out.txt failed (NoSuchBucket)"
+
+
+def test_output_size_cap_still_uploads_logs(s3, data, make_settings, emitter) -> None:
+    assert publish.run(make_settings(MAX_OUTPUT_BYTES="6"), emitter) == 1
+    assert emitter.details[-1]["reason"] == "outputs exceed the size limit"
+    assert [r["type"] for r in emitter.details[-1]["results"]] == [
+        "algorithmLog", "configurationLog", "publishLog"]
+    assert "jobs/job-1/outputs/out.txt" not in keys(s3)
+
+
+def test_event_results_fit_eventbridge() -> None:
+    store = ResultStore(s3=None, bucket=JOBS_BUCKET, job_id="job-1")
+    results = [{"filename": f"{'n' * 200}{i}.csv", "filesize": i, "type": "output",
+                "key": f"jobs/job-1/outputs/{'n' * 200}{i}.csv"} for i in range(5000)]
+    results.append({"filename": "algorithm.log", "filesize": 1, "type": "algorithmLog",
+                    "key": "jobs/job-1/logs/algorithm.log"})
+    fields = event_fields(results, store)
+    assert fields["resultsTruncated"] is True
+    assert fields["results"][-1]["type"] == "algorithmLog"
+    assert 100 < len(fields["results"]) < 5000
+    assert detail_size({"jobId": "job-1", "status": 70, **fields}) < MAX_DETAIL_BYTES
+
+
+def test_collect_outputs_limits(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("12345")
+    assert collect_outputs(tmp_path, 5) == ["a"]
+    with pytest.raises(publish.PublishError):
+        collect_outputs(tmp_path, 4)
+    assert collect_outputs(tmp_path / "missing", 5) == []

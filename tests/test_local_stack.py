@@ -1,0 +1,62 @@
+"""`make run`'s stack over real HTTP: moto server, Chalice's local server, a real signing client."""
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import requests
+
+from signing import CONSUMER_KEY, address, sign
+
+CONSUMER = address(CONSUMER_KEY)
+
+
+def test_root_nonce_token_lifecycle_over_http(local_stack):
+    base = local_stack["providerUrl"]
+    root = requests.get(base + "/", timeout=10).json()
+    assert root["providerAddresses"] and root["serviceEndpoints"]["nonce"] == ["GET", "/api/services/nonce"]
+    for name, (method, path) in root["serviceEndpoints"].items():
+        response = requests.request(method, base + path, timeout=10)
+        assert response.status_code < 500, (name, response.text)
+
+    nonce = requests.get(base + "/api/services/nonce", params={"userAddress": CONSUMER}, timeout=10).json()["nonce"]
+    nonce += 1
+    token = requests.get(base + "/api/services/createAuthToken", timeout=10, params={
+        "address": CONSUMER, "nonce": nonce, "signature": sign(CONSUMER_KEY, CONSUMER + str(nonce)),
+        "expiration": int(time.time()) + 300}).json()["token"]
+    nonce += 1
+    deleted = requests.delete(base + "/api/services/deleteAuthToken", timeout=10, params={
+        "address": CONSUMER, "nonce": nonce, "token": token, "signature": sign(CONSUMER_KEY, CONSUMER + str(nonce))})
+    assert deleted.json() == {"success": "Token has been deactivated."}
+    assert requests.get(base + "/api/services/nonce", params={"userAddress": CONSUMER}, timeout=10).json() == {"nonce": nonce}
+
+
+def test_unknown_route_wrong_method_and_bad_input_are_json_4xx(local_stack):
+    base = local_stack["providerUrl"]
+    cases = [
+        ("GET", "/nothing/here", None, 404),
+        ("POST", "/", None, 405),
+        ("GET", "/api/services/nonce", None, 400),
+        ("GET", "/api/services/nonce?userAddress=0x12", None, 400),
+        ("POST", "/api/services/nonce", b"{not json", 405),
+        ("GET", "/api/services/createAuthToken", b"{not json", 400),
+        ("GET", "/api/services/createAuthToken", b"[1,2]", 400),
+        ("GET", "/api/services/createAuthToken", b"\xff\xfe", 400),
+    ]
+    for method, path, body, expected in cases:
+        response = requests.request(method, base + path, data=body, timeout=10,
+                                    headers={"Content-Type": "application/json"})
+        assert response.status_code == expected, (method, path, response.text)
+        assert isinstance(response.json(), dict)
+
+
+def test_same_signed_request_from_50_threads_succeeds_once(local_stack):
+    """Through the moto server: exactly one of 50 identical signed requests consumes the nonce."""
+    base = local_stack["providerUrl"]
+    nonce = requests.get(base + "/api/services/nonce", params={"userAddress": CONSUMER}, timeout=10).json()["nonce"] + 1
+    params = {"address": CONSUMER, "nonce": nonce, "signature": sign(CONSUMER_KEY, CONSUMER + str(nonce)),
+              "expiration": int(time.time()) + 300}
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(lambda _: requests.get(base + "/api/services/createAuthToken", params=params,
+                                                        timeout=60).status_code, range(50)))
+    assert statuses.count(200) == 1 and statuses.count(400) == 49, statuses
