@@ -1,0 +1,1 @@
+"""Compute-to-data: environments, request validation, jobs, dispatch to Batch, status events."""

@@ -1,0 +1,110 @@
+"""Compute environments are configuration (DESIGN §4): what the provider offers, at what price,
+on which Batch queue. Read once per container from COMPUTE_ENVIRONMENTS (inline JSON) or
+COMPUTE_ENVIRONMENTS_FILE, defaulting to environments.json beside this module."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from chalicelib.errors import ConfigurationError
+
+DEFAULT_FILE = Path(__file__).with_name("environments.json")
+
+
+@dataclass(frozen=True)
+class Environment:
+    id: str
+    description: str
+    chain_ids: tuple[int, ...]
+    job_queue: str
+    cpu_type: str
+    gpu_type: str
+    n_cpu: int
+    n_gpu: int
+    ram_gb: float
+    disk_gb: float
+    price_min: float
+    max_jobs: int
+    max_job_duration: int
+    storage_expiry: int
+    fee_tokens: Mapping[int, str] = field(default_factory=dict)
+    free: bool = False
+
+    def fee_token(self, chain_id: int) -> str:
+        return self.fee_tokens.get(chain_id, "0x0000000000000000000000000000000000000000")
+
+    def public(self, chain_id: int, provider_address: str, current_jobs: int) -> dict[str, Any]:
+        """The environment as ocean.py and ocean.js read it (the spec's fields plus DESIGN §3.4's)."""
+        return {
+            "id": self.id,
+            "desc": self.description,
+            "cpuType": self.cpu_type,
+            "nCPU": self.n_cpu,
+            "gpuType": self.gpu_type,
+            "nGPU": self.n_gpu,
+            "ramGB": self.ram_gb,
+            "diskGB": self.disk_gb,
+            "priceMin": 0 if self.free else self.price_min,
+            "maxJobs": self.max_jobs,
+            "currentJobs": current_jobs,
+            "consumerAddress": provider_address,
+            "feeToken": self.fee_token(chain_id),
+            "maxJobDuration": self.max_job_duration,
+            "storageExpiry": self.storage_expiry,
+            "lastSeen": 0,
+            "free": self.free,
+        }
+
+
+def parse_environments(raw: list[Mapping[str, Any]]) -> dict[str, Environment]:
+    environments: dict[str, Environment] = {}
+    for index, item in enumerate(raw):
+        try:
+            environment = Environment(
+                id=str(item["id"]),
+                description=str(item.get("description", "")),
+                chain_ids=tuple(int(c) for c in item["chainIds"]),
+                job_queue=str(item["jobQueue"]),
+                cpu_type=str(item.get("cpuType", "")),
+                gpu_type=str(item.get("gpuType", "")),
+                n_cpu=int(item["nCPU"]),
+                n_gpu=int(item.get("nGPU", 0)),
+                ram_gb=float(item["ramGB"]),
+                disk_gb=float(item["diskGB"]),
+                price_min=float(item.get("priceMin", 0)),
+                max_jobs=int(item["maxJobs"]),
+                max_job_duration=int(item["maxJobDuration"]),
+                storage_expiry=int(item.get("storageExpiry", 604800)),
+                fee_tokens={int(k): str(v) for k, v in item.get("feeToken", {}).items()},
+                free=bool(item.get("free", False)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigurationError(f"compute environment #{index} is malformed: {error!r}") from None
+        if environment.id in environments:
+            raise ConfigurationError(f"compute environment id {environment.id!r} is defined twice")
+        environments[environment.id] = environment
+    return environments
+
+
+def load_environments(env: Mapping[str, str] | None = None) -> dict[str, Environment]:
+    env = os.environ if env is None else env
+    inline = env.get("COMPUTE_ENVIRONMENTS", "").strip()
+    try:
+        if inline:
+            raw = json.loads(inline)
+        else:
+            raw = json.loads(Path(env.get("COMPUTE_ENVIRONMENTS_FILE") or DEFAULT_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"COMPUTE_ENVIRONMENTS(_FILE) is unreadable: {type(error).__name__}") from None
+    if not isinstance(raw, list):
+        raise ConfigurationError("COMPUTE_ENVIRONMENTS must be a JSON list")
+    return parse_environments(raw)
+
+
+@lru_cache(maxsize=1)
+def environments() -> dict[str, Environment]:
+    return load_environments()
