@@ -1,0 +1,22 @@
+"""Run every benchmark and print its numbers against its budget."""
+from __future__ import annotations
+
+import sys
+
+from bench import cold_start, signatures
+
+BENCHMARKS = [signatures.run, cold_start.run]
+
+
+def main() -> int:
+    failures = 0
+    for run in BENCHMARKS:
+        name, value, unit, budget = run()
+        verdict = "ok" if value <= budget else "OVER BUDGET"
+        failures += value > budget
+        print(f"{name}: {value:.3f} {unit} (budget {budget} {unit}) {verdict}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
