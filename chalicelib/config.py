@@ -28,6 +28,7 @@ class Settings:
     revoked_tokens_table: str
     assets_table: str
     orders_table: str
+    counters_table: str
     bucket: str
     token_max_lifetime: int
     provider_url: str
@@ -135,6 +136,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         revoked_tokens_table=env.get("REVOKED_TOKENS_TABLE", f"{prefix}-revoked-tokens"),
         assets_table=env.get("ASSETS_TABLE", f"{prefix}-assets"),
         orders_table=env.get("ORDERS_TABLE", f"{prefix}-orders"),
+        counters_table=env.get("COUNTERS_TABLE", f"{prefix}-counters"),
         bucket=bucket,
         token_max_lifetime=int(_positive_number(env, "TOKEN_MAX_LIFETIME", "86400")),
         provider_url=env.get("PROVIDER_URL", "http://127.0.0.1:8030").rstrip("/"),

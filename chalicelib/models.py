@@ -6,6 +6,7 @@ first use; Lambda does it once per container, tests once per moto session.
 from __future__ import annotations
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     JSONAttribute,
     ListAttribute,
     MapAttribute,
@@ -84,6 +85,14 @@ class JobRecord(Model):
     results = JSONAttribute(null=True)
     termination_details = MapAttribute(null=True, attr_name="terminationDetails")
     stage_failure = NumberAttribute(null=True, attr_name="stageFailure")
+    # Written by compute.events: the runner's last reported stage, the last Batch state seen,
+    # where the full results list lives (results.json) and whether `results` was cut to fit
+    # an event, and when an event last changed the record.
+    stage = NumberAttribute(null=True)
+    batch_status = UnicodeAttribute(null=True, attr_name="batchStatus")
+    results_key = UnicodeAttribute(null=True, attr_name="resultsKey")
+    results_truncated = BooleanAttribute(null=True, attr_name="resultsTruncated")
+    updated_at = NumberAttribute(null=True, attr_name="updatedAt")
     expires_at = TTLAttribute(null=True, attr_name="expiresAt")
 
     by_owner = JobsByOwner()
@@ -103,7 +112,11 @@ class OrderUse(Model):
 
 
 class AssetRecord(Model):
-    """A resolved DDO cached by did, with where it came from."""
+    """A DDO read from its NFT on chain (an operator registered the NFT), cached by did.
+
+    `block_number` is the block of the metadata event the DDO came from, `scanned_block` the
+    last block searched for newer ones, `state` the NFT's metadata state at `updated_at`.
+    """
 
     class Meta:
         table_name = "assets"
@@ -115,10 +128,24 @@ class AssetRecord(Model):
     ddo = JSONAttribute()
     metadata_hash = UnicodeAttribute(attr_name="metadataHash", default="")
     block_number = NumberAttribute(attr_name="blockNumber", default=0)
+    scanned_block = NumberAttribute(attr_name="scannedBlock", default=0)
+    state = NumberAttribute(default=0)
     updated_at = NumberAttribute(attr_name="updatedAt")
 
 
-ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord)
+class EnvironmentUsage(Model):
+    """Jobs currently counted against an environment's maxJobs; changed only by conditional
+    updates when a job starts (or its start is undone) and when it first reaches a terminal state."""
+
+    class Meta:
+        table_name = "counters"
+        billing_mode = "PAY_PER_REQUEST"
+
+    environment = UnicodeAttribute(hash_key=True)
+    running = NumberAttribute(default=0)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord, EnvironmentUsage)
 
 # Tables whose records carry a TTL attribute, with that attribute's name.
 TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt"}
@@ -132,6 +159,7 @@ def bind(settings: Settings) -> None:
         JobRecord: settings.jobs_table,
         OrderUse: settings.orders_table,
         AssetRecord: settings.assets_table,
+        EnvironmentUsage: settings.counters_table,
     }
     for model, name in names.items():
         model.Meta.table_name = name

@@ -1,0 +1,41 @@
+"""currentJobs per environment: a counter changed only by conditional updates, so reading it is
+one BatchGetItem instead of a scan of the jobs table, and it can never exceed maxJobs."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.expressions.update import Action
+from pynamodb.expressions.condition import Condition
+
+from chalicelib.errors import ServiceUnavailable
+from chalicelib.models import EnvironmentUsage
+
+
+class UsageCounter:
+    def __init__(self, model: type[EnvironmentUsage] = EnvironmentUsage):
+        self._model = model
+
+    def current(self, environment_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(environment_ids)
+        counts = {environment_id: 0 for environment_id in ids}
+        try:
+            for record in self._model.batch_get(ids):
+                counts[record.environment] = max(0, int(record.running))
+        except PynamoDBException as error:
+            raise ServiceUnavailable("Job store is unavailable, try again later") from error
+        return counts
+
+    def reserve(self, max_jobs: int) -> tuple[list[Action], Condition]:
+        """The update and condition that take one slot, for use inside the start transaction."""
+        running = self._model.running
+        return [running.add(1)], running.does_not_exist() | (running < max_jobs)
+
+    def release(self, environment_id: str) -> None:
+        """Give a slot back (a job ended, or its start was undone); never below zero."""
+        record = self._model(environment_id)
+        try:
+            record.update(actions=[self._model.running.add(-1)], condition=self._model.running > 0)
+        except PynamoDBException as error:
+            if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
+                raise ServiceUnavailable("Job store is unavailable, try again later") from error
