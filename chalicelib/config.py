@@ -35,6 +35,11 @@ class Settings:
     metadata_url: str | None
     stage: str
     rpc_timeout: float
+    compute_backend: str
+    runner_image: str
+    batch_job_role_arn: str | None
+    batch_execution_role_arn: str | None
+    event_bus: str
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -120,6 +125,13 @@ def _positive_number(env: Mapping[str, str], name: str, default: str, kind: type
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in allowed:
+        raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from an environment mapping; raise ConfigurationError naming what is wrong."""
     env = os.environ if env is None else env
@@ -143,6 +155,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metadata_url=metadata_url,
         stage=env.get("STAGE", "dev"),
         rpc_timeout=float(_positive_number(env, "RPC_TIMEOUT", "10", float)),
+        compute_backend=_choice(env, "COMPUTE_BACKEND", ("batch", "local"), "batch"),
+        runner_image=env.get("RUNNER_IMAGE", "").strip() or "ocean-c2d-runner:latest",
+        batch_job_role_arn=env.get("BATCH_JOB_ROLE_ARN", "").strip() or None,
+        batch_execution_role_arn=env.get("BATCH_EXECUTION_ROLE_ARN", "").strip() or None,
+        event_bus=env.get("EVENT_BUS_NAME", "").strip() or "default",
         _secrets=SecretSource(env),
     )
 

@@ -26,11 +26,13 @@ MAX_BODY_BYTES = 1024 * 1024
 
 @dataclass
 class Call:
-    """What a route function gets: validated parameters and the request headers."""
+    """What a route function gets: validated parameters and the request headers (and, for a
+    `raw_body` operation, the request body as bytes)."""
 
     params: Any
     headers: Mapping[str, str]
     method: str
+    body: bytes = b""
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()
@@ -48,6 +50,7 @@ class Operation:
     signed: bool
     in_body: bool
     responses: dict[str, str] = field(default_factory=dict)
+    raw_body: bool = False
 
 
 class Api:
@@ -68,9 +71,15 @@ class Api:
         signed: bool = False,
         in_body: bool = False,
         responses: dict[str, str] | None = None,
+        raw_body: bool = False,
     ) -> Callable[[Callable[[Call], Any]], Callable[[Call], Any]]:
+        """Register `function` for `path` and `method`. With `raw_body` the body is not parsed as
+        JSON: `model` validates the query string only and the function gets the bytes in `Call.body`."""
+
         def register(function: Callable[[Call], Any]) -> Callable[[Call], Any]:
-            operation = Operation(path, method, endpoint, function, model, summary, signed, in_body, responses or {})
+            operation = Operation(
+                path, method, endpoint, function, model, summary, signed, in_body, responses or {}, raw_body
+            )
             self.operations.append(operation)
             if path not in self._paths:
                 self._paths[path] = {}
@@ -95,9 +104,11 @@ class Api:
 
 def handle(operation: Operation, request: Any) -> Response:
     try:
-        raw = read_params(request.query_params, request.raw_body)
+        body = _body_bytes(request.raw_body)
+        raw = read_params(request.query_params, None if operation.raw_body else body)
         params = validate(operation.model, raw) if operation.model else raw
-        result = operation.function(Call(params=params, headers=dict(request.headers or {}), method=request.method))
+        headers = dict(request.headers or {})
+        result = operation.function(Call(params, headers, request.method, body if operation.raw_body else b""))
     except ProviderError as error:
         if error.status_code >= 500:
             cause = error.__cause__
@@ -124,6 +135,14 @@ def read_params(query: Any, raw_body: bytes | None) -> dict[str, Any]:
             raise ValidationError.field(key, "given in both the query string and the body with different values")
         params[key] = value
     return params
+
+
+def _body_bytes(raw_body: bytes | str | None) -> bytes:
+    """The request body as bytes, refused above MAX_BODY_BYTES whatever the route does with it."""
+    body = raw_body.encode("utf-8") if isinstance(raw_body, str) else (raw_body or b"")
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    return body
 
 
 def _parse_body(raw_body: bytes | None) -> dict[str, Any]:

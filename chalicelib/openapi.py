@@ -33,6 +33,9 @@ def _operation(operation: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     document: dict[str, Any] = {"operationId": operation.endpoint or operation.function.__name__, "summary": operation.summary, "responses": _responses(operation)}
     if operation.signed:
         document["security"] = [{}, {"AuthToken": []}]
+    if operation.raw_body:
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        document["requestBody"] = {"required": True, "content": {"application/octet-stream": binary}}
     if operation.model is None:
         return document
     schema = operation.model.model_json_schema(ref_template="#/components/schemas/{model}")

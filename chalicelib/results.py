@@ -23,6 +23,10 @@ class JobObjects:
         self._s3 = s3
         self._bucket = bucket
 
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
     def write_manifest(self, job_id: str, manifest: dict[str, Any]) -> str:
         """Store the manifest; return its s3:// URI, the only thing Batch is told about it."""
         key = job_prefix(job_id) + "manifest.json"

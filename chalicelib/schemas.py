@@ -75,3 +75,23 @@ class CreateAuthTokenQuery(_AddressSigned):
 
 class DeleteAuthTokenQuery(_AddressSigned):
     token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class EncryptQuery(Params):
+    """POST /api/services/encrypt: the body is the raw bytes to encrypt, not JSON."""
+
+    chainId: Union[StrictInt, Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}$")], None] = Field(
+        default=None, description="Chain the data is for (ocean.py and ocean.js send it); one this provider serves."
+    )
+
+    def chain_id(self) -> int | None:
+        return None if self.chainId is None else int(self.chainId)
+
+
+class EnvironmentsQuery(Params):
+    """GET /api/services/computeEnvironments: optionally one chain only."""
+
+    chainId: Annotated[
+        Union[StrictInt, Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}$")], None],
+        AfterValidator(lambda value: None if value is None else int(value)),
+    ] = None

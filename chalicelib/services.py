@@ -15,6 +15,13 @@ from chalicelib.auth.signatures import address_of_key
 from chalicelib.auth.tokens import TokenService
 
 if TYPE_CHECKING:
+    from chalicelib.assets.resolver import AssetResolver
+    from chalicelib.chain.web3access import Chains
+    from chalicelib.compute.dispatch import Dispatcher
+    from chalicelib.compute.events import JobEvents
+    from chalicelib.compute.jobs import JobService
+    from chalicelib.compute.usage import UsageCounter
+    from chalicelib.compute.workflow import ComputeWorkflow
     from chalicelib.http import Call
 
 
@@ -47,11 +54,91 @@ def authenticator() -> Authenticator:
     return Authenticator(nonce_store(), token_service)
 
 
+@lru_cache(maxsize=1)
+def chains() -> "Chains":
+    """Web3 per configured chain; web3 itself is imported when a chain is first used."""
+    from chalicelib.chain.web3access import Chains
+
+    return Chains.from_settings(settings())
+
+
+@lru_cache(maxsize=1)
+def asset_resolver() -> "AssetResolver":
+    """did -> checked DDO (registered NFTs on chain, cached; else METADATA_URL)."""
+    from chalicelib.assets.resolver import build_resolver
+
+    return build_resolver(settings(), chains())
+
+
+@lru_cache(maxsize=1)
+def job_events() -> "JobEvents":
+    """Applies Batch and runner events to job records; a job's first terminal status gives its
+    environment's slot back (currentJobs)."""
+    from chalicelib.compute.events import build_job_events
+
+    return build_job_events(on_terminal=lambda record: usage_counter().release(record.environment))
+
+
+@lru_cache(maxsize=1)
+def usage_counter() -> "UsageCounter":
+    from chalicelib.compute.usage import UsageCounter
+
+    settings()
+    return UsageCounter()
+
+
+@lru_cache(maxsize=1)
+def dispatcher() -> "Dispatcher":
+    """AWS Batch, or (COMPUTE_BACKEND=local, `make run`) processes on this machine."""
+    current = settings()
+    if current.compute_backend == "local":
+        from devstack.local_dispatch import LocalDispatcher  # not shipped to Lambda
+
+        return LocalDispatcher.from_settings(current)
+    from chalicelib import aws
+    from chalicelib.compute.dispatch import BatchDispatcher
+
+    return BatchDispatcher(aws.client("batch"), current.runner_image, current.bucket,
+                           job_role_arn=current.batch_job_role_arn,
+                           execution_role_arn=current.batch_execution_role_arn, event_bus=current.event_bus)
+
+
+@lru_cache(maxsize=1)
+def job_service() -> "JobService":
+    from chalicelib import aws
+    from chalicelib.compute.jobs import JobService
+    from chalicelib.results import JobObjects
+
+    return JobService(JobObjects(aws.client("s3"), settings().bucket), dispatcher(), usage_counter())
+
+
+@lru_cache(maxsize=1)
+def compute_workflow() -> "ComputeWorkflow":
+    """Everything a compute start or initialize needs; builds the chain stack lazily."""
+    from chalicelib.chain.fees import ProviderFees
+    from chalicelib.chain.orders import OrderVerifier
+    from chalicelib.compute.environments import environments
+    from chalicelib.compute.validation import ComputeValidator
+    from chalicelib.compute.workflow import ComputeWorkflow
+
+    current = settings()
+    address = provider_address()
+    return ComputeWorkflow(
+        resolver=asset_resolver(),
+        validator=ComputeValidator(address, environments()),
+        verifier=OrderVerifier(chains().web3, address),
+        fees=ProviderFees(current.provider_private_key(), address, decimals=chains().token_decimals),
+        jobs=job_service(),
+        current_nonce=lambda who: nonce_store().current(checksum(who)),
+    )
+
+
 def reset() -> None:
     """Forget every built service (tests switch settings and AWS backends between cases)."""
     from chalicelib import aws
 
-    for accessor in (settings, provider_address, nonce_store, token_service, authenticator):
+    for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
+                     job_events, usage_counter, dispatcher, job_service, compute_workflow):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()

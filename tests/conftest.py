@@ -75,7 +75,7 @@ def client(aws):
     import app as app_module
 
     app_module._cache.clear()
-    with Client(app_module.app) as test_client:
+    with Client(app_module.app, stage_name="local") as test_client:
         yield test_client
 
 

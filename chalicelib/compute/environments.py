@@ -108,3 +108,18 @@ def load_environments(env: Mapping[str, str] | None = None) -> dict[str, Environ
 @lru_cache(maxsize=1)
 def environments() -> dict[str, Environment]:
     return load_environments()
+
+
+def listing(
+    configured: Mapping[str, Environment],
+    chain_ids: list[int],
+    provider_address: str,
+    running: Mapping[str, int],
+    only_chain: int | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """{"<chainId>": [environment, ...]} for every served chain, as ocean.py and ocean.js read it."""
+    chains = [c for c in chain_ids if only_chain is None or c == only_chain]
+    return {
+        str(chain): [e.public(chain, provider_address, running.get(e.id, 0)) for e in configured.values() if chain in e.chain_ids]
+        for chain in chains
+    }

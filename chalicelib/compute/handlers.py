@@ -1,0 +1,61 @@
+"""What each compute route does with a validated call; app.py maps the routes here."""
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Response
+
+from chalicelib import services
+from chalicelib.compute.environments import environments, listing
+from chalicelib.compute.jobs import status_object
+from chalicelib.errors import NotFound, ValidationError
+from chalicelib.http import Call
+
+
+def compute_environments(call: Call) -> dict[str, Any]:
+    configured = environments()
+    only = call.params.chainId
+    current = services.settings()
+    if only is not None and only not in current.chain_ids:
+        raise ValidationError.field("chainId", f"chain {only} is not served by this provider")
+    running = services.usage_counter().current(configured.keys())
+    return listing(configured, current.chain_ids, services.provider_address(), running, only)
+
+
+def initialize(call: Call) -> dict[str, Any]:
+    return services.compute_workflow().initialize(call.params)
+
+
+def start(call: Call) -> list[dict[str, Any]]:
+    consumer = services.authenticate(call)
+    return [status_object(services.compute_workflow().start(call.params, consumer), None)]
+
+
+def status(call: Call) -> list[dict[str, Any]]:
+    """Signed (or AuthToken): the caller's jobs with download URLs; unsigned: the reduced view."""
+    params = call.params
+    signed = params.wants_signed_view(call.header("AuthToken"))
+    owner = services.authenticate(call) if signed else services.checksum(params.consumerAddress)
+    jobs = services.job_service().find(owner, params.jobId, params.documentId)
+    if params.jobId and not jobs:
+        raise NotFound("Job not found")
+    return services.job_service().status_objects(jobs, with_urls=signed)
+
+
+def stop(call: Call) -> list[dict[str, Any]]:
+    owner = services.authenticate(call)
+    return services.job_service().status_objects(
+        services.job_service().stop(owner, call.params.jobId, call.params.documentId), with_urls=False)
+
+
+def delete(call: Call) -> list[dict[str, Any]]:
+    owner = services.authenticate(call)
+    return services.job_service().status_objects(
+        services.job_service().delete(owner, call.params.jobId, call.params.documentId), with_urls=False)
+
+
+def result(call: Call) -> Response:
+    """302 to a presigned S3 URL: Lambda cannot return more than 6 MB, so results never pass through it."""
+    owner = services.authenticate(call)
+    url = services.job_service().result_url(owner, call.params.jobId, call.params.index_value)
+    return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})

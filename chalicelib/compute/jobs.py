@@ -1,0 +1,323 @@
+"""The job service: starting, finding, stopping and deleting compute jobs, and their results.
+
+Starting is one DynamoDB transaction (take an environment slot, mark every order used, create
+the job record), then the inputs manifest to S3, then one SubmitJob. If anything after the
+transaction fails, the start is undone in one more transaction (slot back, orders released, job
+ended with a failure status), so a failed dispatch never consumes an order nor leaves a job
+without a terminal state.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.compute import status as st
+from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
+from chalicelib.compute.environments import Environment
+from chalicelib.compute.usage import UsageCounter
+from chalicelib.compute.validation import ComputePlan
+from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
+from chalicelib.models import EnvironmentUsage, JobRecord, OrderUse
+from chalicelib.results import JobObjects
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "Job store is unavailable, try again later"
+DISPATCH_FAILED = "The job could not be dispatched to the compute backend"
+
+
+@dataclass(frozen=True)
+class Order:
+    """One paid input of a job: its resource name (for errors) and its on-chain order tx."""
+
+    resource: str
+    chain_id: int
+    tx_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.chain_id}:{self.tx_id.lower()}"
+
+
+class JobService:
+    def __init__(
+        self,
+        objects: JobObjects,
+        dispatcher: Dispatcher,
+        usage: UsageCounter | None = None,
+        jobs: type[JobRecord] = JobRecord,
+        orders: type[OrderUse] = OrderUse,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ):
+        self._objects = objects
+        self._dispatcher = dispatcher
+        self._usage = usage or UsageCounter()
+        self._jobs = jobs
+        self._orders = orders
+        self._clock = clock
+        self._new_id = new_id
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None) -> JobRecord:
+        """Reserve, record, write the manifest, dispatch; undo everything but the record on failure."""
+        job = self._new_record(plan, owner, orders)
+        self._reserve(job, plan.environment, orders)
+        try:
+            manifest_uri = self._objects.write_manifest(job.job_id, self._manifest(job, plan))
+            container = AlgorithmContainer.from_metadata(plan.algorithm.container)
+            batch_job_id = self._dispatcher.submit(
+                job.job_id, plan.environment, manifest_uri, container, timeout,
+                dids=[dataset.did for dataset in plan.datasets], algorithm_did=plan.algorithm.did,
+            )
+        except Exception as error:
+            self._undo(job, plan.environment, orders, error)
+            if isinstance(error, (ServiceUnavailable, BusinessError, ValidationError)):
+                raise
+            raise ServiceUnavailable(DISPATCH_FAILED) from error
+        self._record_dispatch(job, batch_job_id)
+        return job
+
+    def _new_record(self, plan: ComputePlan, owner: str, orders: Sequence[Order]) -> JobRecord:
+        now = int(self._clock())
+        environment = plan.environment
+        main = plan.datasets[0]
+        return self._jobs(
+            self._new_id(),
+            owner=owner,
+            document_id=main.did,
+            date_created=now,
+            status=st.WARMING_UP,
+            status_text=st.status_text(st.WARMING_UP),
+            environment=environment.id,
+            chain_id=plan.chain_id,
+            agreement_id=main.transfer_tx_id or "",
+            input_dids=[dataset.did for dataset in plan.datasets],
+            algo_did=plan.algorithm.did,
+            orders=[order.key for order in orders],
+            updated_at=now,
+        )
+
+    def _reserve(self, job: JobRecord, environment: Environment, orders: Sequence[Order]) -> None:
+        """One transaction: a slot of the environment, every order marked used, the job record."""
+        unique = _unique(orders)
+        actions, condition = self._usage.reserve(environment.max_jobs)
+        try:
+            with self._transaction() as transaction:
+                transaction.update(EnvironmentUsage(environment.id), actions=actions, condition=condition)
+                for order in unique:
+                    used = self._orders(order.key, job_id=job.job_id, created_at=job.date_created)
+                    transaction.save(used, condition=self._orders.order_id.does_not_exist())
+                transaction.save(job, condition=self._jobs.job_id.does_not_exist())
+        except TransactWriteError as error:
+            raise _reservation_refusal(error, environment, unique) from None
+        except PynamoDBException as error:
+            raise ServiceUnavailable(UNAVAILABLE) from error
+
+    def _undo(self, job: JobRecord, environment: Environment, orders: Sequence[Order], cause: Exception) -> None:
+        log.warning("job %s: start failed (%s); releasing its orders and slot", job.job_id, type(cause).__name__)
+        now = int(self._clock())
+        try:
+            with self._transaction() as transaction:
+                transaction.update(EnvironmentUsage(environment.id), actions=[EnvironmentUsage.running.add(-1)],
+                                   condition=EnvironmentUsage.running > 0)
+                for order in _unique(orders):
+                    transaction.delete(self._orders(order.key), condition=self._orders.job_id == job.job_id)
+                transaction.update(job, actions=[
+                    self._jobs.status.set(st.DATA_FAILED),
+                    self._jobs.status_text.set(st.status_text(st.DATA_FAILED)),
+                    self._jobs.date_finished.set(now),
+                    self._jobs.updated_at.set(now),
+                    self._jobs.termination_details.set({"exitCode": None, "reason": DISPATCH_FAILED}),
+                ], condition=self._jobs.status == st.WARMING_UP)
+        except PynamoDBException:
+            log.error("job %s: could not undo its start; orders %s stay reserved", job.job_id, job.orders)
+        try:
+            self._objects.delete_job(job.job_id)
+        except ServiceUnavailable:
+            log.error("job %s: could not delete its manifest", job.job_id)
+
+    def _record_dispatch(self, job: JobRecord, batch_job_id: str) -> None:
+        try:
+            job.update(actions=[self._jobs.batch_job_id.set(self._jobs.batch_job_id | batch_job_id)])
+        except PynamoDBException:
+            # The Batch job runs and its events still find the record by our job id.
+            log.error("job %s: Batch job %s submitted but not recorded", job.job_id, batch_job_id)
+        job.batch_job_id = batch_job_id
+
+    def _manifest(self, job: JobRecord, plan: ComputePlan) -> dict[str, Any]:
+        return {
+            "jobId": job.job_id,
+            "owner": job.owner,
+            "bucket": self._objects.bucket,
+            "prefix": f"jobs/{job.job_id}/",
+            "inputs": [dataset.manifest() for dataset in plan.datasets],
+            "algorithm": plan.algorithm.manifest(),
+        }
+
+    def _transaction(self) -> TransactWrite:
+        return TransactWrite(connection=self._jobs._get_connection().connection)
+
+    # -- find, stop, delete ----------------------------------------------------------------
+
+    def find(self, owner: str, job_id: str | None = None, document_id: str | None = None) -> list[JobRecord]:
+        """The owner's jobs matching the filters, oldest first; another owner's job is not found."""
+        try:
+            if job_id:
+                jobs = [self._jobs.get(job_id, consistent_read=True)]
+            elif document_id:
+                jobs = list(self._jobs.by_document.query(document_id))
+            else:
+                jobs = list(self._jobs.by_owner.query(owner))
+        except DoesNotExist:
+            jobs = []
+        except PynamoDBException as error:
+            raise ServiceUnavailable(UNAVAILABLE) from error
+        return [job for job in jobs if job.owner == owner and (not document_id or job.document_id == document_id)]
+
+    def find_one(self, owner: str, job_id: str) -> JobRecord:
+        jobs = self.find(owner, job_id=job_id)
+        if not jobs:
+            raise NotFound("Job not found")
+        return jobs[0]
+
+    def stop(self, owner: str, job_id: str | None, document_id: str | None) -> list[JobRecord]:
+        jobs = self._require(owner, job_id, document_id)
+        for job in jobs:
+            if not st.is_terminal(int(job.status)):
+                self._terminate(job)
+                self._move(job, st.STOPPED)
+        return jobs
+
+    def delete(self, owner: str, job_id: str | None, document_id: str | None) -> list[JobRecord]:
+        jobs = self._require(owner, job_id, document_id)
+        for job in jobs:
+            if not st.is_terminal(int(job.status)):
+                self._terminate(job)
+            self._objects.delete_job(job.job_id)
+            self._move(job, st.DELETED)
+        return jobs
+
+    def _require(self, owner: str, job_id: str | None, document_id: str | None) -> list[JobRecord]:
+        jobs = self.find(owner, job_id, document_id)
+        if not jobs:
+            raise NotFound("Job not found")
+        return jobs
+
+    def _terminate(self, job: JobRecord) -> None:
+        if job.batch_job_id:
+            self._dispatcher.terminate(job.batch_job_id, "Job stopped by its owner")
+
+    def _move(self, job: JobRecord, target: int, attempts: int = 3) -> None:
+        """Move to `target` conditioned on the exact status read, so the slot is given back only
+        by the write that really ended the job (an event may end it concurrently)."""
+        for _ in range(attempts):
+            before = int(job.status)
+            if not st.can_move(before, target):
+                return
+            now = int(self._clock())
+            actions = [
+                self._jobs.status.set(target),
+                self._jobs.status_text.set(st.status_text(target)),
+                self._jobs.date_finished.set(self._jobs.date_finished | now),
+                self._jobs.updated_at.set(now),
+            ]
+            if target == st.STOPPED:
+                actions.append(self._jobs.termination_details.set({"exitCode": None, "reason": "Job stopped by its owner"}))
+            try:
+                job.update(actions=actions, condition=self._jobs.status == before)
+            except UpdateError as error:
+                if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
+                    raise ServiceUnavailable(UNAVAILABLE) from error
+                job.refresh(consistent_read=True)
+                continue
+            except PynamoDBException as error:
+                raise ServiceUnavailable(UNAVAILABLE) from error
+            if not st.is_terminal(before):
+                self._usage.release(job.environment)
+            return
+        raise ServiceUnavailable("The job changed concurrently; try again")
+
+    # -- results ---------------------------------------------------------------------------
+
+    def result_url(self, owner: str, job_id: str, index: int) -> str:
+        job = self.find_one(owner, job_id)
+        if int(job.status) == st.DELETED:
+            raise BusinessError("Job was deleted; its results are gone.")
+        results = job.results or []
+        if not results:
+            raise BusinessError("Job has no results yet." if not st.is_terminal(int(job.status)) else "Job has no results.")
+        match = [item for position, item in enumerate(results) if int(item.get("index", position)) == index]
+        if not match:
+            raise ValidationError.field("index", f"no result with index {index}; this job has {len(results)}")
+        return self._objects.presigned_download(match[0]["key"], match[0].get("filename", "result"))
+
+    def status_objects(self, jobs: Iterable[JobRecord], with_urls: bool) -> list[dict[str, Any]]:
+        return [status_object(job, self._objects if with_urls else None) for job in jobs]
+
+
+def status_object(job: JobRecord, objects: JobObjects | None) -> dict[str, Any]:
+    """The status object of DESIGN §3.6; presigned URLs only for an authenticated owner."""
+    results = [
+        {"filename": item.get("filename", ""), "filesize": item.get("filesize", 0), "type": item.get("type", "output"),
+         "index": int(item.get("index", position))}
+        for position, item in enumerate(job.results or [])
+    ]
+    body: dict[str, Any] = {
+        "owner": job.owner,
+        "documentId": job.document_id,
+        "did": job.document_id,
+        "jobId": job.job_id,
+        "dateCreated": str(int(job.date_created)),
+        "dateFinished": str(int(job.date_finished)) if job.date_finished else None,
+        "status": int(job.status),
+        "statusText": job.status_text,
+        "algorithmLogUrl": None,
+        "resultsUrls": [],
+        "resultsDid": "",
+        "results": results,
+        "inputDID": list(job.input_dids or []),
+        "algoDID": job.algo_did,
+        "agreementId": job.agreement_id,
+        "environment": job.environment,
+    }
+    if job.termination_details:
+        body["terminationDetails"] = job.termination_details.as_dict()
+    if objects is not None and int(job.status) != st.DELETED:
+        for position, item in enumerate(job.results or []):
+            url = objects.presigned_download(item["key"], item.get("filename", "result"))
+            if item.get("type") == "algorithmLog":
+                body["algorithmLogUrl"] = url
+            elif item.get("type", "output") == "output":
+                body["resultsUrls"].append(url)
+    return body
+
+
+def _unique(orders: Sequence[Order]) -> list[Order]:
+    seen: dict[str, Order] = {}
+    for order in orders:
+        seen.setdefault(order.key, order)
+    return list(seen.values())
+
+
+def _reservation_refusal(error: TransactWriteError, environment: Environment, orders: Sequence[Order]) -> Exception:
+    """Which condition refused the start. PynamoDB sends a transaction's puts before its updates,
+    so the reasons come as: each order (puts), the job (put), the environment slot (update).
+    An order already used wins over a full environment: retrying cannot help it."""
+    failed = [getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in (error.cancellation_reasons or [])]
+    if len(failed) == len(orders) + 2:
+        for order, refused in zip(orders, failed):
+            if refused:
+                return BusinessError({f"{order.resource}.transferTxId": "order_already_used"})
+        if failed[-1]:
+            return BusinessError(f"Environment {environment.id} is at capacity ({environment.max_jobs} jobs); try again later")
+    if getattr(error, "cause_response_code", None) in ("TransactionCanceledException", "TransactionConflictException"):
+        return ServiceUnavailable("The job could not be recorded because of a concurrent change; try again")
+    return ServiceUnavailable(UNAVAILABLE)

@@ -1,0 +1,303 @@
+"""Request models of the compute routes (DESIGN §3.2, §3.4).
+
+Field names and shapes are those ocean.py (`DataServiceProvider._prepare_compute_payload`,
+`initialize_compute`, `_send_compute_request`, `compute_job_result`) and ocean.js
+(`ProviderInstance.computeStart`, `initializeCompute`, `computeStop`, `computeDelete`,
+`computeStatus`, `getComputeResultUrl`) send. Every string and list is bounded; userdata and
+algocustomdata are JSON objects (or a JSON text of one, as ocean.py sends userdata on
+downloads) of at most MAX_JSON_BYTES once serialized.
+
+These models only check shapes. The rules that need the DDOs (service types, trusted
+algorithms, raw algorithms, environments) live in `chalicelib.compute.validation` and answer
+with the original Provider's error codes.
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Optional, Union
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from chalicelib.schemas import Address, Nonce, Params, SignedParams
+
+MAX_ADDITIONAL_DATASETS = 10
+MAX_JSON_BYTES = 16 * 1024
+MAX_RAWCODE_CHARS = 256 * 1024
+MAX_RESULT_INDEX_DIGITS = 6
+
+DocumentId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256, pattern=r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"),
+    Field(description="The asset's DID, e.g. did:op:<64 hex>."),
+]
+LooseDocumentId = Annotated[str, StringConstraints(max_length=256)]
+"""documentId as a filter (status, stop, delete): any text, since it is only compared."""
+JobId = Annotated[str, StringConstraints(max_length=256)]
+EnvironmentId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    """A field error whose message is shown as is (ValueError would prefix "Value error, ")."""
+    return PydanticCustomError("value_error", message)
+
+
+def _service_id_text(value: Any) -> Any:
+    """Service ids are strings in DDOs; the original also takes a JSON number (e.g. 0)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+ServiceId = Annotated[
+    str,
+    BeforeValidator(_service_id_text),
+    StringConstraints(min_length=1, max_length=256),
+    Field(description="The id of the service in the asset's DDO."),
+]
+
+
+def _tx_id(value: str) -> str:
+    """A transaction hash, 0x-prefixed and lower case whatever the client's hex library did."""
+    return "0x" + value.removeprefix("0x").lower()
+
+
+TxId = Annotated[
+    str,
+    StringConstraints(pattern=r"^(0x)?[0-9a-fA-F]{64}$"),
+    AfterValidator(_tx_id),
+    Field(description="Hash of the order transaction (startOrder or reuseOrder)."),
+]
+
+
+def _json_object(value: Any) -> Any:
+    """A JSON object, or a JSON text holding one; bounded once serialized."""
+    if isinstance(value, str):
+        if len(value) > MAX_JSON_BYTES:
+            raise _invalid(f"must be at most {MAX_JSON_BYTES} bytes of JSON")
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise _invalid("must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise _invalid("must be a JSON object")
+    if len(json.dumps(value, separators=(",", ":")).encode()) > MAX_JSON_BYTES:
+        raise _invalid(f"must be at most {MAX_JSON_BYTES} bytes of JSON")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
+
+
+def _none_as_empty_list(value: Any) -> Any:
+    return [] if value is None else value
+
+
+class DatasetInput(Params):
+    """One input of a start request: the main `dataset` or an additional one."""
+
+    documentId: DocumentId
+    serviceId: ServiceId
+    transferTxId: TxId
+    userdata: Optional[JsonObject] = None
+
+
+class InitializeDatasetInput(DatasetInput):
+    """An input of initializeCompute: not ordered yet, or an order to reuse."""
+
+    transferTxId: Optional[TxId] = None
+
+
+class AlgorithmContainer(Params):
+    """The Docker image that runs a raw algorithm; emptiness is a business rule (original codes)."""
+
+    entrypoint: Annotated[str, StringConstraints(max_length=1024)] = ""
+    image: Annotated[str, StringConstraints(max_length=512)] = ""
+    tag: Annotated[str, StringConstraints(max_length=128)] = ""
+    checksum: Annotated[str, StringConstraints(max_length=128)] = ""
+
+
+def _json_text_object(value: Any) -> Any:
+    """The original accepts `meta` as a JSON text too."""
+    if isinstance(value, str):
+        if len(value) > MAX_RAWCODE_CHARS + 64 * 1024:
+            raise _invalid("meta is too large")
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise _invalid("must be a JSON object") from None
+    return value
+
+
+class AlgorithmMeta(Params):
+    """A raw algorithm (DDO metadata.algorithm shape): code inline or at a URL, and its image."""
+
+    rawcode: Annotated[str, StringConstraints(max_length=MAX_RAWCODE_CHARS)] = ""
+    url: Annotated[str, StringConstraints(max_length=2048)] = ""
+    container: AlgorithmContainer
+    language: Annotated[str, StringConstraints(max_length=64)] = ""
+    version: Annotated[str, StringConstraints(max_length=64)] = ""
+    format: Annotated[str, StringConstraints(max_length=64)] = ""
+
+
+class AlgorithmInput(Params):
+    """The algorithm: by documentId (a published algorithm with its own order) or raw `meta`.
+
+    One of the two is required; `meta` takes precedence when both are given.
+    """
+
+    documentId: Optional[DocumentId] = None
+    serviceId: Optional[ServiceId] = None
+    transferTxId: Optional[TxId] = None
+    meta: Annotated[Optional[AlgorithmMeta], BeforeValidator(_json_text_object)] = None
+    userdata: Optional[JsonObject] = None
+    algocustomdata: Optional[JsonObject] = None
+
+    @model_validator(mode="after")
+    def check_documentId_or_meta(self) -> "AlgorithmInput":
+        if self.meta is None and not self.documentId:
+            raise _invalid("one of algorithm.documentId or algorithm.meta is required")
+        return self
+
+    @property
+    def is_raw(self) -> bool:
+        return self.meta is not None
+
+
+AdditionalDatasets = Annotated[
+    list[DatasetInput],
+    BeforeValidator(_none_as_empty_list),
+    Field(default_factory=list, max_length=MAX_ADDITIONAL_DATASETS),
+]
+
+
+class ComputeStartRequest(SignedParams):
+    """POST /api/services/compute, signed by consumerAddress over consumerAddress + dataset.documentId.
+
+    ocean.js sends `additionalDatasets`, ocean.py `additionalInputs`: either is accepted, not
+    two different lists. `signature` may be replaced by an AuthToken header; `nonce` may not.
+    """
+
+    consumerAddress: Address
+    environment: EnvironmentId
+    dataset: DatasetInput
+    algorithm: AlgorithmInput
+    additionalDatasets: AdditionalDatasets
+    additionalInputs: AdditionalDatasets
+
+    @field_validator("additionalInputs")
+    @classmethod
+    def check_one_list(cls, value: list[DatasetInput], info: ValidationInfo) -> list[DatasetInput]:
+        other = info.data.get("additionalDatasets")
+        if value and other and value != other:
+            raise _invalid("give additional datasets in additionalDatasets or additionalInputs, not both")
+        return value
+
+    def signer(self) -> str:
+        return self.consumerAddress
+
+    def message_prefix(self) -> str:
+        return self.consumerAddress + self.dataset.documentId
+
+    @property
+    def additional_datasets(self) -> list[DatasetInput]:
+        return self.additionalDatasets or self.additionalInputs
+
+    @property
+    def all_datasets(self) -> list[DatasetInput]:
+        """The main dataset first, then the additional ones: the order of job inputs."""
+        return [self.dataset, *self.additional_datasets]
+
+
+class ComputeSettings(Params):
+    env: EnvironmentId
+    validUntil: Annotated[
+        Union[StrictInt, Annotated[str, StringConstraints(pattern=r"^[0-9]{1,12}$")]],
+        AfterValidator(int),
+        Field(description="Unix time (seconds) until which the provider fee must be valid."),
+    ]
+
+
+class InitializeComputeRequest(Params):
+    """POST /api/services/initializeCompute (unsigned): what to order before starting a job."""
+
+    datasets: Annotated[list[InitializeDatasetInput], Field(min_length=1, max_length=1 + MAX_ADDITIONAL_DATASETS)]
+    algorithm: AlgorithmInput
+    compute: ComputeSettings
+    consumerAddress: Address
+    chainId: Optional[StrictInt] = None
+
+    @property
+    def all_datasets(self) -> list[InitializeDatasetInput]:
+        return list(self.datasets)
+
+
+class ComputeJobQuery(SignedParams):
+    """GET /api/services/compute (status): the signature is optional (ocean.js sends none).
+
+    Signed (or with an AuthToken) the caller sees its jobs in full; unsigned, a reduced view.
+    Prefix: consumerAddress + jobId + documentId, a missing field counting as "".
+    """
+
+    consumerAddress: Address
+    jobId: Optional[JobId] = None
+    documentId: Optional[LooseDocumentId] = None
+    nonce: Optional[Nonce] = None
+
+    def signer(self) -> str:
+        return self.consumerAddress
+
+    def message_prefix(self) -> str:
+        return self.consumerAddress + (self.jobId or "") + (self.documentId or "")
+
+    def wants_signed_view(self, auth_token: str | None) -> bool:
+        """Whether the caller tries to prove who it is: then authenticate, which also requires
+        and consumes the nonce, and a failure is an error rather than the reduced view."""
+        return bool(self.signature) or bool(auth_token)
+
+
+class ComputeJobSignedQuery(ComputeJobQuery):
+    """PUT (stop) and DELETE (delete) /api/services/compute: always signed (or AuthToken)."""
+
+    nonce: Nonce
+
+
+def _index_text(value: Union[int, str]) -> str:
+    text = str(value)
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_RESULT_INDEX_DIGITS:
+        raise _invalid(f"index must be a non-negative integer of at most {MAX_RESULT_INDEX_DIGITS} digits")
+    return text
+
+
+class ComputeResultQuery(SignedParams):
+    """GET /api/services/computeResult, signed over consumerAddress + jobId + index.
+
+    `index` keeps the text as sent (it is part of the signed message); `index_value` is the number.
+    """
+
+    consumerAddress: Address
+    jobId: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    index: Annotated[
+        Union[StrictInt, Annotated[str, StringConstraints(max_length=16)]],
+        AfterValidator(_index_text),
+        Field(description="Index of the result in the job's `results` list (0-based)."),
+    ]
+
+    def signer(self) -> str:
+        return self.consumerAddress
+
+    def message_prefix(self) -> str:
+        return self.consumerAddress + self.jobId + str(self.index)
+
+    @property
+    def index_value(self) -> int:
+        return int(self.index)

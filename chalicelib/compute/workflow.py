@@ -1,0 +1,123 @@
+"""The compute routes' work, in order: resolve the assets, decrypt their files inside the
+provider, validate the request (compute.validation), check every order on chain
+(chain.orders), then start the job (compute.jobs) or quote the fees (initializeCompute).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from chalicelib.assets.files import FilesUnavailable
+from chalicelib.chain.fees import ProviderFees
+from chalicelib.chain.orders import OrderVerifier, VerifiedOrder, ensure_fees_paid
+from chalicelib.compute.jobs import JobService, Order
+from chalicelib.compute.requests import AlgorithmInput, ComputeStartRequest, DatasetInput, InitializeComputeRequest
+from chalicelib.compute.validation import ComputePlan, ComputeValidator, PlannedOrder, Resolved, find_service, input_resource
+from chalicelib.errors import BusinessError
+from chalicelib.models import JobRecord
+
+MIN_JOB_SECONDS = 60
+
+
+class ComputeWorkflow:
+    def __init__(
+        self,
+        resolver: Any,
+        validator: ComputeValidator,
+        verifier: OrderVerifier,
+        fees: ProviderFees,
+        jobs: JobService,
+        current_nonce: Callable[[str], int],
+        clock: Callable[[], float] = time.time,
+    ):
+        self._resolver = resolver
+        self._validator = validator
+        self._verifier = verifier
+        self._fees = fees
+        self._jobs = jobs
+        self._current_nonce = current_nonce
+        self._clock = clock
+
+    def start(self, request: ComputeStartRequest, consumer: str) -> JobRecord:
+        """Validate everything, verify every order, then start the job (one order, one job)."""
+        plan = self._validator.validate_start(request, self._resolve_datasets(request.all_datasets),
+                                              self._resolve_algorithm(request.algorithm))
+        now = int(self._clock())
+        verified = [(order, self._verify(order, plan, consumer)) for order in plan.orders()]
+        paying = ensure_fees_paid([v for o, v in verified if o.resource != "algorithm"], self._fees, plan.environment, now)
+        timeout = min(plan.environment.max_job_duration, max(MIN_JOB_SECONDS, int(paying.valid_until) - now))
+        orders = [Order(order.resource, order.chain_id, result.tx_id) for order, result in verified]
+        return self._jobs.start(plan, consumer, orders, timeout)
+
+    def initialize(self, request: InitializeComputeRequest) -> dict[str, Any]:
+        """Provider fees to order with (the main dataset pays for the environment), and
+        `validOrder` for inputs whose given order can be reused."""
+        plan = self._validator.validate_initialize(request, self._resolve_datasets(request.all_datasets),
+                                                   self._resolve_algorithm(request.algorithm))
+        nonce = self._current_nonce(request.consumerAddress)
+        datasets = [self._quote(order, plan, request.consumerAddress, nonce, charged=position == 0)
+                    for position, order in enumerate(plan.datasets)]
+        result: dict[str, Any] = {"datasets": datasets}
+        if plan.algorithm.order is not None:
+            result["algorithm"] = self._quote(plan.algorithm.order, plan, request.consumerAddress, nonce, charged=False)
+        return result
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _resolve_datasets(self, inputs: Sequence[DatasetInput]) -> list[Resolved]:
+        return [self._resolved(item.documentId, item.serviceId, input_resource(index)) for index, item in enumerate(inputs)]
+
+    def _resolve_algorithm(self, algorithm: AlgorithmInput) -> Optional[Resolved]:
+        if algorithm.is_raw or not algorithm.documentId:
+            return None
+        return self._resolved(algorithm.documentId, algorithm.serviceId, "algorithm")
+
+    def _resolved(self, did: str, service_id: Optional[str], resource: str) -> Resolved:
+        """The asset and its service's decrypted files; files None when this provider cannot
+        use them (the validator answers with the original's code)."""
+        asset = self._resolver.resolve(did, resource)
+        found = find_service(asset.ddo, service_id) if service_id is not None else None
+        if found is None:
+            return Resolved(asset, None)
+        try:
+            return Resolved(asset, self._resolver.decrypt_files(asset, dict(found[1]), resource))
+        except FilesUnavailable:
+            return Resolved(asset, None)
+
+    def _verify(self, order: PlannedOrder, plan: ComputePlan, consumer: str, allow_expired_fee: bool = False) -> VerifiedOrder:
+        return self._verifier.verify(
+            chain_id=order.chain_id, tx_id=order.transfer_tx_id or "", datatoken=order.datatoken,
+            service_index=order.service_index, service_id=order.service_id, service_timeout=order.timeout,
+            consumer=consumer, environment_id=None if order.resource == "algorithm" else plan.environment.id,
+            resource=order.resource, allow_expired_fee=allow_expired_fee,
+        )
+
+    def _quote(self, order: PlannedOrder, plan: ComputePlan, consumer: str, nonce: int, charged: bool) -> dict[str, Any]:
+        now = int(self._clock())
+        valid_until = int(plan.valid_until or now)
+        environment = plan.environment if charged else dataclasses.replace(plan.environment, free=True)
+        entry: dict[str, Any] = {"datatoken": order.datatoken, "nonce": nonce}
+        reusable = self._reusable(order, plan, consumer) if order.transfer_tx_id else None
+        if reusable is not None:
+            entry["validOrder"] = reusable.tx_id
+            if reusable.valid_until >= valid_until and (not charged or self._fee_covers(reusable, plan, valid_until, now)):
+                return entry
+        entry["providerFee"] = self._fees.quote(chain_id=order.chain_id, environment=environment, datatoken=order.datatoken,
+                                                service_id=order.service_id, valid_until=valid_until, now=now)
+        return entry
+
+    def _reusable(self, order: PlannedOrder, plan: ComputePlan, consumer: str) -> Optional[VerifiedOrder]:
+        """The given order if it is still an order of this consumer for this service (its fee may
+        have expired: then the consumer reuses it with a new fee instead of buying again)."""
+        try:
+            return self._verify(order, plan, consumer, allow_expired_fee=True)
+        except BusinessError:
+            return None
+
+    def _fee_covers(self, order: VerifiedOrder, plan: ComputePlan, valid_until: int, now: int) -> bool:
+        try:
+            ensure_fees_paid([order], self._fees, plan.environment, now)
+        except BusinessError:
+            return False
+        return order.valid_until >= valid_until

@@ -1,0 +1,131 @@
+"""A provider wired to the test chain and moto, with sample assets published and registered."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.stub import ANY, Stubber
+
+from devstack.devchain import DevChain
+from devstack.publish import PublishedAsset, mint_datatokens, publish_asset, start_order
+from signing import sign
+
+CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim",
+             "checksum": "sha256:" + "ab" * 32}
+DATA_URL = "https://data.example.com/private/iris.csv?token=s3cr3t"
+
+
+def environments_json(chain: DevChain, max_jobs: int = 5) -> str:
+    return json.dumps([{
+        "id": "ocean-c2d-cpu", "description": "test cpu", "chainIds": [chain.chain_id], "jobQueue": "ocean-c2d-cpu",
+        "cpuType": "x", "gpuType": "", "nCPU": 2, "nGPU": 0, "ramGB": 4, "diskGB": 10, "priceMin": 1,
+        "maxJobs": max_jobs, "maxJobDuration": 3600, "storageExpiry": 86400,
+        "feeToken": {str(chain.chain_id): chain.contracts.OceanToken},
+    }])
+
+
+class StubbedBatch:
+    """A real boto3 Batch client behind botocore's Stubber: every call is checked against AWS's
+    service model (moto drops ecsProperties, DESIGN §6), and the calls made are counted."""
+
+    def __init__(self) -> None:
+        self.client = boto3.client("batch", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        self.stubber = Stubber(self.client)
+        self.stubber.activate()
+        self.submitted: list[dict[str, Any]] = []
+        self.client.meta.events.register("provide-client-params.batch.SubmitJob", self._record)
+
+    def _record(self, params: dict[str, Any], **_: Any) -> None:
+        self.submitted.append(params)
+
+    def expect_new_definition(self) -> None:
+        self.stubber.add_response("describe_job_definitions", {"jobDefinitions": []}, {"jobDefinitionName": ANY, "status": "ACTIVE"})
+        self.stubber.add_response("register_job_definition", {
+            "jobDefinitionName": "c2d-algo-x", "revision": 1,
+            "jobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:job-definition/c2d-algo-x:1"}, ANY_PARAMS)
+
+    def expect_submit(self, batch_job_id: str = "batch-1") -> None:
+        self.stubber.add_response("submit_job", {"jobName": "c2d-x", "jobId": batch_job_id,
+                                                 "jobArn": f"arn:aws:batch:us-east-1:123456789012:job/{batch_job_id}"}, None)
+
+    def expect_submit_failure(self) -> None:
+        self.stubber.add_client_error("submit_job", "ServerException", "Batch is down", 500)
+
+    def expect_terminate(self) -> None:
+        self.stubber.add_response("terminate_job", {}, None)
+
+
+ANY_PARAMS = None
+
+
+@dataclass
+class Published:
+    dataset: PublishedAsset
+    algorithm: PublishedAsset
+
+
+def publish_samples(chain: DevChain, encrypt, provider_url: str, allow_raw: bool = False) -> Published:
+    algorithm = publish_asset(
+        chain.w3, chain.publisher, chain.contracts, name="stats", asset_type="algorithm",
+        files=[{"type": "url", "url": "https://algo.example.com/stats.py", "method": "GET"}],
+        provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
+        algorithm={"language": "python", "version": "1", "container": CONTAINER},
+    )
+    from chalicelib.compute.validation import container_section_checksum
+
+    dataset = publish_asset(
+        chain.w3, chain.publisher, chain.contracts, name="iris", files=[{"type": "url", "url": DATA_URL, "method": "GET"}],
+        provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
+        compute={"allowRawAlgorithm": allow_raw, "publisherTrustedAlgorithms": [
+            {"did": algorithm.did, "filesChecksum": "", "containerSectionChecksum": container_section_checksum(CONTAINER)}]},
+    )
+    for asset in (dataset, algorithm):
+        mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.consumer.address)
+        mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.other.address)
+    return Published(dataset, algorithm)
+
+
+def consumer_key(account) -> str:
+    return "0x" + bytes(account.key).hex()
+
+
+def initialize(client, published: Published, consumer: str, valid_until: int | None = None, **dataset_extra) -> dict:
+    body = {
+        "datasets": [{"documentId": published.dataset.did, "serviceId": published.dataset.serviceId, **dataset_extra}],
+        "algorithm": {"documentId": published.algorithm.did, "serviceId": published.algorithm.serviceId},
+        "compute": {"env": "ocean-c2d-cpu", "validUntil": valid_until or int(time.time()) + 3600},
+        "consumerAddress": consumer,
+    }
+    response = client.http.post("/api/services/initializeCompute", body=json.dumps(body),
+                                headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.body
+    return json.loads(response.body)
+
+
+def order_both(chain: DevChain, published: Published, quote: dict, account=None) -> tuple[str, str]:
+    account = account or chain.consumer
+    key = consumer_key(account)
+    dataset_tx = start_order(chain.w3, key, published.dataset.datatoken, 0, quote["datasets"][0]["providerFee"])
+    algorithm_tx = start_order(chain.w3, key, published.algorithm.datatoken, 0, quote["algorithm"]["providerFee"])
+    return dataset_tx, algorithm_tx
+
+
+def start_body(published: Published, account, nonce: int, dataset_tx: str, algorithm_tx: str, **extra) -> dict:
+    address = account.address
+    return {
+        "consumerAddress": address, "nonce": nonce, "environment": "ocean-c2d-cpu",
+        "signature": sign(consumer_key(account), address + published.dataset.did + str(nonce)),
+        "dataset": {"documentId": published.dataset.did, "serviceId": published.dataset.serviceId, "transferTxId": dataset_tx},
+        "algorithm": {"documentId": published.algorithm.did, "serviceId": published.algorithm.serviceId,
+                      "transferTxId": algorithm_tx, "algocustomdata": {"threshold": 3}},
+        **extra,
+    }
+
+
+def post_start(client, body: dict):
+    response = client.http.post("/api/services/compute", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    return response.status_code, json.loads(response.body)

@@ -1,0 +1,317 @@
+"""The Batch dispatcher's requests, checked by botocore's Stubber against AWS's own service model
+(moto drops ecsProperties and resource overrides, DESIGN §6)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.stub import ANY, Stubber
+
+from chalicelib.compute.dispatch import (
+    AlgorithmContainer,
+    BatchDispatcher,
+    algorithm_command,
+    attempt_seconds,
+    is_stop_reason,
+)
+from chalicelib.compute.environments import parse_environments
+from chalicelib.errors import ServiceUnavailable, ValidationError
+
+DIGEST = "sha256:" + "ab" * 32
+RUNNER = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ocean-c2d-runner:1.0"
+ROLE = "arn:aws:iam::123456789012:role/c2d-job"
+MANIFEST = "s3://test-results/jobs/job-1/manifest.json"
+ENVIRONMENTS = parse_environments([
+    {"id": "cpu", "chainIds": [8996], "jobQueue": "c2d-cpu", "nCPU": 2, "ramGB": 4, "diskGB": 20,
+     "maxJobs": 5, "maxJobDuration": 3600},
+    {"id": "gpu", "chainIds": [8996], "jobQueue": "arn:aws:batch:us-east-1:123456789012:job-queue/c2d-gpu",
+     "nCPU": 8, "nGPU": 1, "ramGB": 30.5, "diskGB": 100, "maxJobs": 1, "maxJobDuration": 30},
+])
+PYTHON = AlgorithmContainer(image="python", tag="3.11-slim", checksum=DIGEST, entrypoint="python $ALGO")
+QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/c2d-cpu"
+
+
+@pytest.fixture
+def batch():
+    client = boto3.session.Session().client("batch", region_name="us-east-1")
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+def dispatcher(client, **extra):
+    return BatchDispatcher(client, runner_image=RUNNER, results_bucket="test-results",
+                           job_role_arn=ROLE, **extra)
+
+
+def definition_arn(name, revision=1):
+    return f"arn:aws:batch:us-east-1:123456789012:job-definition/{name}:{revision}"
+
+
+def expected_definition(name):
+    """The whole RegisterJobDefinition request, written out: this is the contract with Batch."""
+    mount = [{"sourceVolume": "data", "containerPath": "/data", "readOnly": False}]
+    runner_env = [{"name": "DATA_DIR", "value": "/data"}, {"name": "EVENT_BUS_NAME", "value": "default"},
+                  {"name": "RESULTS_BUCKET", "value": "test-results"},
+                  {"name": "RUNNER_EVENTS", "value": "eventbridge"}]
+    small = [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}]
+    return {
+        "jobDefinitionName": name,
+        "type": "container",
+        "platformCapabilities": ["EC2"],
+        "ecsProperties": {"taskProperties": [{
+            "containers": [
+                {"name": "configure", "image": RUNNER, "command": ["configure"], "essential": False,
+                 "environment": runner_env, "mountPoints": mount, "resourceRequirements": small},
+                {"name": "algorithm", "image": "python@" + DIGEST,
+                 "command": ["env", "-u", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                             "-u", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                             "-u", "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                             "sh", "-c", "exec >>/data/logs/algorithm.log 2>&1\npython $ALGO"],
+                 "essential": False,
+                 "dependsOn": [{"containerName": "configure", "condition": "SUCCESS"}],
+                 "environment": [{"name": "ALGO", "value": "/data/transformations/algorithm"}],
+                 "mountPoints": mount,
+                 "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}]},
+                {"name": "publish", "image": RUNNER, "command": ["publish"], "essential": True,
+                 "dependsOn": [{"containerName": "algorithm", "condition": "COMPLETE"}],
+                 "environment": runner_env, "mountPoints": mount, "resourceRequirements": small},
+            ],
+            "volumes": [{"name": "data"}],
+            "taskRoleArn": ROLE,
+        }]},
+        "retryStrategy": {"attempts": 3, "evaluateOnExit": [
+            {"onStatusReason": "Host EC2*", "action": "RETRY"},
+            {"onReason": "*", "action": "EXIT"},
+        ]},
+        "propagateTags": True,
+        "tags": {"c2d:component": "algorithm-job-definition"},
+    }
+
+
+def expected_submit(arn, job_id="job-1"):
+    return {
+        "jobName": f"c2d-{job_id}",
+        "jobQueue": "c2d-cpu",
+        "jobDefinition": arn,
+        "ecsPropertiesOverride": {"taskProperties": [{"containers": [
+            {"name": "configure", "environment": [{"name": "JOB_ID", "value": job_id},
+                                                   {"name": "MANIFEST_URI", "value": manifest(job_id)}]},
+            {"name": "algorithm",
+             "resourceRequirements": [{"type": "VCPU", "value": "2"}, {"type": "MEMORY", "value": "4096"}],
+             "environment": [{"name": "DIDS", "value": '["did:op:a", "did:op:b"]'},
+                             {"name": "TRANSFORMATION_DID", "value": "did:op:algo"}]},
+            {"name": "publish", "environment": [{"name": "JOB_ID", "value": job_id}]},
+        ]}]},
+        "timeout": {"attemptDurationSeconds": 1800},
+        "propagateTags": True,
+        "tags": {"c2d:jobId": job_id, "c2d:environment": "cpu"},
+    }
+
+
+def manifest(job_id):
+    return f"s3://test-results/jobs/{job_id}/manifest.json"
+
+
+def submitted(job_id="job-1"):
+    return {"jobArn": f"arn:aws:batch:us-east-1:123456789012:job/b-{job_id}", "jobName": f"c2d-{job_id}",
+            "jobId": f"b-{job_id}"}
+
+
+def submit(d, job_id="job-1", container=PYTHON, environment="cpu", timeout=1800):
+    return d.submit(job_id, ENVIRONMENTS[environment], manifest(job_id), container, timeout,
+                    dids=["did:op:a", "did:op:b", "did:op:a"], algorithm_did="did:op:algo")
+
+
+def test_first_submit_registers_the_definition_then_submits(batch):
+    client, stubber = batch
+    d = dispatcher(client)
+    name = d.definition_name(PYTHON)
+    assert name.startswith("c2d-algo-") and len(name) <= 128
+    stubber.add_response("describe_job_definitions", {"jobDefinitions": []},
+                         {"jobDefinitionName": name, "status": "ACTIVE"})
+    stubber.add_response("register_job_definition",
+                         {"jobDefinitionName": name, "jobDefinitionArn": definition_arn(name), "revision": 1},
+                         expected_definition(name))
+    stubber.add_response("submit_job", submitted(), expected_submit(definition_arn(name)))
+    assert submit(d) == "b-job-1"
+
+
+def test_a_container_seen_before_reuses_its_definition(batch):
+    client, stubber = batch
+    d = dispatcher(client)
+    name = d.definition_name(PYTHON)
+    stubber.add_response("describe_job_definitions", {"jobDefinitions": []})
+    stubber.add_response("register_job_definition",
+                         {"jobDefinitionName": name, "jobDefinitionArn": definition_arn(name), "revision": 1})
+    stubber.add_response("submit_job", submitted("job-1"))
+    stubber.add_response("submit_job", submitted("job-2"), expected_submit(definition_arn(name), "job-2"))
+    submit(d, "job-1")
+    # The same container from another DDO (equal values): no Describe, no Register.
+    again = AlgorithmContainer(image="python", tag="3.11-slim", checksum=DIGEST.upper().replace("SHA256", "sha256"),
+                               entrypoint="python $ALGO")
+    assert submit(d, "job-2", again) == "b-job-2"
+
+
+def test_a_new_container_finds_the_active_definition_batch_already_has(batch):
+    """Another Lambda container registered it: reuse its newest ACTIVE revision, register nothing."""
+    client, stubber = batch
+    d = dispatcher(client)
+    name = d.definition_name(PYTHON)
+    revisions = [{"jobDefinitionName": name, "jobDefinitionArn": definition_arn(name, r), "revision": r,
+                  "status": "ACTIVE", "type": "container"} for r in (1, 3, 2)]
+    stubber.add_response("describe_job_definitions", {"jobDefinitions": revisions},
+                         {"jobDefinitionName": name, "status": "ACTIVE"})
+    stubber.add_response("submit_job", submitted(), expected_submit(definition_arn(name, 3)))
+    submit(d)
+
+
+def test_each_distinct_container_gets_its_own_definition(batch):
+    client, _ = batch
+    d = dispatcher(client)
+    variants = [
+        PYTHON,
+        AlgorithmContainer(image="python", tag="3.11-slim", checksum="sha256:" + "cd" * 32, entrypoint="python $ALGO"),
+        AlgorithmContainer(image="python", tag="3.11-slim", checksum=DIGEST, entrypoint="python3 $ALGO"),
+        AlgorithmContainer(image="python", tag="3.12", entrypoint="python $ALGO"),
+    ]
+    assert len({d.definition_name(c) for c in variants}) == 4
+    # A new runner image must not reuse definitions that still point at the old one.
+    other = BatchDispatcher(client, runner_image=RUNNER + "1", results_bucket="test-results", job_role_arn=ROLE)
+    assert other.definition_name(PYTHON) != d.definition_name(PYTHON)
+
+
+def test_gpu_environment_overrides_and_timeout_cap(batch):
+    client, stubber = batch
+    d = dispatcher(client, execution_role_arn="arn:aws:iam::123456789012:role/exec")
+    name = d.definition_name(PYTHON)
+    stubber.add_response("describe_job_definitions", {"jobDefinitions": []})
+    stubber.add_response("register_job_definition",
+                         {"jobDefinitionName": name, "jobDefinitionArn": definition_arn(name), "revision": 1},
+                         {**expected_definition(name), "ecsProperties": ANY})
+    expected = expected_submit(definition_arn(name), "job-g")
+    expected["jobQueue"] = ENVIRONMENTS["gpu"].job_queue
+    expected["tags"]["c2d:environment"] = "gpu"
+    expected["timeout"] = {"attemptDurationSeconds": 60}  # maxJobDuration 30 s, Batch's floor is 60
+    expected["ecsPropertiesOverride"]["taskProperties"][0]["containers"][1]["resourceRequirements"] = [
+        {"type": "VCPU", "value": "8"}, {"type": "MEMORY", "value": "31232"}, {"type": "GPU", "value": "1"}]
+    stubber.add_response("submit_job", submitted("job-g"), expected)
+    submit(d, "job-g", environment="gpu", timeout=7200)
+    task = d.definition_request(PYTHON)["ecsProperties"]["taskProperties"][0]
+    assert task["executionRoleArn"] == "arn:aws:iam::123456789012:role/exec"
+
+
+def test_attempt_timeout():
+    cpu = ENVIRONMENTS["cpu"]
+    assert attempt_seconds(cpu, None) == 3600
+    assert attempt_seconds(cpu, 0) == 3600
+    assert attempt_seconds(cpu, 600) == 600
+    assert attempt_seconds(cpu, 10) == 60
+    assert attempt_seconds(cpu, 99999) == 3600
+
+
+def test_terminate_marks_the_reason_as_a_stop(batch):
+    client, stubber = batch
+    stubber.add_response("terminate_job", {}, {"jobId": "b-1", "reason": "c2d-stop: Job stopped by owner"})
+    dispatcher(client).terminate("b-1", "Job stopped by owner")
+    assert is_stop_reason("c2d-stop: Job stopped by owner")
+    assert not is_stop_reason("Essential container in task exited") and not is_stop_reason(None)
+
+
+def test_batch_refusal_is_a_503_without_details(batch, caplog):
+    client, stubber = batch
+    d = dispatcher(client)
+    d._definitions[d.definition_name(PYTHON)] = definition_arn("x")
+    stubber.add_client_error("submit_job", "ClientException", "queue c2d-cpu is DISABLED", 400)
+    with pytest.raises(ServiceUnavailable) as raised:
+        submit(d)
+    assert raised.value.status_code == 503
+    assert "manifest" not in str(raised.value) and MANIFEST not in caplog.text
+    assert "ClientException" in caplog.text
+    stubber.add_client_error("terminate_job", "ServerException", http_status_code=500)
+    with pytest.raises(ServiceUnavailable):
+        d.terminate("b-1")
+
+
+def test_unreachable_batch_is_a_503():
+    client = boto3.session.Session().client(
+        "batch", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+        config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"max_attempts": 1}))
+    with pytest.raises(ServiceUnavailable):
+        submit(dispatcher(client))
+
+
+def test_manifest_content_never_reaches_batch(batch):
+    """Only the manifest's S3 URI is in the request; there are no Batch parameters at all."""
+    client, _ = batch
+    d = dispatcher(client)
+    request = d.submit_request("job-1", ENVIRONMENTS["cpu"], MANIFEST, "arn:def", dids=["did:op:a"])
+    text = json.dumps(request)
+    assert "parameters" not in request and "parameters" not in d.definition_request(PYTHON)
+    assert text.count("s3://") == 1
+    with pytest.raises(ValueError):
+        d.submit_request("job-1", ENVIRONMENTS["cpu"], "https://example.com/manifest.json", "arn:def")
+    with pytest.raises(ValueError):
+        d.submit_request("../job", ENVIRONMENTS["cpu"], MANIFEST, "arn:def")
+
+
+@pytest.mark.parametrize("container, reference", [
+    (PYTHON, "python@" + DIGEST),
+    (AlgorithmContainer(image="python", tag="3.11", entrypoint="python $ALGO"), "python:3.11"),
+    (AlgorithmContainer(image="node", entrypoint="node $ALGO"), "node:latest"),
+    (AlgorithmContainer(image="registry.example.com:5000/team/algo:v2", tag="ignored", entrypoint="x"),
+     "registry.example.com:5000/team/algo:v2"),
+    (AlgorithmContainer(image="registry.example.com:5000/algo:v2", checksum=DIGEST, entrypoint="x"),
+     "registry.example.com:5000/algo@" + DIGEST),
+    (AlgorithmContainer(image="algo@" + DIGEST, entrypoint="x"), "algo@" + DIGEST),
+])
+def test_image_reference(container, reference):
+    assert container.reference() == reference
+
+
+@pytest.mark.parametrize("metadata", [
+    None,
+    {"image": "python", "tag": "3.11"},                                    # no entrypoint
+    {"image": "", "entrypoint": "python $ALGO"},
+    {"image": "python", "checksum": "md5:1234", "entrypoint": "python $ALGO"},
+    {"image": "python", "checksum": "sha256:1234", "entrypoint": "python $ALGO"},
+    {"image": "algo@" + DIGEST, "checksum": "sha256:" + "00" * 32, "entrypoint": "x"},  # disagree
+    {"image": "python", "tag": "3.11; rm -rf /", "entrypoint": "python $ALGO"},
+    {"image": "py thon", "entrypoint": "python $ALGO"},
+    {"image": "pyt\nhon", "entrypoint": "python $ALGO"},
+    {"image": "python", "entrypoint": ["python", "$ALGO"]},
+    {"image": "x" * 300, "entrypoint": "python $ALGO"},
+])
+def test_malformed_containers_are_validation_errors(metadata):
+    with pytest.raises(ValidationError) as raised:
+        AlgorithmContainer.from_metadata(metadata)
+    assert raised.value.status_code == 400
+
+
+def test_from_metadata_normalises():
+    container = AlgorithmContainer.from_metadata(
+        {"image": " python ", "tag": "3.11", "checksum": DIGEST.upper().replace("SHA256", "sha256"),
+         "entrypoint": "python $ALGO"})
+    assert container.reference() == "python@" + DIGEST
+
+
+def test_algorithm_command_logs_keeps_exit_code_and_hides_task_credentials(tmp_path):
+    """Run the real wrapper with sh: output lands in the log, the exit code is the entrypoint's,
+    and the ECS credential variables are gone before the algorithm starts."""
+    log = tmp_path / "algorithm.log"
+    log.write_text("earlier line\n")
+    entrypoint = 'echo "algo at $ALGO"; echo oops >&2; env; exit 3'
+    env = {"PATH": os.environ["PATH"], "ALGO": "/data/transformations/algorithm",
+           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/secret-id",
+           "AWS_CONTAINER_AUTHORIZATION_TOKEN": "token-value"}
+    done = subprocess.run(algorithm_command(entrypoint, str(log)), env=env, capture_output=True, timeout=10)
+    assert done.returncode == 3
+    assert done.stdout == b"" and done.stderr == b""
+    text = log.read_text()
+    assert text.startswith("earlier line\nalgo at /data/transformations/algorithm\n")
+    assert "oops" in text
+    assert "secret-id" not in text and "token-value" not in text and "AWS_CONTAINER" not in text

@@ -1,0 +1,599 @@
+"""Batch and runner events → job record (DESIGN §3.6, §4), on in-process moto DynamoDB.
+
+Events are shaped like the real ones: EventBridge envelopes of "Batch Job State Change" (the
+JobDetail of a multi-container ecsProperties job: jobArn, jobQueue ARN, status, statusReason,
+attempts with per-container exit codes, epoch-ms times, tags) and of the runner's
+"Compute Job Stage Change" (runner/events.py, runner/publish.py).
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
+
+from chalicelib.compute import status as st
+from chalicelib.compute.events import JobEvents, JobState, RunnerStage, batch_state_event, plan
+from chalicelib.models import JobRecord
+
+ACCOUNT = "123456789012"
+QUEUE = "ocean-c2d-cpu"
+QUEUE_ARN = f"arn:aws:batch:us-east-1:{ACCOUNT}:job-queue/{QUEUE}"
+T0 = 1_700_000_000
+NOW = T0 + 5_000
+
+
+# -- event builders -----------------------------------------------------------------------
+
+def envelope(source: str, detail_type: str, detail: dict, resources: list[str] | None = None) -> dict:
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": detail_type, "source": source,
+            "account": ACCOUNT, "time": "2023-11-14T22:13:20Z", "region": "us-east-1",
+            "resources": resources or [], "detail": detail}
+
+
+def batch_event(job_id: str, status: str, *, batch_job_id: str = "b-1", reason: str | None = None,
+                exits: dict[str, int | None] | None = None, reasons: dict[str, str] | None = None,
+                queue: str = QUEUE_ARN, tagged: bool = True, attempts: int = 1) -> dict:
+    """A Batch Job State Change for our three-container job; `exits` per container name."""
+    arn = f"arn:aws:batch:us-east-1:{ACCOUNT}:job/{batch_job_id}"
+    final = status in ("SUCCEEDED", "FAILED")
+    containers = []
+    for name in ("configure", "algorithm", "publish"):
+        container: dict[str, Any] = {"name": name, "image": "img", "essential": name == "publish",
+                                     "resourceRequirements": [{"type": "VCPU", "value": "1"}]}
+        if final and exits is not None and exits.get(name) is not None:
+            container["exitCode"] = exits[name]
+            container["logStreamName"] = f"c2d/default/{name}"
+        if reasons and name in reasons:
+            container["reason"] = reasons[name]
+        containers.append(container)
+    task = {"containerInstanceArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:container-instance/ci",
+            "taskArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:task/t-1", "containers": containers}
+    detail: dict[str, Any] = {
+        "jobArn": arn, "jobName": f"c2d-{job_id}", "jobId": batch_job_id, "jobQueue": queue,
+        "status": status, "attempts": [], "createdAt": (T0 - 100) * 1000,
+        "retryStrategy": {"attempts": 3, "evaluateOnExit": [
+            {"onStatusReason": "Host EC2*", "action": "retry"}, {"onReason": "*", "action": "exit"}]},
+        "dependsOn": [], "parameters": {},
+        "jobDefinition": f"arn:aws:batch:us-east-1:{ACCOUNT}:job-definition/c2d-algo-0123:1",
+        "tags": {"c2d:jobId": job_id, "c2d:environment": QUEUE} if tagged else {},
+        "propagateTags": True, "platformCapabilities": ["EC2"],
+        "ecsProperties": {"taskProperties": [{"containers": containers, "taskArn": task["taskArn"]}]},
+        "timeout": {"attemptDurationSeconds": 3600},
+    }
+    if status in ("RUNNING", "SUCCEEDED", "FAILED"):
+        detail["startedAt"] = (T0 - 50) * 1000
+    if final:
+        detail["stoppedAt"] = T0 * 1000
+        detail["statusReason"] = reason if reason is not None else "Essential container in task exited"
+        detail["attempts"] = [{"container": {}, "startedAt": (T0 - 50) * 1000, "stoppedAt": T0 * 1000,
+                               "statusReason": detail["statusReason"],
+                               "taskProperties": [task]}] * attempts
+    elif reason:
+        detail["statusReason"] = reason
+    return envelope("aws.batch", "Batch Job State Change", detail, [arn])
+
+
+def results_for(job_id: str, with_output: bool = True) -> list[dict]:
+    prefix = f"jobs/{job_id}/"
+    found = [{"filename": "configure.log", "filesize": 210, "type": "configurationLog", "key": prefix + "logs/configure.log"},
+             {"filename": "algorithm.log", "filesize": 30, "type": "algorithmLog", "key": prefix + "logs/algorithm.log"},
+             {"filename": "publish.log", "filesize": 99, "type": "publishLog", "key": prefix + "logs/publish.log"}]
+    if with_output:
+        found.insert(0, {"filename": "result.csv", "filesize": 12, "type": "output", "key": prefix + "outputs/result.csv"})
+    return found
+
+
+def runner_event(job_id: str, code: int, reason: str = "", results: list | None = None, **extra: Any) -> dict:
+    detail: dict[str, Any] = {"jobId": job_id, "status": code}
+    if reason:
+        detail["reason"] = reason
+    if code in (62, 70):
+        detail.update({"results": results if results is not None else results_for(job_id),
+                       "resultsTruncated": False, "resultsKey": f"jobs/{job_id}/results.json",
+                       "bucket": "test-results"})
+    detail.update(extra)
+    return envelope("ocean.c2d.runner", "Compute Job Stage Change", detail)
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+def make_job(job_id: str, status: int = 1, batch_job_id: str | None = "b-1") -> JobRecord:
+    record = JobRecord(job_id=job_id, owner="0x" + "1" * 40, document_id="did:op:data", date_created=T0 - 100,
+                       status=status, status_text=st.status_text(status), environment=QUEUE, chain_id=8996,
+                       batch_job_id=batch_job_id)
+    record.save()
+    return record
+
+
+def load(job_id: str) -> JobRecord:
+    return JobRecord.get(job_id, consistent_read=True)
+
+
+class Terminals:
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, int]] = []
+
+    def __call__(self, record: JobRecord) -> None:
+        self.jobs.append((record.job_id, record.status))
+
+
+@pytest.fixture
+def writes(aws):
+    """Every UpdateItem PynamoDB sends, as the API parameters botocore received."""
+    calls: list[dict] = []
+    events = JobRecord._get_connection().connection.client.meta.events
+
+    def record(params: dict, **_: Any) -> None:
+        calls.append(params)
+
+    events.register("provide-client-params.dynamodb.UpdateItem", record)
+    yield calls
+    events.unregister("provide-client-params.dynamodb.UpdateItem", record)
+
+
+@pytest.fixture
+def terminals():
+    return Terminals()
+
+
+@pytest.fixture
+def handler(aws, terminals):
+    return JobEvents(JobRecord, queues={QUEUE, "ocean-c2d-gpu"}, clock=lambda: NOW,
+                     results_bucket="test-results", on_terminal=terminals)
+
+
+# -- Batch mapping ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_status, expected", [
+    ("SUBMITTED", 1), ("PENDING", 1), ("RUNNABLE", 1), ("STARTING", 10), ("RUNNING", 40)])
+def test_batch_progress(handler, batch_status, expected):
+    make_job("j", status=1)
+    handler.handle(batch_event("j", batch_status))
+    record = load("j")
+    assert (record.status, record.status_text) == (expected, st.STATUS_TEXT[expected])
+    assert record.date_finished is None
+
+
+def test_batch_progress_never_regresses(handler, writes):
+    make_job("j", status=30)
+    for batch_status in ("SUBMITTED", "RUNNABLE", "STARTING"):
+        assert handler.handle(batch_event("j", batch_status)).action == "unchanged"
+    assert writes == []
+    assert handler.handle(batch_event("j", "RUNNING")).status == 40
+    make_job("k", status=60)
+    assert handler.handle(batch_event("k", "RUNNING")).action == "unchanged"  # the runner is further
+
+
+@pytest.mark.parametrize("name, event, expected, exit_code", [
+    ("all stages exit 0",
+     dict(status="SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0}), 70, 0),
+    ("algorithm failed, publish still ran (non-essential algorithm)",
+     dict(status="SUCCEEDED", exits={"configure": 0, "algorithm": 2, "publish": 0}), 41, 2),
+    ("algorithm failed and Batch says FAILED",
+     dict(status="FAILED", exits={"configure": 0, "algorithm": 1, "publish": 0}), 41, 1),
+    ("attempt timed out while the algorithm ran",
+     dict(status="FAILED", reason="Job attempt duration exceeded timeout",
+          exits={"configure": 0, "algorithm": 137}), 41, 137),
+    ("out of memory",
+     dict(status="FAILED", exits={"configure": 0, "algorithm": 137},
+          reasons={"algorithm": "OutOfMemoryError: Container killed due to memory usage"}), 41, 137),
+    ("publish failed",
+     dict(status="FAILED", exits={"configure": 0, "algorithm": 0, "publish": 1}), 62, 0),
+    ("publish failed after the algorithm failed: agrees with the runner's own 62",
+     dict(status="FAILED", exits={"configure": 0, "algorithm": 3, "publish": 1}), 62, 3),
+    ("configure failed, no runner code known",
+     dict(status="FAILED", exits={"configure": 1}), 31, None),
+    ("runner could not even read its settings (exit 2, no event)",
+     dict(status="FAILED", exits={"configure": 2}), 31, None),
+    ("algorithm image cannot be pulled",
+     dict(status="FAILED", reasons={"algorithm": "CannotPullContainerError: pull access denied for bad/image"}),
+     32, None),
+    ("runner image cannot be pulled",
+     dict(status="FAILED", reasons={"configure": "CannotPullContainerError: not found"}), 31, None),
+    ("stopped by the owner",
+     dict(status="FAILED", reason="c2d-stop: Job stopped by owner", exits={"configure": 0, "algorithm": 137}),
+     7, 137),
+])
+def test_batch_final_mapping(handler, name, event, expected, exit_code):
+    make_job("j", status=40)
+    outcome = handler.handle(batch_event("j", **event))
+    record = load("j")
+    assert (outcome.action, record.status, record.status_text) == ("updated", expected, st.STATUS_TEXT[expected]), name
+    assert record.date_finished == T0  # the event's stoppedAt (epoch ms) in seconds
+    assert record.termination_details.as_dict()["exitCode"] == exit_code
+    assert record.batch_status == event["status"]
+
+
+def test_failure_reasons_are_kept(handler):
+    make_job("j", status=40)
+    handler.handle(batch_event("j", "FAILED", reason="Job attempt duration exceeded timeout",
+                               exits={"configure": 0, "algorithm": 137}))
+    assert load("j").termination_details.as_dict() == {"exitCode": 137, "reason": "Job attempt duration exceeded timeout"}
+    make_job("k", status=40)
+    handler.handle(batch_event("k", "FAILED", exits={"configure": 0, "algorithm": 137},
+                               reasons={"algorithm": "OutOfMemoryError: Container killed due to memory usage"}))
+    assert load("k").termination_details.as_dict()["reason"].startswith("OutOfMemoryError")
+
+
+@pytest.mark.parametrize("status_before, stage, stage_failure, expected", [
+    (20, 20, None, 31),      # lost while configuring
+    (40, 30, None, 41),      # lost while the algorithm ran
+    (60, 60, None, 62),      # lost while publishing
+    (60, 70, None, 70),      # the runner had finished publishing
+])
+def test_failed_without_container_verdict_uses_what_the_runner_said(handler, status_before, stage,
+                                                                    stage_failure, expected):
+    """The instance vanished on the last attempt: no exit codes, only 'Host EC2 ... terminated'."""
+    record = make_job("j", status=status_before)
+    record.update(actions=[JobRecord.stage.set(stage)])
+    handler.handle(batch_event("j", "FAILED", reason="Host EC2 (instance i-0abc) terminated.", attempts=3))
+    assert load("j").status == expected
+
+
+def test_configure_failure_keeps_the_runner_code(handler):
+    """The runner's 32 came first (it sends it before exiting): Batch's FAILED changes nothing."""
+    make_job("j", status=10)
+    handler.handle(runner_event("j", 20))
+    handler.handle(runner_event("j", 32, reason="algorithm: HTTP 404"))
+    assert handler.handle(batch_event("j", "FAILED", exits={"configure": 1})).action == "unchanged"
+    record = load("j")
+    assert (record.status, record.stage_failure) == (32, 32)
+    assert record.termination_details.as_dict() == {"exitCode": None, "reason": "algorithm: HTTP 404"}
+
+
+def test_events_of_another_batch_job_are_ignored(handler, writes):
+    make_job("j", status=40, batch_job_id="b-current")
+    outcome = handler.handle(batch_event("j", "SUCCEEDED", batch_job_id="b-old",
+                                         exits={"configure": 0, "algorithm": 0, "publish": 0}))
+    assert outcome.action == "unchanged" and load("j").status == 40 and writes == []
+
+
+def test_batch_job_id_is_recorded_when_missing(handler):
+    make_job("j", status=1, batch_job_id=None)
+    handler.handle(batch_event("j", "STARTING", batch_job_id="b-9"))
+    assert load("j").batch_job_id == "b-9"
+
+
+def test_job_found_by_name_when_untagged(handler):
+    make_job("j", status=1)
+    assert handler.handle(batch_event("j", "STARTING", tagged=False)).status == 10
+
+
+# -- runner stages and results ------------------------------------------------------------
+
+def test_runner_stages_then_success(handler, terminals):
+    make_job("j", status=10)
+    seen = []
+    for event in (runner_event("j", 20), runner_event("j", 30), batch_event("j", "RUNNING"),
+                  runner_event("j", 60), runner_event("j", 70)):
+        handler.handle(event)
+        seen.append(load("j").status)
+    assert seen == [20, 30, 40, 60, 60]  # the runner's 70 waits for Batch's verdict
+    record = load("j")
+    assert record.results == results_for("j") and record.results_key == "jobs/j/results.json"
+    assert record.results_truncated is False and record.date_finished is None
+    handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0}))
+    record = load("j")
+    assert (record.status, record.date_finished, record.results) == (70, T0, results_for("j"))
+    assert terminals.jobs == [("j", 70)]
+
+
+def test_runner_completion_after_batch_success_attaches_results(handler, writes):
+    make_job("j", status=40)
+    handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0}))
+    assert load("j").results is None
+    outcome = handler.handle(runner_event("j", 70))
+    assert (outcome.action, outcome.status) == ("attached", 70)
+    record = load("j")
+    assert (record.status, record.results) == (70, results_for("j"))
+    assert len(writes) == 2
+    # Write-once: a repeated 70 (even with other results) changes nothing.
+    assert handler.handle(runner_event("j", 70, results=results_for("j", with_output=False))).action == "unchanged"
+    assert len(writes) == 2 and load("j").results == results_for("j")
+
+
+def test_algorithm_failure_keeps_its_log(handler):
+    make_job("j", status=40)
+    handler.handle(runner_event("j", 70, results=results_for("j", with_output=False)))
+    handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 1, "publish": 0}))
+    record = load("j")
+    assert record.status == 41 and {r["type"] for r in record.results} >= {"algorithmLog"}
+
+
+@pytest.mark.parametrize("code, text", [(31, "Data provisioning failed"), (32, "Algorithm provisioning failed")])
+def test_runner_configure_failures(handler, terminals, code, text):
+    make_job("j", status=40)  # Batch said RUNNING while configure was still working
+    handler.handle(runner_event("j", code, reason="input 0 of did:op:x: HTTP 403"))
+    record = load("j")
+    assert (record.status, record.status_text, record.stage_failure, record.date_finished) == (code, text, code, NOW)
+    assert record.termination_details.as_dict()["reason"] == "input 0 of did:op:x: HTTP 403"
+    assert terminals.jobs == [("j", code)]
+
+
+def test_runner_publish_failure_keeps_partial_results(handler):
+    make_job("j", status=60)
+    partial = results_for("j")[:2]
+    handler.handle(runner_event("j", 62, reason="upload of publish.log failed (AccessDenied)", results=partial))
+    record = load("j")
+    assert (record.status, record.results) == (62, partial)
+
+
+def test_results_outside_the_job_are_dropped(handler):
+    make_job("j", status=40)
+    forged = results_for("j") + [
+        {"filename": "x", "filesize": 1, "type": "output", "key": "jobs/other-job/outputs/x"},
+        {"filename": "y", "filesize": 1, "type": "output", "key": "jobs/j/../other/y"},
+        {"filename": "z", "filesize": -1, "type": "output", "key": "jobs/j/outputs/z"},
+        {"filename": "w", "filesize": 1, "type": "secret", "key": "jobs/j/outputs/w"},
+        "junk",
+    ]
+    handler.handle(runner_event("j", 70, results=forged, resultsKey="jobs/other/results.json"))
+    record = load("j")
+    assert record.results == results_for("j") and record.results_key is None
+
+
+def test_results_in_another_bucket_are_not_recorded(handler):
+    make_job("j", status=40)
+    handler.handle(runner_event("j", 70, bucket="someone-elses-bucket"))
+    record = load("j")
+    assert record.status == 60 and record.results is None
+
+
+def test_deleted_jobs_take_nothing(handler, writes):
+    make_job("j", status=8)
+    for event in (runner_event("j", 70), batch_event("j", "FAILED", reason="c2d-stop: Job deleted"),
+                  runner_event("j", 62, reason="x")):
+        assert handler.handle(event).action == "unchanged"
+    assert writes == [] and load("j").status == 8
+
+
+def test_stopped_job_is_sticky(handler, terminals):
+    make_job("j", status=7)
+    handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0}))
+    assert load("j").status == 7 and terminals.jobs == []
+
+
+# -- filtering and robustness -------------------------------------------------------------
+
+MALFORMED = [
+    None, [], "text", 42, {}, {"source": "aws.batch"},
+    {"source": "aws.batch", "detail-type": "Batch Job State Change", "detail": "x"},
+    {"source": "aws.batch", "detail-type": "Batch Job State Change", "detail": {"status": "SUCCEEDED"}},
+    {"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {"state": "running"}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "j"}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "j", "status": "70"}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "j", "status": True}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "j", "status": 8}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "j", "status": 41}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change",
+     "detail": {"jobId": "j", "status": 70, "results": {"not": "a list"}}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "x" * 5000, "status": 20}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": ["j"], "status": 20}},
+]
+
+
+@pytest.mark.parametrize("event", MALFORMED)
+def test_malformed_events_are_ignored(handler, writes, event):
+    make_job("j", status=40)
+    assert handler.handle(event).action == "ignored"
+    assert writes == [] and load("j").status == 40
+
+
+def test_batch_events_with_broken_parts_are_ignored_or_read_safely(handler):
+    make_job("j", status=40)
+    event = batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0})
+    event["detail"]["ecsProperties"] = {"taskProperties": "oops"}
+    event["detail"]["attempts"] = [None, {"taskProperties": [{"containers": [7, {"name": 3}]}]}]
+    event["detail"]["stoppedAt"] = "yesterday"
+    assert handler.handle(event).status == 70
+    assert load("j").date_finished == NOW
+
+
+def test_foreign_queue_and_unknown_job(handler, writes):
+    make_job("j", status=1)
+    other_queue = "arn:aws:batch:us-east-1:123456789012:job-queue/someone-else"
+    assert handler.handle(batch_event("j", "STARTING", queue=other_queue)).action == "ignored"
+    assert handler.handle(batch_event("nobody", "STARTING")).action == "ignored"
+    assert handler.handle(runner_event("nobody", 20)).action == "ignored"
+    untagged = batch_event("j", "STARTING", tagged=False)
+    untagged["detail"]["jobName"] = "someone-elses-job"
+    assert handler.handle(untagged).action == "ignored"
+    assert writes == [] and load("j").status == 1
+
+
+def test_plain_queue_names_and_arns_both_match(aws):
+    make_job("j", status=1)
+    assert JobEvents(queues={QUEUE_ARN}).handle(batch_event("j", "STARTING")).status == 10
+
+
+def test_store_outage_is_reported_not_raised(handler, monkeypatch):
+    from pynamodb.exceptions import GetError
+
+    def down(*args, **kwargs):
+        raise GetError("connection refused")
+
+    monkeypatch.setattr(JobRecord, "get", down)
+    outcome = handler.handle(runner_event("j", 20))
+    assert outcome.action == "error"
+
+
+def test_terminal_hook_failure_does_not_undo_the_update(aws):
+    def broken(record):
+        raise RuntimeError("counter table missing")
+
+    make_job("j", status=40)
+    outcome = JobEvents(queues={QUEUE}, on_terminal=broken).handle(runner_event("j", 31, reason="x"))
+    assert outcome.status == 31 and load("j").status == 31
+
+
+# -- one conditional write per event ------------------------------------------------------
+
+def test_each_event_is_one_conditional_update_item(handler, writes):
+    make_job("j", status=1)
+    sequence = [batch_event("j", "RUNNABLE"), batch_event("j", "STARTING"), runner_event("j", 20),
+                batch_event("j", "RUNNING"), runner_event("j", 30), runner_event("j", 60),
+                runner_event("j", 70), runner_event("j", 70),
+                batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0})]
+    counts = []
+    for event in sequence:
+        before = len(writes)
+        handler.handle(event)
+        counts.append(len(writes) - before)
+    assert counts == [0, 1, 1, 1, 0, 1, 1, 0, 1]
+    assert all("ConditionExpression" in call and call.get("Key") == {"jobId": {"S": "j"}} for call in writes)
+
+
+def test_concurrent_change_between_read_and_write_is_replanned(aws, writes):
+    """Batch's SUCCEEDED lands between our read and our write of the runner's 70: the
+    conditional write fails, the job is re-read, and the results are attached to the 70."""
+    make_job("j", status=40)
+
+    class Racing:
+        raced = False
+
+        def __getattr__(self, name):
+            return getattr(JobRecord, name)
+
+        def get(self, *args, **kwargs):
+            record = JobRecord.get(*args, **kwargs)
+            if not Racing.raced:
+                Racing.raced = True
+                JobEvents(queues={QUEUE}).handle(
+                    batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0}))
+            return record
+
+    outcome = JobEvents(Racing(), queues={QUEUE}).handle(runner_event("j", 70))
+    record = load("j")
+    assert (outcome.action, record.status, record.results) == ("attached", 70, results_for("j"))
+    assert len(writes) == 3  # the racing SUCCEEDED, our refused write, our re-planned write
+
+
+def test_synthetic_batch_events_for_the_local_dispatcher(handler):
+    """What a Batch-less backend sends must read exactly like Batch's own events."""
+    make_job("j", status=1, batch_job_id="local-1")
+    handler.handle(batch_state_event("j", "local-1", QUEUE, "RUNNING"))
+    handler.handle(runner_event("j", 70))
+    assert load("j").status == 60
+    handler.handle(batch_state_event("j", "local-1", QUEUE, "SUCCEEDED", stopped_at_ms=T0 * 1000,
+                                     exit_codes={"configure": 0, "algorithm": 3, "publish": 0}))
+    record = load("j")
+    assert (record.status, record.date_finished, record.termination_details.as_dict()["exitCode"]) == (41, T0, 3)
+    make_job("k", status=40, batch_job_id="local-2")
+    handler.handle(batch_state_event("k", "local-2", QUEUE, "FAILED", status_reason="c2d-stop: Job stopped",
+                                     exit_codes={"configure": 0, "algorithm": None}))
+    assert load("k").status == 7
+
+
+def test_oversized_results_are_cut_to_fit_the_item(handler):
+    make_job("j", status=40)
+    many = [{"filename": f"part-{i:05d}.csv", "filesize": i, "type": "output",
+             "key": f"jobs/j/outputs/part-{i:05d}.csv"} for i in range(5000)]
+    handler.handle(runner_event("j", 70, results=many))
+    record = load("j")
+    assert 1000 < len(record.results) < 5000 and record.results == many[:len(record.results)]
+    assert record.results_truncated is True and record.results_key == "jobs/j/results.json"
+
+
+def test_plan_is_pure():
+    stage = RunnerStage("j", 70, results=[])
+    assert plan(JobState(status=40), stage).status == 60
+    assert plan(JobState(status=60, has_results=True, stage=70), stage) is None
+    assert plan(JobState(status=70), stage).status is None  # attach only
+    assert plan(JobState(status=8), stage) is None
+
+
+# -- any order, any duplicates ------------------------------------------------------------
+
+def scenario(kind: str, job_id: str) -> tuple[list[dict], Any, bool]:
+    """The events one real run of `kind` produces, the final status it must end in (or a function
+    of the delivery order) and whether results must be recorded."""
+    ok = {"configure": 0, "algorithm": 0, "publish": 0}
+    start = [batch_event(job_id, s) for s in ("SUBMITTED", "RUNNABLE", "STARTING", "RUNNING")]
+    configured = [runner_event(job_id, 20), runner_event(job_id, 30)]
+    published = [runner_event(job_id, 60), runner_event(job_id, 70)]
+    if kind == "success":
+        return start + configured + published + [batch_event(job_id, "SUCCEEDED", exits=ok)], 70, True
+    if kind == "spot_reclaimed_then_success":
+        retry = [batch_event(job_id, s) for s in ("RUNNABLE", "STARTING", "RUNNING")]
+        return (start + [runner_event(job_id, 20)] + retry + configured + published
+                + [batch_event(job_id, "SUCCEEDED", exits=ok, attempts=2)]), 70, True
+    if kind == "algorithm_fails":
+        final = batch_event(job_id, "SUCCEEDED", exits={**ok, "algorithm": 2})
+        return start + configured + published + [final], 41, True
+    if kind == "publish_fails":
+        return (start + configured
+                + [runner_event(job_id, 60), runner_event(job_id, 62, reason="upload failed (AccessDenied)")]
+                + [batch_event(job_id, "FAILED", exits={**ok, "publish": 1})]), 62, True
+    if kind == "data_fails":
+        return (start + [runner_event(job_id, 20), runner_event(job_id, 31, reason="input 0: HTTP 404")]
+                + [batch_event(job_id, "FAILED", exits={"configure": 1})]), 31, False
+    if kind == "algorithm_download_fails":
+        runner_32 = runner_event(job_id, 32, reason="algorithm: HTTP 404")
+        failed = batch_event(job_id, "FAILED", exits={"configure": 1})
+
+        def expected(order: list[dict]) -> int:
+            # The documented corner: Batch's verdict first cannot tell 32 from 31.
+            return 32 if order.index(runner_32) < order.index(failed) else 31
+
+        return start + [runner_event(job_id, 20), runner_32, failed], expected, False
+    if kind == "stopped":
+        final = batch_event(job_id, "FAILED", reason="c2d-stop: Job stopped", exits={"configure": 0, "algorithm": 137})
+        return start + configured + [final], 7, False
+    if kind == "timeout":
+        final = batch_event(job_id, "FAILED", reason="Job attempt duration exceeded timeout",
+                            exits={"configure": 0, "algorithm": 137})
+        return start + configured + [final], 41, False
+    if kind == "image_missing":
+        final = batch_event(job_id, "FAILED", reasons={"algorithm": "CannotPullContainerError: manifest unknown"})
+        return start[:3] + [final], 32, False
+    raise AssertionError(kind)
+
+
+KINDS = ["success", "spot_reclaimed_then_success", "algorithm_fails", "publish_fails", "data_fails",
+         "algorithm_download_fails", "stopped", "timeout", "image_missing"]
+NOISE = [
+    lambda: batch_event("not-a-job", "RUNNING"),
+    lambda: batch_event("x", "SUCCEEDED", queue="arn:aws:batch:us-east-1:1:job-queue/foreign"),
+    lambda: runner_event("not-a-job", 70),
+    lambda: {"source": "aws.batch", "detail-type": "Batch Job State Change", "detail": {"jobId": 1}},
+    lambda: {"garbage": True},
+]
+
+
+@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=hs.data(), kind=hs.sampled_from(KINDS), recorded_batch_id=hs.booleans())
+def test_shuffled_duplicated_events_end_right_and_never_regress(handler, writes, data, kind, recorded_batch_id):
+    job_id = "job-" + uuid.uuid4().hex
+    make_job(job_id, status=1, batch_job_id="b-1" if recorded_batch_id else None)
+    events, expected, with_results = scenario(kind, job_id)
+    order = data.draw(hs.permutations(events), label="order")
+    for index in data.draw(hs.lists(hs.integers(0, len(events) - 1), max_size=6), label="duplicated"):
+        position = data.draw(hs.integers(0, len(order)), label="at")
+        order.insert(position, events[index])
+    for noise in data.draw(hs.lists(hs.sampled_from(NOISE), max_size=3), label="noise"):
+        order.insert(data.draw(hs.integers(0, len(order))), noise())
+
+    current, final = 1, None
+    for event in order:
+        before = len(writes)
+        outcome = handler.handle(event)
+        assert outcome.action != "error"
+        assert len(writes) - before == (1 if outcome.action in ("updated", "attached") else 0)
+        status = load(job_id).status
+        assert st.rank(status) >= st.rank(current), (current, status)
+        if final is not None:
+            assert status == final
+        elif st.is_terminal(status):
+            final = status
+        current = status
+
+    record = load(job_id)
+    want = expected(order) if callable(expected) else expected
+    assert record.status == want, (kind, [(e["source"], e["detail"].get("status")) for e in order if "detail" in e])
+    assert record.date_finished is not None
+    assert (record.results is not None) == with_results
+    if with_results and kind != "publish_fails":
+        assert {r["type"] for r in record.results} >= {"algorithmLog", "configurationLog", "publishLog"}

@@ -1,0 +1,229 @@
+"""The whole job lifecycle through the API: real orders on anvil, moto for DynamoDB and S3,
+Batch through botocore's Stubber, events driven through the Lambda event handlers."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+from lifecycle_helpers import (
+    DATA_URL, StubbedBatch, consumer_key, environments_json, initialize, order_both, post_start, publish_samples,
+    start_body,
+)
+from signing import sign
+from test_events import batch_event, runner_event
+
+JOB_QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/ocean-c2d-cpu"
+
+
+@pytest.fixture
+def provider(aws, chain, client, monkeypatch):
+    from chalicelib import services
+    from chalicelib.compute import environments
+    from chalicelib.compute.dispatch import BatchDispatcher
+    from devstack.publish import ecies_encrypt_for
+
+    monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
+    monkeypatch.setenv("COMPUTE_ENVIRONMENTS", environments_json(chain))
+    services.reset()
+    environments.environments.cache_clear()
+    current = services.settings()
+    batch = StubbedBatch()
+    dispatcher = BatchDispatcher(batch.client, "runner:1", current.bucket)
+    monkeypatch.setattr(services, "dispatcher", lambda: dispatcher)
+    published = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), current.provider_url)
+    for asset in (published.dataset, published.algorithm):
+        services.asset_resolver().register(chain.chain_id, asset.nftAddress)
+    yield chain, batch, published
+    monkeypatch.undo()
+    services.reset()
+    environments.environments.cache_clear()
+    services.settings()
+
+
+def signed_query(account, job_id="", document_id="", nonce=None, **extra):
+    nonce = nonce or time.time_ns()
+    params = {"consumerAddress": account.address, "nonce": nonce,
+              "signature": sign(consumer_key(account), account.address + job_id + document_id + str(nonce)), **extra}
+    if job_id:
+        params["jobId"] = job_id
+    if document_id:
+        params["documentId"] = document_id
+    return "?" + urllib.parse.urlencode(params)
+
+
+def started_job(client, provider, account=None):
+    chain, batch, published = provider
+    account = account or chain.consumer
+    quote = initialize(client, published, account.address)
+    dataset_tx, algorithm_tx = order_both(chain, published, quote, account)
+    batch.expect_new_definition()
+    batch.expect_submit()
+    status, body = post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 200, body
+    return body[0], dataset_tx, algorithm_tx
+
+
+def deliver(client, event):
+    response = client.lambda_.invoke("batch_job_events" if event["source"] == "aws.batch" else "runner_stage_events", event)
+    return response.payload
+
+
+def test_full_lifecycle(client, provider):
+    chain, batch, published = provider
+    job, dataset_tx, _ = started_job(client, provider)
+    assert job["status"] == 1 and job["owner"] == chain.consumer.address and job["agreementId"] == dataset_tx
+    submitted = batch.submitted[0]
+    assert submitted["jobQueue"] == "ocean-c2d-cpu" and submitted["timeout"]["attemptDurationSeconds"] <= 3600
+    algorithm = submitted["ecsPropertiesOverride"]["taskProperties"][0]["containers"][1]
+    assert {"type": "VCPU", "value": "2"} in algorithm["resourceRequirements"]
+    assert {"type": "MEMORY", "value": "4096"} in algorithm["resourceRequirements"]
+    assert DATA_URL not in json.dumps(batch.submitted), "decrypted URLs never reach Batch"
+    from chalicelib import aws, services
+
+    manifest = json.loads(aws.client("s3").get_object(Bucket=services.settings().bucket,
+                                                      Key=f"jobs/{job['jobId']}/manifest.json")["Body"].read())
+    assert manifest["inputs"][0]["files"][0]["url"] == DATA_URL
+    assert manifest["algorithm"]["algocustomdata"] == {"threshold": 3}
+
+    job_id = job["jobId"]
+    for event in (batch_event(job_id, "RUNNABLE", batch_job_id="batch-1", queue=JOB_QUEUE_ARN),
+                  batch_event(job_id, "RUNNING", batch_job_id="batch-1", queue=JOB_QUEUE_ARN),
+                  runner_event(job_id, 60)):
+        deliver(client, event)
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=services.settings().bucket, Key=f"jobs/{job_id}/outputs/result.csv", Body=b"answer,42\n")
+    deliver(client, runner_event(job_id, 70, bucket=services.settings().bucket))
+    deliver(client, batch_event(job_id, "SUCCEEDED", batch_job_id="batch-1", queue=JOB_QUEUE_ARN,
+                                exits={"configure": 0, "algorithm": 0, "publish": 0}))
+
+    response = client.http.get("/api/services/compute" + signed_query(chain.consumer, job_id))
+    status = json.loads(response.body)[0]
+    assert status["status"] == 70 and status["dateFinished"] and status["results"][0]["filename"] == "result.csv"
+    assert status["resultsUrls"] and status["algorithmLogUrl"]
+
+    nonce = time.time_ns()
+    response = client.http.get("/api/services/computeResult?" + urllib.parse.urlencode({
+        "consumerAddress": chain.consumer.address, "jobId": job_id, "index": 0, "nonce": nonce,
+        "signature": sign(consumer_key(chain.consumer), chain.consumer.address + job_id + "0" + str(nonce))}))
+    assert response.status_code == 302
+    assert requests.get(response.headers["Location"], timeout=10).content == b"answer,42\n"
+
+    environments_now = json.loads(client.http.get("/api/services/computeEnvironments").body)
+    assert environments_now[str(chain.chain_id)][0]["currentJobs"] == 0
+
+
+def test_unsigned_status_is_reduced_and_others_see_nothing(client, provider):
+    chain, batch, published = provider
+    job, _, _ = started_job(client, provider)
+    unsigned = json.loads(client.http.get(f"/api/services/compute?consumerAddress={chain.consumer.address}").body)
+    assert unsigned[0]["jobId"] == job["jobId"] and unsigned[0]["resultsUrls"] == [] and unsigned[0]["algorithmLogUrl"] is None
+    other = client.http.get("/api/services/compute" + signed_query(chain.other, job["jobId"]))
+    assert other.status_code == 404
+    assert json.loads(client.http.get(f"/api/services/compute?consumerAddress={chain.other.address}").body) == []
+
+
+def test_currentjobs_counts_running_jobs(client, provider):
+    chain, _, _ = provider
+    started_job(client, provider)
+    environments_now = json.loads(client.http.get(f"/api/services/computeEnvironments?chainId={chain.chain_id}").body)
+    assert environments_now[str(chain.chain_id)][0]["currentJobs"] == 1
+
+
+def test_stop_and_delete_own_job_but_not_anothers(client, provider):
+    chain, batch, _ = provider
+    job, _, _ = started_job(client, provider)
+    job_id = job["jobId"]
+    assert client.http.put("/api/services/compute" + signed_query(chain.other, job_id)).status_code == 404
+    assert client.http.delete("/api/services/compute" + signed_query(chain.other, job_id)).status_code == 404
+    batch.expect_terminate()
+    stopped = json.loads(client.http.put("/api/services/compute" + signed_query(chain.consumer, job_id)).body)
+    assert stopped[0]["status"] == 7 and stopped[0]["dateFinished"]
+    from chalicelib import aws, services
+
+    s3 = aws.client("s3")
+    bucket = services.settings().bucket
+    s3.put_object(Bucket=bucket, Key=f"jobs/{job_id}/outputs/x.txt", Body=b"x")
+    deleted = json.loads(client.http.delete("/api/services/compute" + signed_query(chain.consumer, job_id)).body)
+    assert deleted[0]["status"] == 8
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"jobs/{job_id}/").get("KeyCount", 0) == 0
+    # a late Batch event never revives a deleted job
+    deliver(client, batch_event(job_id, "FAILED", batch_job_id="batch-1", queue=JOB_QUEUE_ARN, reason="c2d-stop: x"))
+    again = json.loads(client.http.get("/api/services/compute" + signed_query(chain.consumer, job_id)).body)
+    assert again[0]["status"] == 8
+    environments_now = json.loads(client.http.get("/api/services/computeEnvironments").body)
+    assert environments_now[str(chain.chain_id)][0]["currentJobs"] == 0
+
+
+def test_order_starts_at_most_one_job(client, provider):
+    chain, batch, published = provider
+    _, dataset_tx, algorithm_tx = started_job(client, provider)
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 400 and "order_already_used" in json.dumps(body)
+
+
+def test_failed_submit_releases_the_order_and_ends_the_job(client, provider):
+    chain, batch, published = provider
+    quote = initialize(client, published, chain.consumer.address)
+    dataset_tx, algorithm_tx = order_both(chain, published, quote)
+    batch.expect_new_definition()
+    batch.expect_submit_failure()
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 503 and "Batch is down" not in json.dumps(body)
+    jobs = json.loads(client.http.get(f"/api/services/compute?consumerAddress={chain.consumer.address}").body)
+    assert [job["status"] for job in jobs] == [31], "the job record ends in a failure state"
+    environments_now = json.loads(client.http.get("/api/services/computeEnvironments").body)
+    assert environments_now[str(chain.chain_id)][0]["currentJobs"] == 0
+    batch.expect_submit("batch-2")  # the definition is known now: no second RegisterJobDefinition
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 200, body
+
+
+def test_capacity_full(client, provider, monkeypatch):
+    chain, batch, published = provider
+    from chalicelib import services
+    from chalicelib.models import EnvironmentUsage
+
+    EnvironmentUsage("ocean-c2d-cpu", running=5).save()
+    quote = initialize(client, published, chain.consumer.address)
+    dataset_tx, algorithm_tx = order_both(chain, published, quote)
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 400 and "capacity" in body["error"]
+    assert services.usage_counter().current(["ocean-c2d-cpu"]) == {"ocean-c2d-cpu": 5}
+
+
+def test_order_of_another_consumer_is_refused(client, provider):
+    chain, batch, published = provider
+    quote = initialize(client, published, chain.other.address)
+    dataset_tx, algorithm_tx = order_both(chain, published, quote, chain.other)
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 400 and body["error"] == {"dataset.serviceId": "order_invalid"}
+
+
+def test_initialize_reports_a_valid_order(client, provider):
+    chain, batch, published = provider
+    quote = initialize(client, published, chain.consumer.address)
+    fee = quote["datasets"][0]["providerFee"]
+    assert int(fee["providerFeeAmount"]) > 0 and fee["providerFeeToken"] == chain.contracts.OceanToken
+    assert int(quote["algorithm"]["providerFee"]["providerFeeAmount"]) == 0
+    dataset_tx, _ = order_both(chain, published, quote)
+    again = initialize(client, published, chain.consumer.address, valid_until=int(fee["validUntil"]) - 60,
+                       transferTxId=dataset_tx)
+    assert again["datasets"][0]["validOrder"] == dataset_tx and "providerFee" not in again["datasets"][0]
+    later = initialize(client, published, chain.consumer.address, valid_until=int(fee["validUntil"]) + 600,
+                       transferTxId=dataset_tx)
+    assert later["datasets"][0]["validOrder"] == dataset_tx and "providerFee" in later["datasets"][0]
+
+
+def test_raw_algorithm_refused_when_not_allowed(client, provider):
+    chain, batch, published = provider
+    quote = initialize(client, published, chain.consumer.address)
+    dataset_tx, _ = order_both(chain, published, quote)
+    body = start_body(published, chain.consumer, time.time_ns(), dataset_tx, "0x" + "00" * 32)
+    body["algorithm"] = {"meta": {"rawcode": "print(1)", "container": {"entrypoint": "python $ALGO", "image": "python",
+                                                                       "tag": "3.11", "checksum": "sha256:" + "cd" * 32}}}
+    status, response = post_start(client, body)
+    assert status == 400 and response["error"] == {"dataset": "no_raw_algo_allowed"}
