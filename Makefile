@@ -1,12 +1,13 @@
 # The two commands that do everything on a fresh machine (Python 3.11 and Node/npm):
 #   make run    install, then bring up the whole local stack on http://127.0.0.1:8030
 #   make test   install, then run the whole test suite
+#   make demo   (with `make run` up in another terminal) a consumer runs a real job end to end
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8030
 
-.PHONY: install run test bench clean
+.PHONY: install run demo test bench clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -22,6 +23,9 @@ node_modules/.installed: package.json package-lock.json
 
 run: install
 	PORT=$(PORT) $(PY) -m devstack
+
+demo: install
+	$(PY) -m devstack.demo
 
 test: install
 	$(PY) -m pytest

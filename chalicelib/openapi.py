@@ -73,5 +73,8 @@ def _responses(operation: Operation) -> dict[str, Any]:
     if operation.model is not None:
         responses.setdefault("400", {"description": "Invalid request", **error})
     responses.setdefault("405", {"description": "Method not allowed", **error})
+    # Every route refuses an oversized body (chalicelib.http), and the gateway an overlong URL.
+    responses.setdefault("413", {"description": "Request body too large", **error})
+    responses.setdefault("414", {"description": "Request URI too long (answered by the gateway)"})
     responses.setdefault("503", {"description": "A dependency is unavailable", **error})
     return responses

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, WithJsonSchema
 
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 NONCE_PATTERN = r"^[0-9]{1,38}$"
@@ -27,6 +27,9 @@ def _nonce_text(value: Union[int, str]) -> str:
 Nonce = Annotated[
     Union[StrictInt, Annotated[str, StringConstraints(max_length=64)]],
     AfterValidator(_nonce_text),
+    # What _nonce_text accepts, so /spec documents the real rule (clients and fuzzers read it).
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": 10**38 - 1},
+                              {"type": "string", "pattern": NONCE_PATTERN}]}),
     Field(description="Strictly greater than the last nonce this address used (see /api/services/nonce)."),
 ]
 

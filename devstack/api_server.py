@@ -37,6 +37,7 @@ class _Handler(ChaliceRequestHandler):
     def _parse_payload(self):  # type: ignore[override]
         raw = self.headers.get("content-length", "0").strip()
         if not raw.isdigit():
+            self.close_connection = True  # the body's end is unknown: nothing after it can be read
             raise _JsonError(400, "Malformed Content-Length")
         if int(raw) > MAX_BODY_BYTES:
             self.close_connection = True
@@ -49,10 +50,22 @@ class _Handler(ChaliceRequestHandler):
         except LocalGatewayException as error:
             self._send_error_response(error)
             return
+        # Chalice reads the payload again: hand it this one. Only for this request: one handler
+        # serves a whole keep-alive connection, and the next request must read its own body.
         self._parse_payload = lambda: (headers, body)  # type: ignore[method-assign]
-        self._generic_handle()
+        try:
+            self._generic_handle()
+        finally:
+            del self._parse_payload
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _guarded_handle  # noqa: N815
+
+    def __getattr__(self, name: str):
+        """Any other method (TRACE, QUERY, ...) too: Chalice answers it with our JSON 405
+        where http.server would answer an HTML 501."""
+        if name.startswith("do_"):
+            return self._guarded_handle
+        raise AttributeError(name)
 
 
 def make_server(project_dir: str, host: str, port: int, stage: str = "local") -> LocalDevServer:

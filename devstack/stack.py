@@ -1,7 +1,9 @@
 """`make run`: the whole provider on one machine, no AWS account and no Docker.
 
-Brings up a moto server as the local AWS, creates the tables and bucket, and serves the API
-(Chalice's local server) on PORT (8030). Every child stops on Ctrl-C or SIGTERM.
+Brings up a moto server as the local AWS (tables, bucket), anvil with the Ocean contracts, a
+static file server for the sample data, and the API (Chalice's local server) on PORT (8030)
+with the local compute backend; publishes the sample dataset and algorithm, funds a consumer,
+and writes what it set up to .local/stack.json. Every child stops on Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 from devstack.processes import ProcessGroup, wait_for_http
+from devstack.samples import SAMPLE_DIR, publish_samples
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("DEVSTACK_STATE_DIR") or REPO_ROOT / ".local")
@@ -40,9 +43,36 @@ def stack_environment(moto_url: str, chains: dict[int, str], provider_url: str) 
     }
 
 
+def local_environments(chain) -> str:
+    """The configured environments, on the local chain, paid in its OCEAN, on local queues."""
+    from chalicelib.compute.environments import DEFAULT_FILE
+
+    configured = json.loads(DEFAULT_FILE.read_text())
+    for environment in configured:
+        environment["chainIds"] = [chain.chain_id]
+        environment["feeToken"] = {str(chain.chain_id): chain.contracts.OceanToken}
+        environment["maxJobDuration"] = min(environment["maxJobDuration"], 600)
+    return json.dumps(configured)
+
+
+def http_encrypt(provider_url: str):
+    """Publishers encrypt their files for this provider through its own encrypt endpoint."""
+    import urllib.request
+
+    def encrypt(data: bytes) -> str:
+        request = urllib.request.Request(provider_url + "/api/services/encrypt?chainId=8996", data=data, method="POST",
+                                         headers={"Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode("ascii")
+
+    return encrypt
+
+
 class LocalStack:
-    def __init__(self, port: int, moto_port: int, chain_port: int, log_dir: Path):
-        self.port, self.moto_port, self.chain_port = port, moto_port, chain_port
+    def __init__(self, port: int, moto_port: int, chain_port: int, files_port: int, log_dir: Path):
+        self.port, self.moto_port, self.chain_port, self.files_port = port, moto_port, chain_port, files_port
+        self.chain = None
+        self.samples = None
         self.log_dir = log_dir
         self.group = ProcessGroup()
         self.provider_url = f"http://127.0.0.1:{port}"
@@ -54,9 +84,16 @@ class LocalStack:
         python = sys.executable
         self.group.start("moto", [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)],
                          log_path=str(self.log_dir / "moto.log"))
+        self.group.start("files", [python, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                                   str(SAMPLE_DIR), str(self.files_port)], log_path=str(self.log_dir / "files.log"))
+        from devstack.devchain import start_devchain
+
+        self.chain = start_devchain(self.chain_port, provider_key=os.environ.get("PROVIDER_PRIVATE_KEY", DEV_PROVIDER_KEY),
+                                    log_path=self.log_dir / "anvil.log", install=True)
         wait_for_http(self.moto_url + "/moto-api/", group=self.group)
-        chains = {8996: f"http://127.0.0.1:{self.chain_port}"}
-        self.env = {**os.environ, **stack_environment(self.moto_url, chains, self.provider_url)}
+        self.env = {**os.environ, **stack_environment(self.moto_url, {self.chain.chain_id: self.chain.rpc_url}, self.provider_url),
+                    "COMPUTE_BACKEND": "local", "COMPUTE_ENVIRONMENTS": local_environments(self.chain),
+                    "DEVSTACK_STATE_DIR": str(STATE_DIR)}
         os.environ.update(self.env)
         from chalicelib.bootstrap import bootstrap
         from chalicelib.config import load_settings
@@ -65,13 +102,52 @@ class LocalStack:
         self.group.start("api", [python, "-m", "devstack.api_server", "--port", str(self.port)], env=self.env,
                          log_path=str(self.log_dir / "api.log"))
         wait_for_http(self.provider_url + "/", group=self.group)
+        self.samples = publish_samples(self.chain, http_encrypt(self.provider_url), self.provider_url,
+                                       f"http://127.0.0.1:{self.files_port}")
+        from chalicelib.assets.register import register_asset
+
+        for asset in (self.samples.dataset, self.samples.algorithm):
+            register_asset(self.chain.chain_id, asset.nftAddress)
         return self.describe()
 
     def describe(self) -> dict:
-        return {"providerUrl": self.provider_url, "awsEndpoint": self.moto_url}
+        chain, samples = self.chain, self.samples
+
+        def asset(published) -> dict:
+            return {"did": published.did, "serviceId": published.serviceId, "serviceIndex": published.serviceIndex,
+                    "datatoken": published.datatoken}
+
+        contracts = chain.contracts.as_dict()
+        return {
+            "providerUrl": self.provider_url,
+            "chainId": chain.chain_id,
+            "rpcUrl": chain.rpc_url,
+            "providerAddress": chain.provider.address,
+            "consumerPrivateKey": "0x" + bytes(chain.consumer.key).hex(),
+            "dataset": asset(samples.dataset),
+            "algorithm": asset(samples.algorithm),
+            "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken")},
+            "awsEndpoint": self.moto_url,
+        }
 
     def stop(self) -> None:
         self.group.stop()
+        if self.chain is not None:
+            self.chain.stop()
+
+
+def summary(info: dict) -> str:
+    return "\n".join([
+        "Local Ocean C2D provider is up (Ctrl-C stops everything)",
+        f"  Provider API     {info['providerUrl']}   (spec: {info['providerUrl']}/spec)",
+        f"  Chain            {info['rpcUrl']}   chainId {info['chainId']}",
+        f"  Local AWS (moto) {info['awsEndpoint']}",
+        f"  Provider address {info['providerAddress']}",
+        f"  Sample dataset   {info['dataset']['did']}",
+        f"  Sample algorithm {info['algorithm']['did']}",
+        f"  Contracts        {json.dumps(info['contracts'])}",
+        "  Written to .local/stack.json; logs in .local/logs/. Try `make demo` in another terminal.",
+    ])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,8 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8030")))
     parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", "5010")))
     parser.add_argument("--chain-port", type=int, default=int(os.environ.get("CHAIN_PORT", "8545")))
+    parser.add_argument("--files-port", type=int, default=int(os.environ.get("FILES_PORT", "8031")))
     args = parser.parse_args(argv)
-    stack = LocalStack(args.port, args.moto_port, args.chain_port, STATE_DIR / "logs")
+    stack = LocalStack(args.port, args.moto_port, args.chain_port, args.files_port, STATE_DIR / "logs")
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -90,8 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         info = stack.start()
         STATE_DIR.mkdir(exist_ok=True)
         (STATE_DIR / "stack.json").write_text(json.dumps(info, indent=2))
-        print(json.dumps(info, indent=2))
-        print(f"Provider API on {stack.provider_url} (Ctrl-C stops everything)", flush=True)
+        print(summary(info), flush=True)
         while True:
             stack.group.check()
             time.sleep(1)

@@ -89,12 +89,13 @@ def local_stack(tmp_path_factory):
 
     from devstack.processes import free_port, wait_for_http
 
-    port, moto_port, chain_port = free_port(), free_port(), free_port()
+    port, moto_port, chain_port, files_port = free_port(), free_port(), free_port(), free_port()
     state = tmp_path_factory.mktemp("stack")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHAINS", "PROVIDER_", "JWT_"))}
     env["DEVSTACK_STATE_DIR"] = str(state)
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "--port", str(port), "--moto-port", str(moto_port), "--chain-port", str(chain_port)],
+        [sys.executable, "-m", "devstack", "--port", str(port), "--moto-port", str(moto_port), "--chain-port", str(chain_port),
+         "--files-port", str(files_port)],
         env=env, stdout=open(state / "stack.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:

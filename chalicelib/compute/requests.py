@@ -23,6 +23,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -289,6 +290,8 @@ class ComputeResultQuery(SignedParams):
     index: Annotated[
         Union[StrictInt, Annotated[str, StringConstraints(max_length=16)]],
         AfterValidator(_index_text),
+        WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": 10**MAX_RESULT_INDEX_DIGITS - 1},
+                                  {"type": "string", "pattern": rf"^[0-9]{{1,{MAX_RESULT_INDEX_DIGITS}}}$"}]}),
         Field(description="Index of the result in the job's `results` list (0-based)."),
     ]
 

@@ -1,0 +1,54 @@
+"""The sample dataset (a small CSV) and algorithm that `make run` publishes, served to the job
+runner by a static file server on loopback, as a data owner's web server would serve them."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devstack.devchain import DevChain
+from devstack.publish import PublishedAsset, mint_datatokens, publish_asset, Encrypt
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+# The image the algorithm would run in on AWS Batch; locally the host's python runs it.
+CONTAINER = {
+    "entrypoint": "python $ALGO",
+    "image": "python",
+    "tag": "3.11-slim",
+    "checksum": "sha256:" + hashlib.sha256(b"python:3.11-slim sample digest placeholder").hexdigest(),
+}
+
+
+@dataclass
+class Samples:
+    dataset: PublishedAsset
+    algorithm: PublishedAsset
+
+
+def publish_samples(chain: DevChain, encrypt: Encrypt, provider_url: str, files_url: str) -> Samples:
+    """Publish the algorithm, then the dataset trusting it, and give the consumer datatokens."""
+    from chalicelib.compute.validation import container_section_checksum
+
+    algorithm = publish_asset(
+        chain.w3, chain.publisher, chain.contracts, name="CSV summary statistics", asset_type="algorithm",
+        files=[{"type": "url", "url": f"{files_url}/algorithm.py", "method": "GET"}],
+        provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
+        algorithm={"language": "python", "version": "3.11", "container": CONTAINER},
+        description="Row counts, means, minima and maxima of every column of CSV inputs.",
+    )
+    trusted: dict[str, Any] = {
+        "did": algorithm.did,
+        "filesChecksum": "",
+        "containerSectionChecksum": container_section_checksum(CONTAINER),
+    }
+    dataset = publish_asset(
+        chain.w3, chain.publisher, chain.contracts, name="Iris measurements (sample)",
+        files=[{"type": "url", "url": f"{files_url}/iris.csv", "method": "GET"}],
+        provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
+        compute={"allowRawAlgorithm": True, "allowNetworkAccess": False, "publisherTrustedAlgorithms": [trusted]},
+        description="60 rows of flower measurements; only aggregates may leave.",
+    )
+    for asset in (dataset, algorithm):
+        mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.consumer.address, 10 * 10**18)
+    return Samples(dataset, algorithm)
