@@ -40,6 +40,9 @@ class Settings:
     batch_job_role_arn: str | None
     batch_execution_role_arn: str | None
     event_bus: str
+    allow_private_networks: bool
+    ipfs_gateway: str
+    arweave_gateway: str
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -160,6 +163,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         batch_job_role_arn=env.get("BATCH_JOB_ROLE_ARN", "").strip() or None,
         batch_execution_role_arn=env.get("BATCH_EXECUTION_ROLE_ARN", "").strip() or None,
         event_bus=env.get("EVENT_BUS_NAME", "").strip() or "default",
+        allow_private_networks=env.get("ALLOW_PRIVATE_NETWORKS", "").strip().lower() in ("1", "true", "yes", "on"),
+        ipfs_gateway=(env.get("IPFS_GATEWAY", "").strip() or "https://ipfs.io").rstrip("/"),
+        arweave_gateway=(env.get("ARWEAVE_GATEWAY", "").strip() or "https://arweave.net").rstrip("/"),
         _secrets=SecretSource(env),
     )
 

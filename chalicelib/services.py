@@ -117,6 +117,7 @@ def compute_workflow() -> "ComputeWorkflow":
     """Everything a compute start or initialize needs; builds the chain stack lazily."""
     from chalicelib.chain.fees import ProviderFees
     from chalicelib.chain.orders import OrderVerifier
+    from chalicelib.compute import checksums
     from chalicelib.compute.environments import environments
     from chalicelib.compute.validation import ComputeValidator
     from chalicelib.compute.workflow import ComputeWorkflow
@@ -125,7 +126,7 @@ def compute_workflow() -> "ComputeWorkflow":
     address = provider_address()
     return ComputeWorkflow(
         resolver=asset_resolver(),
-        validator=ComputeValidator(address, environments()),
+        validator=ComputeValidator(address, environments(), files_checksum=checksums.from_settings(current)),
         verifier=OrderVerifier(chains().web3, address),
         fees=ProviderFees(current.provider_private_key(), address, decimals=chains().token_decimals),
         jobs=job_service(),

@@ -47,7 +47,8 @@ class LocalDispatcher:
 
         state = Path(os.environ.get("DEVSTACK_STATE_DIR") or REPO_ROOT / ".local")
         env = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
-        env.update({"RUNNER_EVENTS": "stdout", "ALLOW_PRIVATE_NETWORKS": "1", "RESULTS_BUCKET": settings.bucket})
+        env.update({"RUNNER_EVENTS": "stdout", "RESULTS_BUCKET": settings.bucket,
+                    "ALLOW_PRIVATE_NETWORKS": "1" if settings.allow_private_networks else "0"})
         return cls(state / "jobs", lambda event: services.job_events().handle(event), env)
 
     def submit(self, job_id: str, environment: Environment, manifest_uri: str, container: AlgorithmContainer,

@@ -28,7 +28,9 @@ class Samples:
 
 def publish_samples(chain: DevChain, encrypt: Encrypt, provider_url: str, files_url: str) -> Samples:
     """Publish the algorithm, then the dataset trusting it, and give the consumer datatokens."""
-    from chalicelib.compute.validation import container_section_checksum
+    from chalicelib.compute.validation import container_section_checksum, content_checksum
+
+    algorithm_code = (SAMPLE_DIR / "algorithm.py").read_bytes()
 
     algorithm = publish_asset(
         chain.w3, chain.publisher, chain.contracts, name="CSV summary statistics", asset_type="algorithm",
@@ -39,7 +41,7 @@ def publish_samples(chain: DevChain, encrypt: Encrypt, provider_url: str, files_
     )
     trusted: dict[str, Any] = {
         "did": algorithm.did,
-        "filesChecksum": "",
+        "filesChecksum": content_checksum(algorithm_code),
         "containerSectionChecksum": container_section_checksum(CONTAINER),
     }
     dataset = publish_asset(

@@ -93,6 +93,8 @@ class LocalStack:
         wait_for_http(self.moto_url + "/moto-api/", group=self.group)
         self.env = {**os.environ, **stack_environment(self.moto_url, {self.chain.chain_id: self.chain.rpc_url}, self.provider_url),
                     "COMPUTE_BACKEND": "local", "COMPUTE_ENVIRONMENTS": local_environments(self.chain),
+                    # the sample files are served on loopback: let the provider and runner reach them
+                    "ALLOW_PRIVATE_NETWORKS": "1",
                     "DEVSTACK_STATE_DIR": str(STATE_DIR)}
         os.environ.update(self.env)
         from chalicelib.bootstrap import bootstrap

@@ -15,13 +15,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.filesources import Budget, Sources
+from chalicelib.netsafe import FetchError, FetchPolicy
+
 from .aws import s3_client
 from .events import Emitter
-from .fetch import FetchError, FetchPolicy
 from .layout import CONFIGURE_LOG, Layout
 from .logs import stage_log
 from .settings import Settings, parse_s3_uri
-from .sources import Budget, Sources
 
 DID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,199}$")
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
@@ -71,7 +72,8 @@ def provision(settings: Settings, layout: Layout) -> None:
         budget=Budget(settings.max_input_bytes),
         ipfs_gateway=settings.ipfs_gateway, arweave_gateway=settings.arweave_gateway,
         forbidden_buckets=frozenset({parse_s3_uri(settings.manifest_uri)[0],
-                                     settings.results_bucket}))
+                                     settings.results_bucket}),
+        s3_factory=s3_client)
     dids = [fetch_input(sources, layout, entry) for entry in inputs]
     fetch_algorithm(sources, layout, algorithm)
     custom = algorithm.get("algocustomdata")

@@ -1,4 +1,4 @@
-"""Network safety and limits of runner.fetch."""
+"""Network safety and limits of chalicelib.netsafe (the runner's and the provider's downloads)."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner import fetch
-from runner.fetch import FetchError, FetchPolicy, fetch_to_file, is_forbidden
+from chalicelib import netsafe as fetch
+from chalicelib.netsafe import FetchError, FetchPolicy, fetch_to_file, is_forbidden
 
 OPEN = FetchPolicy(allow_private=True, timeout=5)
 STRICT = FetchPolicy(allow_private=False, timeout=5)

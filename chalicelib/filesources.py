@@ -1,4 +1,7 @@
-"""Turn one DDO file object (url, s3, ipfs, arweave) into a local file.
+"""Turn one DDO file object (url, s3, ipfs, arweave) into a local file (stdlib + botocore).
+
+Shared by the job runner (inputs, algorithms) and the provider (the checksums of trusted
+algorithms' files); the runner image copies this module with the runner.
 
 File objects are decrypted secrets chosen by publishers: errors and descriptions name the kind
 of source and at most the host, never the URL, bucket or key.
@@ -13,8 +16,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws import s3_client
-from .fetch import CHUNK_BYTES, FetchError, FetchPolicy, fetch_to_file, write_capped
+from chalicelib.netsafe import CHUNK_BYTES, FetchError, FetchPolicy, fetch_to_file, write_capped
 
 # CIDs (base58/base32) with an optional path inside the DAG; Arweave ids are base64url.
 IPFS_RE = re.compile(r"^[A-Za-z0-9]+(/[A-Za-z0-9._~-]+)*$")
@@ -37,7 +39,7 @@ class Sources:
 
     def __init__(self, *, policy: FetchPolicy, budget: Budget, ipfs_gateway: str,
                  arweave_gateway: str, forbidden_buckets: frozenset[str],
-                 s3_factory: Callable[[], Any] = s3_client) -> None:
+                 s3_factory: Callable[[], Any]) -> None:
         self._policy = policy
         self._budget = budget
         self._ipfs = ipfs_gateway

@@ -1,4 +1,7 @@
-"""Network-safe HTTP(S) downloads of job inputs and algorithms.
+"""Network-safe HTTP(S) downloads of job inputs and algorithms (stdlib only).
+
+Shared by the job runner (inputs, algorithms) and the provider (algorithm checksums for
+trusted algorithms); the runner image copies this module with the runner.
 
 The URLs come from decrypted DDO `files`, and anyone can publish a DDO for this provider, so
 every URL is hostile: it may aim at the instance metadata service, at services inside the VPC or
