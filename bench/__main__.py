@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import cold_start, signatures
+from bench import aws_calls, cold_start, signatures
 
-BENCHMARKS = [signatures.run, cold_start.run]
+BENCHMARKS = [signatures.run, cold_start.run, aws_calls.run]
 
 
 def main() -> int:

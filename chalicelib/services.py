@@ -72,11 +72,12 @@ def asset_resolver() -> "AssetResolver":
 
 @lru_cache(maxsize=1)
 def job_events() -> "JobEvents":
-    """Applies Batch and runner events to job records; a job's first terminal status gives its
-    environment's slot back (currentJobs)."""
+    """Applies Batch and runner events to job records; the write that ends a job gives its
+    environment's slot back (currentJobs) in the same transaction."""
     from chalicelib.compute.events import build_job_events
 
-    return build_job_events(on_terminal=lambda record: usage_counter().release(record.environment))
+    settings()
+    return build_job_events()
 
 
 @lru_cache(maxsize=1)

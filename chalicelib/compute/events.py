@@ -45,9 +45,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from pynamodb.exceptions import DoesNotExist, PynamoDBException, UpdateError
+from pynamodb.exceptions import DoesNotExist, PynamoDBException
 
 from chalicelib.compute import status as st
+from chalicelib.compute import transitions
 from chalicelib.compute.dispatch import (
     ALGORITHM,
     CONFIGURE,
@@ -408,12 +409,15 @@ class JobEvents:
 
     def __init__(self, model: type[JobRecord] = JobRecord, queues: Iterable[str] = (),
                  clock: Callable[[], float] = time.time, *, results_bucket: str | None = None,
-                 on_terminal: TerminalHook | None = None) -> None:
+                 on_terminal: TerminalHook | None = None, release_slots: bool = False) -> None:
+        """`release_slots`: give the environment's slot back in the same transaction as the write
+        that ends a job (compute.transitions); `on_terminal` is told afterwards."""
         self._model = model
         self._queues = frozenset(queues)
         self._clock = clock
         self._bucket = results_bucket
         self._on_terminal = on_terminal
+        self._release_slots = release_slots
 
     def handle(self, event: Any) -> Outcome:
         """Apply one EventBridge event; never raises (a store outage is Outcome 'error')."""
@@ -448,10 +452,8 @@ class JobEvents:
                 return Outcome("unchanged", signal.job_id, state.status)
             try:
                 self._write(record, state, change)
-            except UpdateError as exc:
-                if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-                    continue  # another event changed the job since we read it: re-plan
-                raise
+            except transitions.ConditionFailed:
+                continue  # another event changed the job since we read it: re-plan
             return self._after_write(record, state, change)
         log.warning("job %s: gave up after %d concurrent changes", signal.job_id, WRITE_ATTEMPTS)
         return Outcome("error", signal.job_id, detail="too many concurrent changes")
@@ -480,7 +482,8 @@ class JobEvents:
             if stage.results_truncated is not None:
                 actions.append(model.results_truncated.set(stage.results_truncated))
             condition &= model.results.does_not_exist()
-        record.update(actions=actions, condition=condition)
+        ends_job = change.status is not None and st.is_terminal(change.status) and not st.is_terminal(state.status)
+        transitions.write(record, actions, condition, ends_job=ends_job and self._release_slots)
 
     def _after_write(self, record: JobRecord, state: JobState, change: Plan) -> Outcome:
         if change.status is None:
@@ -524,7 +527,7 @@ def build_job_events(on_terminal: TerminalHook | None = None) -> JobEvents:
 
     current = services.settings()
     return JobEvents(JobRecord, queues={e.job_queue for e in environments().values()},
-                     results_bucket=current.bucket, on_terminal=on_terminal)
+                     results_bucket=current.bucket, on_terminal=on_terminal, release_slots=True)
 
 
 def handle_lambda_event(event: Any, handler: JobEvents) -> dict[str, Any]:

@@ -14,10 +14,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError, UpdateError
+from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.compute import status as st
+from chalicelib.compute import transitions
 from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.usage import UsageCounter
@@ -85,6 +86,17 @@ class JobService:
         self._record_dispatch(job, batch_job_id)
         return job
 
+    def order_used(self, chain_id: int, tx_id: str) -> bool:
+        """Whether this order already started a job: initializeCompute must then ask for a
+        reuseOrder (a new transferTxId) instead of offering the order as is."""
+        try:
+            self._orders.get(Order("", chain_id, tx_id).key)
+        except DoesNotExist:
+            return False
+        except PynamoDBException as error:
+            raise ServiceUnavailable(UNAVAILABLE) from error
+        return True
+
     def _new_record(self, plan: ComputePlan, owner: str, orders: Sequence[Order]) -> JobRecord:
         now = int(self._clock())
         environment = plan.environment
@@ -126,8 +138,7 @@ class JobService:
         now = int(self._clock())
         try:
             with self._transaction() as transaction:
-                transaction.update(EnvironmentUsage(environment.id), actions=[EnvironmentUsage.running.add(-1)],
-                                   condition=EnvironmentUsage.running > 0)
+                transaction.update(EnvironmentUsage(environment.id), actions=[EnvironmentUsage.running.add(-1)])
                 for order in _unique(orders):
                     transaction.delete(self._orders(order.key), condition=self._orders.job_id == job.job_id)
                 transaction.update(job, actions=[
@@ -216,8 +227,8 @@ class JobService:
             self._dispatcher.terminate(job.batch_job_id, "Job stopped by its owner")
 
     def _move(self, job: JobRecord, target: int, attempts: int = 3) -> None:
-        """Move to `target` conditioned on the exact status read, so the slot is given back only
-        by the write that really ended the job (an event may end it concurrently)."""
+        """Move to `target` conditioned on the exact status read; the write that ends a running
+        job gives its slot back in the same transaction (compute.transitions)."""
         for _ in range(attempts):
             before = int(job.status)
             if not st.can_move(before, target):
@@ -232,17 +243,12 @@ class JobService:
             if target == st.STOPPED:
                 actions.append(self._jobs.termination_details.set({"exitCode": None, "reason": "Job stopped by its owner"}))
             try:
-                job.update(actions=actions, condition=self._jobs.status == before)
-            except UpdateError as error:
-                if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
-                    raise ServiceUnavailable(UNAVAILABLE) from error
+                transitions.write(job, actions, self._jobs.status == before, ends_job=not st.is_terminal(before))
+                return
+            except transitions.ConditionFailed:
                 job.refresh(consistent_read=True)
-                continue
             except PynamoDBException as error:
                 raise ServiceUnavailable(UNAVAILABLE) from error
-            if not st.is_terminal(before):
-                self._usage.release(job.environment)
-            return
         raise ServiceUnavailable("The job changed concurrently; try again")
 
     # -- results ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""currentJobs per environment: a counter changed only by conditional updates, so reading it is
-one BatchGetItem instead of a scan of the jobs table, and it can never exceed maxJobs."""
+"""currentJobs per environment: a counter changed only inside the transactions that start a job
+(conditionally: it never exceeds maxJobs) and that end one (compute.transitions), so reading it
+is one BatchGetItem instead of a scan of the jobs table."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -30,12 +31,3 @@ class UsageCounter:
         """The update and condition that take one slot, for use inside the start transaction."""
         running = self._model.running
         return [running.add(1)], running.does_not_exist() | (running < max_jobs)
-
-    def release(self, environment_id: str) -> None:
-        """Give a slot back (a job ended, or its start was undone); never below zero."""
-        record = self._model(environment_id)
-        try:
-            record.update(actions=[self._model.running.add(-1)], condition=self._model.running > 0)
-        except PynamoDBException as error:
-            if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
-                raise ServiceUnavailable("Job store is unavailable, try again later") from error

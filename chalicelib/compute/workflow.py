@@ -100,9 +100,13 @@ class ComputeWorkflow:
         entry: dict[str, Any] = {"datatoken": order.datatoken, "nonce": nonce}
         reusable = self._reusable(order, plan, consumer) if order.transfer_tx_id else None
         if reusable is not None:
-            entry["validOrder"] = reusable.tx_id
-            if reusable.valid_until >= valid_until and (not charged or self._fee_covers(reusable, plan, valid_until, now)):
+            if (reusable.valid_until >= valid_until and not self._jobs.order_used(order.chain_id, reusable.tx_id)
+                    and (not charged or self._fee_covers(reusable, plan, valid_until, now))):
+                entry["validOrder"] = reusable.tx_id  # start with it as is (one order, one job)
                 return entry
+            # to be paid again with reuseOrder, which must name the startOrder: the contract takes
+            # any tx, but a reuse of a reuse leads to no OrderStarted and is refused at start
+            entry["validOrder"] = reusable.order_tx_id
         entry["providerFee"] = self._fees.quote(chain_id=order.chain_id, environment=environment, datatoken=order.datatoken,
                                                 service_id=order.service_id, valid_until=valid_until, now=now)
         return entry

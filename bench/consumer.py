@@ -1,0 +1,53 @@
+"""A consumer's side for benchmarks: quote, order on chain, signed start body; Batch stubbed."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import boto3
+from botocore.stub import ANY, Stubber
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils import keccak
+
+from devstack.publish import start_order
+
+
+class StubbedBatch:
+    """A real boto3 Batch client behind Stubber: parameters are checked against AWS's model."""
+
+    def __init__(self) -> None:
+        self.client = boto3.client("batch", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        self.stubber = Stubber(self.client)
+        self.stubber.activate()
+
+    def expect(self, first: bool) -> None:
+        if first:
+            self.stubber.add_response("describe_job_definitions", {"jobDefinitions": []},
+                                      {"jobDefinitionName": ANY, "status": "ACTIVE"})
+            self.stubber.add_response("register_job_definition", {
+                "jobDefinitionName": "c2d-algo", "revision": 1,
+                "jobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:job-definition/c2d-algo:1"})
+        self.stubber.add_response("submit_job", {"jobName": "c2d", "jobId": "batch-job",
+                                                 "jobArn": "arn:aws:batch:us-east-1:123456789012:job/batch-job"})
+
+
+def order_and_start_body(client: Any, chain: Any, samples: Any) -> dict[str, Any]:
+    consumer = chain.consumer
+    key = "0x" + bytes(consumer.key).hex()
+    dataset, algorithm = samples.dataset, samples.algorithm
+    quote = json.loads(client.http.post("/api/services/initializeCompute", headers={"Content-Type": "application/json"},
+                                        body=json.dumps({
+        "datasets": [{"documentId": dataset.did, "serviceId": dataset.serviceId}],
+        "algorithm": {"documentId": algorithm.did, "serviceId": algorithm.serviceId},
+        "compute": {"env": "ocean-c2d-cpu", "validUntil": int(time.time()) + 900},
+        "consumerAddress": consumer.address})).body)
+    dataset_tx = start_order(chain.w3, key, dataset.datatoken, 0, quote["datasets"][0]["providerFee"])
+    algorithm_tx = start_order(chain.w3, key, algorithm.datatoken, 0, quote["algorithm"]["providerFee"])
+    nonce = time.time_ns()
+    message = consumer.address + dataset.did + str(nonce)
+    signature = Account.sign_message(encode_defunct(primitive=keccak(text=message)), consumer.key).signature.to_0x_hex()
+    return {"consumerAddress": consumer.address, "nonce": nonce, "signature": signature, "environment": "ocean-c2d-cpu",
+            "dataset": {"documentId": dataset.did, "serviceId": dataset.serviceId, "transferTxId": dataset_tx},
+            "algorithm": {"documentId": algorithm.did, "serviceId": algorithm.serviceId, "transferTxId": algorithm_tx}}
