@@ -1,0 +1,143 @@
+"""The Lambda functions' IAM policies, rendered from a stage's environment variables.
+
+`chalice deploy` takes a policy file per stage (autogen is off: Chalice's analyzer cannot read
+this app, and it would grant too much anyway). The files are rendered from the same environment
+variables the functions read, so a policy names exactly the tables, bucket, secrets, queues and
+roles that the stage's code is configured to use, and nothing else:
+
+- `policy-<stage>.json`, the API handler: items of the six tables, Query on the jobs table's two
+  indexes, objects under `jobs/` of the results bucket (manifest put, presigned result downloads,
+  deletion), the two secrets, Batch job definitions named `c2d-algo-*`, submit and terminate on
+  the stage's queues, PassRole of the two Batch job roles.
+- `policy-<stage>-events.json`, the two event handlers: read and update job records, update the
+  environment counters.
+
+Only `batch:DescribeJobDefinitions` has `"*"` as resource: AWS Batch supports no resource-level
+permission for it (WILDCARD_ACTIONS; tests/infra checks the list against the IAM reference).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from chalicelib.compute.dispatch import DEFINITION_PREFIX
+from chalicelib.compute.environments import load_environments
+from chalicelib.config import Settings, load_settings
+from chalicelib.errors import ConfigurationError
+
+# Actions that AWS authorizes only on "*" and that the functions need.
+WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions"})
+
+
+@dataclass(frozen=True)
+class Account:
+    """Where the stage lives, read from a secret's ARN (arn:<partition>:secretsmanager:<region>:<account>:...)."""
+
+    partition: str
+    region: str
+    account: str
+
+    @classmethod
+    def from_arn(cls, arn: str) -> "Account":
+        parts = arn.split(":", 6)
+        if len(parts) < 7 or parts[0] != "arn" or not (parts[1] and parts[3] and parts[4]):
+            raise ConfigurationError("PROVIDER_KEY_SECRET must be the secret's full ARN (from the stack outputs)")
+        return cls(partition=parts[1], region=parts[3], account=parts[4])
+
+    def arn(self, service: str, resource: str) -> str:
+        return f"arn:{self.partition}:{service}:{self.region}:{self.account}:{resource}"
+
+
+def function_prefix(app_name: str, stage: str) -> str:
+    """Chalice names the functions <app>-<stage>[-<handler>]; `chalice package` stacks named
+    <app>-<stage> give theirs the same prefix."""
+    return f"{app_name}-{stage}"
+
+
+def _statement(sid: str, actions: list[str], resources: list[str] | str, **condition: Any) -> dict[str, Any]:
+    statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+def _document(statements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _logs(where: Account, app_name: str, stage: str) -> dict[str, Any]:
+    group = where.arn("logs", f"log-group:/aws/lambda/{function_prefix(app_name, stage)}*")
+    return _statement("FunctionLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], [group])
+
+
+def _table(where: Account, name: str) -> str:
+    return where.arn("dynamodb", f"table/{name}")
+
+
+def _tables(settings: Settings) -> list[str]:
+    return [settings.nonces_table, settings.revoked_tokens_table, settings.jobs_table,
+            settings.orders_table, settings.assets_table, settings.counters_table]
+
+
+def _secret_arns(env: Mapping[str, str]) -> list[str]:
+    arns = []
+    for name in ("PROVIDER_KEY_SECRET", "JWT_SECRET_NAME"):
+        value = env.get(name, "").strip()
+        if not value.startswith("arn:"):
+            raise ConfigurationError(f"{name} must be the secret's ARN in a deployed stage")
+        arns.append(value)
+    return arns
+
+
+def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, Any]:
+    """The API handler's policy for the stage configured by `env`."""
+    settings = load_settings(env)
+    secrets = _secret_arns(env)
+    where = Account.from_arn(secrets[0])
+    roles = [settings.batch_job_role_arn, settings.batch_execution_role_arn]
+    if not all(roles):
+        raise ConfigurationError("BATCH_JOB_ROLE_ARN and BATCH_EXECUTION_ROLE_ARN are required with COMPUTE_BACKEND=batch")
+    queues = sorted({e.job_queue for e in load_environments(env).values()})
+    tables = [_table(where, name) for name in _tables(settings)]
+    bucket = f"arn:{where.partition}:s3:::{settings.bucket}"
+    definitions = where.arn("batch", f"job-definition/{DEFINITION_PREFIX}*")
+    jobs = where.arn("batch", "job/*")
+    return _document([
+        _logs(where, app_name, stage),
+        _statement("Items", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                             "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"], tables),
+        _statement("JobIndexes", ["dynamodb:Query"],
+                   [f"{_table(where, settings.jobs_table)}/index/{index}" for index in ("by-owner", "by-document")]),
+        _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
+        _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
+        _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),
+        _statement("FindJobDefinitions", sorted(WILDCARD_ACTIONS), "*"),
+        _statement("RegisterJobDefinitions", ["batch:RegisterJobDefinition"], [definitions]),
+        _statement("SubmitJobs", ["batch:SubmitJob"],
+                   [where.arn("batch", f"job-queue/{queue}") for queue in queues] + [definitions, jobs]),
+        _statement("TagOnCreate", ["batch:TagResource"], [definitions, jobs]),
+        _statement("StopJobs", ["batch:TerminateJob"], [jobs]),
+        _statement("PassJobRoles", ["iam:PassRole"], [str(role) for role in roles]),
+    ])
+
+
+def events_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, Any]:
+    """The two event handlers' policy: job records and the environment counters, nothing else."""
+    settings = load_settings(env)
+    where = Account.from_arn(_secret_arns(env)[0])
+    return _document([
+        _logs(where, app_name, stage),
+        _statement("JobRecords", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [_table(where, settings.jobs_table)]),
+        _statement("EnvironmentCounters", ["dynamodb:UpdateItem"], [_table(where, settings.counters_table)]),
+    ])
+
+
+def policy_files(stage: str) -> dict[str, str]:
+    """File names under .chalice/ of each policy of a stage."""
+    return {"api": f"policy-{stage}.json", "events": f"policy-{stage}-events.json"}
+
+
+def render(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, dict[str, Any]]:
+    """{file name: policy document} for a stage."""
+    names = policy_files(stage)
+    return {names["api"]: api_policy(env, app_name, stage), names["events"]: events_policy(env, app_name, stage)}

@@ -1,0 +1,149 @@
+"""A Chalice stage wired to its infrastructure stack: environment variables, policy files and
+per-function settings in .chalice/, computed from the stack's outputs.
+
+This is the step between `aws cloudformation deploy` (infra/resources.yaml) and `chalice deploy`,
+as in Chalice's own workshop (record the stack outputs in .chalice/config.json): everything
+account-specific is written here, checked against what the app will do with it (queues of the
+compute environments exist, their chains are served, results outlive storageExpiry, the Lambda
+environment fits in 4 KB), so a mistake shows up now rather than as a 503 after the deploy.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from chalicelib.compute.environments import parse_environments
+from chalicelib.config import load_settings
+from chalicelib.errors import ConfigurationError
+from infra import policies
+
+REQUIRED_OUTPUTS = (
+    "ResourcePrefix", "ResultsBucketName", "JobDataExpirationDays", "ProviderKeySecretArn", "JwtSecretArn",
+    "RunnerRepositoryUri", "BatchJobRoleArn", "BatchExecutionRoleArn", "EventBusName", "CpuJobQueueArn",
+)
+QUEUE_OUTPUTS = ("CpuJobQueueArn", "GpuJobQueueArn")
+LAMBDA_ENV_LIMIT = 4096  # bytes of all keys and values together
+DAY = 86400
+
+# Memory buys CPU on Lambda: the API handler imports web3 and does ECIES/secp256k1 work; API
+# Gateway gives up after 29 s, so a longer timeout would only run on for nobody.
+API_HANDLER = {"lambda_memory_size": 1024, "lambda_timeout": 29}
+EVENT_HANDLER = {"lambda_memory_size": 256, "lambda_timeout": 30}
+EVENT_HANDLERS = ("batch_job_events", "runner_stage_events")
+
+
+def read_stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
+    """The stack's outputs by key (DescribeStacks)."""
+    stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+    return {item["OutputKey"]: item["OutputValue"] for item in stack.get("Outputs", [])}
+
+
+def deployed_url(project_dir: Path, stage: str) -> str | None:
+    """The API URL `chalice deploy` recorded for the stage, if it has been deployed."""
+    path = project_dir / ".chalice" / "deployed" / f"{stage}.json"
+    if not path.exists():
+        return None
+    for resource in json.loads(path.read_text()).get("resources", []):
+        if resource.get("resource_type") == "rest_api" and resource.get("rest_api_url"):
+            return str(resource["rest_api_url"]).rstrip("/")
+    return None
+
+
+def queue_names(outputs: Mapping[str, str]) -> set[str]:
+    """Names of the stack's job queues (from their ARNs, .../job-queue/<name>)."""
+    return {outputs[key].rsplit("/", 1)[-1] for key in QUEUE_OUTPUTS if outputs.get(key)}
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _check_environments(raw: Sequence[Mapping[str, Any]], outputs: Mapping[str, str], chains: Mapping[int, str]) -> None:
+    queues = queue_names(outputs)
+    expiry_days = int(outputs["JobDataExpirationDays"])
+    for environment in parse_environments(list(raw)).values():
+        if environment.job_queue not in queues:
+            raise ConfigurationError(f"compute environment {environment.id}: job queue {environment.job_queue!r} "
+                                     f"is not in the stack (it has {', '.join(sorted(queues))})")
+        unserved = sorted(set(environment.chain_ids) - set(chains))
+        if unserved:
+            raise ConfigurationError(f"compute environment {environment.id}: chains {unserved} are not in CHAINS")
+        if environment.storage_expiry > expiry_days * DAY:
+            raise ConfigurationError(f"compute environment {environment.id}: storageExpiry {environment.storage_expiry} s "
+                                     f"outlives the bucket's {expiry_days}-day expiry (JobDataExpirationDays)")
+
+
+def stage_environment(outputs: Mapping[str, str], *, stage: str, chains: str, provider_url: str,
+                      environments: Sequence[Mapping[str, Any]], runner_tag: str = "latest",
+                      metadata_url: str | None = None, token_max_lifetime: int = 86400) -> dict[str, str]:
+    """The Lambda environment of a stage; ConfigurationError names what does not fit."""
+    missing = [key for key in REQUIRED_OUTPUTS if not outputs.get(key)]
+    if missing:
+        raise ConfigurationError(f"the stack has no output {', '.join(missing)}: is it infra/resources.yaml?")
+    if not provider_url.startswith(("https://", "http://")):
+        raise ConfigurationError("the provider URL must be the public http(s) URL of the API")
+    env = {
+        "STAGE": stage,
+        "RESOURCE_PREFIX": outputs["ResourcePrefix"],
+        "CHAINS": chains,
+        "RESULTS_BUCKET": outputs["ResultsBucketName"],
+        "PROVIDER_KEY_SECRET": outputs["ProviderKeySecretArn"],
+        "JWT_SECRET_NAME": outputs["JwtSecretArn"],
+        "TOKEN_MAX_LIFETIME": str(int(token_max_lifetime)),
+        "PROVIDER_URL": provider_url.rstrip("/"),
+        "COMPUTE_BACKEND": "batch",
+        "COMPUTE_ENVIRONMENTS": _compact(list(environments)),
+        "RUNNER_IMAGE": f"{outputs['RunnerRepositoryUri']}:{runner_tag}",
+        "BATCH_JOB_ROLE_ARN": outputs["BatchJobRoleArn"],
+        "BATCH_EXECUTION_ROLE_ARN": outputs["BatchExecutionRoleArn"],
+        "EVENT_BUS_NAME": outputs["EventBusName"],
+    }
+    if metadata_url:
+        env["METADATA_URL"] = metadata_url.rstrip("/")
+    settings = load_settings(env)
+    _check_environments(environments, outputs, settings.chains)
+    size = sum(len(key.encode()) + len(value.encode()) for key, value in env.items())
+    if size > LAMBDA_ENV_LIMIT:
+        raise ConfigurationError(f"the Lambda environment would be {size} bytes (limit {LAMBDA_ENV_LIMIT}): "
+                                 "fewer or shorter compute environment descriptions")
+    return env
+
+
+def function_settings(stage: str) -> dict[str, Any]:
+    """Chalice stage settings besides the environment: own policies, memory and timeouts."""
+    files = policies.policy_files(stage)
+    events = {"iam_policy_file": files["events"], **EVENT_HANDLER}
+    return {
+        "autogen_policy": False,
+        "iam_policy_file": files["api"],
+        "lambda_functions": {"api_handler": dict(API_HANDLER), **{name: dict(events) for name in EVENT_HANDLERS}},
+    }
+
+
+def apply_stage(config: Mapping[str, Any], stage: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of .chalice/config.json with the stage wired; other stages and the stage's extra
+    variables (ones this module does not manage) are kept."""
+    updated = json.loads(json.dumps(config))
+    current = updated.setdefault("stages", {}).setdefault(stage, {})
+    current.setdefault("api_gateway_stage", "api")
+    current.update(function_settings(stage))
+    variables = current.setdefault("environment_variables", {})
+    variables.pop("METADATA_URL", None)
+    variables.update(env)
+    return updated
+
+
+def write_stage(project_dir: Path, stage: str, env: Mapping[str, str]) -> list[Path]:
+    """Write .chalice/config.json and the stage's policy files; returns the paths written."""
+    chalice_dir = project_dir / ".chalice"
+    config_path = chalice_dir / "config.json"
+    config = apply_stage(json.loads(config_path.read_text()), stage, env)
+    app_name = config["app_name"]
+    written = []
+    for name, document in policies.render(config["stages"][stage]["environment_variables"], app_name, stage).items():
+        path = chalice_dir / name
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        written.append(path)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return [config_path, *written]

@@ -1,0 +1,119 @@
+"""`chalice package` of the dev stage, as CI can run it (a region, no credentials): the template
+lints clean and holds the API, its 404 gateway response and both event rules; the roles carry the
+stage's policy files; the zip fits Lambda's budget and imports on its own."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from infra_helpers import CHALICE_DIR, chalice_config, lint
+
+from chalicelib.compute.events import BATCH_DETAIL_TYPE, BATCH_SOURCE, RUNNER_DETAIL_TYPE, RUNNER_SOURCE
+from infra import gateway, policies
+
+pytestmark = pytest.mark.timeout(300)
+MB = 1_000_000  # decimal megabytes: the stricter reading of the budget
+ZIP_BUDGET = 40 * MB
+UNZIPPED_BUDGET = 120 * MB
+
+
+def _resources(packaged, kind: str) -> dict[str, dict]:
+    return {name: r for name, r in packaged.template["Resources"].items() if r["Type"] == kind}
+
+
+def test_packaged_template_passes_cfn_lint(packaged):
+    assert lint(packaged.out / "sam.json") == []
+
+
+def test_api_answers_unknown_routes_with_json_404(packaged):
+    (api,) = _resources(packaged, "AWS::Serverless::Api").values()
+    assert api["Properties"]["StageName"] == "api"
+    assert api["Properties"]["GatewayResponses"] == gateway.sam_gateway_responses()
+    assert api["Properties"]["DefinitionBody"]["paths"]["/api/services/compute"]
+    assert set(_resources(packaged, "AWS::Serverless::Function")) == {"APIHandler", "BatchJobEvents", "RunnerStageEvents"}
+
+
+def test_event_rules_for_batch_state_changes_and_runner_stages(packaged):
+    functions = _resources(packaged, "AWS::Serverless::Function")
+    patterns = {}
+    for name in ("BatchJobEvents", "RunnerStageEvents"):
+        (event,) = functions[name]["Properties"]["Events"].values()
+        assert event["Type"] == "CloudWatchEvent"  # SAM makes it an AWS::Events::Rule on the default bus
+        assert "EventBusName" not in event["Properties"]
+        patterns[name] = event["Properties"]["Pattern"]
+    assert patterns["BatchJobEvents"] == {"source": [BATCH_SOURCE], "detail-type": [BATCH_DETAIL_TYPE]}
+    assert patterns["RunnerStageEvents"] == {"source": [RUNNER_SOURCE], "detail-type": [RUNNER_DETAIL_TYPE]}
+
+
+def test_roles_carry_the_stage_policy_files(packaged):
+    roles = _resources(packaged, "AWS::IAM::Role")
+    files = policies.policy_files(packaged.stage)
+    expected = {"ApiHandlerRole": files["api"], "BatchJobEventsRole": files["events"], "RunnerStageEventsRole": files["events"]}
+    assert set(roles) == set(expected)
+    for role, filename in expected.items():
+        (policy,) = roles[role]["Properties"]["Policies"]
+        assert policy["PolicyDocument"] == json.loads((CHALICE_DIR / filename).read_text())
+
+
+def test_functions_get_their_memory_timeout_and_environment(packaged):
+    stage = chalice_config()["stages"][packaged.stage]
+    functions = _resources(packaged, "AWS::Serverless::Function")
+    names = {"APIHandler": "api_handler", "BatchJobEvents": "batch_job_events", "RunnerStageEvents": "runner_stage_events"}
+    for resource, name in names.items():
+        properties = functions[resource]["Properties"]
+        settings = stage["lambda_functions"][name]
+        assert properties["MemorySize"] == settings["lambda_memory_size"]
+        assert properties["Timeout"] == settings["lambda_timeout"]
+        assert properties["Environment"]["Variables"] == stage["environment_variables"]
+        assert properties["Runtime"] == "python3.11"
+
+
+def test_deployment_zip_fits_the_budget(packaged):
+    sizes = f"zip {packaged.zip_bytes / MB:.1f} MB, unzipped {packaged.unzipped_bytes / MB:.1f} MB, " \
+            f"chalice package {packaged.seconds:.0f} s"
+    print(sizes)
+    assert packaged.zip_bytes <= ZIP_BUDGET, sizes
+    assert packaged.unzipped_bytes <= UNZIPPED_BUDGET, sizes
+
+
+def test_zip_holds_the_app_and_no_local_tooling(packaged):
+    tops = {name.split("/", 1)[0] for name in packaged.names()}
+    assert {"app.py", "chalicelib", "chalice", "boto3", "botocore", "pynamodb", "web3"} <= tops
+    assert not tops & {"devstack", "tests", "runner", "infra", "bench", "node_modules", ".chalice"}
+
+
+STANDALONE_IMPORT = r"""
+import importlib, json, pkgutil, sys, time
+sys.path.insert(0, sys.argv[1])
+started = time.perf_counter()
+import app
+seconds = time.perf_counter() - started
+at_import = sorted({m.split(".")[0] for m in sys.modules})
+import chalicelib
+for module in pkgutil.walk_packages(chalicelib.__path__, "chalicelib."):
+    importlib.import_module(module.name)
+import chalicelib.chain.web3access, web3, eth_account, coincurve, ecies, jwt, pydantic_core
+print(json.dumps({"seconds": seconds, "at_import": at_import, "app": app.__file__,
+                  "later": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def test_packaged_code_imports_on_its_own(packaged, tmp_path):
+    """Only the zip and the standard library on the path (-I -S), as in Lambda: every chalicelib
+    module's imports are in the zip, `import app` needs no web3, nothing needs devstack."""
+    folder = tmp_path / "task"
+    with zipfile.ZipFile(packaged.zip_path) as archive:
+        archive.extractall(folder)
+    done = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", STANDALONE_IMPORT, str(folder)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(result["app"]).parent == folder
+    assert "web3" not in result["at_import"] and "eth_account" not in result["at_import"]
+    assert "devstack" not in result["later"]
+    print(f"import app from the package, no bytecode cache: {result['seconds']:.2f} s")

@@ -1,0 +1,201 @@
+"""The deployed stages of .chalice/config.json and their IAM policies: wired to the infrastructure,
+least privilege, and `"*"` only where AWS accepts nothing else."""
+from __future__ import annotations
+
+import ast
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import cfnlint
+import pytest
+from infra_helpers import CHALICE_DIR, DEPLOYED_STAGES, ROOT, chalice_config, stage_env
+
+import app as app_module
+from chalicelib.compute.dispatch import DEFINITION_PREFIX
+from chalicelib.compute.environments import load_environments
+from chalicelib.config import load_settings
+from chalicelib.errors import ConfigurationError
+from infra import policies, stage as stage_module
+
+APP_NAME = "ocean-c2d-provider"
+# Actions the infrastructure template grants on "*" (the Batch job execution role).
+TEMPLATE_WILDCARD_ACTIONS = frozenset({"ecr:GetAuthorizationToken"})
+
+
+@lru_cache(maxsize=1)
+def iam_reference() -> dict[str, dict[str, list[str]]]:
+    """{"service:action" (lower case): resource types} from the IAM service authorization data
+    that cfn-lint ships (an action without resource types can only be granted on "*")."""
+    data = json.loads((Path(cfnlint.__file__).parent / "data" / "AdditionalSpecs" / "Policies.json").read_text())
+    return {f"{service}:{action}": spec.get("Resources", [])
+            for service, body in data.items() for action, spec in body.get("Actions", {}).items()}
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for statement in document["Statement"]:
+        if "Fn::If" in statement:  # optional statement of the template
+            yield from (s for s in statement["Fn::If"][1:] if isinstance(s, dict) and "Effect" in s)
+        else:
+            yield statement
+
+
+def check_least_privilege(document: dict[str, Any], wildcard_allowed: frozenset[str]) -> None:
+    """Allow only; named actions that exist; "*" resources only for actions allowed on nothing else."""
+    reference = iam_reference()
+    for statement in _statements(document):
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+        actions = _listed(statement["Action"])
+        resources = _listed(statement["Resource"])
+        for action in actions:
+            assert "*" not in action, f"wildcard action {action}"
+            assert action.lower() in reference, f"{action} is no IAM action"
+        if "*" in resources:
+            assert resources == ["*"]
+            for action in actions:
+                assert action in wildcard_allowed, f"{action} granted on '*'"
+                assert reference[action.lower()] == [], f"{action} supports resource-level permissions: name them"
+        else:
+            for action in actions:
+                assert reference[action.lower()], f"{action} cannot be limited to resources: grant it on '*' explicitly"
+            for resource in resources:
+                assert not (isinstance(resource, str) and resource.endswith(":*:*")), resource
+
+
+def _policy(stage: str, kind: str) -> dict[str, Any]:
+    return json.loads((CHALICE_DIR / policies.policy_files(stage)[kind]).read_text())
+
+
+def _by_sid(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {statement["Sid"]: statement for statement in document["Statement"]}
+
+
+@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
+def test_policy_files_are_rendered_from_the_stage_environment(stage):
+    """configure writes both together: a hand edit of one, or a stale one, fails here."""
+    rendered = policies.render(stage_env(stage), APP_NAME, stage)
+    for name, document in rendered.items():
+        assert json.loads((CHALICE_DIR / name).read_text()) == document, f"{name}: rerun python -m infra configure"
+
+
+@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
+def test_stage_policies_are_least_privilege(stage):
+    check_least_privilege(_policy(stage, "api"), policies.WILDCARD_ACTIONS)
+    check_least_privilege(_policy(stage, "events"), frozenset())
+
+
+def test_wildcard_lists_are_exactly_what_aws_requires():
+    reference = iam_reference()
+    for action in policies.WILDCARD_ACTIONS | TEMPLATE_WILDCARD_ACTIONS:
+        assert reference[action.lower()] == [], action
+
+
+def test_template_roles_are_least_privilege(infra_template):
+    for name, resource in infra_template["Resources"].items():
+        if resource["Type"] == "AWS::IAM::Role":
+            for policy in resource["Properties"].get("Policies", []):
+                check_least_privilege(policy["PolicyDocument"], TEMPLATE_WILDCARD_ACTIONS)
+
+
+@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
+def test_api_policy_names_exactly_the_stage_resources(stage):
+    env = stage_env(stage)
+    settings = load_settings(env)
+    where = policies.Account.from_arn(env["PROVIDER_KEY_SECRET"])
+    statements = _by_sid(_policy(stage, "api"))
+    table = lambda name: f"arn:{where.partition}:dynamodb:{where.region}:{where.account}:table/{name}"  # noqa: E731
+    names = [settings.nonces_table, settings.revoked_tokens_table, settings.jobs_table, settings.orders_table,
+             settings.assets_table, settings.counters_table]
+    assert names == [f"{env['RESOURCE_PREFIX']}-{n}" for n in
+                     ("nonces", "revoked-tokens", "jobs", "orders", "assets", "counters")]
+    assert sorted(statements["Items"]["Resource"]) == sorted(table(n) for n in names)
+    assert sorted(statements["JobIndexes"]["Resource"]) == sorted(
+        f"{table(settings.jobs_table)}/index/{i}" for i in ("by-document", "by-owner"))
+    assert statements["JobObjects"]["Resource"] == [f"arn:aws:s3:::{settings.bucket}/jobs/*"]
+    assert statements["ListJobObjects"]["Condition"] == {"StringLike": {"s3:prefix": ["jobs/*"]}}
+    assert statements["Secrets"]["Resource"] == [env["PROVIDER_KEY_SECRET"], env["JWT_SECRET_NAME"]]
+    queues = {e.job_queue for e in load_environments(env).values()}
+    submit = statements["SubmitJobs"]["Resource"]
+    assert {r.rsplit("/", 1)[-1] for r in submit if ":job-queue/" in r} == queues
+    assert all(r.endswith(f"job-definition/{DEFINITION_PREFIX}*") for r in statements["RegisterJobDefinitions"]["Resource"])
+    assert statements["PassJobRoles"]["Resource"] == [settings.batch_job_role_arn, settings.batch_execution_role_arn]
+    assert statements["FunctionLogs"]["Resource"] == [
+        f"arn:aws:logs:{where.region}:{where.account}:log-group:/aws/lambda/{APP_NAME}-{stage}*"]
+    assert statements["FindJobDefinitions"]["Resource"] == "*"
+
+
+@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
+def test_event_handlers_touch_job_records_and_counters_only(stage):
+    env = stage_env(stage)
+    statements = _by_sid(_policy(stage, "events"))
+    assert set(statements) == {"FunctionLogs", "JobRecords", "EnvironmentCounters"}
+    assert statements["JobRecords"]["Resource"][0].endswith(f":table/{env['RESOURCE_PREFIX']}-jobs")
+    assert statements["EnvironmentCounters"]["Action"] == ["dynamodb:UpdateItem"]
+    assert statements["EnvironmentCounters"]["Resource"][0].endswith(f":table/{env['RESOURCE_PREFIX']}-counters")
+
+
+def _event_handler_names() -> set[str]:
+    return {source.name for source in app_module.app.event_sources}
+
+
+@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
+def test_stage_settings_per_function(stage):
+    config = chalice_config()["stages"][stage]
+    assert config["autogen_policy"] is False
+    assert config["iam_policy_file"] == policies.policy_files(stage)["api"]
+    functions = config["lambda_functions"]
+    assert set(stage_module.EVENT_HANDLERS) == _event_handler_names()
+    assert set(functions) == {"api_handler"} | _event_handler_names()
+    assert functions["api_handler"]["lambda_timeout"] <= 29  # API Gateway's integration limit
+    for name, settings in functions.items():
+        assert settings["lambda_memory_size"] >= 128 and settings["lambda_timeout"] > 0
+        expected = policies.policy_files(stage)["api" if name == "api_handler" else "events"]
+        assert settings.get("iam_policy_file", config["iam_policy_file"]) == expected
+
+
+def _string_literals(folder: Path) -> set[str]:
+    found: set[str] = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+    return found
+
+
+@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
+def test_stage_environment_is_what_the_app_reads(stage):
+    env = stage_env(stage)
+    read = _string_literals(ROOT / "chalicelib")
+    unknown = sorted(name for name in env if name not in read)
+    assert not unknown, f"variables no chalicelib module reads: {unknown}"
+    settings = load_settings(env)
+    assert settings.stage == stage and settings.compute_backend == "batch"
+    assert ".dkr.ecr." in settings.runner_image and settings.event_bus == "default"
+    assert settings.provider_url.startswith("https://")
+    assert load_environments(env)
+    size = sum(len(k) + len(v.encode()) for k, v in env.items())
+    assert size <= stage_module.LAMBDA_ENV_LIMIT
+
+
+def test_local_stage_is_left_alone():
+    assert chalice_config()["stages"]["local"] == {"api_gateway_stage": "api", "environment_variables": {"STAGE": "local"}}
+
+
+def test_render_refuses_a_secret_name_without_account():
+    env = dict(stage_env("dev"), PROVIDER_KEY_SECRET="ocean-c2d-dev/provider-key")
+    with pytest.raises(ConfigurationError):
+        policies.render(env, APP_NAME, "dev")
+
+
+def test_least_privilege_check_can_fail():
+    too_broad = {"Statement": [{"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": "*"}]}
+    with pytest.raises(AssertionError):
+        check_least_privilege(too_broad, policies.WILDCARD_ACTIONS)
+    wildcard_action = {"Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::b/*"]}]}
+    with pytest.raises(AssertionError):
+        check_least_privilege(wildcard_action, frozenset())

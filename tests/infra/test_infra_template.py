@@ -1,0 +1,178 @@
+"""infra/resources.yaml, the stack deployed before `chalice deploy`: it lints clean, and it holds
+what the code expects (tables as chalicelib/models.py defines them, named as chalicelib/config.py
+names them; the bucket; the queues of the compute environments; the runner's role)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib import models
+from chalicelib.compute.dispatch import BatchDispatcher
+from chalicelib.compute.environments import DEFAULT_FILE, load_environments
+from chalicelib.compute.events import RUNNER_SOURCE
+from chalicelib.config import load_settings
+from infra import stage as stage_module
+from infra_helpers import ROOT, TEMPLATE, lint
+
+pytestmark = pytest.mark.timeout(120)
+EXAMPLE_ENVIRONMENTS = ROOT / "infra" / "environments.example.json"
+PREFIX = "pfx-test"
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def _default(template: dict[str, Any], parameter: str) -> Any:
+    return template["Parameters"][parameter]["Default"]
+
+
+def _sub(value: Any) -> str:
+    """The text of a {"Fn::Sub": "...${ResourcePrefix}..."} with the test prefix."""
+    assert isinstance(value, dict) and "Fn::Sub" in value, value
+    return value["Fn::Sub"].replace("${ResourcePrefix}", PREFIX)
+
+
+def _environment_files() -> list[Path]:
+    return [DEFAULT_FILE, EXAMPLE_ENVIRONMENTS]
+
+
+def test_template_passes_cfn_lint():
+    assert lint(TEMPLATE) == []
+
+
+def test_every_model_has_its_table(infra_template):
+    settings = load_settings({"RESOURCE_PREFIX": PREFIX, "CHAINS": '{"1": "https://rpc.invalid"}',
+                              "RESULTS_BUCKET": "b"})
+    models.bind(settings)
+    tables = {_sub(t["Properties"]["TableName"]): t for t in _resources(infra_template, "AWS::DynamoDB::Table").values()}
+    assert set(tables) == {model.Meta.table_name for model in models.ALL_MODELS}
+    for model in models.ALL_MODELS:
+        table, schema = tables[model.Meta.table_name], model._get_schema()
+        properties = table["Properties"]
+        assert properties["BillingMode"] == "PAY_PER_REQUEST"
+        assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+        assert _pairs(properties["AttributeDefinitions"], "AttributeType") == _pairs(schema["attribute_definitions"], "AttributeType")
+        assert _pairs(properties["KeySchema"], "KeyType") == _pairs(schema["key_schema"], "KeyType")
+        declared = {i["IndexName"]: i for i in properties.get("GlobalSecondaryIndexes", [])}
+        expected = {i["index_name"]: i for i in schema["global_secondary_indexes"]}
+        assert set(declared) == set(expected)
+        for name, index in expected.items():
+            assert _pairs(declared[name]["KeySchema"], "KeyType") == _pairs(index["key_schema"], "KeyType")
+            assert declared[name]["Projection"] == index["projection"]
+        ttl = models.TTL_ATTRIBUTES.get(model)
+        assert properties.get("TimeToLiveSpecification") == ({"AttributeName": ttl, "Enabled": True} if ttl else None)
+
+
+def _pairs(items: list[dict[str, str]], field: str) -> set[tuple[str, str]]:
+    return {(item["AttributeName"], item[field]) for item in items}
+
+
+def test_bucket_is_private_encrypted_and_expires_job_data(infra_template):
+    (bucket,) = _resources(infra_template, "AWS::S3::Bucket").values()
+    properties = bucket["Properties"]
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]  # what results.py and the runner request
+    assert set(properties["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(properties["PublicAccessBlockConfiguration"]) == 4
+    (rule,) = properties["LifecycleConfiguration"]["Rules"]
+    assert rule["Prefix"] == "jobs/" and rule["Status"] == "Enabled"
+    assert rule["ExpirationInDays"] == {"Ref": "JobDataExpirationDays"}
+    longest = max(e.storage_expiry for path in _environment_files()
+                  for e in load_environments({"COMPUTE_ENVIRONMENTS_FILE": str(path)}).values())
+    assert _default(infra_template, "JobDataExpirationDays") >= math.ceil(longest / 86400)
+    (policy,) = _resources(infra_template, "AWS::S3::BucketPolicy").values()
+    (deny,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def _vcpus_needed(queue: str) -> int:
+    """Every job of the queue's environments at once: the algorithm's nCPU plus the two runner
+    containers (configure, publish) the dispatcher adds."""
+    runner = BatchDispatcher(None, "image", "bucket")._runner_vcpus
+    return max(sum((e.n_cpu + 2 * runner) * e.max_jobs for e in load_environments(
+        {"COMPUTE_ENVIRONMENTS_FILE": str(path)}).values() if e.job_queue == queue) for path in _environment_files())
+
+
+def test_one_cpu_and_one_gpu_spot_environment_behind_the_configured_queues(infra_template):
+    environments = _resources(infra_template, "AWS::Batch::ComputeEnvironment")
+    queues = _resources(infra_template, "AWS::Batch::JobQueue")
+    assert set(environments) == {"CpuComputeEnvironment", "GpuComputeEnvironment"}
+    configured = {e.job_queue: e for e in load_environments({"COMPUTE_ENVIRONMENTS_FILE": str(DEFAULT_FILE)}).values()}
+    for kind, image in (("Cpu", "ECS_AL2023"), ("Gpu", "ECS_AL2023_NVIDIA")):
+        resources = environments[f"{kind}ComputeEnvironment"]["Properties"]["ComputeResources"]
+        assert environments[f"{kind}ComputeEnvironment"]["Properties"]["Type"] == "MANAGED"
+        assert resources["Type"] == "SPOT" and resources["MinvCpus"] == 0
+        assert resources["InstanceTypes"] == {"Ref": f"{kind}InstanceTypes"}
+        assert resources["Ec2Configuration"] == [{"ImageType": image}]
+        queue_name = _default(infra_template, f"{kind}JobQueueName")
+        assert queue_name in configured, f"{queue_name} is no jobQueue of {DEFAULT_FILE.name}"
+        assert (configured[queue_name].n_gpu > 0) == (kind == "Gpu")
+        assert _default(infra_template, f"{kind}MaxVcpus") >= _vcpus_needed(queue_name)
+        queue = queues[f"{kind}JobQueue"]["Properties"]
+        assert queue["JobQueueName"] == {"Ref": f"{kind}JobQueueName"}
+        assert queue["ComputeEnvironmentOrder"] == [{"Order": 1, "ComputeEnvironment": {"Ref": f"{kind}ComputeEnvironment"}}]
+    assert _default(infra_template, "CpuInstanceTypes") == "c6i,m6i"
+    assert _default(infra_template, "GpuInstanceTypes").startswith("g5.")
+
+
+def test_instances_keep_containers_away_from_instance_credentials(infra_template):
+    for template in _resources(infra_template, "AWS::EC2::LaunchTemplate").values():
+        options = template["Properties"]["LaunchTemplateData"]["MetadataOptions"]
+        assert options["HttpTokens"] == "required" and options["HttpPutResponseHopLimit"] == 1
+
+
+def _role_statements(infra_template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    properties = infra_template["Resources"][role]["Properties"]
+    return [s for policy in properties["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def test_runner_role_reads_manifests_writes_results_and_sends_its_events_only(infra_template):
+    role = infra_template["Resources"]["BatchJobRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    statements = _role_statements(infra_template, "BatchJobRole")
+    plain = {s["Sid"]: s for s in statements if "Sid" in s}
+    assert plain["ReadManifest"]["Action"] == "s3:GetObject"
+    assert plain["ReadManifest"]["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/jobs/*/manifest.json"}
+    assert sorted(plain["PublishResults"]["Action"]) == ["s3:AbortMultipartUpload", "s3:PutObject"]
+    assert plain["PublishResults"]["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/jobs/*"}
+    assert plain["StageEvents"]["Action"] == "events:PutEvents"
+    assert plain["StageEvents"]["Resource"]["Fn::Sub"].endswith(":event-bus/default")
+    assert plain["StageEvents"]["Condition"] == {"StringEquals": {"events:source": RUNNER_SOURCE}}
+    (optional,) = [s for s in statements if "Fn::If" in s]
+    assert optional["Fn::If"][0] == "WithDataObjects" and optional["Fn::If"][1]["Action"] == "s3:GetObject"
+    assert len(statements) == 4
+
+
+def test_secrets_provider_key_empty_jwt_secret_generated(infra_template):
+    secrets = _resources(infra_template, "AWS::SecretsManager::Secret")
+    provider = secrets["ProviderKeySecret"]["Properties"]
+    assert "SecretString" not in provider and "GenerateSecretString" not in provider
+    jwt = secrets["JwtSecret"]["Properties"]["GenerateSecretString"]
+    assert jwt["PasswordLength"] >= 32 and jwt["ExcludePunctuation"] is True  # config.py wants >= 32 characters
+
+
+def test_no_event_rule_of_its_own(infra_template):
+    """The runner's stage events go to the default bus, where the rule of Chalice's
+    `runner_stage_events` handler picks them up (see test_infra_package)."""
+    assert _resources(infra_template, "AWS::Events::Rule") == {}
+    assert infra_template["Outputs"]["EventBusName"]["Value"] == "default"
+
+
+def test_outputs_are_what_configure_reads(infra_template):
+    outputs = set(infra_template["Outputs"])
+    assert set(stage_module.REQUIRED_OUTPUTS) | set(stage_module.QUEUE_OUTPUTS) <= outputs
+    for stage in ("dev", "prod"):
+        example = json.loads((ROOT / "infra" / f"example-outputs-{stage}.json").read_text())
+        assert set(example) == outputs
+
+
+def test_repository_for_the_runner_image(infra_template):
+    (repository,) = _resources(infra_template, "AWS::ECR::Repository").values()
+    assert _sub(repository["Properties"]["RepositoryName"]) == f"{PREFIX}-runner"
+    assert (ROOT / "runner" / "Dockerfile").exists()
