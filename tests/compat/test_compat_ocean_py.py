@@ -1,0 +1,122 @@
+"""ocean.py (`ocean-lib` from PyPI, unchanged) runs the whole compute flow against `make run`'s stack.
+
+ocean-lib pins web3 6 / eth-account 0.11 (the project uses 7 / 8), so it lives in its own
+virtualenv under .local/, created once and reused (`make clean` removes it); the install comes
+from PyPI, with the project's own Python 3.11. tests/compat/ocean_py_driver.py runs in that venv
+and writes what every `DataServiceProvider` call answered; this test checks it.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+OCEAN_LIB_VERSION = "3.1.2"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("ocean_py_driver.py")
+INSTALL_TIMEOUT = 900
+# The first test builds the venv (about 40 s here, more on a cold pip cache) and starts the stack.
+pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + 300)
+
+
+def ocean_lib_venv() -> tuple[Path, float]:
+    """The venv's python, and how many seconds the install took (0 when it was already there)."""
+    venv = REPO_ROOT / ".local" / f"ocean-lib-{OCEAN_LIB_VERSION}-py311-venv"
+    marker = venv / ".installed"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"ocean-lib-{OCEAN_LIB_VERSION}-py311-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once build it once
+        if marker.exists():
+            return venv / "bin" / "python", 0.0
+        shutil.rmtree(venv, ignore_errors=True)
+        began = time.monotonic()
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        install = subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             f"ocean-lib=={OCEAN_LIB_VERSION}"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
+        assert install.returncode == 0, f"pip install ocean-lib=={OCEAN_LIB_VERSION} failed:\n{install.stderr[-3000:]}"
+        took = time.monotonic() - began
+        marker.write_text(f"ocean-lib=={OCEAN_LIB_VERSION} installed in {took:.0f} s\n")
+        return venv / "bin" / "python", took
+
+
+@pytest.fixture(scope="module")
+def ocean_py_report(local_stack, tmp_path_factory) -> dict:
+    python, took = ocean_lib_venv()
+    if took:
+        print(f"ocean-lib {OCEAN_LIB_VERSION} venv installed in {took:.0f} s", file=sys.stderr)
+    work = tmp_path_factory.mktemp("ocean_py")
+    (work / "stack.json").write_text(json.dumps(local_stack))
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(work)), "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([str(python), str(DRIVER), str(work / "stack.json"), str(work / "report.json")],
+                          capture_output=True, text=True, timeout=240, env=env, cwd=work)
+    assert done.returncode == 0, f"ocean.py driver failed:\n{done.stderr[-6000:]}"
+    return json.loads((work / "report.json").read_text())
+
+
+def test_ocean_py_discovers_the_provider(ocean_py_report, local_stack):
+    report, url = ocean_py_report, local_stack["providerUrl"]
+    assert report["rootUri"] == url and report["validProvider"] is True
+    assert report["providerAddress"] == local_stack["providerAddress"]
+    methods = {name: method for name, (method, _) in report["endpoints"].items()}
+    assert methods == {"nonce": "GET", "computeEnvironments": "GET", "initializeCompute": "POST", "computeStart": "POST",
+                       "computeStatus": "GET", "computeStop": "PUT", "computeDelete": "DELETE", "computeResult": "GET",
+                       "encrypt": "POST", "create_auth_token": "GET", "delete_auth_token": "DELETE"}
+    assert all(endpoint.startswith(url + "/api/services/") for _, endpoint in report["endpoints"].values())
+    assert "ocean-c2d-cpu" in report["environments"]
+
+
+def test_ocean_py_runs_a_job_and_fetches_its_result(ocean_py_report, local_stack):
+    report = ocean_py_report
+    fee = report["initialize"]["datasets"][0]["providerFee"]
+    assert int(fee["providerFeeAmount"]) > 0 and fee["providerFeeAddress"] == local_stack["providerAddress"]
+    assert "providerFee" in report["initialize"]["algorithm"]
+    assert report["orders"] == ["startOrder", "startOrder"]
+    started = report["start"]
+    assert started["status"] == 1 and started["owner"] == _consumer(local_stack) and started["jobId"]
+    assert report["statusesSeen"][-1] == 70 and report["status"]["jobId"] == started["jobId"]
+    assert [r["type"] for r in report["status"]["results"]].count("output") == 1
+    result = json.loads(report["result"])
+    (summary,) = result["inputs"].values()
+    assert summary["rows"] == 60 and result["algoCustomData"] == {"requestedBy": "ocean.py"}
+    (algorithm_log,) = report["resultLogs"]
+    assert "read 60 rows" in algorithm_log
+
+
+def test_ocean_py_stops_and_deletes_jobs(ocean_py_report):
+    report = ocean_py_report
+    assert report["stopFinished"]["status"] == 70, "stopping a finished job changes nothing"
+    assert report["delete"]["status"] == 8 and report["delete"]["jobId"] == report["start"]["jobId"]
+    assert report["stop"]["status"] == 7 and report["statusAfterStop"]["status"] == 7
+    assert report["deleteStopped"]["status"] == 8
+    assert report["deleteRunning"]["status"] == 8 and report["statusAfterDelete"]["status"] == 8
+
+
+def test_ocean_py_reuses_orders_one_job_each(ocean_py_report):
+    """ocean.py's pay_for_compute_service with orders that already started a job: the provider asks
+    for a fee again (one order starts one job) and names the startOrder as validOrder, so that
+    ocean.py's reuseOrder yields an order the provider accepts; a fresh unused order is offered
+    back as it is."""
+    report = ocean_py_report
+    first, again, third, third_again = report["transferTxIds"]
+    assert [item.get("validOrder") for item in (*report["initializeAgain"]["datasets"],
+                                                report["initializeAgain"]["algorithm"])] == first
+    assert report["ordersAgain"] == ["reuseOrder", "reuseOrder"]
+    assert [item.get("validOrder") for item in (*report["initializeThird"]["datasets"],
+                                                report["initializeThird"]["algorithm"])] == first
+    assert report["ordersThird"] == ["reuseOrder", "reuseOrder"]
+    assert report["ordersThirdAgain"] == ["reused as is", "reused as is"] and third_again == third
+    assert len({*first, *again, *third}) == 6
+
+
+def _consumer(stack: dict) -> str:
+    from chalicelib.auth.signatures import address_of_key
+
+    return address_of_key(stack["consumerPrivateKey"])
