@@ -124,3 +124,12 @@ def runner_stage_events(event: object) -> object:
     from chalicelib.compute.events import handle_lambda_event
 
     return handle_lambda_event(event, services.job_events())
+
+
+@app.lambda_function(name="register_asset")
+def register_asset(event: dict, context: object) -> dict:
+    """Operators register a published NFT ({"chainId", "nftAddress", "txHash"?, "fromBlock"?})
+    so its DDO resolves on chain: `aws lambda invoke` does what `python -m chalicelib.assets.register` does."""
+    from chalicelib.assets.register import handle_event
+
+    return handle_event(event)

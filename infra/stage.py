@@ -31,6 +31,10 @@ DAY = 86400
 API_HANDLER = {"lambda_memory_size": 1024, "lambda_timeout": 29}
 EVENT_HANDLER = {"lambda_memory_size": 256, "lambda_timeout": 30}
 EVENT_HANDLERS = ("batch_job_events", "runner_stage_events")
+# Operators invoke it to register an NFT; it reads the chain and writes the assets table, as the
+# API does, so it runs with the API's policy.
+REGISTER_FUNCTION = "register_asset"
+REGISTER_HANDLER = {"lambda_memory_size": 512, "lambda_timeout": 120}
 
 
 def read_stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
@@ -117,7 +121,8 @@ def function_settings(stage: str) -> dict[str, Any]:
     return {
         "autogen_policy": False,
         "iam_policy_file": files["api"],
-        "lambda_functions": {"api_handler": dict(API_HANDLER), **{name: dict(events) for name in EVENT_HANDLERS}},
+        "lambda_functions": {"api_handler": dict(API_HANDLER), REGISTER_FUNCTION: dict(REGISTER_HANDLER),
+                             **{name: dict(events) for name in EVENT_HANDLERS}},
     }
 
 

@@ -34,7 +34,8 @@ def test_api_answers_unknown_routes_with_json_404(packaged):
     assert api["Properties"]["StageName"] == "api"
     assert api["Properties"]["GatewayResponses"] == gateway.sam_gateway_responses()
     assert api["Properties"]["DefinitionBody"]["paths"]["/api/services/compute"]
-    assert set(_resources(packaged, "AWS::Serverless::Function")) == {"APIHandler", "BatchJobEvents", "RunnerStageEvents"}
+    assert set(_resources(packaged, "AWS::Serverless::Function")) == {"APIHandler", "BatchJobEvents", "RunnerStageEvents",
+                                                                      "RegisterAsset"}
 
 
 def test_event_rules_for_batch_state_changes_and_runner_stages(packaged):
@@ -52,7 +53,8 @@ def test_event_rules_for_batch_state_changes_and_runner_stages(packaged):
 def test_roles_carry_the_stage_policy_files(packaged):
     roles = _resources(packaged, "AWS::IAM::Role")
     files = policies.policy_files(packaged.stage)
-    expected = {"ApiHandlerRole": files["api"], "BatchJobEventsRole": files["events"], "RunnerStageEventsRole": files["events"]}
+    expected = {"ApiHandlerRole": files["api"], "BatchJobEventsRole": files["events"], "RunnerStageEventsRole": files["events"],
+                "RegisterAssetRole": files["api"]}
     assert set(roles) == set(expected)
     for role, filename in expected.items():
         (policy,) = roles[role]["Properties"]["Policies"]
@@ -62,7 +64,8 @@ def test_roles_carry_the_stage_policy_files(packaged):
 def test_functions_get_their_memory_timeout_and_environment(packaged):
     stage = chalice_config()["stages"][packaged.stage]
     functions = _resources(packaged, "AWS::Serverless::Function")
-    names = {"APIHandler": "api_handler", "BatchJobEvents": "batch_job_events", "RunnerStageEvents": "runner_stage_events"}
+    names = {"APIHandler": "api_handler", "BatchJobEvents": "batch_job_events", "RunnerStageEvents": "runner_stage_events",
+             "RegisterAsset": "register_asset"}
     for resource, name in names.items():
         properties = functions[resource]["Properties"]
         settings = stage["lambda_functions"][name]

@@ -150,11 +150,11 @@ def test_stage_settings_per_function(stage):
     assert config["iam_policy_file"] == policies.policy_files(stage)["api"]
     functions = config["lambda_functions"]
     assert set(stage_module.EVENT_HANDLERS) == _event_handler_names()
-    assert set(functions) == {"api_handler"} | _event_handler_names()
+    assert set(functions) == {"api_handler", stage_module.REGISTER_FUNCTION} | _event_handler_names()
     assert functions["api_handler"]["lambda_timeout"] <= 29  # API Gateway's integration limit
     for name, settings in functions.items():
         assert settings["lambda_memory_size"] >= 128 and settings["lambda_timeout"] > 0
-        expected = policies.policy_files(stage)["api" if name == "api_handler" else "events"]
+        expected = policies.policy_files(stage)["events" if name in stage_module.EVENT_HANDLERS else "api"]
         assert settings.get("iam_policy_file", config["iam_policy_file"]) == expected
 
 
