@@ -73,3 +73,10 @@ def test_chain_not_configured_is_refused_by_the_accessor(aws):
         assert excinfo.value.body() == {"error": "chain 137 is not supported by this provider"}
     finally:
         services.reset()
+
+
+def test_register_asset_lambda_function(provider_on_chain, route_encrypt, client):
+    chain = provider_on_chain
+    published = publish(chain, route_encrypt, flags=0)
+    response = client.lambda_.invoke("register_asset", {"chainId": chain.chain_id, "nftAddress": published.nftAddress})
+    assert response.payload["did"] == published.did and "files" not in json.dumps(response.payload)
