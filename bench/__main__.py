@@ -9,6 +9,10 @@ BENCHMARKS = [signatures.run, cold_start.run, aws_calls.run]
 
 
 def main() -> int:
+    if "--load" in sys.argv[1:]:  # the load benchmark starts a whole local stack: only on request
+        from bench import load
+
+        return load.main([arg for arg in sys.argv[1:] if arg != "--load"])
     failures = 0
     for run in BENCHMARKS:
         name, value, unit, budget = run()

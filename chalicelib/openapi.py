@@ -16,9 +16,57 @@ _ERROR = {
 }
 
 
+_TEXT: dict[str, Any] = {"type": "string"}
+_INT: dict[str, Any] = {"type": "integer"}
+_OPTIONAL_TEXT: dict[str, Any] = {"type": "string", "nullable": True}
+
+
+def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _list(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+# What the routes answer with 200 (DESIGN §3): the fields clients read, typed; others may be added.
+_JOB_STATUS = _object(
+    ["owner", "documentId", "jobId", "dateCreated", "dateFinished", "status", "statusText", "algorithmLogUrl",
+     "resultsUrls", "results", "inputDID", "agreementId", "environment"],
+    owner=_TEXT, documentId=_TEXT, jobId=_TEXT, dateCreated=_TEXT, dateFinished=_OPTIONAL_TEXT, status=_INT,
+    statusText=_TEXT, algorithmLogUrl=_OPTIONAL_TEXT, resultsUrls=_list(_TEXT), resultsDid=_TEXT,
+    results=_list(_object(["filename", "filesize", "type", "index"], filename=_TEXT, filesize=_INT, index=_INT,
+                          type={"type": "string", "enum": ["output", "algorithmLog", "configurationLog", "publishLog"]})),
+    inputDID=_list(_TEXT), algoDID=_OPTIONAL_TEXT, agreementId=_TEXT, environment=_TEXT,
+    terminationDetails=_object([], exitCode={"type": "integer", "nullable": True}, reason=_TEXT),
+)
+_FEE = _object(["providerFeeAddress", "providerFeeToken", "providerFeeAmount", "providerData", "v", "r", "s", "validUntil"],
+               providerFeeAddress=_TEXT, providerFeeToken=_TEXT, providerFeeAmount=_TEXT, providerData=_TEXT,
+               v=_INT, r=_TEXT, s=_TEXT, validUntil=_INT)
+_QUOTE = _object(["datatoken", "nonce"], datatoken=_TEXT, nonce=_INT, providerFee=_FEE, validOrder=_TEXT)
+_ENVIRONMENT = _object(["id", "consumerAddress", "priceMin", "maxJobs", "currentJobs"],
+                       id=_TEXT, consumerAddress=_TEXT, priceMin={"type": "number"}, maxJobs=_INT, currentJobs=_INT,
+                       nCPU=_INT, nGPU=_INT, ramGB={"type": "number"}, diskGB={"type": "number"}, feeToken=_TEXT,
+                       maxJobDuration=_INT, storageExpiry=_INT, free={"type": "boolean"})
+_JOBS = _list({"$ref": "#/components/schemas/JobStatus"})
+OK_BODIES: dict[str, dict[str, Any]] = {
+    "root": _object(["software", "version", "chainIds", "providerAddresses", "serviceEndpoints"],
+                    software=_TEXT, version=_TEXT, chainIds=_list(_INT),
+                    providerAddresses={"type": "object", "additionalProperties": _TEXT},
+                    serviceEndpoints={"type": "object", "additionalProperties": _list(_TEXT)}),
+    "spec": _object(["openapi", "info", "paths"]),
+    "nonce": _object(["nonce"], nonce=_INT),
+    "create_auth_token": _object(["token"], token=_TEXT),
+    "delete_auth_token": _object(["success"], success=_TEXT),
+    "computeEnvironments": {"type": "object", "additionalProperties": _list(_ENVIRONMENT)},
+    "initializeCompute": _object(["datasets"], datasets=_list(_QUOTE), algorithm=_QUOTE),
+    "computeStart": _JOBS, "computeStatus": _JOBS, "computeStop": _JOBS, "computeDelete": _JOBS,
+}
+
+
 def build_document(operations: list[Operation], title: str, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {"Error": _ERROR}
+    schemas: dict[str, Any] = {"Error": _ERROR, "JobStatus": _JOB_STATUS}
     for operation in operations:
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(operation, schemas)
     return {
@@ -68,13 +116,17 @@ def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
 def _responses(operation: Operation) -> dict[str, Any]:
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     responses: dict[str, Any] = {"200": {"description": "OK"}}
+    ok_body = OK_BODIES.get(operation.endpoint or operation.function.__name__)
+    if ok_body is not None:
+        responses["200"]["content"] = {"application/json": {"schema": ok_body}}
     for code, description in operation.responses.items():
         responses[code] = {"description": description}
-    if operation.model is not None:
-        responses.setdefault("400", {"description": "Invalid request", **error})
+    # Every route reads the query string and a JSON body, with or without a model (chalicelib.http).
+    responses.setdefault("400", {"description": "Invalid request", **error})
     responses.setdefault("405", {"description": "Method not allowed", **error})
     # Every route refuses an oversized body (chalicelib.http), and the gateway an overlong URL.
     responses.setdefault("413", {"description": "Request body too large", **error})
     responses.setdefault("414", {"description": "Request URI too long (answered by the gateway)"})
+    responses.setdefault("415", {"description": "Content-Type not accepted (answered by Chalice: {Code, Message})", **error})
     responses.setdefault("503", {"description": "A dependency is unavailable", **error})
     return responses

@@ -59,7 +59,10 @@ class JobObjects:
             for page in paginator.paginate(Bucket=self._bucket, Prefix=job_prefix(job_id)):
                 keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
                 if keys:
-                    self._s3.delete_objects(Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True})
+                    answer = self._s3.delete_objects(Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True})
+                    if answer.get("Errors"):
+                        # DeleteObjects answers 200 even when it refused some keys: not deleted.
+                        raise ServiceUnavailable("Result storage is unavailable, try again later")
                     deleted += len(keys)
         except (BotoCoreError, ClientError) as error:
             raise ServiceUnavailable("Result storage is unavailable, try again later") from error

@@ -1,14 +1,17 @@
 """The local API: Chalice's own local server (what `chalice local` runs), with two fixes so it
 answers like our deployed API does: unknown routes get a JSON 404 (deployed, an API Gateway
 gateway response does the same), and a malformed Content-Length or an oversized body gets a 4xx
-instead of a dropped connection."""
+instead of a dropped connection. It also keeps concurrent requests apart (`per_thread_requests`,
+and each request on a keep-alive connection reads its own body)."""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import sys
+import threading
 
+from chalice import Chalice
 from chalice.cli.factory import CLIFactory
 from chalice.local import ChaliceRequestHandler, ForbiddenError, LocalDevServer, LocalGateway, LocalGatewayException
 
@@ -16,8 +19,10 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 class _JsonError(LocalGatewayException):
-    def __init__(self, code: int, message: str):
-        super().__init__({"Content-Type": "application/json"}, ('{"error": "%s"}' % message).encode())
+    def __init__(self, code: int, message: str, close: bool = False):
+        """`close`: the body was left unread, so the connection ends here, and the client is told."""
+        headers = {"Content-Type": "application/json", **({"Connection": "close"} if close else {})}
+        super().__init__(headers, ('{"error": "%s"}' % message).encode())
         self.CODE = code
 
 
@@ -30,18 +35,20 @@ class _Gateway(LocalGateway):
 
 
 class _Handler(ChaliceRequestHandler):
+    # Headers and body go out in two writes: with Nagle's algorithm the body waits for the
+    # client's delayed ACK of the headers, about 40 ms on every keep-alive request.
+    disable_nagle_algorithm = True
+
     def __init__(self, request, client_address, server, app_object, config):  # type: ignore[override]
         self.local_gateway = _Gateway(app_object, config)
         super(ChaliceRequestHandler, self).__init__(request, client_address, server)
 
     def _parse_payload(self):  # type: ignore[override]
         raw = self.headers.get("content-length", "0").strip()
-        if not raw.isdigit():
-            self.close_connection = True  # the body's end is unknown: nothing after it can be read
-            raise _JsonError(400, "Malformed Content-Length")
+        if not raw.isdigit():  # the body's end is unknown: nothing after it can be read
+            raise _JsonError(400, "Malformed Content-Length", close=True)
         if int(raw) > MAX_BODY_BYTES:
-            self.close_connection = True
-            raise _JsonError(413, "Request body too large")
+            raise _JsonError(413, "Request body too large", close=True)
         return super()._parse_payload()
 
     def _guarded_handle(self) -> None:
@@ -60,6 +67,11 @@ class _Handler(ChaliceRequestHandler):
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _guarded_handle  # noqa: N815
 
+    def _send_http_response(self, code, headers, body):  # type: ignore[override]
+        """No body after a HEAD, whatever the app answered: the client reads none, and the bytes
+        would otherwise be taken for the start of the next response on the connection."""
+        super()._send_http_response(code, headers, None if self.command == "HEAD" else body)
+
     def __getattr__(self, name: str):
         """Any other method (TRACE, QUERY, ...) too: Chalice answers it with our JSON 405
         where http.server would answer an HTML 501."""
@@ -68,10 +80,25 @@ class _Handler(ChaliceRequestHandler):
         raise AttributeError(name)
 
 
+def per_thread_requests(app: Chalice) -> Chalice:
+    """Chalice keeps the request being served in one attribute of the app (`current_request`,
+    and `lambda_context`): right in Lambda, where a container serves one request at a time, but
+    this server runs one thread per connection, so a view could read the request of another
+    thread and answer it with someone else's parameters. Keep both per thread."""
+    state = threading.local()
+
+    def attribute(name: str) -> property:
+        return property(lambda self: getattr(state, name, None), lambda self, value: setattr(state, name, value))
+
+    app.__class__ = type(f"PerThread{type(app).__name__}", (type(app),),
+                         {"current_request": attribute("current_request"), "lambda_context": attribute("lambda_context")})
+    return app
+
+
 def make_server(project_dir: str, host: str, port: int, stage: str = "local") -> LocalDevServer:
     factory = CLIFactory(project_dir=project_dir, environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=stage)
-    return LocalDevServer(config.chalice_app, config, host, port, handler_cls=_Handler)
+    return LocalDevServer(per_thread_requests(config.chalice_app), config, host, port, handler_cls=_Handler)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,7 +82,7 @@ class LocalStack:
     def start(self) -> dict:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         python = sys.executable
-        self.group.start("moto", [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)],
+        self.group.start("moto", [python, "-m", "devstack.moto_server", "-H", "127.0.0.1", "-p", str(self.moto_port)],
                          log_path=str(self.log_dir / "moto.log"))
         self.group.start("files", [python, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
                                    str(SAMPLE_DIR), str(self.files_port)], log_path=str(self.log_dir / "files.log"))

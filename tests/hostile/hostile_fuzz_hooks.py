@@ -10,6 +10,8 @@ job lookups with hostile job ids, compute starts with hostile datasets.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import random
 import threading
 import time
@@ -25,6 +27,9 @@ _nonces = itertools.count(time.time_ns())
 _tokens: list[str] = []
 _lock = threading.Lock()
 _random = random.Random(7)
+# The stack's published sample assets (HOSTILE_SAMPLES, set by the test): bodies that name real
+# assets and environments get past DDO resolution to the checks behind it (orders on chain).
+SAMPLES: dict[str, Any] = json.loads(os.environ.get("HOSTILE_SAMPLES") or "{}")
 
 
 def _text(value: Any) -> str:
@@ -58,20 +63,24 @@ SIGNED: dict[tuple[str, str], tuple[str, str, Callable[[dict[str, Any]], str]]] 
 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
-    signed = SIGNED.get((case.method.upper(), case.path))
     meta = case.meta
-    if signed is None or meta is None or meta.generation.mode != GenerationMode.POSITIVE:
+    if meta is None or meta.generation.mode != GenerationMode.POSITIVE:
         return case
     with _lock:
         roll = _random.random()
         nonce = next(_nonces)
         token = _random.choice(_tokens) if _tokens else None
-    if roll < 0.5:
+    if case.path == "/api/services/initializeCompute" and isinstance(case.body, dict) and roll < 0.5:
+        _use_samples(case.body)
+    signed = SIGNED.get((case.method.upper(), case.path))
+    if signed is None or roll < 0.5:
         return case
     where, signer_field, prefix = signed
     params = case.query if where == "query" else case.body
     if not isinstance(params, dict):
         return case
+    if roll < 0.75:
+        _use_samples(params)
     params[signer_field] = CONSUMER
     params["nonce"] = str(nonce) if where == "query" else nonce
     if case.path == "/api/services/createAuthToken" and roll < 0.8:
@@ -86,6 +95,29 @@ def map_case(context: Any, case: Any) -> Any:
     return case
 
 
+def _use_samples(params: dict[str, Any]) -> None:
+    """Point a compute body (or a job query) at the stack's real assets and environment."""
+    dataset, algorithm = SAMPLES.get("dataset"), SAMPLES.get("algorithm")
+    if not dataset or not algorithm:
+        return
+    inputs = params.get("datasets") if isinstance(params.get("datasets"), list) else [params.get("dataset")]
+    if inputs and isinstance(inputs[0], dict):
+        inputs[0].update(documentId=dataset["did"], serviceId=dataset["serviceId"])
+        del inputs[1:]
+        if isinstance(params.get("compute"), dict):
+            params["compute"].update(env=SAMPLES["environment"], validUntil=int(time.time()) + 600)
+        else:
+            params["environment"] = SAMPLES["environment"]
+            params.pop("additionalDatasets", None)
+            params.pop("additionalInputs", None)
+        if isinstance(params.get("algorithm"), dict) and params["algorithm"].get("meta") is None:
+            params["algorithm"].update(documentId=algorithm["did"], serviceId=algorithm["serviceId"])
+            if "dataset" in params and not params["algorithm"].get("transferTxId"):
+                params["algorithm"]["transferTxId"] = "0x" + _random.randbytes(32).hex()
+    elif "documentId" in params:
+        params["documentId"] = dataset["did"]
+
+
 @schemathesis.hook
 def after_call(context: Any, case: Any, response: Any) -> None:
     """Keep the tokens the provider issued, for later cases to use and revoke."""
@@ -97,3 +129,4 @@ def after_call(context: Any, case: Any, response: Any) -> None:
         if isinstance(token, str):
             with _lock:
                 _tokens.append(token)
+
