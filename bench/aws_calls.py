@@ -10,7 +10,6 @@ import http.server
 import json
 import os
 import threading
-import time
 from typing import Any, Iterator
 
 DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"}

@@ -16,20 +16,15 @@ stack, not a forecast for Lambda, where each request gets its own container.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -151,34 +146,11 @@ def seed_finished_jobs(stack: dict[str, Any], clients: list[Client]) -> None:
         dynamodb.put_item(TableName=settings.jobs_table, Item=record.serialize())
 
 
-@contextmanager
-def local_stack() -> Iterator[dict[str, Any]]:
+def local_stack():
     """`python -m devstack` on free loopback ports, stopped afterwards."""
-    from devstack.processes import free_port, wait_for_http
+    from devstack.processes import background_stack
 
-    state = Path(tempfile.mkdtemp(prefix="bench-stack-"))
-    port, moto_port, chain_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHAINS", "PROVIDER_", "JWT_"))}
-    env["DEVSTACK_STATE_DIR"] = str(state)
-    root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen([sys.executable, "-m", "devstack", "--port", str(port), "--moto-port", str(moto_port),
-                                "--chain-port", str(chain_port)], cwd=root, env=env,
-                               stdout=open(state / "stack.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/", timeout=180)
-        for _ in range(900):
-            if (state / "stack.json").exists() or process.poll() is not None:
-                break
-            time.sleep(0.2)
-        if process.poll() is not None:
-            raise RuntimeError((state / "stack.out").read_text()[-3000:])
-        yield json.loads((state / "stack.json").read_text())
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    return background_stack(Path(tempfile.mkdtemp(prefix="bench-stack-")))
 
 
 def measure(stack: dict[str, Any], levels: list[int], per_client: int, single: int) -> list[Result]:

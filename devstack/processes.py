@@ -1,13 +1,19 @@
 """Child processes of the local stack: started in their own process group, stopped together."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ProcessGroup:
@@ -70,3 +76,30 @@ def wait_for_http(url: str, timeout: float = 60.0, group: ProcessGroup | None = 
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
             time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def background_stack(state_dir: Path, timeout: float = 300.0) -> Iterator[dict]:
+    """`python -m devstack` on free loopback ports, its state in `state_dir`; yields what it
+    wrote to stack.json and stops it (SIGTERM, then SIGKILL) afterwards. For tests and benchmarks."""
+    ports = {flag: free_port() for flag in ("--port", "--moto-port", "--chain-port", "--files-port")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHAINS", "PROVIDER_", "JWT_"))}
+    env["DEVSTACK_STATE_DIR"] = str(state_dir)
+    argv = [sys.executable, "-m", "devstack", *[part for flag, port in ports.items() for part in (flag, str(port))]]
+    log = state_dir / "stack.out"
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    stack_file = state_dir / "stack.json"
+    try:
+        deadline = time.monotonic() + timeout
+        while not stack_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the local stack did not start:\n" + log.read_text()[-3000:])
+            time.sleep(0.2)
+        yield json.loads(stack_file.read_text())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)

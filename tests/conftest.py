@@ -82,36 +82,7 @@ def client(aws):
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory):
     """`make run`'s stack (python -m devstack) on free ports, stopped after the session."""
-    import json
-    import signal
-    import subprocess
-    import sys
+    from devstack.processes import background_stack
 
-    from devstack.processes import free_port, wait_for_http
-
-    port, moto_port, chain_port, files_port = free_port(), free_port(), free_port(), free_port()
-    state = tmp_path_factory.mktemp("stack")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHAINS", "PROVIDER_", "JWT_"))}
-    env["DEVSTACK_STATE_DIR"] = str(state)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "--port", str(port), "--moto-port", str(moto_port), "--chain-port", str(chain_port),
-         "--files-port", str(files_port)],
-        env=env, stdout=open(state / "stack.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline_file = state / "stack.json"
-        wait_for_http(f"http://127.0.0.1:{port}/", timeout=180)
-        import time
-
-        for _ in range(600):
-            if deadline_file.exists() or process.poll() is not None:
-                break
-            time.sleep(0.2)
-        assert process.poll() is None, (state / "stack.out").read_text()[-3000:]
-        yield json.loads(deadline_file.read_text())
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    with background_stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack

@@ -1,7 +1,6 @@
 """Web3 per chain: cached when healthy, 503 quickly when the node is down, silent or on another chain."""
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
@@ -12,18 +11,13 @@ from chalicelib.config import load_settings
 from chalicelib.errors import BusinessError, ServiceUnavailable
 from devstack.devchain import DevChain
 from devstack.processes import free_port
+from fakes import black_hole
 
 
 @pytest.fixture
 def silent_node() -> Iterator[str]:
-    """A TCP port that accepts connections (the kernel's backlog) but never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        server.close()
+    with black_hole() as url:
+        yield url
 
 
 def test_web3_is_built_once_per_chain(anvil: DevChain) -> None:

@@ -4,7 +4,6 @@ answers for another chain, a metadata service that is down)."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,18 +70,6 @@ def dynamodb_clients() -> list[Any]:
 def table_is(name: str) -> Callable[[dict[str, Any]], bool]:
     """Calls on the table `name`."""
     return lambda params: params.get("TableName") == name
-
-
-@contextmanager
-def black_hole() -> Iterator[str]:
-    """A TCP endpoint that accepts connections (the kernel does) and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.close()
 
 
 @contextmanager

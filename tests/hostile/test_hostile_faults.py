@@ -16,7 +16,8 @@ import json
 import time
 import uuid
 
-from hostile_faults import AwsFault, aws_fault, black_hole, dynamodb_clients, json_rpc_stub, table_is
+from fakes import black_hole
+from hostile_faults import AwsFault, aws_fault, dynamodb_clients, json_rpc_stub, table_is
 from lifecycle_helpers import consumer_key, initialize, order_both, post_start, start_body
 from signing import CONSUMER_KEY, address, sign
 from test_events import batch_event
