@@ -20,7 +20,9 @@ from chalicelib.errors import MethodNotAllowed, PayloadTooLarge, ProviderError, 
 logger = logging.getLogger(__name__)
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
-CONTENT_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded", "application/octet-stream"]
+# Every content type reaches our handler, so a body we cannot read gets our 400 envelope rather
+# than Chalice's own 415 {Code, Message}; bodies are JSON except on raw-body routes (encrypt).
+CONTENT_TYPES = ["*/*"]
 MAX_BODY_BYTES = 1024 * 1024
 
 

@@ -127,6 +127,5 @@ def _responses(operation: Operation) -> dict[str, Any]:
     # Every route refuses an oversized body (chalicelib.http), and the gateway an overlong URL.
     responses.setdefault("413", {"description": "Request body too large", **error})
     responses.setdefault("414", {"description": "Request URI too long (answered by the gateway)"})
-    responses.setdefault("415", {"description": "Content-Type not accepted (answered by Chalice: {Code, Message})", **error})
     responses.setdefault("503", {"description": "A dependency is unavailable", **error})
     return responses
