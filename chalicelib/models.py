@@ -130,6 +130,7 @@ class AssetRecord(Model):
     block_number = NumberAttribute(attr_name="blockNumber", default=0)
     scanned_block = NumberAttribute(attr_name="scannedBlock", default=0)
     state = NumberAttribute(default=0)
+    owner = UnicodeAttribute(null=True)
     updated_at = NumberAttribute(attr_name="updatedAt")
 
 

@@ -63,6 +63,7 @@ class Asset:
     ddo: dict[str, Any] = field(repr=False)
     state: int = 0
     source: str = "chain"
+    owner: str | None = None  # the data NFT's owner (trusted publishers are checked against it)
 
     @property
     def metadata(self) -> dict[str, Any]:

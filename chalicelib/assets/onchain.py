@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from chalicelib.assets import ecies
+from chalicelib.auth.signatures import to_checksum_address
 from chalicelib.assets.ddo import MAX_DDO_BYTES, asset_malformed
 
 if TYPE_CHECKING:
@@ -97,14 +98,17 @@ class MetadataReader:
         ]  # fmt: skip
         return _decode(nft, logs[-1]) if logs else None
 
-    def state(self, chain_id: int, nft_address: str) -> int:
-        """The NFT's current metadata state (getMetaData), which setMetaDataState changes alone."""
+    def status(self, chain_id: int, nft_address: str) -> tuple[int, str]:
+        """The NFT's current metadata state (getMetaData, which setMetaDataState changes alone) and
+        its owner (ownerOf token 1, which a data NFT mints to its publisher; trusted publishers
+        are checked against it, as Aquarius' nft.owner)."""
         from chalicelib.chain.web3access import rpc_errors
 
-        w3 = self._web3_for(chain_id)
+        contract = self._contract(self._web3_for(chain_id), nft_address)
         with rpc_errors(chain_id):
-            _, _, state, _ = self._contract(w3, nft_address).functions.getMetaData().call()
-        return int(state)
+            _, _, state, _ = contract.functions.getMetaData().call()
+            owner = contract.functions.ownerOf(1).call()
+        return int(state), to_checksum_address(owner)
 
     @staticmethod
     def _contract(w3: "Web3", nft_address: str) -> Any:

@@ -125,7 +125,7 @@ class AssetResolver:
             record.metadata_hash = event.metadata_hash.hex()
             record.block_number = event.block_number
             logger.info("asset %s updated from block %s", record.did, event.block_number)
-        record.state = reader.state(chain_id, nft)
+        record.state, record.owner = reader.status(chain_id, nft)
         record.scanned_block = max(head, scanned)
         record.updated_at = int(self._clock())
         self._save(record)
@@ -166,6 +166,7 @@ class AssetResolver:
         if event is None:
             raise BusinessError("this NFT has published no DDO (no MetadataCreated/MetadataUpdated event)")
         ddo = self._checked_ddo(event, did, chain_id, nft, "asset")
+        state, owner = reader.status(chain_id, nft)
         record = self._records(
             did,
             chain_id=chain_id,
@@ -174,7 +175,8 @@ class AssetResolver:
             metadata_hash=event.metadata_hash.hex(),
             block_number=event.block_number,
             scanned_block=head,
-            state=reader.state(chain_id, nft),
+            state=state,
+            owner=owner,
             updated_at=int(self._clock()),
         )
         self._save(record)
@@ -212,6 +214,7 @@ def _asset_of(record: AssetRecord) -> Asset:
         ddo=record.ddo,
         state=int(record.state or 0),
         source="chain",
+        owner=record.owner,
     )
 
 

@@ -33,6 +33,7 @@ FRAGMENTS: dict[str, tuple[str, ...]] = {
         "MetadataCreated",
         "MetadataUpdated",
         "getMetaData",
+        "ownerOf",
         "isDeployed",
         "getId",
     ),

@@ -67,7 +67,8 @@ class Published:
     algorithm: PublishedAsset
 
 
-def publish_samples(chain: DevChain, encrypt, provider_url: str, allow_raw: bool = False) -> Published:
+def publish_samples(chain: DevChain, encrypt, provider_url: str, allow_raw: bool = False,
+                    trusted_publishers: tuple[str, ...] = ()) -> Published:
     algorithm = publish_asset(
         chain.w3, chain.publisher, chain.contracts, name="stats", asset_type="algorithm",
         files=[{"type": "url", "url": "https://algo.example.com/stats.py", "method": "GET"}],
@@ -79,8 +80,9 @@ def publish_samples(chain: DevChain, encrypt, provider_url: str, allow_raw: bool
     dataset = publish_asset(
         chain.w3, chain.publisher, chain.contracts, name="iris", files=[{"type": "url", "url": DATA_URL, "method": "GET"}],
         provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
-        compute={"allowRawAlgorithm": allow_raw, "publisherTrustedAlgorithms": [
-            {"did": algorithm.did, "filesChecksum": "", "containerSectionChecksum": container_section_checksum(CONTAINER)}]},
+        compute={"allowRawAlgorithm": allow_raw, "publisherTrustedAlgorithmPublishers": list(trusted_publishers),
+                 "publisherTrustedAlgorithms": [{"did": algorithm.did, "filesChecksum": "",
+                                                 "containerSectionChecksum": container_section_checksum(CONTAINER)}]},
     )
     for asset in (dataset, algorithm):
         mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.consumer.address)

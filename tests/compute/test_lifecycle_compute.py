@@ -227,3 +227,33 @@ def test_raw_algorithm_refused_when_not_allowed(client, provider):
                                                                        "tag": "3.11", "checksum": "sha256:" + "cd" * 32}}}
     status, response = post_start(client, body)
     assert status == 400 and response["error"] == {"dataset": "no_raw_algo_allowed"}
+
+
+@pytest.mark.parametrize("trusted, accepted", [("publisher", True), ("other", False)])
+def test_trusted_algorithm_publishers_are_the_algorithm_nft_owner(client, provider, trusted, accepted):
+    """publisherTrustedAlgorithmPublishers is checked against the algorithm NFT's owner on chain."""
+    from chalicelib import services
+    from devstack.publish import ecies_encrypt_for
+
+    chain, batch, _ = provider
+    owner = getattr(chain, trusted).address
+    published = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), services.settings().provider_url,
+                                trusted_publishers=(owner,))
+    for asset in (published.dataset, published.algorithm):
+        services.asset_resolver().register(chain.chain_id, asset.nftAddress)
+    quote = initialize(client, published, chain.consumer.address) if accepted else None
+    if not accepted:
+        response = client.http.post("/api/services/initializeCompute", headers={"Content-Type": "application/json"},
+                                    body=json.dumps({
+            "datasets": [{"documentId": published.dataset.did, "serviceId": published.dataset.serviceId}],
+            "algorithm": {"documentId": published.algorithm.did, "serviceId": published.algorithm.serviceId},
+            "compute": {"env": "ocean-c2d-cpu", "validUntil": int(time.time()) + 600},
+            "consumerAddress": chain.consumer.address}))
+        assert response.status_code == 400
+        assert json.loads(response.body)["error"] == {"dataset": "not_trusted_algo_publisher"}
+        return
+    dataset_tx, algorithm_tx = order_both(chain, published, quote)
+    batch.expect_new_definition()
+    batch.expect_submit()
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 200, body
