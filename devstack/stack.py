@@ -165,12 +165,13 @@ def main(argv: list[str] | None = None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    parent = os.getppid()
     try:
         info = stack.start()
         STATE_DIR.mkdir(exist_ok=True)
         (STATE_DIR / "stack.json").write_text(json.dumps(info, indent=2))
         print(summary(info), flush=True)
-        while True:
+        while os.getppid() == parent:  # `make run` itself killed: stop rather than linger orphaned
             stack.group.check()
             time.sleep(1)
     except KeyboardInterrupt:
