@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -116,8 +117,11 @@ def handle(operation: Operation, request: Any) -> Response:
             cause = error.__cause__
             logger.warning("%s %s: %s (%s)", operation.method, operation.path, error, type(cause).__name__ if cause else "-")
         return error_response(error)
-    except Exception:  # the last line of defence: never a traceback to the caller
-        logger.exception("Unhandled error in %s %s", operation.method, operation.path)
+    except Exception as error:  # the last line of defence: never a traceback to the caller
+        # Frames and the type only: an unexpected error's message might carry request data
+        # (a decrypted URL, a token), which must never reach a log line.
+        logger.error("Unhandled %s in %s %s\n%s", type(error).__name__, operation.method, operation.path,
+                     "".join(traceback.format_tb(error.__traceback__)))
         return json_response({"error": "Internal error"}, 500)
     return result if isinstance(result, Response) else json_response(result)
 

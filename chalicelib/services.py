@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from chalicelib import config, models
 from chalicelib.auth.authenticator import Authenticator
 from chalicelib.auth.nonces import NonceStore
-from chalicelib.auth.signatures import address_of_key
+from chalicelib.auth.signatures import address_of_key, to_checksum_address
 from chalicelib.auth.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -147,8 +147,6 @@ def reset() -> None:
 
 
 def checksum(address: str) -> str:
-    from chalicelib.auth.signatures import to_checksum_address
-
     return to_checksum_address(address)
 
 

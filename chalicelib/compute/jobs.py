@@ -243,7 +243,10 @@ class JobService:
             if target == st.STOPPED:
                 actions.append(self._jobs.termination_details.set({"exitCode": None, "reason": "Job stopped by its owner"}))
             try:
-                transitions.write(job, actions, self._jobs.status == before, ends_job=not st.is_terminal(before))
+                ends_job = not st.is_terminal(before)
+                transitions.write(job, actions, self._jobs.status == before, ends_job=ends_job)
+                if ends_job:
+                    job.refresh(consistent_read=True)  # the status object shows the new state
                 return
             except transitions.ConditionFailed:
                 job.refresh(consistent_read=True)

@@ -19,7 +19,10 @@ class ConditionFailed(Exception):
 
 
 def write(job: JobRecord, actions: Sequence[Action], condition: Condition, ends_job: bool) -> None:
-    """Apply `actions` to `job` if `condition` holds; with `ends_job`, also free its slot."""
+    """Apply `actions` to `job` if `condition` holds; with `ends_job`, also free its slot.
+
+    A transaction returns no attributes, so after an ending write the in-memory `job` is stale:
+    callers that show it refresh it (the event handler does not need to)."""
     if not ends_job:
         try:
             job.update(actions=list(actions), condition=condition)
@@ -36,4 +39,3 @@ def write(job: JobRecord, actions: Sequence[Action], condition: Condition, ends_
         if any(getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in error.cancellation_reasons or []):
             raise ConditionFailed() from None
         raise
-    job.refresh(consistent_read=True)
