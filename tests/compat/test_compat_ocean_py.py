@@ -2,7 +2,8 @@
 
 ocean-lib pins web3 6 / eth-account 0.11 (the project uses 7 / 8), so it lives in its own
 virtualenv under .local/, created once and reused (`make clean` removes it); the install comes
-from PyPI, with the project's own Python 3.11. tests/compat/ocean_py_driver.py runs in that venv
+from PyPI, with a Python that ocean-lib's pinned dependencies build on (3.8 to 3.11: its old
+coincurve has no wheel for, and does not build on, the project's 3.13). tests/compat/ocean_py_driver.py runs in that venv
 and writes what every `DataServiceProvider` call answered; this test checks it.
 """
 from __future__ import annotations
@@ -22,8 +23,27 @@ OCEAN_LIB_VERSION = "3.1.2"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("ocean_py_driver.py")
 INSTALL_TIMEOUT = 900
+OCEAN_LIB_PYTHONS = ((3, 11), (3, 10), (3, 9), (3, 8))
 # The first test builds the venv (about 40 s here, more on a cold pip cache) and starts the stack.
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + 300)
+
+
+def ocean_lib_python() -> str:
+    """A Python ocean-lib installs on: OCEAN_LIB_PYTHON, else python3.11 … 3.8 on PATH, else one
+    of those under pyenv's versions."""
+    named = os.environ.get("OCEAN_LIB_PYTHON")
+    candidates = [named] if named else []
+    candidates += [shutil.which(f"python{major}.{minor}") or "" for major, minor in OCEAN_LIB_PYTHONS]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    for major, minor in OCEAN_LIB_PYTHONS:
+        candidates += [str(p) for p in sorted(pyenv_root.glob(f"{major}.{minor}.*/bin/python{major}.{minor}"))]
+    for candidate in filter(None, candidates):
+        probe = subprocess.run([candidate, "-c", "import sys, venv; print(sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0 and tuple(map(int, probe.stdout.strip(" ()\n").split(", "))) in OCEAN_LIB_PYTHONS:
+            return candidate
+    pytest.fail("ocean-lib 3.1.2 needs Python 3.8-3.11 for its own venv: install python3.11 "
+                "(or set OCEAN_LIB_PYTHON to one)")
 
 
 def ocean_lib_venv() -> tuple[Path, float]:
@@ -37,7 +57,7 @@ def ocean_lib_venv() -> tuple[Path, float]:
             return venv / "bin" / "python", 0.0
         shutil.rmtree(venv, ignore_errors=True)
         began = time.monotonic()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        subprocess.run([ocean_lib_python(), "-m", "venv", str(venv)], check=True, timeout=300)
         install = subprocess.run(
             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
              f"ocean-lib=={OCEAN_LIB_VERSION}"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
