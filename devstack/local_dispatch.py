@@ -225,8 +225,8 @@ class _LocalJob:
             return self._execute(argv, sandbox_environment(self._variables()), log_file, self.timeout)
 
     def _ready(self) -> bool:
-        """C2's ready marker, written by configure after everything succeeded. A runner that
-        does not lay out /data/.c2d yet has only its exit code to say so."""
+        """C2's ready marker, written by configure last, after everything succeeded (checksums
+        included). A runner from before C2 makes no /data/.c2d: its exit code alone says so."""
         marker_dir = self.data / ".c2d"
         return not marker_dir.exists() or (marker_dir / "ready").is_file()
 

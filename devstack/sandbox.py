@@ -184,7 +184,8 @@ def _covered(path: Path) -> bool:
 
 
 def _data_binds(job_data: Path) -> list[str]:
-    """The job's folder laid out as C2 makes /data for the algorithm container."""
+    """The job's folder as C2 lays out /data for the algorithm container, enforced by the mounts
+    whatever the owners (in a user namespace every file is the algorithm's)."""
     data = str(job_data)
     args = ["--perms", "0755", "--dir", DATA,
             "--ro-bind", f"{data}/inputs", f"{DATA}/inputs",
@@ -192,6 +193,4 @@ def _data_binds(job_data: Path) -> list[str]:
             "--bind", f"{data}/outputs", f"{DATA}/outputs",
             "--ro-bind", f"{data}/logs", f"{DATA}/logs",
             "--bind", f"{data}/logs/algorithm.log", f"{DATA}/logs/algorithm.log"]
-    if os.path.isdir(f"{data}/.c2d"):
-        args += ["--ro-bind", f"{data}/.c2d", f"{DATA}/.c2d"]
-    return args
+    return args  # not /data/.c2d: its ready marker is read here, and the host's shell runs the entrypoint

@@ -61,6 +61,21 @@ def connect(port):
         sock.sendall(b"leaked rows")
     return "connected"
 
+def host_processes():
+    """The provider's process holds SECRET in its environment: no process here may show it."""
+    visible = [pid for pid in os.listdir("/proc") if pid.isdigit()]
+    for pid in visible:
+        try:
+            if SECRET.encode() in read_all(f"/proc/{pid}/environ"):
+                return "secret in the environment of process " + pid
+        except OSError:
+            pass
+    raise LookupError(f"no visible process holds the secret ({len(visible)} processes visible)")
+
+def read_all(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
 def write(path, mode="w"):
     with open(path, mode) as handle:
         handle.write("tampered")
@@ -72,6 +87,8 @@ attempt("project_file", lambda: read(REPO + "/README.md"))
 attempt("project_listing", lambda: os.listdir(REPO))
 attempt("home_file", lambda: read(HOME + "/.bash_history"))
 attempt("home_listing", lambda: sorted(os.listdir(HOME)))
+attempt("provider_environment", lambda: read_all(f"/proc/{PROVIDER_PID}/environ"))
+attempt("host_processes", host_processes)
 attempt("listener", lambda: connect(LISTENER))
 attempt("results_store", lambda: connect(MOTO))
 attempt("replace_configure_log", lambda: write("/data/logs/configure.log"))
@@ -221,6 +238,7 @@ def test_hostile_algorithm_reaches_nothing_but_its_data_and_logs_are_published(t
     state.mkdir()
     (state / "stack.json").write_text(json.dumps({"consumerPrivateKey": SECRET}))
     monkeypatch.setenv("DEVSTACK_STATE_DIR", str(state))
+    monkeypatch.setenv("C2D_TEST_PROVIDER_SECRET", SECRET)  # as PROVIDER_PRIVATE_KEY is in the API's
     listener = Listener()
     backend = Backend(state, moto_url, files_url, SANDBOX)
     code = hostile_code(state, listener, moto_url, f"/data/inputs/{DID}/0")
@@ -234,7 +252,8 @@ def test_hostile_algorithm_reaches_nothing_but_its_data_and_logs_are_published(t
     assert published(events["hostile-1"]) == {"output", "algorithmLog", "configurationLog", "publishLog"}
     report = json.loads(backend.result("hostile-1", "outputs/report.json"))
     log = backend.result("hostile-1", "logs/algorithm.log").decode()
-    denied = ["stack_json", "shadow", "project_file", "project_listing", "home_file", "listener",
+    denied = ["stack_json", "shadow", "project_file", "project_listing", "home_file", "provider_environment",
+              "host_processes", "listener",
               "results_store", "replace_configure_log", "new_log", "rename_algorithm_log", "change_input",
               "new_input", "change_algorithm"]
     for name in denied:
