@@ -44,6 +44,7 @@ ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternat
              "ca-certificates", "ca-certificates.conf", "resolv.conf", "hosts", "host.conf",
              "nsswitch.conf", "gai.conf", "services", "protocols", "mime.types")
 TMP_BYTES = 256 * 1024 * 1024
+OPTIONAL = ("--disable-userns", "--size")  # bwrap 0.8 and 0.7; used where the installed one has them
 
 
 def algorithm_uid(allow_network: bool) -> int:
@@ -61,6 +62,7 @@ class Sandbox:
 
     bwrap: str
     setpriv: str | None  # set when running as root: become the algorithm's UID inside
+    options: frozenset[str] = frozenset()  # of the optional ones this bwrap has (0.6 lacks some)
 
     @property
     def as_root(self) -> bool:
@@ -78,7 +80,8 @@ class Sandbox:
             for name in ("inputs", "transformations", "outputs", "logs"):
                 (data / name).mkdir()
             (data / "logs" / "algorithm.log").touch()
-            argv = self.command(["/bin/sh", "-c", f"test \"$(id -u)\" = {ALGORITHM_UID}"], data, allow_network=False)
+            check = f"import os, sys; sys.exit(os.getuid() != {ALGORITHM_UID} or os.path.exists({str(data)!r}))"
+            argv = self.command(["python", "-c", check], data, allow_network=False)
             try:
                 done = subprocess.run(argv, capture_output=True, timeout=30, env={"PATH": SANDBOX_PATH})
             except (OSError, subprocess.TimeoutExpired) as error:
@@ -98,13 +101,15 @@ class Sandbox:
         if not allow_network:
             args.append("--unshare-net")
         if not self.as_root:
-            args += ["--unshare-user", "--uid", str(uid), "--gid", str(uid), "--disable-userns"]
+            args += ["--unshare-user", "--uid", str(uid), "--gid", str(uid)]
+            args += ["--disable-userns"] if "--disable-userns" in self.options else []
         args += _system_binds() + _python_binds()
         for name in ETC_FILES:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         if etc_dir is not None:
             args += ["--ro-bind", str(etc_dir / "passwd"), "/etc/passwd", "--ro-bind", str(etc_dir / "group"), "/etc/group"]
-        args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        args += (["--size", str(TMP_BYTES)] if "--size" in self.options else []) + ["--tmpfs", "/tmp"]
         python = Path(os.path.realpath(sys.base_prefix))
         for path in hide:
             if _covered(path) and not python.is_relative_to(os.path.realpath(path)):
@@ -129,7 +134,11 @@ def find_sandbox() -> Sandbox:
         setpriv = shutil.which("setpriv")
         if not setpriv:
             raise NoSandbox("running as root, util-linux's setpriv is needed to drop to the algorithm's UID")
-    sandbox = Sandbox(bwrap, setpriv)
+    try:
+        usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise NoSandbox(f"bubblewrap does not run ({type(error).__name__})") from None
+    sandbox = Sandbox(bwrap, setpriv, frozenset(o for o in OPTIONAL if o in usage.split()))
     sandbox.check()
     return sandbox
 

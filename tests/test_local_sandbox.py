@@ -167,7 +167,7 @@ class Backend:
         self.dispatcher = LocalDispatcher(state / "jobs", self.events.put, runner_env, sandbox, reason)
 
     def start(self, job_id: str, rawcode: str, *, allow_network: bool = False, timeout: int | None = None,
-              input_url: str | None = None) -> None:
+              input_url: str | None = None) -> str:
         manifest = {
             "jobId": job_id, "owner": "0x" + "1" * 40, "bucket": BUCKET, "prefix": f"jobs/{job_id}/",
             "inputs": [{"did": DID, "serviceId": "compute", "userdata": {},
@@ -178,8 +178,8 @@ class Backend:
         }
         key = f"jobs/{job_id}/manifest.json"
         self.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
-        self.dispatcher.submit(job_id, ENVIRONMENT, f"s3://{BUCKET}/{key}", CONTAINER, timeout,
-                               dids=[DID], algorithm_did=ALGORITHM_DID, allow_network=allow_network)
+        return self.dispatcher.submit(job_id, ENVIRONMENT, f"s3://{BUCKET}/{key}", CONTAINER, timeout,
+                                      dids=[DID], algorithm_did=ALGORITHM_DID, allow_network=allow_network)
 
     def wait(self, job_ids: set[str], seconds: float = 120) -> dict[str, list[dict]]:
         """Every job's events, once each has its final Batch event."""
@@ -277,18 +277,50 @@ def test_hostile_algorithm_reaches_nothing_but_its_data_and_logs_are_published(t
     assert allowed["project_file"].startswith("denied")
 
 
+def stubborn(marker: str) -> str:
+    """An algorithm that starts a child ignoring SIGTERM (its argv names `marker`), then sleeps."""
+    child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    return ("import subprocess, sys, time\n"
+            f"subprocess.Popen([sys.executable, '-c', {child!r}, {marker!r}])\n"
+            "time.sleep(0.5)\nprint('sleeping', flush=True)\ntime.sleep(300)\n")
+
+
+def processes_named(marker: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 @needs_sandbox
-def test_timeout_is_124_and_unready_job_runs_no_algorithm_yet_both_publish(tmp_path, moto_url, files_url):
+def test_timeout_is_124_stop_ends_everything_unready_runs_nothing(tmp_path, moto_url, files_url):
+    """A timed-out job publishes (124); a stopped one ends at once; neither leaves a process behind;
+    an unready job (configure failed) runs no algorithm yet publishes its logs."""
     backend = Backend(tmp_path, moto_url, files_url, SANDBOX)
-    backend.start("slow-1", "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n", timeout=2)
-    backend.start("unready-1", "open('/data/outputs/ran', 'w').write('ran')\n",
-                  input_url=files_url + "/missing.csv")
-    events = backend.wait({"slow-1", "unready-1"})
+    backend.start("slow-1", stubborn("c2d-test-slow-child"), timeout=3)
+    stopping = backend.start("stopped-1", stubborn("c2d-test-stopped-child"))
+    backend.start("unready-1", "open('/data/outputs/ran', 'w').write('ran')\n", input_url=files_url + "/missing.csv")
+    deadline = time.monotonic() + 60
+    while b"sleeping" not in (backend.dispatcher.algorithm_log("stopped-1") or b""):
+        assert time.monotonic() < deadline, "the stubborn algorithm never started"
+        time.sleep(0.1)
+    assert processes_named("c2d-test-stopped-child"), "the child to be killed is not running"
+    backend.dispatcher.terminate(stopping, "Job stopped by the test")
+    events = backend.wait({"slow-1", "stopped-1", "unready-1"})
 
     slow = final(events["slow-1"])
     assert slow["status"] == "FAILED" and exit_codes(slow) == {"configure": 0, "algorithm": 124, "publish": 0}
     assert "algorithmLog" in published(events["slow-1"])
     assert backend.result("slow-1", "logs/algorithm.log").startswith(b"sleeping")
+
+    stopped = final(events["stopped-1"])
+    assert stopped["status"] == "FAILED" and stopped["statusReason"] == "c2d-stop: Job stopped by the test"
+    assert exit_codes(stopped)["publish"] is None
+    assert processes_named("c2d-test-slow-child") == [] and processes_named("c2d-test-stopped-child") == []
 
     unready = final(events["unready-1"])
     assert unready["status"] == "FAILED"
