@@ -35,3 +35,19 @@ bench: install
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache
+
+# bubblewrap sandboxes the algorithm of local jobs (devstack/sandbox.py); setpriv (util-linux)
+# drops it to its own UID when the stack runs as root. Installed here when root on Debian or
+# Ubuntu; otherwise `make run` says that local jobs run unsandboxed.
+.PHONY: sandbox
+install: sandbox
+sandbox:
+	@if [ "$$(uname -s)" = Linux ] && ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq bubblewrap; }; \
+	  else \
+	    echo "note: install bubblewrap (e.g. sudo apt-get install bubblewrap) to sandbox local jobs' algorithms"; \
+	  fi; \
+	fi

@@ -6,13 +6,14 @@ builds only what the route it serves needs (the chain stack is never built for `
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 from chalicelib import config, models
 from chalicelib.auth.authenticator import Authenticator
 from chalicelib.auth.nonces import NonceStore
 from chalicelib.auth.signatures import address_of_key, to_checksum_address
 from chalicelib.auth.tokens import TokenService
+from chalicelib.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from chalicelib.assets.resolver import AssetResolver
@@ -88,14 +89,29 @@ def usage_counter() -> "UsageCounter":
     return UsageCounter()
 
 
+# COMPUTE_BACKEND=local: the process that runs the local backend (devstack's API server, under
+# `make run`) registers its factory here at startup. chalicelib never imports that backend, so
+# nothing of it is shipped to Lambda and no import circle runs through it.
+LocalBackend = Callable[[config.Settings], "Dispatcher"]
+_local_backend: Optional[LocalBackend] = None
+
+
+def register_local_dispatcher(factory: Optional[LocalBackend]) -> None:
+    """Use `factory(settings)` as the dispatcher when COMPUTE_BACKEND=local (None unregisters)."""
+    global _local_backend
+    _local_backend = factory
+    dispatcher.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def dispatcher() -> "Dispatcher":
-    """AWS Batch, or (COMPUTE_BACKEND=local, `make run`) processes on this machine."""
+    """AWS Batch, or (COMPUTE_BACKEND=local) the backend the running process registered."""
     current = settings()
     if current.compute_backend == "local":
-        from devstack.local_dispatch import LocalDispatcher  # not shipped to Lambda
-
-        return LocalDispatcher.from_settings(current)
+        if _local_backend is None:
+            raise ConfigurationError("COMPUTE_BACKEND=local needs a local dispatcher registered by the process "
+                                     "serving the API (run it with `make run`), and none is")
+        return _local_backend(current)
     from chalicelib import aws
     from chalicelib.compute.dispatch import BatchDispatcher
 

@@ -138,6 +138,19 @@ class LocalStack:
             self.chain.stop()
 
 
+def sandbox_notice() -> str:
+    """What `make run` says first: how the algorithm of every local job will be isolated, or,
+    loudly, that it will not be."""
+    from devstack.local_dispatch import detect_sandbox, unsandboxed_warning
+
+    sandbox, reason = detect_sandbox()
+    if sandbox is None:
+        rule = "!" * 78
+        return "\n".join([rule, unsandboxed_warning(reason), "Local jobs' logs say so too. Fine for the sample "
+                          "algorithm; do not run algorithms you do not trust.", rule])
+    return f"Local jobs run their algorithm in a {sandbox.describe()}."
+
+
 def summary(info: dict) -> str:
     return "\n".join([
         "Local Ocean C2D provider is up (Ctrl-C stops everything)",
@@ -166,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, terminate)
     parent = os.getppid()
+    print(sandbox_notice(), flush=True)
     try:
         info = stack.start()
         STATE_DIR.mkdir(exist_ok=True)
