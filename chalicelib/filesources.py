@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
-from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -21,6 +20,7 @@ from chalicelib.netsafe import CHUNK_BYTES, FetchError, FetchPolicy, fetch_to_fi
 # CIDs (base58/base32) with an optional path inside the DAG; Arweave ids are base64url.
 IPFS_RE = re.compile(r"^[A-Za-z0-9]+(/[A-Za-z0-9._~-]+)*$")
 ARWEAVE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+SOURCE_KINDS = ("url", "s3", "ipfs", "arweave")
 
 
 @dataclass
@@ -49,17 +49,10 @@ class Sources:
         self._s3: Any = None
 
     def describe(self, spec: Any) -> str:
-        """Where a file comes from, safe for logs: the kind and the host only."""
+        """What kind of source a file is, safe for consumer-visible logs: never its host,
+        bucket, key, path or URL (DESIGN: inputs are named by index and did only)."""
         kind = spec.get("type") if isinstance(spec, Mapping) else None
-        if kind == "url":
-            return f"url host {_host(spec.get('url'))}"
-        if kind == "ipfs":
-            return f"ipfs via {_host(self._ipfs)}"
-        if kind == "arweave":
-            return f"arweave via {_host(self._arweave)}"
-        if kind == "s3":
-            return "s3"
-        return "unsupported source"
+        return str(kind) if kind in SOURCE_KINDS else "unsupported source"
 
     def download(self, spec: Any, dest: Path) -> int:
         """Fetch spec into dest within the remaining budget; return its size."""
@@ -121,9 +114,3 @@ def _text(spec: Mapping[str, Any], field: str) -> str:
         raise FetchError(f"file entry has no {field}")
     return value
 
-
-def _host(url: Any) -> str:
-    try:
-        return urlsplit(str(url)).hostname or "?"
-    except ValueError:
-        return "?"

@@ -33,7 +33,15 @@ _URL_SAFE = "/%:@!$&'()*+,;=-._~?"
 
 
 class FetchError(Exception):
-    """A download failed. The message is short and never contains the URL or the host."""
+    """A download failed. The message is short and never contains the URL or the host.
+
+    `public` is what a consumer may read (job logs and status texts): it also leaves out what
+    the operator's network policy found about the address (that it is private, loopback...),
+    which would tell a consumer about the data owner's network. It defaults to the message."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,8 @@ def pick_address(host: str, port: int, allow_private: bool) -> str:
     if not addresses:
         raise FetchError("host name does not resolve")
     if not allow_private and any(is_forbidden(a) for a in addresses):
-        raise FetchError("address not allowed (loopback, private, link-local or reserved)")
+        raise FetchError("address not allowed (loopback, private, link-local or reserved)",
+                         public="source refused by the provider's fetch policy")
     return addresses[0]
 
 

@@ -21,6 +21,7 @@ from runner.settings import Settings  # noqa: E402
 
 JOBS_BUCKET = "c2d-jobs"
 DATA_BUCKET = "c2d-data"
+BUSYBOX_STAND_IN = b"#!/bin/sh\n# stands in for the runner image's static busybox\n"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -152,11 +153,14 @@ def s3(aws: None) -> Any:
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Builds Settings as the runner would read them from its environment (DATA_DIR in tmp)."""
 
+    busybox = tmp_path / "busybox-static"
+    busybox.write_bytes(BUSYBOX_STAND_IN)
+
     def build(job_id: str = "job-1", **env: str) -> Settings:
         base = {"JOB_ID": job_id,
                 "MANIFEST_URI": f"s3://{JOBS_BUCKET}/jobs/{job_id}/manifest.json",
                 "DATA_DIR": str(tmp_path / "data"), "RUNNER_EVENTS": "stdout",
-                "FETCH_TIMEOUT": "5"}
+                "FETCH_TIMEOUT": "5", "C2D_REGION": "us-east-1", "BUSYBOX_SOURCE": str(busybox)}
         base.update(env)
         return Settings.from_env(base)
 
