@@ -11,8 +11,6 @@ import pytest
 from runner import configure
 from runner.__main__ import main
 
-from conftest import BUSYBOX_STAND_IN
-
 JOBS_BUCKET, DATA_BUCKET = "c2d-jobs", "c2d-data"  # created by conftest's s3 fixture
 
 DID_A = "did:op:" + "a" * 64
@@ -103,7 +101,8 @@ def test_provisions_every_source_type(stage, s3, http_server, emitter) -> None:
     assert f"input 0 ({DID_A}) file 1 (s3): 2 bytes" in log
     assert "algorithm file 0 (url): 9 bytes, checksum verified" in log
     assert (data / ".c2d" / "ready").is_file()
-    assert (data / ".c2d" / "busybox").read_bytes() == BUSYBOX_STAND_IN
+    assert (data / ".c2d" / "busybox").read_bytes() == Path(
+        stage.settings.busybox_source).read_bytes()
     assert_no_secrets(stage.settings, emitter)
 
 
