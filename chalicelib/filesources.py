@@ -93,17 +93,19 @@ class Sources:
             if int(obj.get("ContentLength", 0)) > limit:
                 obj["Body"].close()
                 raise FetchError("exceeds the size limit")
-            return write_capped(_s3_body(obj["Body"]), dest, limit)
+            return write_capped(_s3_body(obj["Body"], self._policy), dest, limit)
         except ClientError as exc:
             raise FetchError(f"s3 error {exc.response.get('Error', {}).get('Code', '?')}") from None
         except (BotoCoreError, OSError) as exc:
             raise FetchError(f"s3 unavailable ({type(exc).__name__})") from None
 
 
-def _s3_body(body: Any) -> Iterator[bytes]:
+def _s3_body(body: Any, policy: FetchPolicy) -> Iterator[bytes]:
     """The object's bytes in chunks (botocore maps its stream errors to BotoCoreError)."""
     try:
-        yield from body.iter_chunks(CHUNK_BYTES)
+        for chunk in body.iter_chunks(CHUNK_BYTES):
+            policy.check_deadline()
+            yield chunk
     finally:
         body.close()
 

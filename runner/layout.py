@@ -140,7 +140,7 @@ def root_dir(path: Path, mode: int = DIR_MODE) -> None:
     """A root-owned folder; a symlink or file in its place is removed first."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         path.unlink()
-    path.mkdir(exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
     own(path, 0, mode)
 
 

@@ -35,6 +35,7 @@ from chalicelib.filesources import Budget, Sources
 from chalicelib.netsafe import CHUNK_BYTES, FetchPolicy
 
 MAX_ALGORITHM_BYTES = 50 * 1024 * 1024  # an algorithm, not a dataset; Lambda's /tmp is 512 MB
+DOWNLOAD_SECONDS = 10.0  # all of an algorithm's files, inside a request's 25 s answer budget
 CACHE_SECONDS = 600
 CACHE_ENTRIES = 256
 MISSES_PER_MINUTE = 10
@@ -106,7 +107,8 @@ def from_settings(settings: Any) -> AlgorithmChecksums:
 
     def new_sources() -> Sources:
         return Sources(
-            policy=FetchPolicy(allow_private=settings.allow_private_networks, timeout=10),
+            policy=FetchPolicy(allow_private=settings.allow_private_networks, timeout=5,
+                               deadline=time.monotonic() + DOWNLOAD_SECONDS),
             budget=Budget(MAX_ALGORITHM_BYTES),
             ipfs_gateway=settings.ipfs_gateway,
             arweave_gateway=settings.arweave_gateway,

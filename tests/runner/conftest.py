@@ -26,7 +26,7 @@ BUSYBOX_STAND_IN = b"#!/bin/sh\n# stands in for the runner image's static busybo
 
 class _Handler(BaseHTTPRequestHandler):
     """Serves `server.files` plus a few behaviours: /redirect?to=&code=, /loop, /status/N,
-    /echo, /stream/N (no Content-Length), /slow."""
+    /echo, /stream/N (no Content-Length), /slow, /trickle/N (a byte every 0.1 s)."""
 
     protocol_version = "HTTP/1.0"
     server: "LocalServer"
@@ -49,6 +49,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _trickle(self, size: int) -> None:
+        """One byte every 0.1 s: each read is quick, the whole download is not."""
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        for _ in range(size):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.1)
+
     def _handle(self) -> None:
         self.server.requests.append((self.command, self.path, dict(self.headers)))
         parts = urlsplit(self.path)
@@ -68,6 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/slow":
             time.sleep(1.5)
             self._reply(200, b"late")
+        elif path.startswith("/trickle/"):
+            self._trickle(int(path.rsplit("/", 1)[1]))
         elif path in self.server.files:
             self._reply(200, self.server.files[path])
         else:
