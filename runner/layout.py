@@ -94,7 +94,7 @@ class Layout:
         """Copy the static busybox the algorithm container's command starts with; configure does
         this before anything else, so the algorithm container can always start (and, without
         `ready`, say that the algorithm was not run). False if the image has none."""
-        root_dir(self.root)
+        self._prepare_root()
         root_dir(self.control)
         _remove(self.ready)  # a marker left on a reused volume must not mean "this attempt is ready"
         if not source or not os.path.isfile(source):
@@ -106,7 +106,8 @@ class Layout:
 
     def create(self, algorithm_uid: int) -> None:
         """Create the folders and logs with their owners and modes (see the module docstring)."""
-        for folder in (self.root, self.inputs, self.transformations, self.logs, self.control):
+        self._prepare_root()
+        for folder in (self.inputs, self.transformations, self.logs, self.control):
             root_dir(folder)
         _remove(self.ready)
         _remove_tree(self.staging)
@@ -116,6 +117,13 @@ class Layout:
         for name in (CONFIGURE_LOG, PUBLISH_LOG):
             create_file(self.logs / name, 0)
         create_file(self.logs / ALGORITHM_LOG, algorithm_uid)
+
+    def _prepare_root(self) -> None:
+        """DATA_DIR itself (the volume's mount point, which may be a symlink locally): root 0755."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if is_root():
+            os.chown(self.root, 0, 0)
+        os.chmod(self.root, DIR_MODE)
 
     def mark_ready(self) -> None:
         """Written last, only when every input and the verified algorithm are in place."""
