@@ -289,3 +289,48 @@ def test_runner_image_is_python_313_with_static_busybox() -> None:
     assert "FROM python:3.13-slim" in dockerfile
     assert "busybox-static" in dockerfile
     assert "/bin/busybox" in dockerfile  # the default BUSYBOX_SOURCE, checked at build time
+
+
+@as_root
+def test_the_algorithm_uid_can_only_append_its_log_and_write_outputs(stage, http_server, s3,
+                                                                      emitter) -> None:
+    """Issue 10 #6, for real: a shell running as the algorithm's UID on the laid-out volume
+    cannot touch the runner's logs, the inputs, the algorithm or the control files; it can
+    read its inputs, append to algorithm.log and write outputs; publish then uploads both."""
+    volume = Path(tempfile.mkdtemp(prefix="c2d-volume-"))
+    os.chmod(volume, 0o755)  # the test's own tmp_path is root-only
+    try:
+        data = provisioned(stage, http_server, DATA_DIR=str(volume / "data"), ALGORITHM_UID="4000")
+        attempts = {
+            "read input": f"cat {data}/inputs/{DID_A}/0",
+            "append own log": f"echo algo-line >> {data}/logs/algorithm.log",
+            "write output": f"echo 42 > {data}/outputs/result.txt",
+            "overwrite configure.log": f"echo forged > {data}/logs/configure.log",
+            "remove configure.log": f"rm -f {data}/logs/configure.log",
+            "plant a log symlink": f"ln -s /etc/passwd {data}/logs/other.log",
+            "replace algorithm.log": f"mv {data}/logs/algorithm.log {data}/outputs/moved",
+            "change an input": f"echo x > {data}/inputs/{DID_A}/0",
+            "add an input": f"echo x > {data}/inputs/{DID_A}/9",
+            "change the algorithm": f"echo x > {data}/transformations/algorithm",
+            "remove ready": f"rm -f {data}/.c2d/ready",
+            "replace busybox": f"echo x > {data}/.c2d/busybox",
+            "peek at staging": f"ls {data}/.c2d/staging",
+        }
+        outcome = {}
+        for name, command in attempts.items():
+            proc = subprocess.run(["/bin/sh", "-c", command], user=4000, group=4000,
+                                  capture_output=True, timeout=30, cwd="/")
+            outcome[name] = proc.returncode == 0
+        assert outcome == {name: name in ("read input", "append own log", "write output")
+                           for name in attempts}
+        assert "configure.log" in os.listdir(data / "logs")
+        assert publish.run(stage.make_settings(DATA_DIR=str(data)), emitter) == 0
+        body = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/logs/algorithm.log")["Body"]
+        assert body.read() == b"algo-line\n"
+        configure_log = s3.get_object(Bucket=JOBS_BUCKET,
+                                      Key="jobs/job-1/logs/configure.log")["Body"].read()
+        assert b"forged" not in configure_log and b"status 30" in configure_log
+        assert s3.get_object(Bucket=JOBS_BUCKET,
+                             Key="jobs/job-1/outputs/result.txt")["Body"].read() == b"42\n"
+    finally:
+        shutil.rmtree(volume)
