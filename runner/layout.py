@@ -21,7 +21,6 @@ user (tests, an unprivileged local stack) chown is skipped and the modes are sti
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import stat
@@ -34,8 +33,6 @@ PUBLISH_LOG = "publish.log"
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

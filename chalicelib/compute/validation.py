@@ -95,9 +95,6 @@ class FileHasher(Protocol):
         """May come from a bounded cache: used by the unsigned initializeCompute."""
         ...
 
-
-FilesChecksum = FileHasher  # the name this dependency had when it returned the joined checksum
-
 WILDCARD = "*"
 CONSUMABLE_STATES = (0, 5)  # NFT metadata states the original serves: active, and ordering disabled
 NOT_IN_ALLOW_LIST, IN_DENY_LIST = 3, 4  # the original's ConsumableCodes
@@ -735,7 +732,7 @@ def _container_fields(container: Mapping[str, Any]) -> dict[str, str]:
 
 
 __all__ = [
-    "AssetLike", "ComputePlan", "ComputeValidator", "FileHasher", "FilesChecksum", "S3Places", "PlannedAlgorithm", "PlannedInput",
+    "AssetLike", "ComputePlan", "ComputeValidator", "FileHasher", "S3Places", "PlannedAlgorithm", "PlannedInput",
     "PlannedOrder", "Resolved", "access_denied_code", "apply_consumer_parameters", "consumable_error",
     "container_error", "container_section_checksum", "content_checksum", "find_service",
     "input_resource", "joined_files_checksum", "same_endpoint",
