@@ -55,6 +55,7 @@ class AlgorithmChecksums:
         self._misses_per_minute = misses_per_minute
         self._cache: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
         self._misses: list[float] = []
+        self._inflight: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def digests(self, files: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -70,15 +71,27 @@ class AlgorithmChecksums:
         return digests
 
     def cached_digests(self, files: Sequence[Mapping[str, Any]]) -> list[str]:
-        """digests() at most once per file objects per CACHE_SECONDS, and at most
-        MISSES_PER_MINUTE downloads a minute in this process (ServiceUnavailable beyond)."""
+        """digests() at most once per file objects per CACHE_SECONDS (concurrent askers of the
+        same files wait for one download), and at most MISSES_PER_MINUTE downloads a minute in
+        this process (ServiceUnavailable beyond)."""
         key = content_key(files)
+        with self._lock:
+            gate = self._inflight.setdefault(key, threading.Lock())
+        try:
+            with gate:
+                return list(self._cached_or_new(key, files))
+        finally:
+            with self._lock:
+                if self._inflight.get(key) is gate and not gate.locked():
+                    del self._inflight[key]
+
+    def _cached_or_new(self, key: str, files: Sequence[Mapping[str, Any]]) -> list[str]:
         now = self._clock()
         with self._lock:
             hit = self._cache.get(key)
             if hit and now - hit[0] < self._cache_seconds:
                 self._cache.move_to_end(key)
-                return list(hit[1])
+                return hit[1]
             self._misses = [t for t in self._misses if now - t < 60]
             if len(self._misses) >= self._misses_per_minute:
                 raise ServiceUnavailable(BUSY)
@@ -89,7 +102,7 @@ class AlgorithmChecksums:
             self._cache.move_to_end(key)
             while len(self._cache) > self._cache_entries:
                 self._cache.popitem(last=False)
-        return list(digests)
+        return digests
 
     def files_checksum(self, files: Sequence[Mapping[str, Any]]) -> str:
         """The joined filesChecksum of publisherTrustedAlgorithms, from one fresh download."""

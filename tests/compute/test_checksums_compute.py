@@ -104,3 +104,18 @@ def test_cache_misses_are_bounded_per_process_and_entries_expire(server):
     now[0] += 601
     hasher.cached_digests([{"type": "url", "url": f"{server}/new-0.py"}])
     assert len(REQUESTS) == 4
+
+
+def test_concurrent_initialize_calls_share_one_download(server):
+    """The local server is threaded (and so may be a warm Lambda behind a burst): ten callers
+    asking at once for the same files wait for one download."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hasher = from_settings(settings(True))
+    files = [{"type": "url", "url": f"{server}/burst.py"}]
+    REQUESTS.clear()
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: hasher.cached_digests(files), range(10)))
+    assert answers == [[hashlib.sha256(CODE).hexdigest()]] * 10
+    assert REQUESTS == ["/burst.py"]
+    assert hasher._inflight == {}
