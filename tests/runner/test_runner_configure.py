@@ -44,7 +44,7 @@ def assert_no_secrets(settings: Any, emitter: Any) -> None:
     events = json.dumps(emitter.details)
     for text in (log, events):
         assert SECRET not in text and "http://" not in text and "/files/" not in text
-        assert "private/" not in text
+        assert "private/" not in text and "127.0.0.1" not in text and DATA_BUCKET not in text
 
 
 class Stage:
