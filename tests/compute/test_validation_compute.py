@@ -731,3 +731,17 @@ def test_resolved_inputs_must_align_with_the_request():
     dataset = make_dataset(compute={"allowRawAlgorithm": True})
     with pytest.raises(ValueError):
         validator().validate_start(start_request(dataset, meta=RAW_META), [])
+
+
+def test_s3_file_sources_is_read_from_the_environment():
+    import os
+
+    from chalicelib.config import load_settings
+
+    raw = json.dumps({"arn:aws:s3:::publisher-a-data/private": [PUBLISHER]})
+    places = load_settings({**os.environ, "S3_FILE_SOURCES": raw}).s3_file_sources
+    assert places.allows(PUBLISHER.upper().replace("0X", "0x"), "publisher-a-data", "private/x.csv")
+    assert places.allows(PUBLISHER, "publisher-a-data", "private")
+    assert not places.allows(PUBLISHER, "publisher-a-data", "private-not/x.csv")
+    assert not places.allows(PUBLISHER_B, "publisher-a-data", "private/x.csv")
+    assert load_settings({k: v for k, v in os.environ.items() if k != "S3_FILE_SOURCES"}).s3_file_sources.places == ()
