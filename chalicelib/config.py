@@ -15,6 +15,67 @@ from typing import Callable, Mapping
 from chalicelib.errors import ConfigurationError
 
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_S3_ARN = re.compile(r"^arn:aws[a-z-]*:s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
+ANY_PUBLISHER = "*"
+
+
+@dataclass(frozen=True)
+class S3Place:
+    """One bucket, or a prefix in it, and the publishers (NFT owners, lower case) that may use it."""
+
+    bucket: str
+    prefix: str  # "" for the whole bucket
+    publishers: frozenset[str]
+
+    def holds(self, bucket: str, key: str) -> bool:
+        if bucket != self.bucket:
+            return False
+        if not self.prefix or self.prefix.endswith("/"):
+            return key.startswith(self.prefix)
+        return key == self.prefix or key.startswith(self.prefix + "/")
+
+
+@dataclass(frozen=True)
+class S3FileSources:
+    """S3_FILE_SOURCES: which publishers may name which S3 places in their DDOs' `s3` files.
+
+    The jobs' credentials can read every place the operator lets jobs read (DataObjectArns), so
+    without this a publisher could point a dataset at another publisher's private object and buy
+    it from itself (issue 10 #5). JSON object, keys bucket or bucket/prefix ARNs
+    (`arn:aws:s3:::bucket`, `arn:aws:s3:::bucket/prefix/`, a trailing `*` allowed), values lists
+    of publisher addresses or "*" for any publisher. Unset or `{}`: no `s3` file is accepted."""
+
+    places: tuple[S3Place, ...] = ()
+
+    def allows(self, publisher: str, bucket: str, key: str) -> bool:
+        if {".", ".."} & set(key.split("/")):
+            return False
+        who = publisher.lower()
+        return any(place.holds(bucket, key) and (who in place.publishers or ANY_PUBLISHER in place.publishers)
+                   for place in self.places)
+
+    @classmethod
+    def parse(cls, raw: str) -> "S3FileSources":
+        if not raw.strip():
+            return cls()
+        problem = ConfigurationError('S3_FILE_SOURCES must be a JSON object {"arn:aws:s3:::bucket[/prefix]": '
+                                     '["0x<publisher address>" or "*", ...]}')
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            raise problem from None
+        if not isinstance(parsed, dict):
+            raise problem
+        places = []
+        for arn, publishers in parsed.items():
+            match = _S3_ARN.match(str(arn))
+            if not match or not isinstance(publishers, list) or not all(
+                    isinstance(p, str) and (p == ANY_PUBLISHER or _ADDRESS.match(p)) for p in publishers):
+                raise problem
+            prefix = (match.group(2) or "").removesuffix("*")
+            places.append(S3Place(match.group(1), prefix, frozenset(p.lower() for p in publishers)))
+        return cls(tuple(places))
 
 
 @dataclass(frozen=True)
@@ -43,6 +104,7 @@ class Settings:
     allow_private_networks: bool
     ipfs_gateway: str
     arweave_gateway: str
+    s3_file_sources: S3FileSources = field(default_factory=S3FileSources)
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -166,6 +228,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_private_networks=env.get("ALLOW_PRIVATE_NETWORKS", "").strip().lower() in ("1", "true", "yes", "on"),
         ipfs_gateway=(env.get("IPFS_GATEWAY", "").strip() or "https://ipfs.io").rstrip("/"),
         arweave_gateway=(env.get("ARWEAVE_GATEWAY", "").strip() or "https://arweave.net").rstrip("/"),
+        s3_file_sources=S3FileSources.parse(env.get("S3_FILE_SOURCES", "")),
         _secrets=SecretSource(env),
     )
 

@@ -143,7 +143,8 @@ def compute_workflow() -> "ComputeWorkflow":
     address = provider_address()
     return ComputeWorkflow(
         resolver=asset_resolver(),
-        validator=ComputeValidator(address, environments(), files_checksum=checksums.from_settings(current)),
+        validator=ComputeValidator(address, environments(), files_checksum=checksums.from_settings(current),
+                                   s3_sources=current.s3_file_sources),
         verifier=OrderVerifier(chains().web3, address),
         fees=ProviderFees(current.provider_private_key(), address, decimals=chains().token_decimals),
         jobs=job_service(),

@@ -164,13 +164,16 @@ class JobService:
         job.batch_job_id = batch_job_id
 
     def _manifest(self, job: JobRecord, plan: ComputePlan) -> dict[str, Any]:
+        """The inputs manifest (docs/internals.md). `algorithm.checksums` are the sha256 of each
+        algorithm file as the provider downloaded it at start: the runner places only files that
+        still match them, so a server cannot swap the approved algorithm after the start."""
         return {
             "jobId": job.job_id,
             "owner": job.owner,
             "bucket": self._objects.bucket,
             "prefix": f"jobs/{job.job_id}/",
             "inputs": [dataset.manifest() for dataset in plan.datasets],
-            "algorithm": plan.algorithm.manifest(),
+            "algorithm": {**plan.algorithm.manifest(), "checksums": list(plan.algorithm.checksums)},
         }
 
     def _transaction(self) -> TransactWrite:

@@ -2,6 +2,7 @@
 Batch through botocore's Stubber, events driven through the Lambda event handlers."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import urllib.parse
@@ -10,8 +11,8 @@ import pytest
 import requests
 
 from lifecycle_helpers import (
-    DATA_URL, StubbedBatch, consumer_key, environments_json, initialize, order_both, post_start, publish_samples,
-    start_body,
+    ALGORITHM_CODE, DATA_URL, StubbedBatch, consumer_key, environments_json, initialize, order_both, post_start, publish_samples,
+    s3_file_sources, start_body,
 )
 from signing import sign
 from test_events import batch_event, runner_event
@@ -28,6 +29,7 @@ def provider(aws, chain, client, monkeypatch):
 
     monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
     monkeypatch.setenv("COMPUTE_ENVIRONMENTS", environments_json(chain))
+    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))
     services.reset()
     environments.environments.cache_clear()
     current = services.settings()
@@ -88,6 +90,8 @@ def test_full_lifecycle(client, provider):
                                                       Key=f"jobs/{job['jobId']}/manifest.json")["Body"].read())
     assert manifest["inputs"][0]["files"][0]["url"] == DATA_URL
     assert manifest["algorithm"]["algocustomdata"] == {"threshold": 3}
+    # pinned at start: the runner places the algorithm only if it still has this sha256 (C7)
+    assert manifest["algorithm"]["checksums"] == [hashlib.sha256(ALGORITHM_CODE).hexdigest()]
 
     job_id = job["jobId"]
     for event in (batch_event(job_id, "RUNNABLE", batch_job_id="batch-1", queue=JOB_QUEUE_ARN),
