@@ -81,7 +81,7 @@ def initialize_compute(call: Call) -> object:
 @api.route("/api/services/compute", "POST", endpoint="computeStart", in_body=True, signed=True,
            model=compute_requests.ComputeStartRequest, summary="Start a compute job on ordered datasets")
 def compute_start(call: Call) -> object:
-    return compute.start(call)
+    return compute.start(call, app.lambda_context)
 
 
 @api.route("/api/services/compute", "GET", endpoint="computeStatus", model=compute_requests.ComputeJobQuery,

@@ -17,13 +17,24 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 from pynamodb.attributes import TTLAttribute
 
+from chalicelib import budget
 from chalicelib.config import Settings
+
+
+class TableMeta:
+    """Connection settings every table shares, sized to the request budget (chalicelib.budget):
+    PynamoDB's own defaults (15 s connect, 30 s read, 3 retries) let one hung DynamoDB call hold
+    a request for two minutes."""
+
+    connect_timeout_seconds = budget.DYNAMODB_CONNECT_SECONDS
+    read_timeout_seconds = budget.DYNAMODB_READ_SECONDS
+    max_retry_attempts = budget.DYNAMODB_RETRIES
 
 
 class NonceRecord(Model):
     """The last nonce consumed by an address (checksummed); only ever increases."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "nonces"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -34,7 +45,7 @@ class NonceRecord(Model):
 class RevokedToken(Model):
     """A deleted auth token, kept until it would have expired anyway (TTL)."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "revoked-tokens"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -64,7 +75,7 @@ class JobsByDocument(GlobalSecondaryIndex):
 class JobRecord(Model):
     """A compute job; `status` only moves forward (see compute.status)."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "jobs"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -102,7 +113,7 @@ class JobRecord(Model):
 class OrderUse(Model):
     """Which job an order (chainId:txHash) started; a conditional put makes it single-use."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "orders"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -118,7 +129,7 @@ class AssetRecord(Model):
     last block searched for newer ones, `state` the NFT's metadata state at `updated_at`.
     """
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "assets"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -138,7 +149,7 @@ class EnvironmentUsage(Model):
     """Jobs currently counted against an environment's maxJobs; changed only by conditional
     updates when a job starts (or its start is undone) and when it first reaches a terminal state."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "counters"
         billing_mode = "PAY_PER_REQUEST"
 

@@ -6,6 +6,7 @@ from typing import Any
 from chalice import Response
 
 from chalicelib import services
+from chalicelib.budget import Deadline
 from chalicelib.compute.environments import environments, listing
 from chalicelib.compute.jobs import status_object
 from chalicelib.errors import NotFound, ValidationError
@@ -26,9 +27,11 @@ def initialize(call: Call) -> dict[str, Any]:
     return services.compute_workflow().initialize(call.params)
 
 
-def start(call: Call) -> list[dict[str, Any]]:
+def start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
+    """The deadline starts now: the Lambda's remaining time (none locally), at most the budget."""
+    deadline = Deadline.for_invocation(lambda_context)
     consumer = services.authenticate(call)
-    return [status_object(services.compute_workflow().start(call.params, consumer), None)]
+    return [status_object(services.compute_workflow().start(call.params, consumer, deadline), None)]
 
 
 def status(call: Call) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable, Sequence
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
+from chalicelib import budget
+from chalicelib.budget import Deadline
 from chalicelib.compute import status as st
 from chalicelib.compute import transitions
 from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
@@ -67,8 +69,15 @@ class JobService:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None) -> JobRecord:
-        """Reserve, record, write the manifest, dispatch; undo everything but the record on failure."""
+    def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None, *,
+              deadline: Deadline | None = None) -> JobRecord:
+        """Reserve, record, write the manifest, dispatch; undo everything but the record on failure.
+
+        Nothing is reserved unless `deadline` leaves START_RESERVE_SECONDS: a Lambda killed
+        between the reservation and SubmitJob would leave the order used and the slot taken
+        until the reconciler (compute.reconcile) gives them back."""
+        if deadline is not None:
+            deadline.require(budget.START_RESERVE_SECONDS)
         job = self._new_record(plan, owner, orders)
         self._reserve(job, plan.environment, orders)
         try:
