@@ -72,6 +72,18 @@ class JobsByDocument(GlobalSecondaryIndex):
     date_created = NumberAttribute(range_key=True, attr_name="dateCreated")
 
 
+class ActiveJobs(GlobalSecondaryIndex):
+    """Sparse: only jobs that have not ended carry `activeEnvironment` (set at creation, removed
+    by the write that ends the job), so the reconciler finds the quiet ones without a scan."""
+
+    class Meta:
+        index_name = "active-by-update"
+        projection = AllProjection()
+
+    active_environment = UnicodeAttribute(hash_key=True, attr_name="activeEnvironment")
+    updated_at = NumberAttribute(range_key=True, attr_name="updatedAt")
+
+
 class JobRecord(Model):
     """A compute job; `status` only moves forward (see compute.status)."""
 
@@ -105,9 +117,12 @@ class JobRecord(Model):
     results_truncated = BooleanAttribute(null=True, attr_name="resultsTruncated")
     updated_at = NumberAttribute(null=True, attr_name="updatedAt")
     expires_at = TTLAttribute(null=True, attr_name="expiresAt")
+    # The environment while the job has not ended (the key of `active`), absent afterwards.
+    active_environment = UnicodeAttribute(null=True, attr_name="activeEnvironment")
 
     by_owner = JobsByOwner()
     by_document = JobsByDocument()
+    active = ActiveJobs()
 
 
 class OrderUse(Model):
