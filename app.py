@@ -75,7 +75,7 @@ def compute_environments(call: Call) -> object:
 @api.route("/api/services/initializeCompute", "POST", endpoint="initializeCompute", in_body=True,
            model=compute_requests.InitializeComputeRequest, summary="Provider fees (and reusable orders) before ordering")
 def initialize_compute(call: Call) -> object:
-    return compute.initialize(call)
+    return compute.initialize(call, app.lambda_context)
 
 
 @api.route("/api/services/compute", "POST", endpoint="computeStart", in_body=True, signed=True,

@@ -19,7 +19,9 @@ the undo). A Lambda killed mid-start anyway is healed by the reconciler (compute
 from __future__ import annotations
 
 import time
-from typing import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator
 
 from chalicelib.errors import ServiceUnavailable
 
@@ -38,6 +40,8 @@ RPC_TIMEOUT_SECONDS = 5.0  # the default of the RPC_TIMEOUT setting
 BACKOFF_SECONDS = 1.0  # botocore's standard mode waits at most 2^0 s before the first retry
 
 TOO_LATE = "Not enough time left to start the job safely; try again"
+OUT_OF_TIME = "The request ran out of time; try again"
+MIN_CALL_SECONDS = 0.2  # below this a call cannot succeed: answer now instead
 
 
 def worst_dynamodb_call() -> float:
@@ -80,3 +84,29 @@ class Deadline:
         """ServiceUnavailable (503) unless at least `seconds` are left."""
         if self.remaining() < seconds:
             raise ServiceUnavailable(TOO_LATE)
+
+
+_current: ContextVar[Deadline | None] = ContextVar("deadline", default=None)
+
+
+@contextmanager
+def within(deadline: Deadline) -> Iterator[Deadline]:
+    """Make `deadline` the one `call_timeout` honours while the block runs (this request's)."""
+    token = _current.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _current.reset(token)
+
+
+def call_timeout(limit: float) -> float:
+    """The timeout of one call: `limit`, or less if the current request's deadline is nearer;
+    ServiceUnavailable if no useful time is left. A slow dependency that answers just in time,
+    call after call, thus cannot hold a request past its budget either."""
+    deadline = _current.get()
+    if deadline is None:
+        return limit
+    left = deadline.remaining()
+    if left < MIN_CALL_SECONDS:
+        raise ServiceUnavailable(OUT_OF_TIME)
+    return min(limit, left)

@@ -9,9 +9,12 @@ before it reserves anything.
 from __future__ import annotations
 
 import json
+import threading
 import time
+import urllib.request
 from contextlib import contextmanager
-from typing import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
 
 import pytest
 
@@ -119,6 +122,67 @@ def test_start_with_the_chain_black_holed_answers_503_within_the_budget(client, 
     assert list(OrderUse.scan()) == []
 
 
+@contextmanager
+def slow_rpc(upstream: str, delay: float) -> Iterator[tuple[str, list[float]]]:
+    """A JSON-RPC proxy to `upstream` that answers every call correctly, `delay` seconds late
+    (a node that is slow, not down); yields its URL and when each call arrived."""
+    calls: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            calls.append(time.monotonic())
+            time.sleep(delay)
+            request = urllib.request.Request(upstream, data=body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    payload = answer.read()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except OSError:
+                pass  # the caller gave up on us
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", calls
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_start_with_a_slow_chain_answers_within_the_budget(client, provider, monkeypatch):  # noqa: F811
+    """Each RPC call answers just inside RPC_TIMEOUT, but a start makes many: the calls stop at
+    the request's deadline and nothing is reserved."""
+    chain, batch, published = provider
+    from chalicelib import services
+    from chalicelib.chain.web3access import Chains
+    from chalicelib.models import JobRecord, OrderUse
+
+    account = chain.consumer
+    quote = initialize(client, published, account.address)
+    dataset_tx, algorithm_tx = order_both(chain, published, quote)
+    delay = services.settings().rpc_timeout * 0.8
+    with slow_rpc(chain.rpc_url, delay) as (url, calls):
+        monkeypatch.setattr(services, "chains", lambda: Chains({chain.chain_id: url}, services.settings().rpc_timeout))
+        services.compute_workflow.cache_clear()
+        began = time.monotonic()
+        status, answer = post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
+        took = time.monotonic() - began
+    services.compute_workflow.cache_clear()
+    print(f"POST /compute, chain answering {delay:.1f} s late: {status} in {took:.1f} s after {len(calls)} RPC calls")
+    assert status == 503, answer
+    assert took < _budget() + 1.5, f"{took:.1f} s"  # the last call ends at the deadline; 4 s are left to 29
+    assert list(OrderUse.scan()) == [] and list(JobRecord.scan()) == []
+
+
 class _Context:
     """A Lambda context with a fixed amount of time left."""
 
@@ -139,6 +203,19 @@ def test_deadline_reads_the_lambda_clock_else_the_configured_budget():
     with pytest.raises(ServiceUnavailable):
         Deadline.for_invocation(_Context(3)).require(5)
     Deadline.for_invocation(_Context(10)).require(5)
+
+
+def test_calls_never_wait_past_the_request_deadline():
+    from chalicelib import budget
+    from chalicelib.errors import ServiceUnavailable
+
+    assert budget.call_timeout(5.0) == 5.0  # no request deadline: the call's own limit
+    with budget.within(budget.Deadline(2.0)):
+        assert 1.5 < budget.call_timeout(5.0) <= 2.0
+        assert budget.call_timeout(1.0) == 1.0
+    with budget.within(budget.Deadline(0.05)), pytest.raises(ServiceUnavailable):
+        budget.call_timeout(5.0)
+    assert budget.call_timeout(5.0) == 5.0
 
 
 def test_start_with_too_little_time_left_refuses_before_reserving(client, provider, tmp_path):  # noqa: F811
