@@ -92,6 +92,10 @@ def test_a_start_killed_before_submit_is_ended_and_its_order_and_slot_given_back
             post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
     (job,) = JobRecord.scan()
     assert int(job.status) == 1 and not job.batch_job_id and len(list(OrderUse.scan())) == 2 and _slots() == 1
+    from chalicelib import aws
+
+    listed = aws.client("s3").list_objects_v2(Bucket=services.settings().bucket, Prefix=f"jobs/{job.job_id}/")
+    assert listed.get("KeyCount", 0) == 1  # the manifest was written before SubmitJob
 
     # Too early: the start might still be running. Nothing is asked, nothing changes.
     assert _reconciler(batch, later=60).run().abandoned == []
@@ -106,6 +110,10 @@ def test_a_start_killed_before_submit_is_ended_and_its_order_and_slot_given_back
     assert int(ended.status) == 31 and ended.date_finished and ended.termination_details.as_dict()["reason"]
     assert list(OrderUse.scan()) == [] and _slots() == 0
     assert ended.active_environment is None
+    from chalicelib import aws
+
+    manifests = aws.client("s3").list_objects_v2(Bucket=services.settings().bucket, Prefix=f"jobs/{job.job_id}/")
+    assert manifests.get("KeyCount", 0) == 0, "the killed start's manifest was left behind"
 
     # Run again: the job is no longer a candidate (no Batch call is stubbed, so none may be made).
     assert _reconciler(batch, later=400).run().as_dict() == {"abandoned": [], "described": 0, "applied": {}, "errors": 0}
@@ -194,6 +202,17 @@ def test_a_late_event_first_then_the_reconciler_changes_nothing(client, provider
     assert int(_record(job_id).status) == 41 and _slots() == 0
     assert deliver(client, failed)["action"] == "unchanged"
     assert _slots() == 0
+    batch.stubber.assert_no_pending_responses()
+
+
+def test_batch_or_the_store_failing_is_counted_and_changes_nothing(client, provider):
+    chain, batch, published = provider
+    job, _, _ = started_job(client, provider)
+    deliver(client, batch_event(job["jobId"], "RUNNING", batch_job_id="batch-1", queue=JOB_QUEUE_ARN))
+    batch.stubber.add_client_error("describe_jobs", "ServerException", "Batch is down", 500)
+    report = _reconciler(batch, later=700).run()
+    assert report.errors == 1 and report.applied == {}
+    assert int(_record(job["jobId"]).status) == 40 and _slots() == 1
     batch.stubber.assert_no_pending_responses()
 
 
