@@ -139,6 +139,10 @@ class Reconciler:
                 report.errors += 1
                 continue
             report.described += len(described)
+            unknown = set(chunk) - {detail.get("jobId") for detail in described}
+            if unknown:
+                # Batch forgets jobs some days after they end; such a record needs an operator.
+                log.warning("reconciler: Batch knows none of %s", sorted(unknown))
             for detail in described:
                 outcome = self._events.handle(batch_event(detail))
                 if outcome.job_id:
