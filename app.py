@@ -1,7 +1,7 @@
 """Routes and event handlers of the provider: each maps a request to chalicelib and nothing more."""
 from __future__ import annotations
 
-from chalice import Chalice
+from chalice import Chalice, Rate
 
 from chalicelib import schemas, services
 from chalicelib.compute import handlers as compute
@@ -75,13 +75,13 @@ def compute_environments(call: Call) -> object:
 @api.route("/api/services/initializeCompute", "POST", endpoint="initializeCompute", in_body=True,
            model=compute_requests.InitializeComputeRequest, summary="Provider fees (and reusable orders) before ordering")
 def initialize_compute(call: Call) -> object:
-    return compute.initialize(call)
+    return compute.initialize(call, app.lambda_context)
 
 
 @api.route("/api/services/compute", "POST", endpoint="computeStart", in_body=True, signed=True,
            model=compute_requests.ComputeStartRequest, summary="Start a compute job on ordered datasets")
 def compute_start(call: Call) -> object:
-    return compute.start(call)
+    return compute.start(call, app.lambda_context)
 
 
 @api.route("/api/services/compute", "GET", endpoint="computeStatus", model=compute_requests.ComputeJobQuery,
@@ -124,6 +124,14 @@ def runner_stage_events(event: object) -> object:
     from chalicelib.compute.events import handle_lambda_event
 
     return handle_lambda_event(event, services.job_events())
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_jobs")
+def reconcile_jobs(event: object) -> dict:
+    """Every 5 minutes: end starts killed before dispatch, apply Batch states whose events were lost."""
+    from chalicelib.compute.reconcile import build_reconciler
+
+    return build_reconciler().run().as_dict()
 
 
 @app.lambda_function(name="register_asset")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Mapping
 
+from chalicelib import budget
 from chalicelib.errors import ConfigurationError
 
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
@@ -219,7 +220,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_url=env.get("PROVIDER_URL", "http://127.0.0.1:8030").rstrip("/"),
         metadata_url=metadata_url,
         stage=env.get("STAGE", "dev"),
-        rpc_timeout=float(_positive_number(env, "RPC_TIMEOUT", "10", float)),
+        rpc_timeout=float(_positive_number(env, "RPC_TIMEOUT", str(budget.RPC_TIMEOUT_SECONDS), float)),
         compute_backend=_choice(env, "COMPUTE_BACKEND", ("batch", "local"), "batch"),
         runner_image=env.get("RUNNER_IMAGE", "").strip() or "ocean-c2d-runner:latest",
         batch_job_role_arn=env.get("BATCH_JOB_ROLE_ARN", "").strip() or None,

@@ -17,13 +17,24 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 from pynamodb.attributes import TTLAttribute
 
+from chalicelib import budget
 from chalicelib.config import Settings
+
+
+class TableMeta:
+    """Connection settings every table shares, sized to the request budget (chalicelib.budget):
+    PynamoDB's own defaults (15 s connect, 30 s read, 3 retries) let one hung DynamoDB call hold
+    a request for two minutes."""
+
+    connect_timeout_seconds = budget.DYNAMODB_CONNECT_SECONDS
+    read_timeout_seconds = budget.DYNAMODB_READ_SECONDS
+    max_retry_attempts = budget.DYNAMODB_RETRIES
 
 
 class NonceRecord(Model):
     """The last nonce consumed by an address (checksummed); only ever increases."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "nonces"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -34,7 +45,7 @@ class NonceRecord(Model):
 class RevokedToken(Model):
     """A deleted auth token, kept until it would have expired anyway (TTL)."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "revoked-tokens"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -61,10 +72,22 @@ class JobsByDocument(GlobalSecondaryIndex):
     date_created = NumberAttribute(range_key=True, attr_name="dateCreated")
 
 
+class ActiveJobs(GlobalSecondaryIndex):
+    """Sparse: only jobs that have not ended carry `activeEnvironment` (set at creation, removed
+    by the write that ends the job), so the reconciler finds the quiet ones without a scan."""
+
+    class Meta:
+        index_name = "active-by-update"
+        projection = AllProjection()
+
+    active_environment = UnicodeAttribute(hash_key=True, attr_name="activeEnvironment")
+    updated_at = NumberAttribute(range_key=True, attr_name="updatedAt")
+
+
 class JobRecord(Model):
     """A compute job; `status` only moves forward (see compute.status)."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "jobs"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -94,15 +117,18 @@ class JobRecord(Model):
     results_truncated = BooleanAttribute(null=True, attr_name="resultsTruncated")
     updated_at = NumberAttribute(null=True, attr_name="updatedAt")
     expires_at = TTLAttribute(null=True, attr_name="expiresAt")
+    # The environment while the job has not ended (the key of `active`), absent afterwards.
+    active_environment = UnicodeAttribute(null=True, attr_name="activeEnvironment")
 
     by_owner = JobsByOwner()
     by_document = JobsByDocument()
+    active = ActiveJobs()
 
 
 class OrderUse(Model):
     """Which job an order (chainId:txHash) started; a conditional put makes it single-use."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "orders"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -118,7 +144,7 @@ class AssetRecord(Model):
     last block searched for newer ones, `state` the NFT's metadata state at `updated_at`.
     """
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "assets"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -138,7 +164,7 @@ class EnvironmentUsage(Model):
     """Jobs currently counted against an environment's maxJobs; changed only by conditional
     updates when a job starts (or its start is undone) and when it first reaches a terminal state."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "counters"
         billing_mode = "PAY_PER_REQUEST"
 

@@ -6,6 +6,7 @@ from typing import Any
 from chalice import Response
 
 from chalicelib import services
+from chalicelib import budget
 from chalicelib.compute.environments import environments, listing
 from chalicelib.compute.jobs import status_object
 from chalicelib.errors import NotFound, ValidationError
@@ -22,13 +23,18 @@ def compute_environments(call: Call) -> dict[str, Any]:
     return listing(configured, current.chain_ids, services.provider_address(), running, only)
 
 
-def initialize(call: Call) -> dict[str, Any]:
-    return services.compute_workflow().initialize(call.params)
+def initialize(call: Call, lambda_context: object | None = None) -> dict[str, Any]:
+    """Chain calls within the request's deadline (chalicelib.budget)."""
+    with budget.within(budget.Deadline.for_invocation(lambda_context)):
+        return services.compute_workflow().initialize(call.params)
 
 
-def start(call: Call) -> list[dict[str, Any]]:
-    consumer = services.authenticate(call)
-    return [status_object(services.compute_workflow().start(call.params, consumer), None)]
+def start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
+    """The deadline starts now: the Lambda's remaining time (none locally), at most the budget;
+    chain calls stay within it and nothing is reserved without the time to finish."""
+    with budget.within(budget.Deadline.for_invocation(lambda_context)) as deadline:
+        consumer = services.authenticate(call)
+        return [status_object(services.compute_workflow().start(call.params, consumer, deadline), None)]
 
 
 def status(call: Call) -> list[dict[str, Any]]:

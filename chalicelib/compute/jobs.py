@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable, Sequence
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
+from chalicelib import budget
+from chalicelib.budget import Deadline
 from chalicelib.compute import status as st
 from chalicelib.compute import transitions
 from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
@@ -67,8 +69,15 @@ class JobService:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None) -> JobRecord:
-        """Reserve, record, write the manifest, dispatch; undo everything but the record on failure."""
+    def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None, *,
+              deadline: Deadline | None = None) -> JobRecord:
+        """Reserve, record, write the manifest, dispatch; undo everything but the record on failure.
+
+        Nothing is reserved unless `deadline` leaves START_RESERVE_SECONDS: a Lambda killed
+        between the reservation and SubmitJob would leave the order used and the slot taken
+        until the reconciler (compute.reconcile) gives them back."""
+        if deadline is not None:
+            deadline.require(budget.START_RESERVE_SECONDS)
         job = self._new_record(plan, owner, orders)
         self._reserve(job, plan.environment, orders)
         try:
@@ -115,6 +124,7 @@ class JobService:
             algo_did=plan.algorithm.did,
             orders=[order.key for order in orders],
             updated_at=now,
+            active_environment=environment.id,
         )
 
     def _reserve(self, job: JobRecord, environment: Environment, orders: Sequence[Order]) -> None:
@@ -135,21 +145,47 @@ class JobService:
 
     def _undo(self, job: JobRecord, environment: Environment, orders: Sequence[Order], cause: Exception) -> None:
         log.warning("job %s: start failed (%s); releasing its orders and slot", job.job_id, type(cause).__name__)
-        now = int(self._clock())
         try:
-            with self._transaction() as transaction:
-                transaction.update(EnvironmentUsage(environment.id), actions=[EnvironmentUsage.running.add(-1)])
-                for order in _unique(orders):
-                    transaction.delete(self._orders(order.key), condition=self._orders.job_id == job.job_id)
-                transaction.update(job, actions=[
-                    self._jobs.status.set(st.DATA_FAILED),
-                    self._jobs.status_text.set(st.status_text(st.DATA_FAILED)),
-                    self._jobs.date_finished.set(now),
-                    self._jobs.updated_at.set(now),
-                    self._jobs.termination_details.set({"exitCode": None, "reason": DISPATCH_FAILED}),
-                ], condition=self._jobs.status == st.WARMING_UP)
+            self._release(job, environment.id, [order.key for order in _unique(orders)])
         except PynamoDBException:
             log.error("job %s: could not undo its start; orders %s stay reserved", job.job_id, job.orders)
+        self._delete_manifest(job)
+
+    def abandon(self, job: JobRecord) -> bool:
+        """Undo a start that never reached Batch (its Lambda died between the reservation and
+        SubmitJob): the undo of a failed start, if the job is still at 1 with no Batch job.
+        False if it moved meanwhile; PynamoDBException if the store failed (try again later)."""
+        try:
+            self._release(job, job.environment, list(dict.fromkeys(job.orders or [])),
+                          self._jobs.batch_job_id.does_not_exist())
+        except TransactWriteError as error:
+            if any(getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in error.cancellation_reasons or []):
+                return False
+            raise
+        log.warning("job %s: start abandoned before dispatch; orders %s and its slot given back", job.job_id, job.orders)
+        self._delete_manifest(job)
+        return True
+
+    def _release(self, job: JobRecord, environment_id: str, order_keys: Sequence[str],
+                 condition: Any = None) -> None:
+        """One transaction: the slot back, the orders released, the job ended with 31, if the
+        job is still at 1 (and `condition` holds)."""
+        now = int(self._clock())
+        guard = self._jobs.status == st.WARMING_UP
+        with self._transaction() as transaction:
+            transaction.update(EnvironmentUsage(environment_id), actions=[EnvironmentUsage.running.add(-1)])
+            for key in order_keys:
+                transaction.delete(self._orders(key), condition=self._orders.job_id == job.job_id)
+            transaction.update(job, actions=[
+                self._jobs.status.set(st.DATA_FAILED),
+                self._jobs.status_text.set(st.status_text(st.DATA_FAILED)),
+                self._jobs.date_finished.set(now),
+                self._jobs.updated_at.set(now),
+                self._jobs.termination_details.set({"exitCode": None, "reason": DISPATCH_FAILED}),
+                self._jobs.active_environment.remove(),
+            ], condition=guard if condition is None else guard & condition)
+
+    def _delete_manifest(self, job: JobRecord) -> None:
         try:
             self._objects.delete_job(job.job_id)
         except ServiceUnavailable:
