@@ -67,6 +67,14 @@ class LocalDispatcher:
         if job is not None:
             job.stop(reason)
 
+    def algorithm_log(self, job_id: str) -> bytes | None:
+        """The algorithm's log so far (contract C8), None while the job has none."""
+        path = self._jobs_dir / job_id / "data" / "logs" / "algorithm.log"
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     def _run(self, job: "_LocalJob") -> None:
         try:
             job.run()
