@@ -541,3 +541,31 @@ def test_cors_on_errors(client, aws):
     assert answer.status_code == 400 and answer.headers["Access-Control-Allow-Origin"] == "*"
     answer = client.http.request("PATCH", "/node/api/services/nonce")
     assert answer.status_code == 405 and answer.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_encrypt_at_the_node_prefix_as_ocean_js_sends_it(client, aws):
+    from chalicelib import services
+    from chalicelib.assets import ecies
+
+    response = client.http.post(API + "/encrypt?chainId=8996&nonce=1&consumerAddress=0x" + "1" * 40,
+                                body=b'[{"type": "url"}]', headers={"Content-Type": "application/octet-stream"})
+    assert response.status_code == 201
+    assert ecies.decrypt(services.settings().provider_private_key(), response.body.decode()) == b'[{"type": "url"}]'
+
+
+def test_v4_signed_routes_take_the_authorization_header_and_consume_a_nonce_given(client, node):
+    chain, batch, published = node
+    consumer = chain.consumer
+    token = _token(client, consumer)
+    job_id = free_job(client, node)["jobId"]
+    nonce = time.time_ns()
+    batch.expect_terminate()
+    stopped = client.http.put(f"/api/services/compute?consumerAddress={consumer.address}&jobId={job_id}&nonce={nonce}",
+                              headers={"Authorization": token})
+    assert stopped.status_code == 200 and json.loads(stopped.body)[0]["status"] == 7
+    replay = client.http.put(f"/api/services/compute?consumerAddress={consumer.address}&jobId={job_id}&nonce={nonce}",
+                             headers={"Authorization": token})
+    assert replay.status_code == 400 and "nonce" in json.loads(replay.body)["errors"]
+    other = client.http.put(f"/api/services/compute?consumerAddress={chain.other.address}&jobId={job_id}&nonce={nonce + 1}",
+                            headers={"Authorization": token})
+    assert other.status_code == 401
