@@ -80,6 +80,8 @@ def start(call: Call) -> list[dict[str, Any]]:
     params = call.params
     views.fill_resources(_environment(params.environment), params.resources)
     first, *more = params.datasets
+    # the v4 request the workflow takes; the caller is already authenticated (its nonce, if any,
+    # consumed above), so the nonce here is only a placeholder the model requires
     request = ComputeStartRequest.model_validate({
         "consumerAddress": consumer, "nonce": params.nonce or "0", "environment": params.environment,
         "dataset": first.model_dump(exclude_none=True), "algorithm": params.algorithm.model_dump(exclude_none=True),

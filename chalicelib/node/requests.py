@@ -50,7 +50,9 @@ def _seconds(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[int, BeforeValidator(_seconds), Field(ge=0, le=10**9, description="Seconds.")]
+# ocean.js's initializeCompute puts its `validUntil` (a Unix time) in maxJobDuration; Ocean Node
+# caps any duration at the environment's maximum, and so do we: accept numbers that large.
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(ge=0, le=2**53, description="Seconds (capped by the environment).")]
 
 
 class ResourceRequest(Params):
