@@ -97,7 +97,10 @@ def free_start(call: Call) -> list[dict[str, Any]]:
     environment = _environment(params.environment)
     tier = free.tier_of(environment, consumer)
     views.fill_resources(environment, params.resources)
-    plan = services.compute_workflow().plan_free(consumer, environment.id, params.datasets, params.algorithm)
+    # no order pays for a free job: an order id sent along is dropped, never shown as its agreement
+    datasets = [dataset.model_copy(update={"transferTxId": None}) for dataset in params.datasets]
+    algorithm = params.algorithm.model_copy(update={"transferTxId": None})
+    plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm)
     free.check_publishers(plan, services.settings().free_compute_publishers)
     job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
                                        slots=free.slots(environment, tier, consumer))

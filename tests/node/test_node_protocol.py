@@ -422,7 +422,9 @@ def test_free_job_with_a_failed_dispatch_gives_its_slots_back(client, node):
 
 def test_status_is_unsigned_reduced_and_filters_by_agreement(client, node):
     chain, batch, published = node
-    job = free_job(client, node)
+    job = free_job(client, node, datasets=[{"documentId": published.dataset.did, "serviceId": published.dataset.serviceId,
+                                            "transferTxId": "0x" + "1" * 64}])
+    assert job["agreementId"] == "", "an order sent with a free job is not its agreement"
     jobs = json.loads(get(client, "/compute", consumerAddress=chain.consumer.address).body)
     assert [j["jobId"] for j in jobs] == [job["jobId"]] and jobs[0]["resultsUrls"] == []
     assert json.loads(get(client, "/compute", consumerAddress=chain.other.address, jobId=job["jobId"]).body) == []
