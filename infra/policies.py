@@ -12,8 +12,10 @@ roles that the stage's code is configured to use, and nothing else:
 - `policy-<stage>-events.json`, the two event handlers: read and update job records, update the
   environment counters.
 
-Only `batch:DescribeJobDefinitions` has `"*"` as resource: AWS Batch supports no resource-level
-permission for it (WILDCARD_ACTIONS; tests/infra checks the list against the IAM reference).
+Only `batch:DescribeJobDefinitions` and `batch:DescribeJobs` (the algorithm container's log stream,
+for Ocean Node's computeStreamableLogs) have `"*"` as resource: AWS Batch supports no resource-level
+permission for them (WILDCARD_ACTIONS; tests/infra checks the list against the IAM reference). The
+log streams themselves are read only in ALGORITHM_LOG_GROUP, under the `c2d` stream prefix.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from chalicelib.config import Settings, load_settings
 from chalicelib.errors import ConfigurationError
 
 # Actions that AWS authorizes only on "*" and that the functions need.
-WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions"})
+WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,10 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
         _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),
-        _statement("FindJobDefinitions", sorted(WILDCARD_ACTIONS), "*"),
+        _statement("FindJobDefinitions", ["batch:DescribeJobDefinitions"], "*"),
+        _statement("FindAlgorithmLogStreams", ["batch:DescribeJobs"], "*"),
+        _statement("ReadAlgorithmLogs", ["logs:GetLogEvents"],
+                   [where.arn("logs", f"log-group:{settings.algorithm_log_group}:log-stream:c2d/*")]),
         _statement("RegisterJobDefinitions", ["batch:RegisterJobDefinition"], [definitions]),
         _statement("SubmitJobs", ["batch:SubmitJob"],
                    [where.arn("batch", f"job-queue/{queue}") for queue in queues] + [definitions, jobs]),

@@ -56,3 +56,19 @@ def test_default_responses_are_json_in_the_contract_envelope(kind):
     # API Gateway substitutes $context.error.messageString with the quoted message
     assert json.loads(template.replace("$context.error.messageString", json.dumps('Request too large'))) == {
         "error": "Request too large"}
+
+
+def test_the_api_may_read_only_the_algorithm_containers_log_streams():
+    """computeStreamableLogs on AWS: DescribeJobs (no resource-level permission exists) and
+    GetLogEvents on ALGORITHM_LOG_GROUP's `c2d/` streams, nothing wider."""
+    from infra import policies
+
+    env = {"CHAINS": '{"1": "https://rpc.example"}', "RESULTS_BUCKET": "b", "ALGORITHM_LOG_GROUP": "/c2d/algorithms",
+           "PROVIDER_KEY_SECRET": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:key",
+           "JWT_SECRET_NAME": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:jwt",
+           "BATCH_JOB_ROLE_ARN": "arn:aws:iam::123456789012:role/job", "BATCH_EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/x"}
+    statements = {s["Sid"]: s for s in policies.api_policy(env, "ocean-c2d-provider", "dev")["Statement"]}
+    assert statements["FindAlgorithmLogStreams"]["Action"] == ["batch:DescribeJobs"]
+    assert statements["ReadAlgorithmLogs"] == {
+        "Sid": "ReadAlgorithmLogs", "Effect": "Allow", "Action": ["logs:GetLogEvents"],
+        "Resource": ["arn:aws:logs:eu-west-1:123456789012:log-group:/c2d/algorithms:log-stream:c2d/*"]}
