@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.http import Operation
+from chalicelib.node import is_node_operation
 
 _ERROR = {
     "type": "object",
@@ -91,11 +92,7 @@ NODE_OK_BODIES: dict[str, dict[str, Any]] = {
     "generateAuthToken": _object(["token"], token=_TEXT),
     "invalidateAuthToken": _object(["success"], success={"type": "boolean"}),
 }
-NODE_PREFIX = "/node"
-
-
-def _is_node(operation: Operation) -> bool:
-    return operation.path == NODE_PREFIX or operation.path.startswith(NODE_PREFIX + "/")
+_is_node = is_node_operation
 
 
 def _operation_id(operation: Operation) -> str:

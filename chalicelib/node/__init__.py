@@ -6,3 +6,13 @@ Ocean Node's shape (`environments`), free compute (`free`), the algorithm's log 
 and the route functions (`handlers`), all calling the services the v4 routes use (one nonce
 space per address, one job service, one compute workflow, one token service).
 """
+from __future__ import annotations
+
+from typing import Any
+
+PREFIX = "/node"
+
+
+def is_node_operation(operation: Any) -> bool:
+    """Whether a registered operation (chalicelib.http.Operation) is one of this protocol's."""
+    return operation.path == PREFIX or operation.path.startswith(PREFIX + "/")

@@ -18,19 +18,15 @@ from chalicelib.compute.jobs import status_object
 from chalicelib.compute.requests import ComputeStartRequest, InitializeComputeRequest
 from chalicelib.errors import BusinessError, NotFound
 from chalicelib.http import Call, Operation
+from chalicelib.node import PREFIX, is_node_operation
 from chalicelib.node import environments as views
 from chalicelib.node import free
 from chalicelib.root import SOFTWARE, VERSION
 
-PREFIX = "/node"
 NO_LOG = "No log exists for this job yet"
 
 
 # -- discovery ---------------------------------------------------------------------------------
-
-def is_node_operation(operation: Operation) -> bool:
-    return operation.path == PREFIX or operation.path.startswith(PREFIX + "/")
-
 
 def root_document(operations: Iterable[Operation], chain_ids: list[int], provider_address: str,
                   public_key: str) -> dict[str, Any]:
