@@ -106,6 +106,10 @@ class Settings:
     ipfs_gateway: str
     arweave_gateway: str
     s3_file_sources: S3FileSources = field(default_factory=S3FileSources)
+    # Ocean Node's free compute runs only on datasets these publishers (data NFT owners) or
+    # these dids put up (lower case); empty: no dataset may be computed for free.
+    free_compute_publishers: tuple[str, ...] = ()
+    algorithm_log_group: str = "/aws/batch/job"  # CloudWatch group of the algorithm containers (awslogs)
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -180,6 +184,21 @@ def _parse_chains(raw: str) -> dict[int, str]:
     return chains
 
 
+def _name_list(raw: str) -> tuple[str, ...]:
+    """A setting listing addresses or dids: a JSON list, or comma/space separated."""
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise ConfigurationError("FREE_COMPUTE_PUBLISHERS must be a JSON list or comma-separated") from None
+        if not isinstance(items, list):
+            raise ConfigurationError("FREE_COMPUTE_PUBLISHERS must be a JSON list or comma-separated")
+    else:
+        items = text.replace(",", " ").split()
+    return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+
 def _positive_number(env: Mapping[str, str], name: str, default: str, kind: type = int) -> float:
     raw = env.get(name, default)
     try:
@@ -230,6 +249,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ipfs_gateway=(env.get("IPFS_GATEWAY", "").strip() or "https://ipfs.io").rstrip("/"),
         arweave_gateway=(env.get("ARWEAVE_GATEWAY", "").strip() or "https://arweave.net").rstrip("/"),
         s3_file_sources=S3FileSources.parse(env.get("S3_FILE_SOURCES", "")),
+        free_compute_publishers=_name_list(env.get("FREE_COMPUTE_PUBLISHERS", "")),
+        algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         _secrets=SecretSource(env),
     )
 

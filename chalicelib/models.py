@@ -104,6 +104,9 @@ class JobRecord(Model):
     input_dids = ListAttribute(of=UnicodeAttribute, attr_name="inputDIDs", default=list)
     algo_did = UnicodeAttribute(attr_name="algoDID", default="")
     orders = ListAttribute(of=UnicodeAttribute, default=list)
+    # Counters (EnvironmentUsage keys) the job holds besides its environment's, e.g. a free
+    # tier's: taken in the start transaction, given back by the write that ends the job.
+    usage_keys = ListAttribute(of=UnicodeAttribute, null=True, attr_name="usageKeys")
     batch_job_id = UnicodeAttribute(null=True, attr_name="batchJobId")
     results = JSONAttribute(null=True)
     termination_details = MapAttribute(null=True, attr_name="terminationDetails")

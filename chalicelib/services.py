@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Callable, Optional
 
 from chalicelib import config, models
-from chalicelib.auth.authenticator import Authenticator
+from chalicelib.auth.authenticator import Authenticator, bearer_token
 from chalicelib.auth.nonces import NonceStore
 from chalicelib.auth.signatures import address_of_key, to_checksum_address
 from chalicelib.auth.tokens import TokenService
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from chalicelib.compute.usage import UsageCounter
     from chalicelib.compute.workflow import ComputeWorkflow
     from chalicelib.http import Call
+    from chalicelib.node.logs import AlgorithmLogs
 
 
 @lru_cache(maxsize=1)
@@ -152,12 +153,36 @@ def compute_workflow() -> "ComputeWorkflow":
     )
 
 
+@lru_cache(maxsize=1)
+def provider_public_key() -> str:
+    """The provider's compressed secp256k1 public key, 0x-hex (Ocean Node's `nodePublicKey`)."""
+    from coincurve import PrivateKey
+
+    key = PrivateKey(bytes.fromhex(settings().provider_private_key().removeprefix("0x")))
+    return "0x" + key.public_key.format(compressed=True).hex()
+
+
+@lru_cache(maxsize=1)
+def algorithm_logs() -> "AlgorithmLogs":
+    """A job's algorithm log so far (Ocean Node's computeStreamableLogs): the local dispatcher's,
+    else CloudWatch's (its client built on the first read there), else the published log."""
+    from chalicelib import aws
+    from chalicelib.node.logs import AlgorithmLogs
+
+    current = settings()
+    return AlgorithmLogs(dispatcher(), batch=lambda: aws.client("batch"), logs=lambda: aws.client("logs"),
+                         s3=lambda: aws.client("s3"), bucket=current.bucket, log_group=current.algorithm_log_group,
+                         cloudwatch=current.compute_backend != "local")
+
+
 def reset() -> None:
     """Forget every built service (tests switch settings and AWS backends between cases)."""
     from chalicelib import aws
 
     for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
+        accessor.cache_clear()
+    for accessor in (provider_public_key, algorithm_logs):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()
@@ -168,8 +193,14 @@ def checksum(address: str) -> str:
 
 
 def authenticate(call: "Call", allow_token: bool = True) -> str:
-    """The checksummed caller of a validated signed call, its nonce consumed."""
+    """The checksummed caller of a validated signed call, its nonce consumed.
+
+    Proof, in order: a signature; an `AuthToken` header (v4: the nonce is still required); an
+    `Authorization: <jwt>` header (Ocean Node's: no nonce needed, refusals are 401)."""
     params = call.params
+    authorization = call.header("Authorization")
+    if allow_token and not params.signature and not call.header("AuthToken") and bearer_token(authorization):
+        return authenticator().authenticate_bearer(params.signer(), authorization or "", params.nonce)
     return authenticator().authenticate(
         address=params.signer(),
         nonce=params.nonce,
@@ -177,4 +208,10 @@ def authenticate(call: "Call", allow_token: bool = True) -> str:
         message_prefix=params.message_prefix(),
         auth_token=call.header("AuthToken"),
         allow_token=allow_token,
+        message_suffix=params.message_suffix(),
     )
+
+
+def presented_token(call: "Call") -> str | None:
+    """The auth token a call presents, in either header (v4 `AuthToken`, Ocean Node `Authorization`)."""
+    return call.header("AuthToken") or bearer_token(call.header("Authorization"))

@@ -27,7 +27,9 @@ LISTEN_BACKLOG = 1024
 class _JsonError(LocalGatewayException):
     def __init__(self, code: int, message: str, close: bool = False):
         """`close`: the body was left unread, so the connection ends here, and the client is told."""
-        headers = {"Content-Type": "application/json", **({"Connection": "close"} if close else {})}
+        # CORS as on every route (and as the deployed API's gateway responses): browsers read errors too
+        headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*",
+                   **({"Connection": "close"} if close else {})}
         super().__init__(headers, ('{"error": "%s"}' % message).encode())
         self.CODE = code
 

@@ -16,9 +16,11 @@ roles that the stage's code is configured to use, and nothing else:
   orders table) and deleting a killed start's manifest (under `jobs/`), and asking Batch about
   jobs (DescribeJobs, ListJobs).
 
-Only `batch:DescribeJobDefinitions` (API) and `batch:DescribeJobs`, `batch:ListJobs` (reconciler)
-have `"*"` as resource: AWS Batch supports no resource-level permission for them
+Only `batch:DescribeJobDefinitions` and `batch:DescribeJobs` (API: the algorithm container's log
+stream, for Ocean Node's computeStreamableLogs), and `batch:DescribeJobs`, `batch:ListJobs`
+(reconciler) have `"*"` as resource: AWS Batch supports no resource-level permission for them
 (WILDCARD_ACTIONS, RECONCILE_WILDCARD_ACTIONS; tests/infra checks them against the IAM reference).
+The log streams themselves are read only in ALGORITHM_LOG_GROUP, under the `c2d` stream prefix.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from chalicelib.config import Settings, load_settings
 from chalicelib.errors import ConfigurationError
 
 # Actions that AWS authorizes only on "*" and that the functions need.
-WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions"})
+WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs"})
 RECONCILE_WILDCARD_ACTIONS = frozenset({"batch:DescribeJobs", "batch:ListJobs"})
 ACTIVE_JOBS_INDEX = "active-by-update"  # models.ActiveJobs
 
@@ -118,7 +120,10 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
         _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),
-        _statement("FindJobDefinitions", sorted(WILDCARD_ACTIONS), "*"),
+        _statement("FindJobDefinitions", ["batch:DescribeJobDefinitions"], "*"),
+        _statement("FindAlgorithmLogStreams", ["batch:DescribeJobs"], "*"),
+        _statement("ReadAlgorithmLogs", ["logs:GetLogEvents"],
+                   [where.arn("logs", f"log-group:{settings.algorithm_log_group}:log-stream:c2d/*")]),
         _statement("RegisterJobDefinitions", ["batch:RegisterJobDefinition"], [definitions]),
         _statement("SubmitJobs", ["batch:SubmitJob"],
                    [where.arn("batch", f"job-queue/{queue}") for queue in queues] + [definitions, jobs]),

@@ -40,7 +40,7 @@ def start(call: Call, lambda_context: object | None = None) -> list[dict[str, An
 def status(call: Call) -> list[dict[str, Any]]:
     """Signed (or AuthToken): the caller's jobs with download URLs; unsigned: the reduced view."""
     params = call.params
-    signed = params.wants_signed_view(call.header("AuthToken"))
+    signed = params.wants_signed_view(services.presented_token(call))
     owner = services.authenticate(call) if signed else services.checksum(params.consumerAddress)
     jobs = services.job_service().find(owner, params.jobId, params.documentId)
     if params.jobId and not jobs:

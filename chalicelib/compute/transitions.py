@@ -36,6 +36,8 @@ def write(job: JobRecord, actions: Sequence[Action], condition: Condition, ends_
         with TransactWrite(connection=type(job)._get_connection().connection) as transaction:
             transaction.update(job, actions=[*actions, type(job).active_environment.remove()], condition=condition)
             transaction.update(EnvironmentUsage(job.environment), actions=[EnvironmentUsage.running.add(-1)])
+            for key in job.usage_keys or ():
+                transaction.update(EnvironmentUsage(key), actions=[EnvironmentUsage.running.add(-1)])
     except TransactWriteError as error:
         if any(getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in error.cancellation_reasons or []):
             raise ConditionFailed() from None

@@ -479,6 +479,19 @@ class ComputeValidator:
                           request.algorithm, algorithm, starting=False)
         return replace(plan, valid_until=valid_until)
 
+    def validate_free(
+        self,
+        consumer: str,
+        environment_id: str,
+        requested: Sequence[DatasetInput],
+        datasets: Sequence[Resolved],
+        algorithm_request: AlgorithmInput,
+        algorithm: Optional[Resolved] = None,
+    ) -> ComputePlan:
+        """Every rule of a start except the orders (Ocean Node's free compute): the caller
+        checks the free tier and the operator's free-compute publishers itself."""
+        return self._plan(consumer, environment_id, requested, datasets, algorithm_request, algorithm, starting=False)
+
     def environment(self, environment_id: str, chain_ids: Iterable[int] = ()) -> Environment:
         """The environment, if it exists and serves every one of `chain_ids`."""
         environment = self._environments.get(environment_id)
@@ -559,7 +572,9 @@ class ComputeValidator:
         if not self._provider_url:
             return True
         endpoint = service.get("serviceEndpoint")
-        return isinstance(endpoint, str) and same_endpoint(endpoint, self._provider_url)
+        # the Ocean Node protocol is served at <provider>/node: an asset pointing there is ours too
+        return isinstance(endpoint, str) and any(
+            same_endpoint(endpoint, url) for url in (self._provider_url, self._provider_url.rstrip("/") + "/node"))
 
     def _algorithm(
         self,

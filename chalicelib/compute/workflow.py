@@ -52,6 +52,13 @@ class ComputeWorkflow:
         orders = [Order(order.resource, order.chain_id, result.tx_id) for order, result in verified]
         return self._jobs.start(plan, consumer, orders, timeout, deadline=deadline)
 
+    def plan_free(self, consumer: str, environment_id: str, datasets: Sequence[DatasetInput],
+                  algorithm: AlgorithmInput) -> ComputePlan:
+        """Everything a start validates except the orders (Ocean Node's free compute); the
+        caller applies the free tier and starts the job with no order."""
+        return self._validator.validate_free(consumer, environment_id, datasets, self._resolve_datasets(datasets),
+                                             algorithm, self._resolve_algorithm(algorithm))
+
     def initialize(self, request: InitializeComputeRequest) -> dict[str, Any]:
         """Provider fees to order with (the main dataset pays for the environment), and
         `validOrder` for inputs whose given order can be reused."""
