@@ -43,6 +43,7 @@ class Settings:
     allow_private_networks: bool
     ipfs_gateway: str
     arweave_gateway: str
+    algorithm_log_group: str = "/aws/batch/job"  # CloudWatch group of the algorithm containers (awslogs)
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -166,6 +167,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_private_networks=env.get("ALLOW_PRIVATE_NETWORKS", "").strip().lower() in ("1", "true", "yes", "on"),
         ipfs_gateway=(env.get("IPFS_GATEWAY", "").strip() or "https://ipfs.io").rstrip("/"),
         arweave_gateway=(env.get("ARWEAVE_GATEWAY", "").strip() or "https://arweave.net").rstrip("/"),
+        algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         _secrets=SecretSource(env),
     )
 
