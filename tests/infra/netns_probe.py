@@ -1,7 +1,7 @@
 """Run inside a network namespace by tests/infra/test_network_rules.py (`ip netns exec NS python
 netns_probe.py ...`): serve TCP/UDP ports, or connect to one as a given UID.
 
-    serve [--uid N] tcp:HOST:PORT ... udp:HOST:PORT ...   answer "ok"; log UDP receipts to --log
+    serve [--uid N] tcp:HOST:PORT ... udp:HOST:PORT ...   (HOST may be IPv6: tcp:::1:80)   answer "ok"; log UDP receipts to --log
     probe --uid N tcp|udp HOST PORT                       exit 0 if "ok" came back, else 1
 
 Privileges are dropped with os.setgid/os.setuid before any socket is made (a socket belongs
@@ -13,6 +13,10 @@ import os
 import selectors
 import socket
 import sys
+
+
+def family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def drop_to(uid: int | None) -> None:
@@ -27,9 +31,10 @@ def serve(endpoints: list[str], uid: int | None, receipts: str | None) -> None:
     drop_to(uid)  # before the sockets exist: a socket belongs to the UID that created it
     selector = selectors.DefaultSelector()
     for endpoint in endpoints:
-        proto, host, port = endpoint.split(":")
+        proto, rest = endpoint.split(":", 1)
+        host, port = rest.rsplit(":", 1)
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-        sock = socket.socket(socket.AF_INET, kind)
+        sock = socket.socket(family(host), kind)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, int(port)))
         if proto == "tcp":
@@ -53,7 +58,7 @@ def serve(endpoints: list[str], uid: int | None, receipts: str | None) -> None:
 def probe(uid: int | None, proto: str, host: str, port: int, wait: float) -> int:
     drop_to(uid)
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as sock:
+    with socket.socket(family(host), kind) as sock:
         sock.settimeout(wait)
         try:
             if proto == "tcp":

@@ -30,6 +30,7 @@ SEALED, NETWORK = 4000, 4001
 OUTSIDE, METADATA, CREDENTIALS, PRIVATE = "203.0.113.2", "169.254.169.254", "169.254.170.2", "10.99.0.10"
 ROOT_PORT, SEALED_PORT, NETWORK_PORT, AGENT_PORT = 8081, 8082, 8083, 51679
 STUB_RESOLVER = "127.0.0.53"
+OUTSIDE6 = "2001:db8::2"  # documentation prefix
 
 
 def _user_data(infra_template, resource: str) -> str:
@@ -106,6 +107,8 @@ class Namespaces:
         self.exec(inst, "ip", "addr", "add", "203.0.113.1/24", "dev", veth_in)
         self.exec(inst, "ip", "link", "set", veth_in, "up")
         self.exec(inst, "ip", "route", "add", "default", "via", OUTSIDE)
+        self.exec(inst, "ip", "-6", "addr", "add", "2001:db8::1/64", "dev", veth_in, "nodad")
+        self.exec(out, "ip", "-6", "addr", "add", f"{OUTSIDE6}/64", "dev", veth_out, "nodad")
         self.exec(out, "ip", "addr", "add", f"{OUTSIDE}/24", "dev", veth_out)
         for address in (METADATA, PRIVATE):
             self.exec(out, "ip", "addr", "add", f"{address}/32", "dev", veth_out)
@@ -113,10 +116,10 @@ class Namespaces:
         # ecs-init's rule for the task credential endpoint (not ours: the agent installs it)
         self.exec(inst, "iptables", "-w", "-t", "nat", "-A", "OUTPUT", "-d", CREDENTIALS, "-p", "tcp",
                   "--dport", "80", "-j", "REDIRECT", "--to-ports", str(AGENT_PORT))
-        self.serve(out, None, "tcp:0.0.0.0:80", "tcp:0.0.0.0:8080")
+        self.serve(out, None, "tcp:0.0.0.0:80", "tcp:0.0.0.0:8080", f"tcp:{OUTSIDE6}:8080")
         self.serve(inst, None, f"tcp:127.0.0.1:{AGENT_PORT}", f"tcp:127.0.0.1:{ROOT_PORT}",
                    f"udp:{STUB_RESOLVER}:53")
-        self.serve(inst, SEALED, f"tcp:127.0.0.1:{SEALED_PORT}")
+        self.serve(inst, SEALED, f"tcp:127.0.0.1:{SEALED_PORT}", f"tcp:::1:{SEALED_PORT}")
         self.serve(inst, NETWORK, f"tcp:127.0.0.1:{NETWORK_PORT}")
 
     def serve(self, ns: str, uid: int | None, *endpoints: str) -> None:
@@ -209,6 +212,14 @@ def test_loopback_only_between_processes_of_the_same_uid(instance):
     assert not instance.reaches(SEALED, "127.0.0.1", NETWORK_PORT)
     assert not instance.reaches(NETWORK, "127.0.0.1", SEALED_PORT)
     assert instance.reaches(None, "127.0.0.1", SEALED_PORT)  # not a rule against loopback as such
+
+
+def test_ipv6_only_on_loopback_for_both_uids(instance):
+    assert instance.reaches(None, OUTSIDE6, 8080)
+    assert not instance.reaches(SEALED, OUTSIDE6, 8080)
+    assert not instance.reaches(NETWORK, OUTSIDE6, 8080)
+    assert instance.reaches(SEALED, "::1", SEALED_PORT)
+    assert not instance.reaches(NETWORK, "::1", SEALED_PORT)
 
 
 def test_dns_through_the_stub_resolver_only_for_the_network_uid(instance):
