@@ -24,9 +24,11 @@ Mapping (DESIGN §4), with the decisions this module takes:
   if known, else 31 (checked first: the algorithm then did not run, publish still published the
   logs); the algorithm's image could not start → 32; publish exit ≠ 0 → 62 (before the algorithm,
   so it agrees with the runner's own 62); algorithm exit 124 → 41 "ran out of time" (maxJobDuration
-  is enforced in its container, dispatch.algorithm_script); algorithm exit ≠ 0 → 41, except exit
-  143 or a Cannot*Container reason naming its dependency, which means the agent never ran it
-  (a job definition whose algorithm depended on configure SUCCESS); otherwise SUCCEEDED → 70.
+  is enforced in its container, dispatch.algorithm_script); algorithm exit ≠ 0 → 41; otherwise
+  SUCCEEDED → 70. An algorithm that did not run is never "failed": after a configure failure
+  (its script exits 0, or, with a dependsOn SUCCESS definition, the agent force-stops it with 143
+  "CannotStartContainerError: dependency graph") the exit code reported is none; exit 143 with a
+  Cannot*Container reason after a good configure is its own start failure → 32.
   FAILED with no container verdict: on "Host EC2*" (the instance went away on the last attempt,
   e.g. a spot reclaim) the runner's failure code, else 70 if the runner finished publishing, else
   31 with a reason saying the infrastructure lost the job, never "Algorithm failed"; otherwise by
@@ -111,18 +113,13 @@ class ContainerExit:
 
     @property
     def failed_to_start(self) -> bool:
-        return self.exit_code is None and self.reason.startswith(START_FAILURES)
+        """It never ran: the agent could not pull, create or start it (exit code none, or the
+        SIGTERM the agent gives a container it stops before it ran)."""
+        return self.exit_code in (None, FORCE_STOPPED) and self.reason.startswith(START_FAILURES)
 
     @property
     def failed(self) -> bool:
         return self.exit_code is not None and self.exit_code != 0
-
-    @property
-    def stopped_for_dependency(self) -> bool:
-        """The agent stopped it, or never started it, because a container it depends on failed:
-        it did not run, it did not fail."""
-        reason = self.reason.lower()
-        return "dependency" in reason and (self.exit_code in (None, FORCE_STOPPED) or self.reason.startswith(START_FAILURES))
 
 
 @dataclass(frozen=True)
@@ -401,26 +398,27 @@ def batch_outcome(state: JobState, change: BatchChange) -> tuple[int, dict[str, 
     configure = exits.get(CONFIGURE, ContainerExit())
     algorithm = exits.get(ALGORITHM, exits.get("", ContainerExit()))
     publish = exits.get(PUBLISH, ContainerExit())
-    algorithm_ran = not algorithm.stopped_for_dependency
 
-    def details(reason: str) -> dict[str, Any]:
-        code = algorithm.exit_code if algorithm_ran else None
-        return {"exitCode": code, "reason": (reason or change.status_reason)[:MAX_REASON]}
+    def details(reason: str, ran: bool = True) -> dict[str, Any]:
+        return {"exitCode": algorithm.exit_code if ran else None, "reason": (reason or change.status_reason)[:MAX_REASON]}
 
     if change.batch_status == "FAILED" and is_stop_reason(change.status_reason):
         return st.STOPPED, details("Job stopped")
     if configure.failed or configure.failed_to_start:
+        # the algorithm did not run: its script found no ready marker (exit 0), or, with a
+        # dependsOn SUCCESS definition, the agent force-stopped it (143, "dependency graph")
         if configure.exit_code in CONFIGURE_CODES:
-            return int(configure.exit_code), details(configure.reason or _configure_reason(int(configure.exit_code)))
+            code = int(configure.exit_code)
+            return code, details(configure.reason or st.status_text(code), ran=False)
         known = state.stage_failure if state.stage_failure in CONFIGURE_CODES else st.DATA_FAILED
-        return known, details(configure.reason)
-    if algorithm.failed_to_start and algorithm_ran:
-        return st.ALGORITHM_PROVISIONING_FAILED, details(algorithm.reason)
+        return known, details(configure.reason, ran=False)
+    if algorithm.failed_to_start:
+        return st.ALGORITHM_PROVISIONING_FAILED, details(algorithm.reason, ran=False)
     if publish.failed_to_start or publish.failed:
         return st.PUBLISH_FAILED, details(publish.reason)
     if algorithm.exit_code == TIMED_OUT:
         return st.ALGORITHM_FAILED, details(OUT_OF_TIME)
-    if algorithm.failed and algorithm_ran:
+    if algorithm.failed:
         return st.ALGORITHM_FAILED, details(algorithm.reason)
     if change.batch_status == "SUCCEEDED":
         return st.COMPLETED, details("")
@@ -435,10 +433,6 @@ def batch_outcome(state: JobState, change: BatchChange) -> tuple[int, dict[str, 
     if st.rank(state.status) < st.rank(st.PUBLISHING):
         return st.ALGORITHM_FAILED, details("")
     return st.PUBLISH_FAILED, details("")
-
-
-def _configure_reason(code: int) -> str:
-    return "Data provisioning failed" if code == st.DATA_FAILED else "Algorithm provisioning failed"
 
 
 def _plan_runner(state: JobState, stage: RunnerStage) -> Plan | None:

@@ -276,6 +276,20 @@ def test_a_dependency_stopped_algorithm_did_not_run(handler, code, expected):
     assert record.status == expected and record.termination_details.as_dict()["exitCode"] is None
 
 
+def test_configure_failure_reports_no_algorithm_exit_code(handler):
+    make_job("j", status=20)
+    handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 31, "algorithm": 0, "publish": 0}))
+    assert load("j").termination_details.as_dict()["exitCode"] is None  # it exited 0 without running
+
+
+def test_an_algorithm_container_that_could_not_start_after_a_good_configure_is_32(handler):
+    make_job("j", status=30)
+    handler.handle(batch_event("j", "FAILED", exits={"configure": 0, "algorithm": 143, "publish": 0}, reasons={
+        "algorithm": "CannotStartContainerError: Error response from daemon: exec format error"}))
+    record = load("j")
+    assert record.status == 32 and record.termination_details.as_dict()["exitCode"] is None
+
+
 def test_an_algorithm_out_of_time_fails_with_its_reason_and_keeps_its_logs(handler):
     """maxJobDuration is enforced in the algorithm's container (exit 124); publish still ran."""
     make_job("j", status=40)
