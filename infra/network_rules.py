@@ -40,6 +40,10 @@ therefore also sets Docker's daemon-wide `"no-new-privileges": true` (dockerd
 no setuid/setgid bit or file capability of the image raises privileges), and the algorithm runs
 unprivileged with Docker's default capability set, which has no CAP_NET_ADMIN to edit the rules.
 
+The rules are loaded by a systemd unit before Docker and the ECS agent at every boot (iptables
+rules do not survive a reboot), and the agent's unit requires it: an instance whose rules failed
+to load starts no job.
+
 `user_data()` is the launch templates' user data (MIME multi-part, as AWS Batch requires for
 launch template user data); tests/infra checks that infra/resources.yaml embeds exactly it and
 applies exactly `ipv4_rules()` with exactly `apply_script()` in network namespaces.
@@ -149,7 +153,7 @@ for table_chain in "mangle {MARK_CHAIN}" "filter {FILTER_CHAIN}"; do
   while ip6tables -w -t "$1" -D OUTPUT -j "$2" 2>/dev/null; do :; done
 done
 iptables-restore -w --noflush < "$dir/{V4_FILE}"
-ip6tables-restore -w --noflush < "$dir/{V6_FILE}"
+if [ -e /proc/net/if_inet6 ]; then ip6tables-restore -w --noflush < "$dir/{V6_FILE}"; fi
 """
 
 
@@ -171,6 +175,14 @@ WantedBy=multi-user.target
 """
 
 
+# The ECS agent (which starts every job's containers) needs the rules: if they fail to load at a
+# boot, it does not start and the instance runs no job (fail closed).
+ECS_DROP_IN = f"/etc/systemd/system/ecs.service.d/10-{UNIT_NAME.removesuffix('.service')}.conf"
+_ECS_REQUIRES = f"""[Unit]
+Requires={UNIT_NAME}
+After={UNIT_NAME}
+"""
+
 _DOCKER_NO_NEW_PRIVILEGES = """import json, pathlib
 path = pathlib.Path("/etc/docker/daemon.json")
 config = json.loads(path.read_text() or "{}") if path.exists() else {}
@@ -185,9 +197,10 @@ def _heredoc(path: str, body: str, mode: str, tag: str) -> str:
 
 
 def boot_script() -> str:
-    """The shell part of the user data: install rules, loader and unit, load them now, and make
-    Docker give every container no-new-privileges. cloud-init runs it before the ECS agent
-    registers the instance (ecs.service starts after cloud-final), so no job runs without them."""
+    """The shell part of the user data: install rules, loader and unit, make the ECS agent require
+    the unit, load the rules now, and make Docker give every container no-new-privileges.
+    cloud-init runs it before the ECS agent starts (ecs.service is ordered after cloud-final), and
+    the agent requires the unit at every boot, so no job runs without the rules."""
     return "".join([
         "#!/bin/bash\n",
         "# Compute-to-data: the algorithm UIDs' network rules and Docker's no-new-privileges (infra/network_rules.py).\n",
@@ -197,10 +210,12 @@ def boot_script() -> str:
         _heredoc(f"{RULES_DIR}/{V6_FILE}", ipv6_rules(), "0644", "C2D_EOF"),
         _heredoc(APPLY_PATH, apply_script(), "0755", "C2D_EOF"),
         _heredoc(f"/etc/systemd/system/{UNIT_NAME}", _unit(), "0644", "C2D_EOF"),
+        f"install -d -m 0755 {ECS_DROP_IN.rsplit('/', 1)[0]}\n",
+        _heredoc(ECS_DROP_IN, _ECS_REQUIRES, "0644", "C2D_EOF"),
         "systemctl daemon-reload\n",
         f"systemctl enable --now {UNIT_NAME}\n",
         "python3 - <<'C2D_EOF'\n", _DOCKER_NO_NEW_PRIVILEGES, "C2D_EOF\n",
-        "systemctl restart docker\n",
+        "systemctl try-restart docker\n",
     ])
 
 

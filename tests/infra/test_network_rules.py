@@ -60,9 +60,13 @@ def test_both_launch_templates_install_the_generated_rules(infra_template):
     assert files[network_rules.APPLY_PATH] == network_rules.apply_script()
     unit = files[f"/etc/systemd/system/{network_rules.UNIT_NAME}"]
     assert "Before=network-pre.target docker.service ecs.service" in unit  # at every boot, before any job
+    # fail closed: the ECS agent, which starts every job, does not start without the rules
+    assert files[network_rules.ECS_DROP_IN] == (f"[Unit]\nRequires={network_rules.UNIT_NAME}\n"
+                                               f"After={network_rules.UNIT_NAME}\n")
     script = email.message_from_string(cpu).get_payload()[0].get_payload()
+    assert script.startswith("#!/bin/bash\n") and "set -euo pipefail" in script
     assert f"systemctl enable --now {network_rules.UNIT_NAME}" in script
-    assert 'config["no-new-privileges"] = True' in script and "systemctl restart docker" in script
+    assert 'config["no-new-privileges"] = True' in script and "systemctl try-restart docker" in script
 
 
 # -- the namespaces -------------------------------------------------------------------------
