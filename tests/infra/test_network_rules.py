@@ -235,3 +235,24 @@ def test_dns_through_the_stub_resolver_only_for_the_network_uid(instance):
     assert f"from {SEALED}" not in instance.receipts.read_text()
     assert instance.reaches(NETWORK, STUB_RESOLVER, 53, "udp")
     assert f"from {NETWORK}" in instance.receipts.read_text()
+
+
+def test_the_boot_script_is_valid_bash(infra_template):
+    script = email.message_from_string(_user_data(infra_template, "CpuLaunchTemplate")).get_payload()[0].get_payload()
+    checked = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=10)
+    assert checked.returncode == 0, checked.stderr
+    assert subprocess.run(["sh", "-n"], input=network_rules.apply_script(), capture_output=True, text=True,
+                          timeout=10).returncode == 0
+
+
+def test_the_cli_prints_and_rewrites_the_user_data(tmp_path, capsys):
+    from infra.__main__ import main
+
+    assert main(["user-data"]) == 0
+    assert capsys.readouterr().out == network_rules.user_data()
+    template = tmp_path / "infra" / "resources.yaml"
+    template.parent.mkdir()
+    stale = (HERE.parent.parent / "infra" / "resources.yaml").read_text().replace("C2D-UID-4001", "C2D-UID-STALE")
+    template.write_text(stale)
+    assert main(["--project-dir", str(tmp_path), "user-data", "--write"]) == 0
+    assert template.read_text() == (HERE.parent.parent / "infra" / "resources.yaml").read_text()
