@@ -35,10 +35,12 @@ iptables rules, matched on the sending socket's owner, decide what those UIDs ma
 
 Root (the runner containers, the ECS agent, Docker) is not affected. The rules are useless if
 the algorithm can become root: a hostile image can ship a setuid binary. The launch template
-therefore also sets Docker's daemon-wide `"no-new-privileges": true` (dockerd
-`--no-new-privileges`, CIS Docker Benchmark 2.14: every container gets the no_new_privs bit, so
-no setuid/setgid bit or file capability of the image raises privileges), and the algorithm runs
-unprivileged with Docker's default capability set, which has no CAP_NET_ADMIN to edit the rules.
+therefore also sets Docker's daemon-wide `"no-new-privileges": true` (the dockerd reference's
+`--no-new-privileges`, "set no-new-privileges by default for new containers"; CIS Docker
+Benchmark 2.14): every container gets the no_new_privs bit, so no setuid/setgid bit or file
+capability of the image raises privileges. The algorithm runs unprivileged with Docker's default
+capability set, which has no CAP_NET_ADMIN to edit the rules. (ECS container definitions could
+not do this per container here: Batch's linuxParameters offer no capabilities or securityOpt.)
 
 The rules are loaded by a systemd unit before Docker and the ECS agent at every boot (iptables
 rules do not survive a reboot), and the agent's unit requires it: an instance whose rules failed
@@ -46,7 +48,7 @@ to load starts no job.
 
 `user_data()` is the launch templates' user data (MIME multi-part, as AWS Batch requires for
 launch template user data); tests/infra checks that infra/resources.yaml embeds exactly it and
-applies exactly `ipv4_rules()` with exactly `apply_script()` in network namespaces.
+applies the rule files and loader it installs in network namespaces.
 `python -m infra user-data` prints it.
 """
 from __future__ import annotations
