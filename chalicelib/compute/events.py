@@ -41,9 +41,9 @@ Mapping (DESIGN §4), with the decisions this module takes:
 
 A terminal status sets dateFinished (Batch's stoppedAt, else now) and terminationDetails
 {exitCode: the algorithm container's, reason}; `on_terminal(record)` runs once, on the write
-that first made the job terminal. Results are only entries under jobs/<jobId>/outputs/ (type output) and jobs/<jobId>/logs/ (the
-log types) in our bucket, whatever an event says (never the manifest or results.json),
-cut to fit a DynamoDB item (resultsTruncated; the full list is in resultsKey = results.json,
+that first made the job terminal. Results are only entries under jobs/<jobId>/outputs/ (type
+output) and jobs/<jobId>/logs/ (the log types) in our bucket, whatever an event says (never the
+manifest or results.json), cut to fit a DynamoDB item (resultsTruncated; the full list is in resultsKey = results.json,
 which is also where to look if a 70 job has no results because the runner's event was lost).
 
 Events for queues this provider does not own, for unknown jobs, for another Batch job than the
