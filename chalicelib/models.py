@@ -115,6 +115,7 @@ class JobRecord(Model):
     # where the full results list lives (results.json) and whether `results` was cut to fit
     # an event, and when an event last changed the record.
     stage = NumberAttribute(null=True)
+    batch_attempt = NumberAttribute(null=True, attr_name="batchAttempt")  # highest Batch attempt seen (1-based)
     batch_status = UnicodeAttribute(null=True, attr_name="batchStatus")
     results_key = UnicodeAttribute(null=True, attr_name="resultsKey")
     results_truncated = BooleanAttribute(null=True, attr_name="resultsTruncated")

@@ -118,7 +118,8 @@ def dispatcher() -> "Dispatcher":
 
     return BatchDispatcher(aws.client("batch"), current.runner_image, current.bucket,
                            job_role_arn=current.batch_job_role_arn,
-                           execution_role_arn=current.batch_execution_role_arn, event_bus=current.event_bus)
+                           execution_role_arn=current.batch_execution_role_arn, event_bus=current.event_bus,
+                           region=current.region, algorithm_log_group=current.algorithm_log_group)
 
 
 @lru_cache(maxsize=1)

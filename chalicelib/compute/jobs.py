@@ -100,6 +100,7 @@ class JobService:
             batch_job_id = self._dispatcher.submit(
                 job.job_id, plan.environment, manifest_uri, container, timeout,
                 dids=[dataset.did for dataset in plan.datasets], algorithm_did=plan.algorithm.did,
+                allow_network=plan.allow_network,
             )
         except Exception as error:
             self._undo(job, plan.environment, orders, error, slots)

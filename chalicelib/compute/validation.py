@@ -159,6 +159,7 @@ class PlannedInput(PlannedOrder):
     index: int
     files: tuple[FileObject, ...] = field(repr=False)
     userdata: Mapping[str, Any]
+    allow_network: bool = False  # its compute service says allowNetworkAccess: true (absent = false)
 
     def manifest(self) -> dict[str, Any]:
         """This input in the inputs manifest (docs/internals.md)."""
@@ -199,6 +200,12 @@ class ComputePlan:
     datasets: tuple[PlannedInput, ...]
     algorithm: PlannedAlgorithm
     valid_until: Optional[int] = None  # initializeCompute's compute.validUntil
+
+    @property
+    def allow_network(self) -> bool:
+        """Whether the algorithm may use the network (C8): only if EVERY dataset's compute service
+        allows it; one that does not (or says nothing, or is an access service) keeps it sealed."""
+        return bool(self.datasets) and all(dataset.allow_network for dataset in self.datasets)
 
     def orders(self) -> list[PlannedOrder]:
         """Datasets then the algorithm (if published): the inputs whose orders pay for the job."""
@@ -565,7 +572,7 @@ class ComputeValidator:
             service_index=service_index, service_type=str(service_type),
             datatoken=str(service.get("datatokenAddress", "")), timeout=_timeout(service),
             transfer_tx_id=item.transferTxId, asset=asset, index=index,
-            files=tuple(found.files), userdata=userdata,
+            files=tuple(found.files), userdata=userdata, allow_network=_allows_network(service),
         )
 
     def _served_here(self, service: Mapping[str, Any]) -> bool:
@@ -729,6 +736,12 @@ def _entry_mismatch(entry: Mapping[str, Any], algorithm: _Algorithm) -> Optional
     if container and container != WILDCARD and str(container).lower() != algorithm.container_checksum:
         return "algorithm_container_checksum_mismatch"
     return None
+
+
+def _allows_network(service: Mapping[str, Any]) -> bool:
+    """allowNetworkAccess of a compute service, exactly `true`; anything else means no."""
+    compute = service.get("compute")
+    return service.get("type") == "compute" and isinstance(compute, Mapping) and compute.get("allowNetworkAccess") is True
 
 
 def _list(value: Any) -> list[Any]:

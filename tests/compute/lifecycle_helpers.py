@@ -53,10 +53,15 @@ class StubbedBatch:
         self.stubber = Stubber(self.client)
         self.stubber.activate()
         self.submitted: list[dict[str, Any]] = []
+        self.registered: list[dict[str, Any]] = []
         self.client.meta.events.register("provide-client-params.batch.SubmitJob", self._record)
+        self.client.meta.events.register("provide-client-params.batch.RegisterJobDefinition", self._register)
 
     def _record(self, params: dict[str, Any], **_: Any) -> None:
         self.submitted.append(params)
+
+    def _register(self, params: dict[str, Any], **_: Any) -> None:
+        self.registered.append(params)
 
     def expect_new_definition(self) -> None:
         self.stubber.add_response("describe_job_definitions", {"jobDefinitions": []}, {"jobDefinitionName": ANY, "status": "ACTIVE"})

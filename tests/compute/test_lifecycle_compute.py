@@ -79,8 +79,17 @@ def test_full_lifecycle(client, provider):
     job, dataset_tx, _ = started_job(client, provider)
     assert job["status"] == 1 and job["owner"] == chain.consumer.address and job["agreementId"] == dataset_tx
     submitted = batch.submitted[0]
-    assert submitted["jobQueue"] == "ocean-c2d-cpu" and submitted["timeout"]["attemptDurationSeconds"] <= 3600
     algorithm = submitted["ecsPropertiesOverride"]["taskProperties"][0]["containers"][1]
+    algorithm_seconds = int({e["name"]: e["value"] for e in algorithm["environment"]}["C2D_MAX_SECONDS"])
+    assert submitted["jobQueue"] == "ocean-c2d-cpu" and 60 <= algorithm_seconds <= 3600
+    assert submitted["timeout"]["attemptDurationSeconds"] == algorithm_seconds + 1800  # + configure/publish margin
+    # the only dataset was published with allowNetworkAccess: true (publish_asset's default), so
+    # the start path chose the network-allowed UID (tests/compute/test_network_policy.py: the rest)
+    assert published.dataset.ddo["services"][0]["compute"]["allowNetworkAccess"] is True
+    (definition,) = batch.registered
+    containers = definition["ecsProperties"]["taskProperties"][0]["containers"]
+    assert containers[1]["name"] == "algorithm" and containers[1]["user"] == "4001:4001"
+    assert {"name": "ALGORITHM_UID", "value": "4001"} in containers[0]["environment"]
     assert {"type": "VCPU", "value": "2"} in algorithm["resourceRequirements"]
     assert {"type": "MEMORY", "value": "4096"} in algorithm["resourceRequirements"]
     assert DATA_URL not in json.dumps(batch.submitted), "decrypted URLs never reach Batch"
