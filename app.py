@@ -96,13 +96,13 @@ def compute_status(call: Call) -> object:
     return compute.status(call)
 
 
-@api.route("/api/services/compute", "PUT", endpoint="computeStop", model=compute_requests.ComputeJobSignedQuery,
+@api.route("/api/services/compute", "PUT", endpoint="computeStop", model=compute_requests.ComputeStopQuery,
            signed=True, summary="Stop the caller's jobs", responses={"404": "Unknown job"})
 def compute_stop(call: Call) -> object:
     return compute.stop(call)
 
 
-@api.route("/api/services/compute", "DELETE", endpoint="computeDelete", model=compute_requests.ComputeJobSignedQuery,
+@api.route("/api/services/compute", "DELETE", endpoint="computeDelete", model=compute_requests.ComputeDeleteQuery,
            signed=True, summary="Stop the caller's jobs and delete their results", responses={"404": "Unknown job"})
 def compute_delete(call: Call) -> object:
     return compute.delete(call)

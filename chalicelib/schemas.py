@@ -56,6 +56,12 @@ class SignedParams(Params):
         """What follows the nonce in the signed message: nothing in v4, the command in Ocean Node's."""
         return ""
 
+    def nonceless_message(self) -> str:
+        """A message signed without the nonce that is accepted too ("" for none): only where a
+        client of the protocol signs so and a replay can change nothing (see ComputeStopQuery).
+        The nonce is still required and consumed."""
+        return ""
+
 
 class _AddressSigned(SignedParams):
     """The auth-token calls: signed by `address` over address + nonce, signature mandatory."""

@@ -210,6 +210,7 @@ def authenticate(call: "Call", allow_token: bool = True) -> str:
         auth_token=call.header("AuthToken"),
         allow_token=allow_token,
         message_suffix=params.message_suffix(),
+        nonceless_message=params.nonceless_message(),
     )
 
 

@@ -28,16 +28,24 @@ class Authenticator:
         auth_token: str | None = None,
         allow_token: bool = True,
         message_suffix: str = "",
+        nonceless_message: str = "",
     ) -> str:
         """The checksummed caller, once its signature or token is valid and its nonce consumed.
 
         The signed message is `message_prefix + nonce + message_suffix`: v4 calls put everything
-        before the nonce, Ocean Node's calls put their command after it."""
+        before the nonce, Ocean Node's calls put their command after it. `nonceless_message`, if
+        given, is accepted as well (SignedParams.nonceless_message says where).
+
+        A signature sent without a nonce (ocean.js 3.x's delete signs one but does not send it)
+        is taken to sign the next nonce, stored + 1; it is consumed like any other, so the
+        signature is good once and a concurrent request with the same nonce loses."""
         checksummed = require_address(address)
+        if nonce in (None, "") and signature not in (None, ""):
+            nonce = self._nonces.current(checksummed) + 1  # what a client that sends none signed
         nonce_text, nonce_value = parse_nonce(nonce)
         if signature not in (None, ""):
-            signer = recover_address(message_prefix + nonce_text + message_suffix, signature)  # type: ignore[arg-type]
-            if signer != checksummed:
+            messages = [message_prefix + nonce_text + message_suffix] + ([nonceless_message] if nonceless_message else [])
+            if all(recover_address(message, signature) != checksummed for message in messages):  # type: ignore[arg-type]
                 raise InvalidSignature("Invalid signature provided.")
         elif allow_token and auth_token:
             if self._tokens is None:

@@ -267,9 +267,27 @@ class ComputeJobQuery(SignedParams):
 
 
 class ComputeJobSignedQuery(ComputeJobQuery):
-    """PUT (stop) and DELETE (delete) /api/services/compute: always signed (or AuthToken)."""
+    """PUT (stop, ComputeStopQuery) /api/services/compute: always signed (or AuthToken)."""
 
     nonce: Nonce
+
+
+class ComputeDeleteQuery(ComputeJobQuery):
+    """DELETE /api/services/compute: always signed (or AuthToken). The nonce may be left out:
+    ocean.js 3.x signs the next one (our nonce + 1) without sending it, and the authenticator
+    then verifies and consumes exactly that one."""
+
+
+class ComputeStopQuery(ComputeJobSignedQuery):
+    """PUT /api/services/compute (stop).
+
+    ocean.js 3.x signs a stop over consumerAddress + jobId alone, without the nonce (the original
+    Provider checks no more), so that message is accepted too, for one named job only. Such a
+    signature can be replayed, but all a replay can do is stop that job, which its owner already
+    asked for; stopping every job (no jobId) needs the full message with the nonce."""
+
+    def nonceless_message(self) -> str:
+        return self.consumerAddress + self.jobId if self.jobId else ""
 
 
 def _index_text(value: Union[int, str]) -> str:

@@ -44,10 +44,14 @@ def test_ocean_js_discovers_the_node_protocol(ocean_js_report, local_stack):
     assert str(local_stack["chainId"]) in environment["fees"]
 
 
+STARTING = (1, 10, 20, 30, 40)  # the statuses a job can have when its start answers
+
+
 def test_ocean_js_free_job_with_streamed_log_and_downloaded_output(ocean_js_report, local_stack):
     report = ocean_js_report
     started, finished = report["freeStart"], report["freeFinished"]
-    assert started["status"] == 1 and started["owner"] == _consumer(local_stack)
+    # the answer is the record as it stands after dispatch: the local backend may have moved it on
+    assert started["status"] in STARTING and started["owner"] == _consumer(local_stack)
     assert finished["status"] == 70 and 40 in report["statusesSeen"]
     running = [chunk["text"] for chunk in report["logChunksWhileRunning"]]
     assert running and any("tick 0" in text and "done" not in text for text in running), \
@@ -61,7 +65,7 @@ def test_ocean_js_free_job_with_streamed_log_and_downloaded_output(ocean_js_repo
 def test_ocean_js_token_start_stop_and_invalidation(ocean_js_report):
     report = ocean_js_report
     assert report["token"].count(".") == 2
-    assert report["tokenStart"]["status"] == 1
+    assert report["tokenStart"]["status"] in STARTING
     assert report["tokenStop"]["status"] == 7 and report["afterStop"]["status"] == 7
     assert report["invalidate"] == {"success": True}
     assert "Token is deleted." in report["afterInvalidation"]

@@ -104,7 +104,7 @@ def test_ocean_py_runs_a_job_and_fetches_its_result(ocean_py_report, local_stack
     assert "providerFee" in report["initialize"]["algorithm"]
     assert report["orders"] == ["startOrder", "startOrder"]
     started = report["start"]
-    assert started["status"] == 1 and started["owner"] == _consumer(local_stack) and started["jobId"]
+    assert started["status"] in (1, 10, 20, 30, 40) and started["owner"] == _consumer(local_stack) and started["jobId"]
     assert report["statusesSeen"][-1] == 70 and report["status"]["jobId"] == started["jobId"]
     assert [r["type"] for r in report["status"]["results"]].count("output") == 1
     result = json.loads(report["result"])

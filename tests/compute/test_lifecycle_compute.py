@@ -270,3 +270,48 @@ def test_trusted_algorithm_publishers_are_the_algorithm_nft_owner(client, provid
     batch.expect_submit()
     status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
     assert status == 200, body
+
+
+def nonceless_stop(account, job_id, nonce=None, sign_for=None):
+    """ocean.js 3.x's stop: signed over consumerAddress + jobId, the nonce sent but not signed."""
+    params = {"consumerAddress": account.address, "nonce": nonce or time.time_ns(),
+              "signature": sign(consumer_key(sign_for or account), account.address + job_id)}
+    if job_id:
+        params["jobId"] = job_id
+    return "?" + urllib.parse.urlencode(params)
+
+
+def test_ocean_js3_stop_signature_stops_one_named_job_only(client, provider):
+    chain, batch, _ = provider
+    job, _, _ = started_job(client, provider)
+    job_id = job["jobId"]
+    # not for delete, not without a jobId, not signed by another key, not with a used nonce
+    assert client.http.delete("/api/services/compute" + nonceless_stop(chain.consumer, job_id)).status_code == 400
+    assert client.http.put("/api/services/compute" + nonceless_stop(chain.consumer, "")).status_code == 400
+    assert client.http.put("/api/services/compute" + nonceless_stop(chain.consumer, job_id, sign_for=chain.other)
+                           ).status_code == 400
+    batch.expect_terminate()
+    nonce = time.time_ns()
+    stopped = client.http.put("/api/services/compute" + nonceless_stop(chain.consumer, job_id, nonce))
+    assert stopped.status_code == 200 and json.loads(stopped.body)[0]["status"] == 7
+    replayed = client.http.put("/api/services/compute" + nonceless_stop(chain.consumer, job_id, nonce))
+    assert replayed.status_code == 400, "the nonce is still consumed"
+
+
+def test_ocean_js3_delete_signs_the_next_nonce_without_sending_it(client, provider):
+    chain, batch, published = provider
+    job, _, _ = started_job(client, provider)
+    job_id, did, account = job["jobId"], published.dataset.did, chain.consumer
+    current = json.loads(client.http.get(f"/api/services/nonce?userAddress={account.address}").body)["nonce"]
+
+    def delete_signed_for(nonce: int) -> int:
+        signature = sign(consumer_key(account), account.address + job_id + did + str(nonce))
+        query = urllib.parse.urlencode({"consumerAddress": account.address, "jobId": job_id, "documentId": did,
+                                        "signature": signature})
+        return client.http.delete("/api/services/compute?" + query).status_code
+
+    assert delete_signed_for(int(current) + 2) == 400, "only the next nonce is implied"
+    batch.expect_terminate()
+    assert delete_signed_for(int(current) + 1) == 200
+    assert delete_signed_for(int(current) + 1) == 400, "and it is consumed"
+    assert json.loads(client.http.get(f"/api/services/nonce?userAddress={account.address}").body)["nonce"] == int(current) + 1

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from test_validation_compute import (
+    ALGO_FILES,
     RAW_META,
     make_algorithm,
     make_dataset,
@@ -56,5 +57,5 @@ def test_a_published_algorithm_does_not_change_the_verdict():
     main, algorithm = make_dataset(1, compute={"allowNetworkAccess": False}), make_algorithm()
     algorithm.ddo["services"][0]["compute"] = {"allowNetworkAccess": True}
     request = start_request(main, algorithm)
-    plan = validator().validate_start(request, with_files(main), Resolved(algorithm, ({"type": "url", "url": "https://x/a.py"},)))
+    plan = validator().validate_start(request, with_files(main), Resolved(algorithm, ALGO_FILES))
     assert plan.allow_network is False

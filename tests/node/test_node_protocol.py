@@ -11,9 +11,11 @@ import pytest
 import requests
 
 from lifecycle_helpers import (
-    StubbedBatch, consumer_key, environments_json, initialize, order_both, publish_samples,
+    StubbedBatch, consumer_key, environments_json, initialize, order_both, publish_samples, s3_file_sources,
 )
 from signing import sign
+
+from chalicelib.compute.dispatch import batch_timeout_seconds
 from test_events import batch_event, runner_event
 
 JOB_QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/ocean-c2d-cpu"
@@ -41,6 +43,7 @@ def node(aws, chain, client, monkeypatch):
     monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
     monkeypatch.setenv("COMPUTE_ENVIRONMENTS", free_environments(chain))
     monkeypatch.setenv("FREE_COMPUTE_PUBLISHERS", chain.publisher.address)
+    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))
     services.reset()
     environments.environments.cache_clear()
     current = services.settings()
@@ -291,7 +294,11 @@ def test_free_job_runs_to_completion_with_status_logs_and_results(client, node):
     job_id = job["jobId"]
     assert job["status"] == 1 and job["owner"] == consumer.address and job["agreementId"] == ""
     submitted = batch.submitted[-1]
-    assert submitted["timeout"]["attemptDurationSeconds"] <= 120, "the free tier's maxJobDuration bounds the job"
+    (algorithm,) = [c for c in submitted["ecsPropertiesOverride"]["taskProperties"][0]["containers"]
+                    if c["name"] == "algorithm"]
+    limit = int({e["name"]: e["value"] for e in algorithm["environment"]}["C2D_MAX_SECONDS"])
+    assert limit <= 120, "the free tier's maxJobDuration bounds the algorithm"
+    assert submitted["timeout"]["attemptDurationSeconds"] == batch_timeout_seconds(limit)
     deliver(client, batch_event(job_id, "RUNNING", batch_job_id="batch-free", queue=JOB_QUEUE_ARN))
 
     # while it runs, the algorithm's log is read from its CloudWatch stream
