@@ -6,7 +6,7 @@ reads every answer, errors included: without CORS the browser would hide them al
 
 chromium is installed with apt when missing and the tests run as root (CI does); elsewhere the
 test is skipped with the reason. The browser is driven over CDP by playwright-core from the test's
-node project (oceanjs_project)."""
+node project (node_projects)."""
 from __future__ import annotations
 
 import fcntl
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from oceanjs_project import PROJECT, installed
+from node_projects import OCEAN_JS as PROJECT, installed
 from signing import sign
 
 pytestmark = pytest.mark.timeout(900)
@@ -87,7 +87,7 @@ def other_origin(tmp_path):
 
 def test_a_page_of_another_origin_reads_both_protocols(local_stack, other_origin, tmp_path):
     executable = chromium()
-    installed()
+    installed(PROJECT)
     api = local_stack["providerUrl"]
     key = local_stack["consumerPrivateKey"]
     from chalicelib.auth.signatures import address_of_key

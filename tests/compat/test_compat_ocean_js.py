@@ -3,36 +3,28 @@
 token, a free job to status 70 with its log streamed while it runs and its output downloaded (URL
 and stream), a token-authorised start, its stop, the token's invalidation and refusal after it.
 
-tests/compat/oceanjs/driver.mjs runs in the test's own node project (oceanjs_project) and writes
+tests/compat/oceanjs/driver.mjs runs in the test's own node project (node_projects) and writes
 what every call answered; this test checks it. Its `@oceanprotocol/ddo-js` is pinned to 0.2.0 (the
 registry lacks the 0.3.0 ocean.js asks for; no provider call uses it).
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
-from oceanjs_project import INSTALL_TIMEOUT, PROJECT, installed
+from node_projects import INSTALL_TIMEOUT, OCEAN_JS, installed, run_driver
 
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + 400)
 
 
 @pytest.fixture(scope="module")
 def ocean_js_report(local_stack, tmp_path_factory) -> dict:
-    took = installed()
+    took = installed(OCEAN_JS)
     if took:
         print(f"ocean.js node project installed in {took:.0f} s", file=sys.stderr)
-    work = tmp_path_factory.mktemp("ocean_js")
-    (work / "stack.json").write_text(json.dumps(local_stack))
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(work))}
-    done = subprocess.run(["node", str(PROJECT / "driver.mjs"), str(work / "stack.json"), str(work / "report.json")],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=PROJECT)
-    assert done.returncode == 0, f"ocean.js driver failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
-    return json.loads((work / "report.json").read_text())
+    return run_driver(OCEAN_JS, "driver.mjs", local_stack, tmp_path_factory.mktemp("ocean_js"))
 
 
 def test_ocean_js_discovers_the_node_protocol(ocean_js_report, local_stack):

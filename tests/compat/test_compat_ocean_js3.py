@@ -7,47 +7,19 @@ orders through ocean.js's `Datatoken`, and writes what each call answered for th
 """
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).with_name("oceanjs3")
-INSTALL_TIMEOUT = 600
+from node_projects import INSTALL_TIMEOUT, OCEAN_JS3, installed, run_driver
+
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + 300)
-
-
-def installed_project() -> Path:
-    """The node project with its dependencies (npm ci once; a marker says it is complete)."""
-    marker = PROJECT / "node_modules" / ".installed"
-    lock_path = PROJECT.parents[2] / ".local" / "oceanjs3-install.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.exists():
-            npm = shutil.which("npm")
-            assert npm, "npm is needed for the ocean.js compatibility test"
-            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PROJECT,
-                                  capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
-            assert done.returncode == 0, f"npm ci of ocean.js 3.4.6 failed:\n{done.stderr[-3000:]}"
-            marker.write_text("installed\n")
-    return PROJECT
 
 
 @pytest.fixture(scope="module")
 def ocean_js3_report(local_stack, tmp_path_factory) -> dict:
-    project = installed_project()
-    work = tmp_path_factory.mktemp("ocean_js3")
-    (work / "stack.json").write_text(json.dumps(local_stack))
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(work))}
-    done = subprocess.run(["node", str(project / "driver.cjs"), str(work / "stack.json"), str(work / "report.json")],
-                          capture_output=True, text=True, timeout=240, env=env, cwd=project)
-    assert done.returncode == 0, f"ocean.js 3.4.6 driver failed:\n{done.stderr[-6000:]}"
-    return json.loads((work / "report.json").read_text())
+    installed(OCEAN_JS3)
+    return run_driver(OCEAN_JS3, "driver.cjs", local_stack, tmp_path_factory.mktemp("ocean_js3"), timeout=240)
 
 
 def test_ocean_js3_runs_a_job_and_downloads_its_result(ocean_js3_report, local_stack):
