@@ -169,10 +169,14 @@ class TransactionSender:
             return None
 
     def submit(self, chain_id: int, purpose: str, to: str, data: str, *, gas: int | None = None,
-               value: int = 0) -> ChainTransaction:
+               value: int = 0, extra_gas: int = 0) -> ChainTransaction:
         """Record then broadcast the call `data` to `to` for `purpose`; the record (existing
         one if the purpose was already submitted, and not dropped). Returns without waiting for
-        mining: see `wait()`. TransactionRejected (400) when the call would revert."""
+        mining: see `wait()`. TransactionRejected (400) when the call would revert.
+
+        `gas` None estimates it (× gas_margin) and adds `extra_gas`: headroom for calls whose
+        cost grows with state that transactions mined before this one may add (unused gas is
+        not paid)."""
         existing = self.find(chain_id, purpose)
         if existing is not None and existing.status != "dropped":
             return existing
@@ -182,7 +186,7 @@ class TransactionSender:
         to = w3.to_checksum_address(to)
         with rpc_errors(chain_id):
             if gas is None:
-                gas = self._estimate(w3, purpose, to, data, value)
+                gas = self._estimate(w3, purpose, to, data, value) + extra_gas
             mined_count = int(w3.eth.get_transaction_count(self.address, "latest"))
         fees = self.current_fees(chain_id)
         record = self._record(chain_id, purpose, to, data, value, gas, fees, mined_count, replacing=existing)
