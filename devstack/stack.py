@@ -95,6 +95,8 @@ class LocalStack:
                     "COMPUTE_BACKEND": "local", "COMPUTE_ENVIRONMENTS": local_environments(self.chain),
                     # the sample files are served on loopback: let the provider and runner reach them
                     "ALLOW_PRIVATE_NETWORKS": "1",
+                    # Ocean Node's escrow payments (chalicelib.payments.setup)
+                    "ESCROW_CONTRACTS": json.dumps({str(self.chain.chain_id): self.chain.contracts.Escrow}),
                     "DEVSTACK_STATE_DIR": str(STATE_DIR)}
         os.environ.update(self.env)
         from chalicelib.bootstrap import bootstrap
@@ -128,7 +130,7 @@ class LocalStack:
             "consumerPrivateKey": "0x" + bytes(chain.consumer.key).hex(),
             "dataset": asset(samples.dataset),
             "algorithm": asset(samples.algorithm),
-            "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken")},
+            "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken", "Escrow")},
             "awsEndpoint": self.moto_url,
         }
 

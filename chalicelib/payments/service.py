@@ -238,6 +238,39 @@ class EscrowPayments:
                     logger.exception("payment of job %s could not progress", payment.job_id)
         return touched
 
+    def view(self, job_id: str) -> dict[str, Any] | None:
+        """The job's payment for its status: amounts, and each transaction's hash, nonce and
+        outcome (None for a job without escrow payment)."""
+        payment = self.get(job_id)
+        if payment is None:
+            return None
+
+        def transaction(kind: str) -> dict[str, Any] | None:
+            tx = self.sender.find(payment.chain_id, f"{kind}:{job_id}")
+            if tx is None:
+                return None
+            return {"hash": tx.tx_hash, "nonce": int(tx.nonce), "status": tx.status, "attempts": len(tx.attempts)}
+
+        return {
+            "status": payment.status, "chainId": int(payment.chain_id), "escrowAddress": payment.escrow,
+            "token": payment.token, "payer": payment.payer, "payee": payment.payee, "amount": payment.amount,
+            "claimed": payment.claimed, "billedSeconds": payment.billed_seconds, "reason": payment.reason,
+            "lock": transaction("lock"), "claim": transaction("claim"), "cancel": transaction("cancel"),
+        }  # fmt: skip
+
+    def gas_balances(self, chain_ids: Iterable[int]) -> dict[str, str | None]:
+        """The provider's native balance (wei, decimal string) per chain, None where the node
+        does not answer: for the environments' v2 view or the root document."""
+        from chalicelib.errors import ServiceUnavailable
+
+        balances: dict[str, str | None] = {}
+        for chain_id in chain_ids:
+            try:
+                balances[str(chain_id)] = str(self.sender.balance(chain_id))
+            except ServiceUnavailable:
+                balances[str(chain_id)] = None
+        return balances
+
     def get(self, job_id: str) -> EscrowPayment | None:
         try:
             return EscrowPayment.get(job_id, consistent_read=True)

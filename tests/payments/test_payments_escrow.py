@@ -188,3 +188,19 @@ def test_twenty_concurrent_locks_from_separate_senders_are_all_mined(chain, atom
     assert sorted(lock[0] for lock in locks) == sorted(lock_id(f"job-{i:02d}") for i in range(20))
     assert funds(chain) == (0, 20 * 14 * OCEAN_UNIT)
     assert MAX_JOB_DURATION == 600
+
+
+def test_the_payment_view_shows_each_transaction_with_its_nonce_and_outcome(consumer_ready) -> None:
+    chain = consumer_ready
+    payments = new_payments(chain)
+    assert payments.view("job-none") is None
+    payments.lock(job_id="job-view", payer=chain.consumer.address, quote=quote(payments, chain))
+    payments.confirm_lock("job-view", timeout=10)
+    payments.claim("job-view", 100)
+    payments.wait("job-view", 10)
+    view = payments.view("job-view")
+    assert view["status"] == "claimed" and view["amount"] == str(14 * OCEAN_UNIT) and view["claimed"] == str(2 * PER_MINUTE)
+    assert view["lock"]["status"] == view["claim"]["status"] == "mined" and view["cancel"] is None
+    assert view["claim"]["nonce"] == view["lock"]["nonce"] + 1
+    assert chain.w3.eth.get_transaction(view["claim"]["hash"])["nonce"] == view["claim"]["nonce"]
+    assert payments.gas_balances([chain.chain_id]) == {str(chain.chain_id): str(chain.w3.eth.get_balance(chain.provider.address))}
