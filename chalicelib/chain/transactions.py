@@ -308,10 +308,11 @@ class TransactionSender:
             status = "mined" if int(receipt["status"]) == 1 else "reverted"
             return self._finish(record, status, receipt=receipt)
         last = record.attempts[-1]
-        if last.sent_at is None:
+        since = self._clock() - float(last.signed_at if last.sent_at is None else last.sent_at)
+        if since >= self.stuck_after:
+            self.replace(record)  # stuck in the pool, or refused by the node for that long
+        elif last.sent_at is None:
             self._broadcast(record)
-        elif self._clock() - float(last.sent_at) >= self.stuck_after:
-            self.replace(record)
         return ChainTransaction.get(record.key, consistent_read=True)
 
     def replace(self, record: ChainTransaction) -> ChainTransaction:
@@ -360,6 +361,9 @@ class TransactionSender:
         for chain_id in chain_ids:
             try:
                 for record in list(self.open_transactions(chain_id)):
+                    if record.sender != self.address:
+                        logger.warning("tx %s was sent by another key (%s): left alone", record.purpose, record.sender)
+                        continue
                     touched.append(self.refresh(ChainTransaction.get(record.key, consistent_read=True)))
             except ServiceUnavailable as error:
                 logger.warning("heal of chain %s skipped: %s", chain_id, error)

@@ -147,3 +147,18 @@ class _DieOnBroadcast(Web3Middleware):
             return make_request(method, params)
 
         return middleware
+
+
+def test_a_transaction_the_node_keeps_refusing_is_signed_again_at_a_higher_fee(chain) -> None:
+    """Recorded, but every broadcast fails (the node is down, or refuses the fee): once
+    stuck_after has passed since it was signed, heal() replaces it rather than resending it."""
+    now = [5_000.0]
+    dying = new_sender(chain, clock=lambda: now[0], stuck_after=30)
+    dying._web3_for(chain.chain_id).middleware_onion.inject(_DieOnBroadcast, layer=0)
+    record = _transfer(chain, dying, "test:refused")
+    now[0] += 31
+    healer = new_sender(chain, clock=lambda: now[0], stuck_after=30)
+    [healed] = healer.heal([chain.chain_id])
+    assert len(healed.attempts) == 2 and healed.attempts[1].max_fee > record.attempts[0].max_fee
+    done = healer.wait(chain.chain_id, "test:refused", timeout=10)
+    assert done.status == "mined" and done.mined_hash == healed.attempts[1].tx_hash

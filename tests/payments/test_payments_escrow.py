@@ -204,3 +204,18 @@ def test_the_payment_view_shows_each_transaction_with_its_nonce_and_outcome(cons
     assert view["claim"]["nonce"] == view["lock"]["nonce"] + 1
     assert chain.w3.eth.get_transaction(view["claim"]["hash"])["nonce"] == view["claim"]["nonce"]
     assert payments.gas_balances([chain.chain_id]) == {str(chain.chain_id): str(chain.w3.eth.get_balance(chain.provider.address))}
+
+
+def test_a_claim_after_the_lock_expired_is_recorded_as_the_contracts_cancel(consumer_ready) -> None:
+    from devstack.anvil import increase_time
+
+    chain = consumer_ready
+    before = funds(chain)
+    payments = new_payments(chain, queue_wait=0, claim_margin=0)
+    payments.lock(job_id="job-late", payer=chain.consumer.address, quote=quote(payments, chain))
+    assert payments.confirm_lock("job-late", timeout=10).status == "locked"
+    increase_time(chain.w3, MAX_JOB_DURATION + 5)
+    late = payments.wait("job-late", 10) if payments.claim("job-late", 300) else None
+    assert late.status == "cancelled" and late.claimed == "0" and "expired" in late.reason
+    assert [e["amount"] for e in events(chain, late.settle_tx, "Canceled")] == [14 * OCEAN_UNIT]
+    assert funds(chain) == before
