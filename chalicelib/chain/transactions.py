@@ -56,7 +56,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from chalicelib.errors import BusinessError, ServiceUnavailable
-from chalicelib.payments.models import Attempt, ChainAccount, ChainTransaction
+from chalicelib.payments.models import Attempt, ChainAccount, ChainTransaction, store_errors
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -162,12 +162,14 @@ class TransactionSender:
 
     # ---- sending ---------------------------------------------------------------------------
 
+    @store_errors
     def find(self, chain_id: int, purpose: str) -> ChainTransaction | None:
         try:
             return ChainTransaction.get(_key(chain_id, purpose), consistent_read=True)
         except ChainTransaction.DoesNotExist:
             return None
 
+    @store_errors
     def submit(self, chain_id: int, purpose: str, to: str, data: str, *, gas: int | None = None,
                value: int = 0, extra_gas: int = 0) -> ChainTransaction:
         """Record then broadcast the call `data` to `to` for `purpose`; the record (existing
@@ -288,6 +290,7 @@ class TransactionSender:
 
     # ---- receipts, replacement, healing ----------------------------------------------------
 
+    @store_errors
     def refresh(self, record: ChainTransaction) -> ChainTransaction:
         """One step towards the end: record a receipt, else broadcast what was never sent or
         replace what is stuck. Returns the record (re-read)."""
@@ -315,6 +318,7 @@ class TransactionSender:
             self._broadcast(record)
         return ChainTransaction.get(record.key, consistent_read=True)
 
+    @store_errors
     def replace(self, record: ChainTransaction) -> ChainTransaction:
         """Sign the transaction again with its nonce and higher fees, record, broadcast."""
         last = record.attempts[-1]
@@ -339,6 +343,7 @@ class TransactionSender:
         self._broadcast(record)
         return record
 
+    @store_errors
     def wait(self, chain_id: int, purpose: str, timeout: float, poll: float = 0.25) -> ChainTransaction:
         """Refresh the purpose's record until it is final or `timeout` seconds passed."""
         record = self.find(chain_id, purpose)
@@ -354,6 +359,7 @@ class TransactionSender:
     def open_transactions(self, chain_id: int) -> Iterable[ChainTransaction]:
         return ChainTransaction.open_by_chain.query(chain_id)
 
+    @store_errors
     def heal(self, chain_ids: Iterable[int]) -> list[ChainTransaction]:
         """Finish what was left on each chain, in nonce order; the records it touched. A chain
         that does not answer is skipped (logged) so the others still heal."""

@@ -17,12 +17,19 @@ RESOURCE_PREFIX (as the other tables' names do).
 """
 from __future__ import annotations
 
+import functools
+import logging
 import os
-from typing import Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from pynamodb.attributes import ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
+
+from chalicelib.errors import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ChainAccount(Model):
@@ -153,3 +160,22 @@ def bind(region: str, env: Mapping[str, str] | None = None) -> tuple[type[Model]
         model.Meta.region = region
         model._connection = None
     return PAYMENT_MODELS
+
+
+def store_errors(function: F) -> F:
+    """A DynamoDB failure escaping `function` becomes a 503 (never a 500): for the public
+    methods of the sender and the payments service. Expected conditional failures are handled
+    inside them and never get here."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+        from pynamodb.exceptions import PynamoDBException
+
+        try:
+            return function(*args, **kwargs)
+        except (PynamoDBException, BotoCoreError, ClientError) as error:
+            logger.warning("%s: the payments store failed: %s", function.__qualname__, type(error).__name__)
+            raise ServiceUnavailable("the payments store did not answer; try again") from None
+
+    return call  # type: ignore[return-value]

@@ -40,7 +40,7 @@ from chalicelib.chain.transactions import FINAL, TransactionRejected, Transactio
 from chalicelib.errors import BusinessError
 from chalicelib.payments import pricing
 from chalicelib.payments.escrow import EscrowContract, lock_id
-from chalicelib.payments.models import EscrowPayment
+from chalicelib.payments.models import EscrowPayment, store_errors
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class EscrowPayments:
             raise PaymentRefused("insufficient_funds", f"escrow: insufficient funds: {funds.available} available, "
                                                        f"{quote.amount} needed")
 
+    @store_errors
     def lock(self, *, job_id: str, payer: str, quote: PaymentQuote) -> EscrowPayment:
         """Check, record and send the job's lock; returns the payment (status `locking`, or
         whatever an earlier call for this job reached: a replayed start never locks twice)."""
@@ -181,6 +182,7 @@ class EscrowPayments:
             raise PaymentRefused("lock_refused", f"escrow refused the lock: {refused.reason}") from None
         return self._move(payment, ("locking", "claiming", "cancelling"), None, lock_tx=tx.tx_hash)
 
+    @store_errors
     def confirm_lock(self, job_id: str, timeout: float = 0) -> EscrowPayment:
         """Wait up to `timeout` s for the lock: `locked` (dispatch the job), `lock_failed` (end it
         with `reason`), or still `locking` (the reconciler's heal() goes on)."""
@@ -188,6 +190,7 @@ class EscrowPayments:
 
     # ---- after the job -------------------------------------------------------------------
 
+    @store_errors
     def claim(self, job_id: str, run_seconds: float) -> EscrowPayment:
         """Bill the job's run time clamped to [minJobDuration, maxJobDuration]; the rest returns
         to the consumer. Idempotent: a second call returns the payment as it is."""
@@ -198,6 +201,7 @@ class EscrowPayments:
                              open=payment.chain_id)
         return self._progress(payment)
 
+    @store_errors
     def cancel(self, job_id: str, reason: str) -> EscrowPayment:
         """Release the whole lock (the start failed after locking, or the job never ran)."""
         payment = self._require(job_id)
@@ -205,6 +209,7 @@ class EscrowPayments:
                              reason=reason, open=payment.chain_id)
         return self._progress(payment)
 
+    @store_errors
     def settle(self, job_id: str, run_seconds: float | None) -> EscrowPayment | None:
         """For the terminal event: claim what ran, cancel a job that never ran; None for a job
         without escrow payment."""
@@ -214,6 +219,7 @@ class EscrowPayments:
             return self.cancel(job_id, "the job never ran")
         return self.claim(job_id, run_seconds)
 
+    @store_errors
     def wait(self, job_id: str, timeout: float, poll: float = 0.25,
              until: Callable[[EscrowPayment], bool] | None = None) -> EscrowPayment:
         """Progress the payment until `until(payment)` (default: no longer open) or `timeout`."""
@@ -225,9 +231,11 @@ class EscrowPayments:
             payment = self._progress(payment)
         return payment
 
+    @store_errors
     def heal(self, chain_ids: Iterable[int]) -> list[EscrowPayment]:
         """Finish every open payment (locks to confirm, settlements to send or confirm), and every
         open transaction of the provider, on each chain. For the reconciler."""
+        chain_ids = list(chain_ids)
         self.sender.heal(chain_ids)
         touched = []
         for chain_id in chain_ids:
@@ -238,6 +246,7 @@ class EscrowPayments:
                     logger.exception("payment of job %s could not progress", payment.job_id)
         return touched
 
+    @store_errors
     def view(self, job_id: str) -> dict[str, Any] | None:
         """The job's payment for its status: amounts, and each transaction's hash, nonce and
         outcome (None for a job without escrow payment)."""
@@ -271,6 +280,7 @@ class EscrowPayments:
                 balances[str(chain_id)] = None
         return balances
 
+    @store_errors
     def get(self, job_id: str) -> EscrowPayment | None:
         try:
             return EscrowPayment.get(job_id, consistent_read=True)
@@ -314,6 +324,11 @@ class EscrowPayments:
                 tx = self.sender.submit(payment.chain_id, purpose, payment.escrow, data,
                                         extra_gas=ESCROW_GAS_HEADROOM)
             except TransactionRejected as refused:
+                if self.escrow.lock(payment.chain_id, payment.payee, payment.payer, payment.token,
+                                    int(payment.lock_id)) is None and kind == "cancel":
+                    # expired and released by anyone's cancelExpiredLock: the funds are back
+                    return self._move(payment, (payment.status,), "cancelled", open=None, claimed="0",
+                                      reason=f"{payment.reason}; the lock was already released")
                 return self._move(payment, (payment.status,), "settle_failed", open=None,
                                   reason=f"{kind} refused: {refused.reason}")
             payment = self._move(payment, (payment.status,), None, settle_tx=tx.tx_hash)

@@ -219,3 +219,29 @@ def test_a_claim_after_the_lock_expired_is_recorded_as_the_contracts_cancel(cons
     assert late.status == "cancelled" and late.claimed == "0" and "expired" in late.reason
     assert [e["amount"] for e in events(chain, late.settle_tx, "Canceled")] == [14 * OCEAN_UNIT]
     assert funds(chain) == before
+
+
+def test_a_lock_released_by_someone_else_after_expiry_ends_the_cancel(consumer_ready) -> None:
+    from devstack.anvil import increase_time
+    from devstack.contracts import send
+
+    chain = consumer_ready
+    before = funds(chain)
+    payments = new_payments(chain, queue_wait=0, claim_margin=0)
+    payments.lock(job_id="job-released", payer=chain.consumer.address, quote=quote(payments, chain))
+    payments.confirm_lock("job-released", timeout=10)
+    increase_time(chain.w3, MAX_JOB_DURATION + 5)
+    send(chain.w3, chain.other, escrow(chain).functions.cancelExpiredLock(  # anyone may
+        lock_id("job-released"), chain.contracts.OceanToken, chain.consumer.address, chain.provider.address))
+    done = payments.cancel("job-released", "never ran")
+    assert done.status == "cancelled" and "already released" in done.reason and funds(chain) == before
+
+
+def test_a_store_that_does_not_answer_is_a_503_not_a_500(consumer_ready, monkeypatch) -> None:
+    chain = consumer_ready
+    monkeypatch.setattr(EscrowPayment.Meta, "table_name", "test-missing-table")
+    monkeypatch.setattr(EscrowPayment, "_connection", None)
+    payments = new_payments(chain)
+    with pytest.raises(ServiceUnavailable, match="payments store"):
+        payments.lock(job_id="job-store-down", payer=chain.consumer.address, quote=quote(payments, chain))
+    assert list(ChainTransaction.scan()) == []  # nothing sent
