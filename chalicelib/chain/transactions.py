@@ -280,13 +280,19 @@ class TransactionSender:
         except Exception as error:  # noqa: BLE001 - transport failure: heal() retries
             logger.warning("broadcast of %s failed (heal() retries): %s", record.purpose, type(error).__name__)
             return
+        from pynamodb.exceptions import UpdateError
+
         now = self._clock()
         index = len(record.attempts) - 1
-        record.update(actions=[
-            ChainTransaction.attempts[index].sent_at.set(now),  # type: ignore[index]
-            ChainTransaction.status.set("pending"),
-            ChainTransaction.updated_at.set(now),
-        ], condition=ChainTransaction.status.is_in(*OPEN))  # fmt: skip
+        try:
+            record.update(actions=[
+                ChainTransaction.attempts[index].sent_at.set(now),  # type: ignore[index]
+                ChainTransaction.status.set("pending"),
+                ChainTransaction.updated_at.set(now),
+            ], condition=ChainTransaction.status.is_in(*OPEN))  # fmt: skip
+        except UpdateError as error:
+            if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
+                raise  # (a healer finished it meanwhile: nothing to record)
 
     # ---- receipts, replacement, healing ----------------------------------------------------
 
@@ -336,7 +342,9 @@ class TransactionSender:
                 ChainTransaction.attempts.set(ChainTransaction.attempts.append([_attempt(signed, fees, now)])),
                 ChainTransaction.updated_at.set(now),
             ], condition=ChainTransaction.status.is_in(*OPEN) & (size(ChainTransaction.attempts) == count))  # fmt: skip
-        except UpdateError:
+        except UpdateError as lost:
+            if getattr(lost, "cause_response_code", None) != "ConditionalCheckFailedException":
+                raise
             return ChainTransaction.get(record.key, consistent_read=True)  # someone else replaced or finished it
         logger.info("tx %s (nonce %s) stuck: replaced by %s at max fee %s", record.purpose, record.nonce,
                     record.attempts[-1].tx_hash, fees.max_fee)
@@ -402,7 +410,9 @@ class TransactionSender:
 
         try:
             record.update(actions=actions, condition=ChainTransaction.status.is_in(*OPEN))
-        except UpdateError:
+        except UpdateError as lost:
+            if getattr(lost, "cause_response_code", None) != "ConditionalCheckFailedException":
+                raise
             return ChainTransaction.get(record.key, consistent_read=True)
         logger.info("tx %s on chain %s: %s", record.purpose, record.chain_id, status)
         return record

@@ -162,3 +162,18 @@ def test_a_transaction_the_node_keeps_refusing_is_signed_again_at_a_higher_fee(c
     assert len(healed.attempts) == 2 and healed.attempts[1].max_fee > record.attempts[0].max_fee
     done = healer.wait(chain.chain_id, "test:refused", timeout=10)
     assert done.status == "mined" and done.mined_hash == healed.attempts[1].tx_hash
+
+
+def test_concurrent_healers_replace_a_stuck_transaction_once(chain, atomic_moto) -> None:
+    now = [9_000.0]
+    with automine_off(chain) as node:
+        record = _transfer(chain, new_sender(chain, clock=lambda: now[0]), "test:healers")
+        now[0] += 60
+        healers = [new_sender(chain, clock=lambda: now[0], stuck_after=30) for _ in range(6)]
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda h: h.heal([chain.chain_id]), healers))
+        replaced = ChainTransaction.get(record.key)
+        assert len(replaced.attempts) == 2  # one winner; the others saw it and stood down
+        node.mine()
+    done = new_sender(chain).wait(chain.chain_id, "test:healers", timeout=10)
+    assert done.status == "mined" and done.mined_hash == replaced.attempts[1].tx_hash
