@@ -10,7 +10,9 @@ Three tables, created by `chalicelib.bootstrap` beside the others:
   (to the chain id) while the transaction is unfinished and removed when it is final, so the
   sparse index `open-by-chain` lists exactly what `heal()` has to finish.
 - `<prefix>-escrow-payments` (`EscrowPayment`): a job's escrow lock and its claim or cancel.
-  `open` works the same way for payments still waiting on a transaction.
+  `open` works the same way for payments still waiting on a transaction, and `held` (index
+  `held-payments`) lists the locks not yet being settled, for the reconciler to compare with
+  their jobs (a terminal job whose event was lost must still be claimed).
 
 Table names come from TRANSACTIONS_TABLE, CHAIN_ACCOUNTS_TABLE and ESCROW_PAYMENTS_TABLE, else
 RESOURCE_PREFIX (as the other tables' names do).
@@ -106,6 +108,15 @@ class OpenPayments(GlobalSecondaryIndex):
     created_at = NumberAttribute(range_key=True, attr_name="createdAt")
 
 
+class HeldPayments(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "held-payments"
+        projection = AllProjection()
+
+    held = NumberAttribute(hash_key=True)
+    created_at = NumberAttribute(range_key=True, attr_name="createdAt")
+
+
 class EscrowPayment(Model):
     """A job's escrow payment; statuses in payments.service.PAYMENT_STATUSES. Amounts are
     strings of the token's smallest unit (they overflow DynamoDB's 38 digits no sooner than
@@ -136,8 +147,10 @@ class EscrowPayment(Model):
     created_at = NumberAttribute(attr_name="createdAt")
     updated_at = NumberAttribute(attr_name="updatedAt")
     open = NumberAttribute(null=True)
+    held = NumberAttribute(null=True)  # the chain id while locked and not yet being settled
 
     open_payments = OpenPayments()
+    held_payments = HeldPayments()
 
 
 PAYMENT_MODELS: tuple[type[Model], ...] = (ChainAccount, ChainTransaction, EscrowPayment)

@@ -198,7 +198,7 @@ class EscrowPayments:
         billed = pricing.billed_seconds(run_seconds, int(payment.min_job_duration), int(payment.max_job_duration))
         amount = min(pricing.charge(Decimal(payment.cost_per_minute), billed), int(payment.amount))
         payment = self._move(payment, ("locking", "locked"), "claiming", claimed=str(amount), billed_seconds=billed,
-                             open=payment.chain_id)
+                             open=payment.chain_id, held=None)
         return self._progress(payment)
 
     @store_errors
@@ -206,7 +206,7 @@ class EscrowPayments:
         """Release the whole lock (the start failed after locking, or the job never ran)."""
         payment = self._require(job_id)
         payment = self._move(payment, ("locking", "locked"), "cancelling", claimed="0", billed_seconds=0,
-                             reason=reason, open=payment.chain_id)
+                             reason=reason, open=payment.chain_id, held=None)
         return self._progress(payment)
 
     @store_errors
@@ -245,6 +245,13 @@ class EscrowPayments:
                 except Exception:  # noqa: BLE001 - one payment must not stop the others
                     logger.exception("payment of job %s could not progress", payment.job_id)
         return touched
+
+    @store_errors
+    def held(self, chain_id: int) -> list[EscrowPayment]:
+        """Payments locked and not yet being settled, oldest first: the reconciler settles those
+        whose job ended (its terminal event was lost) and dispatches those whose job is still
+        waiting at status 1 (the request that confirmed the lock died before dispatching)."""
+        return list(EscrowPayment.held_payments.query(chain_id))
 
     @store_errors
     def view(self, job_id: str) -> dict[str, Any] | None:
@@ -309,7 +316,7 @@ class EscrowPayments:
             return self._move(payment, OPEN_STATUSES, "lock_failed", open=None,
                               reason=f"lock {lock_tx.status}: {lock_tx.error or 'no Lock event'}")
         if payment.status == "locking":
-            return self._move(payment, ("locking",), "locked", open=None)
+            return self._move(payment, ("locking",), "locked", open=None, held=payment.chain_id)
         return self._settle(payment)
 
     def _settle(self, payment: EscrowPayment) -> EscrowPayment:

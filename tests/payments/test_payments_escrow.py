@@ -49,7 +49,9 @@ def test_full_paid_flow_locks_then_claims_what_ran(consumer_ready) -> None:
     assert lock["payer"] == chain.consumer.address and lock["payee"] == chain.provider.address
     assert funds(chain) == (before[0] - q.amount, q.amount)
 
+    assert [p.job_id for p in new_payments(chain).held(chain.chain_id)] == ["job-full"]
     new_payments(chain).claim("job-full", run_seconds=290)  # 5 minutes started
+    assert new_payments(chain).held(chain.chain_id) == []
     claimed = new_payments(chain).wait("job-full", timeout=10)
     assert claimed.status == "claimed" and claimed.billed_seconds == 290
     [claim] = events(chain, claimed.settle_tx, "Claimed")
