@@ -4,12 +4,15 @@ ESCROW_CONTRACTS, ...):
 
     python lock_worker.py lock <fees json> <consumer> <first> <count>   # <count> threads, one lock each
     python lock_worker.py confirm <first> <count>                        # wait for each lock
+    python lock_worker.py claim <first> <count> <run seconds>            # claim each, wait for it
 
-Prints one JSON line: {"jobId": status, ...}.
+Prints one JSON line: {"jobId": status, ...} (claim: {"jobId": [status, claimed]}). Job ids are
+$JOB_PREFIX<i> (default "job-").
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +21,7 @@ def main(argv: list[str]) -> None:
     from chalicelib import services
     from chalicelib.payments.setup import build_payments
 
-    mode = argv[0]
+    mode, prefix = argv[0], os.environ.get("JOB_PREFIX", "job-")
     settings, chains = services.settings(), services.chains()
     chain_id = settings.chain_ids[0]
     if mode == "lock":
@@ -29,15 +32,24 @@ def main(argv: list[str]) -> None:
             payments = build_payments(settings, chains)  # a sender per thread
             quote = payments.quote(chain_id=chain_id, token=token, fees=fees, resources=[{"id": "cpu", "amount": 1}],
                                    max_job_duration=600)
-            return f"job-{i:02d}", payments.lock(job_id=f"job-{i:02d}", payer=consumer, quote=quote).status
+            return f"{prefix}{i:02d}", payments.lock(job_id=f"{prefix}{i:02d}", payer=consumer, quote=quote).status
 
         with ThreadPoolExecutor(count) as pool:
             print(json.dumps(dict(pool.map(lock, range(first, first + count)))))
-    else:
+    elif mode == "confirm":
         first, count = int(argv[1]), int(argv[2])
         payments = build_payments(settings, chains)
-        print(json.dumps({f"job-{i:02d}": payments.confirm_lock(f"job-{i:02d}", timeout=30).status
+        print(json.dumps({f"{prefix}{i:02d}": payments.confirm_lock(f"{prefix}{i:02d}", timeout=30).status
                           for i in range(first, first + count)}))
+    else:
+        first, count, seconds = int(argv[1]), int(argv[2]), float(argv[3])
+        payments = build_payments(settings, chains)
+        done = {}
+        for i in range(first, first + count):
+            payments.claim(f"{prefix}{i:02d}", seconds)
+            payment = payments.wait(f"{prefix}{i:02d}", timeout=30)
+            done[f"{prefix}{i:02d}"] = [payment.status, payment.claimed]
+        print(json.dumps(done))
 
 
 if __name__ == "__main__":
