@@ -178,7 +178,7 @@ class EscrowPayments:
             tx = self.sender.submit(payment.chain_id, f"lock:{payment.job_id}", payment.escrow, data,
                                     extra_gas=ESCROW_GAS_HEADROOM)
         except TransactionRejected as refused:
-            self._move(payment, ("locking",), "lock_failed", reason=f"lock refused: {refused.reason}")
+            self._move(payment, ("locking",), "lock_failed", open=None, reason=f"lock refused: {refused.reason}")
             raise PaymentRefused("lock_refused", f"escrow refused the lock: {refused.reason}") from None
         return self._move(payment, ("locking", "claiming", "cancelling"), None, lock_tx=tx.tx_hash)
 
@@ -302,8 +302,11 @@ class EscrowPayments:
             return payment
         lock_tx = self.sender.find(payment.chain_id, f"lock:{payment.job_id}")
         if lock_tx is None:
-            if payment.status == "locking":
-                return self._send_lock(payment)  # the Lambda died between the record and the send
+            if payment.status == "locking":  # the Lambda died between the record and the send
+                try:
+                    return self._send_lock(payment)
+                except PaymentRefused:
+                    return self._reload(payment)  # recorded as lock_failed
             if self._clock() - float(payment.created_at) > NO_LOCK_GRACE:
                 return self._move(payment, OPEN_STATUSES, "cancelled", open=None,
                                   reason=(payment.reason or "") + " (nothing was locked)")

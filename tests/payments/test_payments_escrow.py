@@ -9,7 +9,7 @@ from chalicelib.errors import ServiceUnavailable
 from chalicelib.payments.escrow import lock_id
 from chalicelib.payments.models import ChainTransaction, EscrowPayment
 from chalicelib.payments.service import PaymentRefused
-from devstack.contracts import OCEAN_UNIT
+from devstack.contracts import OCEAN_UNIT, send
 from escrow_fixtures import automine_off, rpc
 from escrow_helpers import (
     MAX_JOB_DURATION, PER_MINUTE, authorize, deposit, escrow, events, funds, new_payments, quote,
@@ -247,3 +247,24 @@ def test_a_store_that_does_not_answer_is_a_503_not_a_500(consumer_ready, monkeyp
     with pytest.raises(ServiceUnavailable, match="payments store"):
         payments.lock(job_id="job-store-down", payer=chain.consumer.address, quote=quote(payments, chain))
     assert list(ChainTransaction.scan()) == []  # nothing sent
+
+
+def test_a_lock_the_escrow_refuses_after_the_checks_fails_cleanly(consumer_ready, monkeypatch) -> None:
+    """The consumer withdraws between our checks and the lock: the lock's estimate reverts, no
+    nonce is taken, the payment ends lock_failed and leaves the open index."""
+    chain = consumer_ready
+    payments = new_payments(chain)
+    q = quote(payments, chain)
+    checked = payments.check
+
+    def check_then_withdraw(*args):
+        checked(*args)
+        send(chain.w3, chain.consumer, escrow(chain).functions.withdraw([chain.contracts.OceanToken], [100 * OCEAN_UNIT]))
+
+    monkeypatch.setattr(payments, "check", check_then_withdraw)
+    with pytest.raises(PaymentRefused) as refused:
+        payments.lock(job_id="job-withdrawn", payer=chain.consumer.address, quote=q)
+    assert refused.value.reason == "lock_refused" and "enough funds" in str(refused.value)
+    failed = payments.get("job-withdrawn")
+    assert failed.status == "lock_failed" and failed.open is None and list(ChainTransaction.scan()) == []
+    assert payments.lock(job_id="job-withdrawn", payer=chain.consumer.address, quote=q).status == "lock_failed"
