@@ -28,7 +28,7 @@ How it holds:
    (`lock:<jobId>`, `claim:<jobId>`, ...). `submit()` with a purpose already recorded returns that
    record and sends nothing: a transaction is sent at most once per purpose.
 2. **Recorded before broadcast, nonce taken atomically.** The caller signs the transaction with
-   nonce N = max(account's next nonce in DynamoDB, the node's mined count), then one DynamoDB
+   nonce N = max(account's next nonce in DynamoDB, the node's pending count), then one DynamoDB
    transaction both moves the account's next nonce from N to N+1 (condition: still N) and puts the
    record with its raw signed transaction (condition: purpose not recorded). A concurrent sender
    that lost the race re-reads and signs N+1; nobody can take a nonce without its record existing,
@@ -41,6 +41,10 @@ How it holds:
    (sparse index `open-by-chain`), broadcast what was never sent, replace what is stuck, record
    what was mined. A nonce the node has mined with none of our attempts is `dropped` (the key was
    used elsewhere): its purpose may then be submitted again with a fresh nonce.
+5. **A store ahead of the chain** (the node's pending count is below the stored next nonce, no
+   transaction of ours is open, and no nonce was taken for `idle_reset` seconds: a dev chain
+   restarted, records deleted by hand) would leave a gap no transaction fills and block every
+   later one; the sender then takes the node's count again.
 
 Statuses: `signed` (recorded, maybe not broadcast) → `pending` (broadcast) → `mined` (receipt
 status 1) | `reverted` (status 0) | `dropped`. Gas is paid by the provider's key: `balance()`
@@ -113,6 +117,7 @@ class TransactionSender:
         fee_bump: Decimal = Decimal("1.25"),
         gas_margin: Decimal = Decimal("1.2"),
         max_write_attempts: int = 60,
+        idle_reset: float = 300.0,
     ):
         from eth_account import Account
 
@@ -123,6 +128,7 @@ class TransactionSender:
         self.fee_bump = fee_bump
         self.gas_margin = gas_margin
         self._max_write_attempts = max_write_attempts
+        self.idle_reset = idle_reset
 
     @property
     def address(self) -> str:
@@ -189,9 +195,9 @@ class TransactionSender:
         with rpc_errors(chain_id):
             if gas is None:
                 gas = self._estimate(w3, purpose, to, data, value) + extra_gas
-            mined_count = int(w3.eth.get_transaction_count(self.address, "latest"))
+            chain_count = int(w3.eth.get_transaction_count(self.address, "pending"))
         fees = self.current_fees(chain_id)
-        record = self._record(chain_id, purpose, to, data, value, gas, fees, mined_count, replacing=existing)
+        record = self._record(chain_id, purpose, to, data, value, gas, fees, chain_count, replacing=existing)
         if record.status == "signed":
             self._broadcast(record)
         return record
@@ -206,7 +212,7 @@ class TransactionSender:
         return int((Decimal(int(estimate)) * self.gas_margin).to_integral_value(ROUND_CEILING))
 
     def _record(self, chain_id: int, purpose: str, to: str, data: str, value: int, gas: int, fees: Fees,
-                mined_count: int, replacing: ChainTransaction | None) -> ChainTransaction:
+                chain_count: int, replacing: ChainTransaction | None) -> ChainTransaction:
         """Take a nonce and write the record in one DynamoDB transaction, retrying lost races."""
         from pynamodb.exceptions import TransactWriteError
         from pynamodb.transactions import TransactWrite
@@ -218,8 +224,12 @@ class TransactionSender:
                 stored = int(account.next_nonce)
             except ChainAccount.DoesNotExist:
                 account, stored = None, None
-            nonce = max(stored or 0, mined_count)
             now = self._clock()
+            nonce = max(stored or 0, chain_count)
+            if stored is not None and stored > chain_count and self._store_is_ahead(chain_id, account, now):
+                logger.warning("nonce store of chain %s is ahead of the node (%s > %s) with nothing open: "
+                               "following the node", chain_id, stored, chain_count)
+                nonce = chain_count
             signed = self._sign(chain_id, nonce, to, data, value, gas, fees)
             record = ChainTransaction(
                 _key(chain_id, purpose), chain_id=chain_id, purpose=purpose, sender=self.address, nonce=nonce,
@@ -229,10 +239,11 @@ class TransactionSender:
             try:
                 with TransactWrite(connection=ChainAccount._get_connection().connection) as transaction:
                     if account is None:
-                        transaction.save(ChainAccount(account_key, next_nonce=nonce + 1),
+                        transaction.save(ChainAccount(account_key, next_nonce=nonce + 1, updated_at=now),
                                          condition=ChainAccount.account.does_not_exist())
                     else:
-                        transaction.update(account, actions=[ChainAccount.next_nonce.set(nonce + 1)],
+                        transaction.update(account, actions=[ChainAccount.next_nonce.set(nonce + 1),
+                                                             ChainAccount.updated_at.set(now)],
                                            condition=ChainAccount.next_nonce == stored)
                     if replacing is None:
                         transaction.save(record, condition=ChainTransaction.key.does_not_exist())
@@ -252,6 +263,13 @@ class TransactionSender:
                         record.attempts[0].tx_hash)
             return record
         raise ServiceUnavailable(f"too many concurrent transactions on chain {chain_id}; retry")
+
+    def _store_is_ahead(self, chain_id: int, account: ChainAccount, now: float) -> bool:
+        """No nonce taken for idle_reset seconds and none of our transactions open on the chain:
+        the stored nonces above the node's count can never be filled."""
+        if account.updated_at is not None and now - float(account.updated_at) < self.idle_reset:
+            return False
+        return not any(record.sender == self.address for record in self.open_transactions(chain_id))
 
     def _sign(self, chain_id: int, nonce: int, to: str, data: str, value: int, gas: int, fees: Fees) -> Any:
         params: dict[str, Any] = {"chainId": chain_id, "nonce": nonce, "to": to, "data": data, "value": value,

@@ -43,6 +43,7 @@ class ChainAccount(Model):
 
     account = UnicodeAttribute(hash_key=True)
     next_nonce = NumberAttribute(attr_name="nextNonce")
+    updated_at = NumberAttribute(attr_name="updatedAt", null=True)  # last nonce taken
 
 
 class Attempt(MapAttribute):

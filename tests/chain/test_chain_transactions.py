@@ -177,3 +177,29 @@ def test_concurrent_healers_replace_a_stuck_transaction_once(chain, atomic_moto)
         node.mine()
     done = new_sender(chain).wait(chain.chain_id, "test:healers", timeout=10)
     assert done.status == "mined" and done.mined_hash == replaced.attempts[1].tx_hash
+
+
+def test_a_store_left_ahead_of_the_chain_follows_the_node_once_idle(chain) -> None:
+    """The dev chain goes back (restarted, reverted) while the nonce store keeps its count: once
+    nothing is open and no nonce was taken for idle_reset seconds, the sender follows the node
+    instead of leaving a gap that would block every later transaction."""
+    from devstack.anvil import revert, snapshot
+
+    now = [20_000.0]
+    sender = new_sender(chain, clock=lambda: now[0], idle_reset=300)
+    mark = snapshot(chain.w3)
+    start = chain.w3.eth.get_transaction_count(chain.provider.address)
+    for i in range(3):
+        _transfer(chain, sender, f"test:before-reset:{i}")
+        assert sender.wait(chain.chain_id, f"test:before-reset:{i}", timeout=10).status == "mined"
+    revert(chain.w3, mark)  # the chain forgets those three
+    assert chain.w3.eth.get_transaction_count(chain.provider.address) == start
+    now[0] += 10  # not idle yet: the store is trusted (it might be a node lagging behind)
+    assert _transfer(chain, sender, "test:too-soon").nonce == start + 3
+    rpc(chain, "anvil_dropTransaction", sender.find(chain.chain_id, "test:too-soon").attempts[0].tx_hash)
+    for record in sender.open_transactions(chain.chain_id):  # an operator gives that one up
+        record.update(actions=[ChainTransaction.status.set("dropped"), ChainTransaction.open.remove()])
+    now[0] += 301
+    after = _transfer(chain, sender, "test:after-reset")
+    assert after.nonce == start
+    assert sender.wait(chain.chain_id, "test:after-reset", timeout=10).status == "mined"
