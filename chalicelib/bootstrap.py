@@ -16,6 +16,7 @@ from pynamodb.exceptions import TableError
 from chalicelib import aws, models
 from chalicelib.config import Settings, load_settings
 from chalicelib.errors import ConfigurationError
+from chalicelib.payments import models as payment_models
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 def create_tables(settings: Settings) -> list[str]:
     models.bind(settings)
     created = []
-    for model in models.ALL_MODELS:
+    for model in models.ALL_MODELS + payment_models.bind(settings.region):
         try:
             model.create_table(wait=False, billing_mode="PAY_PER_REQUEST")
             created.append(model)

@@ -122,6 +122,7 @@ class OceanContracts:
     ERC20Template: str
     ERC721Template: str
     ERC721Factory: str
+    Escrow: str = ""  # Ocean Node's compute payments: Escrow(factoryRouter, opcCollector)
 
     def as_dict(self) -> dict[str, str]:
         """Plain {contract name: address}."""
@@ -138,6 +139,7 @@ class OceanContracts:
                 "ERC721Factory": self.ERC721Factory,
                 "ERC20Template": {"1": self.ERC20Template},
                 "ERC721Template": {"1": self.ERC721Template},
+                "Escrow": self.Escrow,
                 "startBlock": 0,
             }
         }
@@ -146,7 +148,7 @@ class OceanContracts:
 def deploy_ocean_stack(
     w3: Web3, deployer: LocalAccount | str, initial_ocean: int = 1_000_000 * OCEAN_UNIT
 ) -> OceanContracts:
-    """Deploy OceanToken, fee collector, router, both templates and the NFT factory.
+    """Deploy OceanToken, fee collector, router, both templates, the NFT factory and the Escrow.
 
     The order and constructor arguments are those of Ocean's own deployment (DESIGN §6);
     the factory registers the templates as index 1 in its constructor, and the router must
@@ -161,6 +163,7 @@ def deploy_ocean_stack(
     erc721_tpl = deploy(w3, owner, "ERC721Template")
     factory = deploy(w3, owner, "ERC721Factory", erc721_tpl, erc20_tpl, router)
     send(w3, owner, contract(w3, "FactoryRouter", router).functions.addFactory(factory))
+    escrow = deploy(w3, owner, "Escrow", router, collector)
     if initial_ocean:
         mint = contract(w3, "OceanToken", ocean).functions.mint(owner.address, initial_ocean)
         send(w3, owner, mint)
@@ -171,4 +174,5 @@ def deploy_ocean_stack(
         ERC20Template=erc20_tpl,
         ERC721Template=erc721_tpl,
         ERC721Factory=factory,
+        Escrow=escrow,
     )

@@ -94,6 +94,8 @@ class LocalStack:
                                     log_path=self.log_dir / "anvil.log", install=True)
         wait_for_http(self.moto_url + "/moto-api/", group=self.group)
         self.env = {**os.environ, **stack_environment(self.moto_url, {self.chain.chain_id: self.chain.rpc_url}, self.provider_url),
+                    # Ocean Node's escrow payments (chalicelib.payments.setup)
+                    "ESCROW_CONTRACTS": json.dumps({str(self.chain.chain_id): self.chain.contracts.Escrow}),
                     "COMPUTE_BACKEND": "local", "COMPUTE_ENVIRONMENTS": local_environments(self.chain),
                     # the sample files are served on loopback: let the provider and runner reach them
                     "ALLOW_PRIVATE_NETWORKS": "1",
@@ -132,7 +134,7 @@ class LocalStack:
             "consumerPrivateKey": "0x" + bytes(chain.consumer.key).hex(),
             "dataset": asset(samples.dataset),
             "algorithm": asset(samples.algorithm),
-            "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken")},
+            "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken", "Escrow")},
             "awsEndpoint": self.moto_url,
         }
 

@@ -37,6 +37,18 @@ FRAGMENTS: dict[str, tuple[str, ...]] = {
         "isDeployed",
         "getId",
     ),
+    # Ocean Node's escrow payments (issue 14): what the provider (payee) sends and checks.
+    "Escrow": (
+        "Lock",
+        "Claimed",
+        "Canceled",
+        "createLock",
+        "claimLock",
+        "claimLockAndWithdraw",
+        "getUserFunds",
+        "getAuthorizations",
+        "getLocks",
+    ),
 }
 
 

@@ -15,3 +15,6 @@ def provider(chain: DevChain) -> Provider:
     chains = Chains({chain.chain_id: chain.rpc_url}, timeout=5)
     fees = ProviderFees(key_hex(chain.provider), chain.provider.address)
     return Provider(chain, chains, fees, environment(fee_tokens={chain.chain_id: chain.contracts.OceanToken}))
+
+
+from escrow_fixtures import atomic_moto, payment_tables  # noqa: E402,F401  (fixtures of the sender's tests)

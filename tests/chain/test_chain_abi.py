@@ -17,6 +17,11 @@ def test_fragments_hold_the_events_and_functions_the_provider_uses() -> None:
     assert {("function", "decimals"), ("function", "getId"), ("function", "getERC721Address")} <= erc20
     erc721 = {(item["type"], item["name"]) for item in abi.load("ERC721Template")}
     assert {("event", "MetadataCreated"), ("event", "MetadataUpdated"), ("function", "getMetaData")} <= erc721
+    escrow = {(item["type"], item["name"]) for item in abi.load("Escrow")}
+    assert {("event", "Lock"), ("event", "Claimed"), ("event", "Canceled"), ("function", "createLock"),
+            ("function", "claimLockAndWithdraw"), ("function", "getUserFunds"), ("function", "getAuthorizations")} <= escrow
+    claim = next(item for item in abi.load("Escrow") if item["name"] == "claimLockAndWithdraw")
+    assert [i["name"] for i in claim["inputs"]][-2:] == ["jobType", "subsidyProviders"]
 
 
 def test_unknown_contract_is_refused() -> None:
