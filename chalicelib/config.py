@@ -43,6 +43,8 @@ class Settings:
     allow_private_networks: bool
     ipfs_gateway: str
     arweave_gateway: str
+    # How long a job record outlives its environment's storageExpiry (DynamoDB TTL, see models).
+    job_record_retention: int = 30 * 86400
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -128,6 +130,13 @@ def _positive_number(env: Mapping[str, str], name: str, default: str, kind: type
     return value
 
 
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip() or str(default)
+    if not raw.isascii() or not raw.isdigit():
+        raise ConfigurationError(f"{name} must be a whole number of seconds, got {raw!r}")
+    return int(raw)
+
+
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = env.get(name, "").strip() or default
     if value not in allowed:
@@ -166,6 +175,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_private_networks=env.get("ALLOW_PRIVATE_NETWORKS", "").strip().lower() in ("1", "true", "yes", "on"),
         ipfs_gateway=(env.get("IPFS_GATEWAY", "").strip() or "https://ipfs.io").rstrip("/"),
         arweave_gateway=(env.get("ARWEAVE_GATEWAY", "").strip() or "https://arweave.net").rstrip("/"),
+        job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),
         _secrets=SecretSource(env),
     )
 

@@ -53,12 +53,32 @@ class JobsByOwner(GlobalSecondaryIndex):
 
 
 class JobsByDocument(GlobalSecondaryIndex):
+    """Every owner's jobs of a dataset. Nothing queries it since by-owner-document exists; it
+    stays one release because CloudFormation adds or drops one index per table update."""
+
     class Meta:
         index_name = "by-document"
         projection = AllProjection()
 
     document_id = UnicodeAttribute(hash_key=True, attr_name="documentId")
     date_created = NumberAttribute(range_key=True, attr_name="dateCreated")
+
+
+class JobsByOwnerDocument(GlobalSecondaryIndex):
+    """One owner's jobs on one dataset, newest last: a documentId filter reads only those
+    (the by-document index would read every owner's jobs of a popular dataset)."""
+
+    class Meta:
+        index_name = "by-owner-document"
+        projection = AllProjection()
+
+    owner_document = UnicodeAttribute(hash_key=True, attr_name="ownerDocument")
+    date_created = NumberAttribute(range_key=True, attr_name="dateCreated")
+
+
+def owner_document(owner: str, document_id: str) -> str:
+    """The by-owner-document key: owners are 0x addresses, so the first space ends them."""
+    return f"{owner} {document_id}"
 
 
 class JobRecord(Model):
@@ -93,10 +113,14 @@ class JobRecord(Model):
     results_key = UnicodeAttribute(null=True, attr_name="resultsKey")
     results_truncated = BooleanAttribute(null=True, attr_name="resultsTruncated")
     updated_at = NumberAttribute(null=True, attr_name="updatedAt")
+    # When DynamoDB drops the record: its environment's storageExpiry plus the operator's
+    # JOB_RECORD_RETENTION after the latest it can end (compute.jobs sets it at creation).
     expires_at = TTLAttribute(null=True, attr_name="expiresAt")
+    owner_document = UnicodeAttribute(null=True, attr_name="ownerDocument")
 
     by_owner = JobsByOwner()
     by_document = JobsByDocument()
+    by_owner_document = JobsByOwnerDocument()
 
 
 class OrderUse(Model):
