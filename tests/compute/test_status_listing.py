@@ -169,3 +169,23 @@ def test_delete_without_a_job_id_acts_on_one_page(client):
     assert response.headers.get(NEXT_HEADER)
     statuses = [job["status"] for page in _all_pages(client, OWNER) for job in page]
     assert statuses.count(8) == PAGE_JOBS and statuses[-2:] == [70, 70], "the newest page went, the rest waits"
+
+
+def test_records_from_before_the_index_are_backfilled(client):
+    """Records written before by-owner-document existed lack its key and their expiry."""
+    from chalicelib.compute.backfill import backfill
+    from chalicelib.compute.environments import environments
+    from chalicelib.models import JobRecord
+
+    ids = _save_jobs(OWNER.address, 3)
+    for job in JobRecord.scan():
+        job.update(actions=[JobRecord.owner_document.remove(), JobRecord.expires_at.remove()])
+    assert json.loads(client.http.get(_query(OWNER, document_id=DATASET)).body) == []
+    configured = environments()
+    assert backfill(configured, 100) == 3 and backfill(configured, 100) == 0, "idempotent"
+    jobs = json.loads(client.http.get(_query(OWNER, document_id=DATASET)).body)
+    assert [job["jobId"] for job in jobs] == list(reversed(ids))
+    record = JobRecord.get(ids[0])
+    environment = configured["ocean-c2d-cpu"]
+    assert int(record.expires_at.timestamp()) == (int(record.date_created) + environment.max_job_duration
+                                                  + environment.storage_expiry + 100)
