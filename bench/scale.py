@@ -143,7 +143,8 @@ def run() -> tuple[str, float, str, float]:
     before = today("scale")
     for name, row in result.items():
         old = before.get(name)
-        was = f" (today {old['ms']:.1f} ms, {old['bytes'] / 1024:.0f} KiB, {old['jobs']} jobs)" if old else ""
+        was = (f" (today {old['ms']:.1f} ms wall, {old.get('own_ms', float('nan')):.1f} ms outside moto, "
+               f"{old['bytes'] / 1024:.0f} KiB, {old['jobs']} jobs)") if old else ""
         print(f"  {name}: {row['ms']:.1f} ms wall, {row['own_ms']:.1f} ms outside moto, {row['bytes'] / 1024:.0f} KiB, "
               f"{row['jobs']} jobs answered{was}")
     large, small = result[f"status, {LARGE} jobs"], result[f"status, {SMALL} jobs"]
