@@ -1,25 +1,48 @@
-# The two commands that do everything on a fresh machine (Python 3.11 and Node/npm):
+# The two commands that do everything on a fresh machine (Python 3.13 and Node/npm):
 #   make run    install, then bring up the whole local stack on http://127.0.0.1:8030
 #   make test   install, then run the whole test suite
 #   make demo   (with `make run` up in another terminal) a consumer runs a real job end to end
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+#
+# Python 3.13 is the Lambda runtime (Chalice deploys the Python it runs on), so .venv is made with
+# it: `python3.13` if it runs, else pyenv's 3.13 (`pyenv prefix 3.13`, else the newest 3.13.x under
+# $PYENV_ROOT/versions: installed but not on PATH), else `make PYTHON=/path/to/python3.13`.
+PYTHON_VERSION := 3.13
+IS_PYTHON_VERSION = import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(PYTHON_VERSION)".split("."))))
+ifndef PYTHON
+PYTHON := $(shell for candidate in python$(PYTHON_VERSION) \
+                    "$$(pyenv prefix $(PYTHON_VERSION) 2>/dev/null | head -n 1)/bin/python$(PYTHON_VERSION)" \
+                    $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/$(PYTHON_VERSION).*/bin/python$(PYTHON_VERSION) 2>/dev/null | sort -rV); do \
+                    if "$$candidate" -c '$(IS_PYTHON_VERSION)' >/dev/null 2>&1; then \
+                      "$$candidate" -c 'import sys; print(sys.executable)'; break; fi; done)
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8030
 
 STAGE ?= dev
 
-.PHONY: install run demo test bench package deploy clean
+.PHONY: install venv-python run demo test bench package deploy clean
 
-install: $(VENV)/.installed node_modules/.installed
+install: venv-python $(VENV)/.installed node_modules/.installed
+
+# A .venv of another Python (made by an older checkout) is made again.
+venv-python:
+	@if [ -x $(PY) ] && ! $(PY) -c '$(IS_PYTHON_VERSION)' >/dev/null 2>&1; then \
+	  echo "$(VENV) is not Python $(PYTHON_VERSION): making it again"; rm -rf $(VENV); fi
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+	@if [ ! -x $(PY) ] && [ -z "$(PYTHON)" ]; then \
+	  echo "Python $(PYTHON_VERSION) not found (neither python$(PYTHON_VERSION) nor pyenv's $(PYTHON_VERSION))." >&2; \
+	  echo "Install Python $(PYTHON_VERSION) (e.g. 'pyenv install $(PYTHON_VERSION)', or your system's python$(PYTHON_VERSION)" >&2; \
+	  echo "and python$(PYTHON_VERSION)-venv packages), or run: make PYTHON=/path/to/python$(PYTHON_VERSION)" >&2; \
+	  exit 1; fi
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js and npm" >&2; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -44,3 +67,19 @@ deploy: install
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache
+
+# bubblewrap sandboxes the algorithm of local jobs (devstack/sandbox.py); setpriv (util-linux)
+# drops it to its own UID when the stack runs as root. Installed here when root on Debian or
+# Ubuntu; otherwise `make run` says that local jobs run unsandboxed.
+.PHONY: sandbox
+install: sandbox
+sandbox:
+	@if [ "$$(uname -s)" = Linux ] && ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq bubblewrap; }; \
+	  else \
+	    echo "note: install bubblewrap (e.g. sudo apt-get install bubblewrap) to sandbox local jobs' algorithms"; \
+	  fi; \
+	fi

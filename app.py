@@ -1,25 +1,31 @@
 """Routes and event handlers of the provider: each maps a request to chalicelib and nothing more."""
 from __future__ import annotations
 
-from chalice import Chalice
+from chalice import Chalice, CORSConfig, Rate
 
 from chalicelib import schemas, services
 from chalicelib.compute import handlers as compute
 from chalicelib.compute import requests as compute_requests
 from chalicelib.http import Api, Call
+from chalicelib.node import handlers as node
+from chalicelib.node import requests as node_requests
 from chalicelib.openapi import build_document
 from chalicelib.root import SOFTWARE, VERSION, root_document
 
 app = Chalice(app_name="ocean-c2d-provider")
+# Browsers may call every route from any origin, as the original Provider allows; ocean.js sends
+# Content-Type: application/json even on GETs, so every call is preflighted (OPTIONS).
+app.api.cors = CORSConfig(allow_origin="*", allow_headers=["AuthToken"], max_age=600)
 api = Api(app)
 _cache: dict[str, object] = {}
 
 
-@api.route("/", "GET", endpoint="", summary="Provider identity and its endpoints")
+@api.route("/", "GET", endpoint="", summary="Provider identity and its endpoints (Ocean Provider v4 protocol)")
 def root(call: Call) -> object:
     if "root" not in _cache:
         current = services.settings()
-        _cache["root"] = root_document(api.operations, current.chain_ids, services.provider_address())
+        v4 = [op for op in api.operations if not node.is_node_operation(op)]
+        _cache["root"] = root_document(v4, current.chain_ids, services.provider_address())
     return _cache["root"]
 
 
@@ -75,13 +81,13 @@ def compute_environments(call: Call) -> object:
 @api.route("/api/services/initializeCompute", "POST", endpoint="initializeCompute", in_body=True,
            model=compute_requests.InitializeComputeRequest, summary="Provider fees (and reusable orders) before ordering")
 def initialize_compute(call: Call) -> object:
-    return compute.initialize(call)
+    return compute.initialize(call, app.lambda_context)
 
 
 @api.route("/api/services/compute", "POST", endpoint="computeStart", in_body=True, signed=True,
            model=compute_requests.ComputeStartRequest, summary="Start a compute job on ordered datasets")
 def compute_start(call: Call) -> object:
-    return compute.start(call)
+    return compute.start(call, app.lambda_context)
 
 
 @api.route("/api/services/compute", "GET", endpoint="computeStatus", model=compute_requests.ComputeJobQuery,
@@ -109,6 +115,98 @@ def compute_result(call: Call) -> object:
     return compute.result(call)
 
 
+# -- the Ocean Node protocol (ocean.js >= 4, Ocean CLI) at /node: the same core, its own edge ---------
+
+@api.route("/node", "GET", endpoint="", summary="Ocean Node protocol: provider identity and its endpoints")
+def node_root(call: Call) -> object:
+    if "node_root" not in _cache:
+        current = services.settings()
+        _cache["node_root"] = node.root_document(api.operations, current.chain_ids, services.provider_address(),
+                                                 services.provider_public_key())
+    return _cache["node_root"]
+
+
+@api.route("/node/api/services/nonce", "GET", endpoint="nonce", model=schemas.NonceQuery,
+           summary="The last nonce used by an address (one nonce space for both protocols)")
+def node_nonce(call: Call) -> object:
+    return nonce(call)
+
+
+@api.route("/node/api/services/encrypt", "POST", endpoint="encrypt", model=schemas.EncryptQuery, raw_body=True,
+           summary="ECIES-encrypt the body for this provider (as /api/services/encrypt)",
+           responses={"201": "The 0x-hex ciphertext (text/plain)", "413": "Body larger than 1 MiB"})
+def node_encrypt(call: Call) -> object:
+    return encrypt(call)
+
+
+@api.route("/node/api/services/computeEnvironments", "GET", endpoint="computeEnvironments",
+           summary="The compute environments, an array in Ocean Node's shape, with live counts")
+def node_compute_environments(call: Call) -> object:
+    return node.compute_environments(call)
+
+
+@api.route("/node/api/services/initializeCompute", "POST", endpoint="initializeCompute", in_body=True,
+           model=node_requests.NodeInitializeRequest, summary="Provider fees (and reusable orders) before ordering")
+def node_initialize_compute(call: Call) -> object:
+    return node.initialize(call, app.lambda_context)
+
+
+@api.route("/node/api/services/compute", "POST", endpoint="computeStart", in_body=True, signed=True,
+           model=node_requests.PaidComputeRequest, summary="Start a paid job (signed: address + nonce + startCompute)")
+def node_compute_start(call: Call) -> object:
+    return node.start(call, app.lambda_context)
+
+
+@api.route("/node/api/services/freeCompute", "POST", endpoint="freeCompute", in_body=True, signed=True,
+           model=node_requests.FreeComputeRequest,
+           summary="Start a free job on an environment's free tier (signed: address + nonce + freeStartCompute)")
+def node_free_compute(call: Call) -> object:
+    return node.free_start(call, app.lambda_context)
+
+
+@api.route("/node/api/services/compute", "GET", endpoint="computeStatus", model=node_requests.NodeStatusQuery,
+           summary="Status of a consumer's jobs (unsigned, reduced: no URLs)")
+def node_compute_status(call: Call) -> object:
+    return node.status(call)
+
+
+@api.route("/node/api/services/compute", "PUT", endpoint="computeStop", model=node_requests.NodeStopQuery,
+           signed=True, summary="Stop the caller's job (query string; signed: address + nonce + stopCompute)",
+           responses={"404": "Unknown job"})
+def node_compute_stop(call: Call) -> object:
+    return node.stop(call)
+
+
+@api.route("/node/api/services/computeResult", "GET", endpoint="computeResult", model=node_requests.NodeResultQuery,
+           signed=True, summary="302 to a short-lived download URL of one result (signed: ... + getComputeResult)",
+           responses={"302": "Redirect to the result", "404": "Unknown job"})
+def node_compute_result(call: Call) -> object:
+    return node.result(call)
+
+
+@api.route("/node/api/services/computeStreamableLogs", "GET", endpoint="computeStreamableLogs",
+           model=node_requests.NodeLogsQuery, signed=True,
+           summary="The algorithm's log so far, text/plain (signed: ... + getComputeStreamableLogs). API Gateway "
+                   "cannot stream: this answers what exists now (at most 1 MiB); poll for more",
+           responses={"200": "The log so far (text/plain)", "404": "Unknown job, or no log yet"})
+def node_compute_streamable_logs(call: Call) -> object:
+    return node.streamable_logs(call)
+
+
+@api.route("/node/api/services/auth/token", "POST", endpoint="generateAuthToken", in_body=True, signed=True,
+           model=node_requests.NodeCreateTokenRequest,
+           summary="Create an auth token for the Authorization header (signed: address + nonce + createAuthToken)")
+def node_create_auth_token(call: Call) -> object:
+    return node.create_token(call)
+
+
+@api.route("/node/api/services/auth/token/invalidate", "POST", endpoint="invalidateAuthToken", in_body=True,
+           signed=True, model=node_requests.NodeInvalidateTokenRequest,
+           summary="Revoke an auth token (signed: address + nonce)")
+def node_invalidate_auth_token(call: Call) -> object:
+    return node.invalidate_token(call)
+
+
 @app.on_cw_event({"source": ["aws.batch"], "detail-type": ["Batch Job State Change"]}, name="batch_job_events")
 def batch_job_events(event: object) -> object:
     """AWS Batch state changes of our jobs -> job status (compute.events)."""
@@ -124,6 +222,14 @@ def runner_stage_events(event: object) -> object:
     from chalicelib.compute.events import handle_lambda_event
 
     return handle_lambda_event(event, services.job_events())
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_jobs")
+def reconcile_jobs(event: object) -> dict:
+    """Every 5 minutes: end starts killed before dispatch, apply Batch states whose events were lost."""
+    from chalicelib.compute.reconcile import build_reconciler
+
+    return build_reconciler().run().as_dict()
 
 
 @app.lambda_function(name="register_asset")

@@ -1,7 +1,9 @@
 """boto3 clients, created lazily once per container and shared by every request.
 
 Creating a client costs tens of milliseconds, so routes never build their own; tests call
-`reset()` after starting moto so the next access builds clients against the mock.
+`reset()` after starting moto so the next access builds clients against the mock. Every client
+has connect and read timeouts and a retry count sized to the request budget (chalicelib.budget),
+so an AWS endpoint that never answers costs a request seconds, not minutes.
 """
 from __future__ import annotations
 
@@ -9,8 +11,22 @@ import os
 import threading
 from typing import Any
 
+from chalicelib import budget
+
 _clients: dict[str, Any] = {}
 _lock = threading.Lock()
+
+
+def client_config(service: str) -> Any:
+    """The botocore Config of our clients of `service`: the budget's timeouts and attempts."""
+    from botocore.config import Config
+
+    return Config(
+        signature_version="s3v4" if service == "s3" else None,
+        connect_timeout=budget.AWS_CONNECT_SECONDS,
+        read_timeout=budget.AWS_READ_SECONDS,
+        retries={"total_max_attempts": budget.AWS_ATTEMPTS, "mode": "standard"},
+    )
 
 
 def client(service: str) -> Any:
@@ -21,16 +37,10 @@ def client(service: str) -> Any:
     with _lock:
         if service not in _clients:
             import boto3
-            from botocore.config import Config
 
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-            config = Config(
-                signature_version="s3v4" if service == "s3" else None,
-                connect_timeout=3,
-                read_timeout=10,
-                retries={"max_attempts": 3, "mode": "standard"},
-            )
-            _clients[service] = boto3.session.Session().client(service, region_name=region, config=config)
+            _clients[service] = boto3.session.Session().client(service, region_name=region,
+                                                               config=client_config(service))
         return _clients[service]
 
 

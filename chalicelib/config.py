@@ -12,9 +12,71 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Mapping
 
+from chalicelib import budget
 from chalicelib.errors import ConfigurationError
 
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_S3_ARN = re.compile(r"^arn:aws[a-z-]*:s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
+ANY_PUBLISHER = "*"
+
+
+@dataclass(frozen=True)
+class S3Place:
+    """One bucket, or a prefix in it, and the publishers (NFT owners, lower case) that may use it."""
+
+    bucket: str
+    prefix: str  # "" for the whole bucket
+    publishers: frozenset[str]
+
+    def holds(self, bucket: str, key: str) -> bool:
+        if bucket != self.bucket:
+            return False
+        if not self.prefix or self.prefix.endswith("/"):
+            return key.startswith(self.prefix)
+        return key == self.prefix or key.startswith(self.prefix + "/")
+
+
+@dataclass(frozen=True)
+class S3FileSources:
+    """S3_FILE_SOURCES: which publishers may name which S3 places in their DDOs' `s3` files.
+
+    The jobs' credentials can read every place the operator lets jobs read (DataObjectArns), so
+    without this a publisher could point a dataset at another publisher's private object and buy
+    it from itself (issue 10 #5). JSON object, keys bucket or bucket/prefix ARNs
+    (`arn:aws:s3:::bucket`, `arn:aws:s3:::bucket/prefix/`, a trailing `*` allowed), values lists
+    of publisher addresses or "*" for any publisher. Unset or `{}`: no `s3` file is accepted."""
+
+    places: tuple[S3Place, ...] = ()
+
+    def allows(self, publisher: str, bucket: str, key: str) -> bool:
+        if {".", ".."} & set(key.split("/")):
+            return False
+        who = publisher.lower()
+        return any(place.holds(bucket, key) and (who in place.publishers or ANY_PUBLISHER in place.publishers)
+                   for place in self.places)
+
+    @classmethod
+    def parse(cls, raw: str) -> "S3FileSources":
+        if not raw.strip():
+            return cls()
+        problem = ConfigurationError('S3_FILE_SOURCES must be a JSON object {"arn:aws:s3:::bucket[/prefix]": '
+                                     '["0x<publisher address>" or "*", ...]}')
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            raise problem from None
+        if not isinstance(parsed, dict):
+            raise problem
+        places = []
+        for arn, publishers in parsed.items():
+            match = _S3_ARN.match(str(arn))
+            if not match or not isinstance(publishers, list) or not all(
+                    isinstance(p, str) and (p == ANY_PUBLISHER or _ADDRESS.match(p)) for p in publishers):
+                raise problem
+            prefix = (match.group(2) or "").removesuffix("*")
+            places.append(S3Place(match.group(1), prefix, frozenset(p.lower() for p in publishers)))
+        return cls(tuple(places))
 
 
 @dataclass(frozen=True)
@@ -43,6 +105,11 @@ class Settings:
     allow_private_networks: bool
     ipfs_gateway: str
     arweave_gateway: str
+    s3_file_sources: S3FileSources = field(default_factory=S3FileSources)
+    # Ocean Node's free compute runs only on datasets these publishers (data NFT owners) or
+    # these dids put up (lower case); empty: no dataset may be computed for free.
+    free_compute_publishers: tuple[str, ...] = ()
+    algorithm_log_group: str = "/aws/batch/job"  # CloudWatch group of the algorithm containers (awslogs)
     # How long a job record outlives its environment's storageExpiry (DynamoDB TTL, see models).
     job_record_retention: int = 30 * 86400
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
@@ -119,6 +186,21 @@ def _parse_chains(raw: str) -> dict[int, str]:
     return chains
 
 
+def _name_list(raw: str) -> tuple[str, ...]:
+    """A setting listing addresses or dids: a JSON list, or comma/space separated."""
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise ConfigurationError("FREE_COMPUTE_PUBLISHERS must be a JSON list or comma-separated") from None
+        if not isinstance(items, list):
+            raise ConfigurationError("FREE_COMPUTE_PUBLISHERS must be a JSON list or comma-separated")
+    else:
+        items = text.replace(",", " ").split()
+    return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+
 def _positive_number(env: Mapping[str, str], name: str, default: str, kind: type = int) -> float:
     raw = env.get(name, default)
     try:
@@ -166,7 +248,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_url=env.get("PROVIDER_URL", "http://127.0.0.1:8030").rstrip("/"),
         metadata_url=metadata_url,
         stage=env.get("STAGE", "dev"),
-        rpc_timeout=float(_positive_number(env, "RPC_TIMEOUT", "10", float)),
+        rpc_timeout=float(_positive_number(env, "RPC_TIMEOUT", str(budget.RPC_TIMEOUT_SECONDS), float)),
         compute_backend=_choice(env, "COMPUTE_BACKEND", ("batch", "local"), "batch"),
         runner_image=env.get("RUNNER_IMAGE", "").strip() or "ocean-c2d-runner:latest",
         batch_job_role_arn=env.get("BATCH_JOB_ROLE_ARN", "").strip() or None,
@@ -175,6 +257,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_private_networks=env.get("ALLOW_PRIVATE_NETWORKS", "").strip().lower() in ("1", "true", "yes", "on"),
         ipfs_gateway=(env.get("IPFS_GATEWAY", "").strip() or "https://ipfs.io").rstrip("/"),
         arweave_gateway=(env.get("ARWEAVE_GATEWAY", "").strip() or "https://arweave.net").rstrip("/"),
+        s3_file_sources=S3FileSources.parse(env.get("S3_FILE_SOURCES", "")),
+        free_compute_publishers=_name_list(env.get("FREE_COMPUTE_PUBLISHERS", "")),
+        algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),
         _secrets=SecretSource(env),
     )

@@ -50,6 +50,13 @@ class BusinessError(ProviderError):
         return {"error": self.error}
 
 
+class Unauthorized(ProviderError):
+    """An `Authorization: <jwt>` token that does not authorise the caller (invalid, expired,
+    revoked, or another address's): 401 `{"error": "<message>"}`, as Ocean Node answers."""
+
+    status_code = 401
+
+
 class NotFound(ProviderError):
     status_code = 404
 

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
-from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -21,6 +20,7 @@ from chalicelib.netsafe import CHUNK_BYTES, FetchError, FetchPolicy, fetch_to_fi
 # CIDs (base58/base32) with an optional path inside the DAG; Arweave ids are base64url.
 IPFS_RE = re.compile(r"^[A-Za-z0-9]+(/[A-Za-z0-9._~-]+)*$")
 ARWEAVE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+SOURCE_KINDS = ("url", "s3", "ipfs", "arweave")
 
 
 @dataclass
@@ -49,17 +49,10 @@ class Sources:
         self._s3: Any = None
 
     def describe(self, spec: Any) -> str:
-        """Where a file comes from, safe for logs: the kind and the host only."""
+        """What kind of source a file is, safe for consumer-visible logs: never its host,
+        bucket, key, path or URL (DESIGN: inputs are named by index and did only)."""
         kind = spec.get("type") if isinstance(spec, Mapping) else None
-        if kind == "url":
-            return f"url host {_host(spec.get('url'))}"
-        if kind == "ipfs":
-            return f"ipfs via {_host(self._ipfs)}"
-        if kind == "arweave":
-            return f"arweave via {_host(self._arweave)}"
-        if kind == "s3":
-            return "s3"
-        return "unsupported source"
+        return str(kind) if kind in SOURCE_KINDS else "unsupported source"
 
     def download(self, spec: Any, dest: Path) -> int:
         """Fetch spec into dest within the remaining budget; return its size."""
@@ -100,17 +93,19 @@ class Sources:
             if int(obj.get("ContentLength", 0)) > limit:
                 obj["Body"].close()
                 raise FetchError("exceeds the size limit")
-            return write_capped(_s3_body(obj["Body"]), dest, limit)
+            return write_capped(_s3_body(obj["Body"], self._policy), dest, limit)
         except ClientError as exc:
             raise FetchError(f"s3 error {exc.response.get('Error', {}).get('Code', '?')}") from None
         except (BotoCoreError, OSError) as exc:
             raise FetchError(f"s3 unavailable ({type(exc).__name__})") from None
 
 
-def _s3_body(body: Any) -> Iterator[bytes]:
+def _s3_body(body: Any, policy: FetchPolicy) -> Iterator[bytes]:
     """The object's bytes in chunks (botocore maps its stream errors to BotoCoreError)."""
     try:
-        yield from body.iter_chunks(CHUNK_BYTES)
+        for chunk in body.iter_chunks(CHUNK_BYTES):
+            policy.check_deadline()
+            yield chunk
     finally:
         body.close()
 
@@ -121,9 +116,3 @@ def _text(spec: Mapping[str, Any], field: str) -> str:
         raise FetchError(f"file entry has no {field}")
     return value
 
-
-def _host(url: Any) -> str:
-    try:
-        return urlsplit(str(url)).hostname or "?"
-    except ValueError:
-        return "?"

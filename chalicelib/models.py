@@ -17,13 +17,24 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 from pynamodb.attributes import TTLAttribute
 
+from chalicelib import budget
 from chalicelib.config import Settings
+
+
+class TableMeta:
+    """Connection settings every table shares, sized to the request budget (chalicelib.budget):
+    PynamoDB's own defaults (15 s connect, 30 s read, 3 retries) let one hung DynamoDB call hold
+    a request for two minutes."""
+
+    connect_timeout_seconds = budget.DYNAMODB_CONNECT_SECONDS
+    read_timeout_seconds = budget.DYNAMODB_READ_SECONDS
+    max_retry_attempts = budget.DYNAMODB_RETRIES
 
 
 class NonceRecord(Model):
     """The last nonce consumed by an address (checksummed); only ever increases."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "nonces"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -34,7 +45,7 @@ class NonceRecord(Model):
 class RevokedToken(Model):
     """A deleted auth token, kept until it would have expired anyway (TTL)."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "revoked-tokens"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -64,6 +75,18 @@ class JobsByDocument(GlobalSecondaryIndex):
     date_created = NumberAttribute(range_key=True, attr_name="dateCreated")
 
 
+class ActiveJobs(GlobalSecondaryIndex):
+    """Sparse: only jobs that have not ended carry `activeEnvironment` (set at creation, removed
+    by the write that ends the job), so the reconciler finds the quiet ones without a scan."""
+
+    class Meta:
+        index_name = "active-by-update"
+        projection = AllProjection()
+
+    active_environment = UnicodeAttribute(hash_key=True, attr_name="activeEnvironment")
+    updated_at = NumberAttribute(range_key=True, attr_name="updatedAt")
+
+
 class JobsByOwnerDocument(GlobalSecondaryIndex):
     """One owner's jobs on one dataset, newest last: a documentId filter reads only those
     (the by-document index would read every owner's jobs of a popular dataset)."""
@@ -84,7 +107,7 @@ def owner_document(owner: str, document_id: str) -> str:
 class JobRecord(Model):
     """A compute job; `status` only moves forward (see compute.status)."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "jobs"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -101,6 +124,9 @@ class JobRecord(Model):
     input_dids = ListAttribute(of=UnicodeAttribute, attr_name="inputDIDs", default=list)
     algo_did = UnicodeAttribute(attr_name="algoDID", default="")
     orders = ListAttribute(of=UnicodeAttribute, default=list)
+    # Counters (EnvironmentUsage keys) the job holds besides its environment's, e.g. a free
+    # tier's: taken in the start transaction, given back by the write that ends the job.
+    usage_keys = ListAttribute(of=UnicodeAttribute, null=True, attr_name="usageKeys")
     batch_job_id = UnicodeAttribute(null=True, attr_name="batchJobId")
     results = JSONAttribute(null=True)
     termination_details = MapAttribute(null=True, attr_name="terminationDetails")
@@ -109,6 +135,7 @@ class JobRecord(Model):
     # where the full results list lives (results.json) and whether `results` was cut to fit
     # an event, and when an event last changed the record.
     stage = NumberAttribute(null=True)
+    batch_attempt = NumberAttribute(null=True, attr_name="batchAttempt")  # highest Batch attempt seen (1-based)
     batch_status = UnicodeAttribute(null=True, attr_name="batchStatus")
     results_key = UnicodeAttribute(null=True, attr_name="resultsKey")
     results_truncated = BooleanAttribute(null=True, attr_name="resultsTruncated")
@@ -116,17 +143,20 @@ class JobRecord(Model):
     # When DynamoDB drops the record: its environment's storageExpiry plus the operator's
     # JOB_RECORD_RETENTION after the latest it can end (compute.jobs sets it at creation).
     expires_at = TTLAttribute(null=True, attr_name="expiresAt")
+    # The environment while the job has not ended (the key of `active`), absent afterwards.
+    active_environment = UnicodeAttribute(null=True, attr_name="activeEnvironment")
     owner_document = UnicodeAttribute(null=True, attr_name="ownerDocument")
 
     by_owner = JobsByOwner()
     by_document = JobsByDocument()
     by_owner_document = JobsByOwnerDocument()
+    active = ActiveJobs()
 
 
 class OrderUse(Model):
     """Which job an order (chainId:txHash) started; a conditional put makes it single-use."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "orders"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -142,7 +172,7 @@ class AssetRecord(Model):
     last block searched for newer ones, `state` the NFT's metadata state at `updated_at`.
     """
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "assets"
         billing_mode = "PAY_PER_REQUEST"
 
@@ -162,7 +192,7 @@ class EnvironmentUsage(Model):
     """Jobs currently counted against an environment's maxJobs; changed only by conditional
     updates when a job starts (or its start is undone) and when it first reaches a terminal state."""
 
-    class Meta:
+    class Meta(TableMeta):
         table_name = "counters"
         billing_mode = "PAY_PER_REQUEST"
 

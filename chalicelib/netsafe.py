@@ -16,6 +16,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +34,39 @@ _URL_SAFE = "/%:@!$&'()*+,;=-._~?"
 
 
 class FetchError(Exception):
-    """A download failed. The message is short and never contains the URL or the host."""
+    """A download failed. The message is short and never contains the URL or the host.
+
+    `public` is what a consumer may read (job logs and status texts): it also leaves out what
+    the operator's network policy found about the address (that it is private, loopback...),
+    which would tell a consumer about the data owner's network. It defaults to the message."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
 
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """How far a fetch may go: private networks (tests and local stacks only), time, redirects."""
+    """How far a fetch may go: private networks (tests and local stacks only), time, redirects.
+
+    `timeout` bounds each socket operation; `deadline` (a time.monotonic() value), when set,
+    bounds the whole download, so a server trickling a byte at a time cannot hold a request
+    of the provider past its answer budget."""
 
     allow_private: bool = False
     timeout: float = 30.0
     max_redirects: int = 5
+    deadline: float | None = None
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise FetchError("timed out")
+
+    def socket_timeout(self) -> float:
+        """The per-operation timeout, never beyond the deadline."""
+        if self.deadline is None:
+            return self.timeout
+        return max(0.1, min(self.timeout, self.deadline - time.monotonic()))
 
 
 def is_forbidden(address: str) -> bool:
@@ -75,7 +99,8 @@ def pick_address(host: str, port: int, allow_private: bool) -> str:
     if not addresses:
         raise FetchError("host name does not resolve")
     if not allow_private and any(is_forbidden(a) for a in addresses):
-        raise FetchError("address not allowed (loopback, private, link-local or reserved)")
+        raise FetchError("address not allowed (loopback, private, link-local or reserved)",
+                         public="source refused by the provider's fetch policy")
     return addresses[0]
 
 
@@ -139,7 +164,8 @@ def _open(url: str, method: str, headers: Mapping[str, str],
     parts = urlsplit(url)
     address = pick_address(host, port, policy.allow_private)
     kind = _PinnedHTTPS if scheme == "https" else _PinnedHTTP
-    conn = kind(host, port, address, policy.timeout)
+    policy.check_deadline()
+    conn = kind(host, port, address, policy.socket_timeout())
     target = quote(parts.path or "/", safe=_URL_SAFE) + (
         "?" + quote(parts.query, safe=_URL_SAFE) if parts.query else "")
     try:
@@ -151,10 +177,18 @@ def _open(url: str, method: str, headers: Mapping[str, str],
         raise
 
 
-def _body(resp: http.client.HTTPResponse) -> Iterator[bytes]:
-    """The response body in chunks, with network errors mapped."""
+def _body(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
+          policy: FetchPolicy) -> Iterator[bytes]:
+    """The response body in chunks as they arrive (read1: one socket read each), with network
+    errors mapped and the deadline kept: each read may wait only until the deadline."""
     with _network_errors():
-        while chunk := resp.read(CHUNK_BYTES):
+        while True:
+            policy.check_deadline()
+            if conn.sock is not None:
+                conn.sock.settimeout(policy.socket_timeout())
+            chunk = resp.read1(CHUNK_BYTES)
+            if not chunk:
+                return
             yield chunk
 
 
@@ -216,7 +250,7 @@ def fetch_to_file(url: str, dest: Path, *, limit: int, policy: FetchPolicy,
             declared = (resp.getheader("Content-Length") or "").strip()
             if declared.isdigit() and int(declared) > limit:
                 raise FetchError("exceeds the size limit")
-            return write_capped(_body(resp), dest, limit)
+            return write_capped(_body(conn, resp, policy), dest, limit)
         finally:
             conn.close()
     raise FetchError("too many redirects")

@@ -1,9 +1,13 @@
-"""The OpenAPI 3 document, generated from the operations and request models the routes use."""
+"""The OpenAPI 3 document, generated from the operations and request models the routes use.
+
+It documents both protocols: Ocean Provider v4 at `/` (ocean.py, ocean.js 3.x) and Ocean Node's
+at `/node` (ocean.js >= 4, Ocean CLI); operation ids of the latter start with `node_`."""
 from __future__ import annotations
 
 from typing import Any
 
 from chalicelib.http import Operation
+from chalicelib.node import is_node_operation
 
 _ERROR = {
     "type": "object",
@@ -64,6 +68,38 @@ OK_BODIES: dict[str, dict[str, Any]] = {
 }
 
 
+_NODE_ENVIRONMENT = _object(
+    ["id", "consumerAddress", "fees", "resources", "maxJobDuration", "maxJobs", "runningJobs"],
+    id=_TEXT, description=_TEXT, consumerAddress=_TEXT, platform=_object([], architecture=_TEXT, os=_TEXT),
+    fees={"type": "object", "description": "chainId -> [{feeToken, prices: [{id, price per unit per minute}]}]",
+          "additionalProperties": _list(_object(["feeToken", "prices"], feeToken=_TEXT,
+                                                prices=_list(_object(["id", "price"], id=_TEXT, price={"type": "number"}))))},
+    resources=_list(_object(["id", "total", "min", "max", "inUse"], id=_TEXT, total={"type": "number"},
+                            min={"type": "number"}, max={"type": "number"}, inUse={"type": "number"})),
+    maxJobDuration=_INT, minJobDuration=_INT, storageExpiry=_INT, maxJobs=_INT, runningJobs=_INT,
+    runningfreeJobs=_INT, queuedJobs=_INT,
+    free=_object([], maxJobDuration=_INT, maxJobs=_INT, maxJobsPerConsumer=_INT, resources=_list({"type": "object"}),
+                 access=_object([], addresses=_list(_TEXT))),
+)
+NODE_OK_BODIES: dict[str, dict[str, Any]] = {
+    "node_root": _object(["chainIds", "providerAddresses", "nodePublicKey", "serviceEndpoints"],
+                         chainIds=_list(_INT), providerAddresses={"type": "object", "additionalProperties": _TEXT},
+                         nodePublicKey=_TEXT, serviceEndpoints={"type": "object", "additionalProperties": _list(_TEXT)}),
+    "nonce": OK_BODIES["nonce"],
+    "computeEnvironments": _list(_NODE_ENVIRONMENT),
+    "initializeCompute": OK_BODIES["initializeCompute"],
+    "computeStart": _JOBS, "freeCompute": _JOBS, "computeStatus": _JOBS, "computeStop": _JOBS,
+    "generateAuthToken": _object(["token"], token=_TEXT),
+    "invalidateAuthToken": _object(["success"], success={"type": "boolean"}),
+}
+_is_node = is_node_operation
+
+
+def _operation_id(operation: Operation) -> str:
+    name = operation.endpoint or operation.function.__name__
+    return ("node_" + name) if _is_node(operation) and not name.startswith("node_") else name
+
+
 def build_document(operations: list[Operation], title: str, version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Error": _ERROR, "JobStatus": _JOB_STATUS}
@@ -73,14 +109,21 @@ def build_document(operations: list[Operation], title: str, version: str) -> dic
         "openapi": "3.0.3",
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {"AuthToken": {"type": "apiKey", "in": "header", "name": "AuthToken"}}},
+        "components": {"schemas": schemas, "securitySchemes": {
+            "AuthToken": {"type": "apiKey", "in": "header", "name": "AuthToken"},
+            "Authorization": {"type": "apiKey", "in": "header", "name": "Authorization",
+                              "description": "An auth token (JWT) in place of nonce and signature (Ocean Node's header; "
+                                             "accepted by both protocols). Refused tokens answer 401."}}},
     }
 
 
 def _operation(operation: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
-    document: dict[str, Any] = {"operationId": operation.endpoint or operation.function.__name__, "summary": operation.summary, "responses": _responses(operation)}
+    document: dict[str, Any] = {"operationId": _operation_id(operation), "summary": operation.summary,
+                                "responses": _responses(operation)}
+    if _is_node(operation):
+        document["tags"] = ["Ocean Node protocol (/node)"]
     if operation.signed:
-        document["security"] = [{}, {"AuthToken": []}]
+        document["security"] = [{}, {"Authorization": []}] if _is_node(operation) else [{}, {"AuthToken": []}, {"Authorization": []}]
     if operation.raw_body:
         binary = {"schema": {"type": "string", "format": "binary"}}
         document["requestBody"] = {"required": True, "content": {"application/octet-stream": binary}}
@@ -116,7 +159,10 @@ def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
 def _responses(operation: Operation) -> dict[str, Any]:
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     responses: dict[str, Any] = {"200": {"description": "OK"}}
-    ok_body = OK_BODIES.get(operation.endpoint or operation.function.__name__)
+    if _is_node(operation):
+        ok_body = NODE_OK_BODIES.get(operation.endpoint or operation.function.__name__)
+    else:
+        ok_body = OK_BODIES.get(operation.endpoint or operation.function.__name__)
     if ok_body is not None:
         responses["200"]["content"] = {"application/json": {"schema": ok_body}}
     for code, description in operation.responses.items():
@@ -128,4 +174,6 @@ def _responses(operation: Operation) -> dict[str, Any]:
     responses.setdefault("413", {"description": "Request body too large", **error})
     responses.setdefault("414", {"description": "Request URI too long (answered by the gateway)"})
     responses.setdefault("503", {"description": "A dependency is unavailable", **error})
+    if operation.signed:
+        responses.setdefault("401", {"description": "The Authorization token is invalid, expired, revoked or another's", **error})
     return responses

@@ -55,6 +55,10 @@ class SignedParams(Params):
     def message_prefix(self) -> str:
         raise NotImplementedError
 
+    def message_suffix(self) -> str:
+        """What follows the nonce in the signed message: nothing in v4, the command in Ocean Node's."""
+        return ""
+
 
 class _AddressSigned(SignedParams):
     """The auth-token calls: signed by `address` over address + nonce, signature mandatory."""

@@ -6,13 +6,14 @@ builds only what the route it serves needs (the chain stack is never built for `
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 from chalicelib import config, models
-from chalicelib.auth.authenticator import Authenticator
+from chalicelib.auth.authenticator import Authenticator, bearer_token
 from chalicelib.auth.nonces import NonceStore
 from chalicelib.auth.signatures import address_of_key, to_checksum_address
 from chalicelib.auth.tokens import TokenService
+from chalicelib.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from chalicelib.assets.resolver import AssetResolver
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from chalicelib.compute.usage import UsageCounter
     from chalicelib.compute.workflow import ComputeWorkflow
     from chalicelib.http import Call
+    from chalicelib.node.logs import AlgorithmLogs
 
 
 @lru_cache(maxsize=1)
@@ -88,20 +90,36 @@ def usage_counter() -> "UsageCounter":
     return UsageCounter()
 
 
+# COMPUTE_BACKEND=local: the process that runs the local backend (devstack's API server, under
+# `make run`) registers its factory here at startup. chalicelib never imports that backend, so
+# nothing of it is shipped to Lambda and no import circle runs through it.
+LocalBackend = Callable[[config.Settings], "Dispatcher"]
+_local_backend: Optional[LocalBackend] = None
+
+
+def register_local_dispatcher(factory: Optional[LocalBackend]) -> None:
+    """Use `factory(settings)` as the dispatcher when COMPUTE_BACKEND=local (None unregisters)."""
+    global _local_backend
+    _local_backend = factory
+    dispatcher.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def dispatcher() -> "Dispatcher":
-    """AWS Batch, or (COMPUTE_BACKEND=local, `make run`) processes on this machine."""
+    """AWS Batch, or (COMPUTE_BACKEND=local) the backend the running process registered."""
     current = settings()
     if current.compute_backend == "local":
-        from devstack.local_dispatch import LocalDispatcher  # not shipped to Lambda
-
-        return LocalDispatcher.from_settings(current)
+        if _local_backend is None:
+            raise ConfigurationError("COMPUTE_BACKEND=local needs a local dispatcher registered by the process "
+                                     "serving the API (run it with `make run`), and none is")
+        return _local_backend(current)
     from chalicelib import aws
     from chalicelib.compute.dispatch import BatchDispatcher
 
     return BatchDispatcher(aws.client("batch"), current.runner_image, current.bucket,
                            job_role_arn=current.batch_job_role_arn,
-                           execution_role_arn=current.batch_execution_role_arn, event_bus=current.event_bus)
+                           execution_role_arn=current.batch_execution_role_arn, event_bus=current.event_bus,
+                           region=current.region, algorithm_log_group=current.algorithm_log_group)
 
 
 @lru_cache(maxsize=1)
@@ -131,12 +149,35 @@ def compute_workflow() -> "ComputeWorkflow":
     address = provider_address()
     return ComputeWorkflow(
         resolver=asset_resolver(),
-        validator=ComputeValidator(address, environments(), files_checksum=checksums.from_settings(current)),
+        validator=ComputeValidator(address, environments(), files_checksum=checksums.from_settings(current),
+                                   s3_sources=current.s3_file_sources),
         verifier=OrderVerifier(chains().web3, address),
         fees=ProviderFees(current.provider_private_key(), address, decimals=chains().token_decimals),
         jobs=job_service(),
         current_nonce=lambda who: nonce_store().current(checksum(who)),
     )
+
+
+@lru_cache(maxsize=1)
+def provider_public_key() -> str:
+    """The provider's compressed secp256k1 public key, 0x-hex (Ocean Node's `nodePublicKey`)."""
+    from coincurve import PrivateKey
+
+    key = PrivateKey(bytes.fromhex(settings().provider_private_key().removeprefix("0x")))
+    return "0x" + key.public_key.format(compressed=True).hex()
+
+
+@lru_cache(maxsize=1)
+def algorithm_logs() -> "AlgorithmLogs":
+    """A job's algorithm log so far (Ocean Node's computeStreamableLogs): the local dispatcher's,
+    else CloudWatch's (its client built on the first read there), else the published log."""
+    from chalicelib import aws
+    from chalicelib.node.logs import AlgorithmLogs
+
+    current = settings()
+    return AlgorithmLogs(dispatcher(), batch=lambda: aws.client("batch"), logs=lambda: aws.client("logs"),
+                         s3=lambda: aws.client("s3"), bucket=current.bucket, log_group=current.algorithm_log_group,
+                         cloudwatch=current.compute_backend != "local")
 
 
 def reset() -> None:
@@ -145,6 +186,8 @@ def reset() -> None:
 
     for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
+        accessor.cache_clear()
+    for accessor in (provider_public_key, algorithm_logs):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()
@@ -155,8 +198,14 @@ def checksum(address: str) -> str:
 
 
 def authenticate(call: "Call", allow_token: bool = True) -> str:
-    """The checksummed caller of a validated signed call, its nonce consumed."""
+    """The checksummed caller of a validated signed call, its nonce consumed.
+
+    Proof, in order: a signature; an `AuthToken` header (v4: the nonce is still required); an
+    `Authorization: <jwt>` header (Ocean Node's: no nonce needed, refusals are 401)."""
     params = call.params
+    authorization = call.header("Authorization")
+    if allow_token and not params.signature and not call.header("AuthToken") and bearer_token(authorization):
+        return authenticator().authenticate_bearer(params.signer(), authorization or "", params.nonce)
     return authenticator().authenticate(
         address=params.signer(),
         nonce=params.nonce,
@@ -164,4 +213,10 @@ def authenticate(call: "Call", allow_token: bool = True) -> str:
         message_prefix=params.message_prefix(),
         auth_token=call.header("AuthToken"),
         allow_token=allow_token,
+        message_suffix=params.message_suffix(),
     )
+
+
+def presented_token(call: "Call") -> str | None:
+    """The auth token a call presents, in either header (v4 `AuthToken`, Ocean Node `Authorization`)."""
+    return call.header("AuthToken") or bearer_token(call.header("Authorization"))

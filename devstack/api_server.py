@@ -13,15 +13,23 @@ import threading
 
 from chalice import Chalice
 from chalice.cli.factory import CLIFactory
-from chalice.local import ChaliceRequestHandler, ForbiddenError, LocalDevServer, LocalGateway, LocalGatewayException
+from chalice.local import (ChaliceRequestHandler, ForbiddenError, LocalDevServer, LocalGateway, LocalGatewayException,
+                           ThreadedHTTPServer)
+
+from devstack import local_dispatch
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+# socketserver listens with a backlog of 5: a burst of new connections (a page's assets, a load
+# test, 64 consumers polling) overflowed it and got resets and SYN-retry stalls of a second or more.
+LISTEN_BACKLOG = 1024
 
 
 class _JsonError(LocalGatewayException):
     def __init__(self, code: int, message: str, close: bool = False):
         """`close`: the body was left unread, so the connection ends here, and the client is told."""
-        headers = {"Content-Type": "application/json", **({"Connection": "close"} if close else {})}
+        # CORS as on every route (and as the deployed API's gateway responses): browsers read errors too
+        headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*",
+                   **({"Connection": "close"} if close else {})}
         super().__init__(headers, ('{"error": "%s"}' % message).encode())
         self.CODE = code
 
@@ -80,6 +88,10 @@ class _Handler(ChaliceRequestHandler):
         raise AttributeError(name)
 
 
+class _Server(ThreadedHTTPServer):
+    request_queue_size = LISTEN_BACKLOG  # the kernel caps it at net.core.somaxconn (4096 by default)
+
+
 def per_thread_requests(app: Chalice) -> Chalice:
     """Chalice keeps the request being served in one attribute of the app (`current_request`,
     and `lambda_context`): right in Lambda, where a container serves one request at a time, but
@@ -96,9 +108,12 @@ def per_thread_requests(app: Chalice) -> Chalice:
 
 
 def make_server(project_dir: str, host: str, port: int, stage: str = "local") -> LocalDevServer:
+    """The API on host:port; this process runs the local compute backend (COMPUTE_BACKEND=local)."""
+    local_dispatch.register()
     factory = CLIFactory(project_dir=project_dir, environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=stage)
-    return LocalDevServer(per_thread_requests(config.chalice_app), config, host, port, handler_cls=_Handler)
+    return LocalDevServer(per_thread_requests(config.chalice_app), config, host, port, handler_cls=_Handler,
+                          server_cls=_Server)
 
 
 def main(argv: list[str] | None = None) -> None:

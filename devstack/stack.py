@@ -52,6 +52,8 @@ def local_environments(chain) -> str:
         environment["chainIds"] = [chain.chain_id]
         environment["feeToken"] = {str(chain.chain_id): chain.contracts.OceanToken}
         environment["maxJobDuration"] = min(environment["maxJobDuration"], 600)
+    # Ocean Node's free compute on the CPU environment (FREE_COMPUTE_PUBLISHERS allows the samples)
+    configured[0]["freeCompute"] = {"maxJobDuration": 300, "maxJobs": 2, "maxJobsPerConsumer": 2}
     return json.dumps(configured)
 
 
@@ -95,6 +97,8 @@ class LocalStack:
                     "COMPUTE_BACKEND": "local", "COMPUTE_ENVIRONMENTS": local_environments(self.chain),
                     # the sample files are served on loopback: let the provider and runner reach them
                     "ALLOW_PRIVATE_NETWORKS": "1",
+                    # the sample dataset's publisher may be computed on for free (Ocean Node protocol)
+                    "FREE_COMPUTE_PUBLISHERS": self.chain.publisher.address,
                     "DEVSTACK_STATE_DIR": str(STATE_DIR)}
         os.environ.update(self.env)
         from chalicelib.bootstrap import bootstrap
@@ -138,10 +142,24 @@ class LocalStack:
             self.chain.stop()
 
 
+def sandbox_notice() -> str:
+    """What `make run` says first: how the algorithm of every local job will be isolated, or,
+    loudly, that it will not be."""
+    from devstack.local_dispatch import detect_sandbox, unsandboxed_warning
+
+    sandbox, reason = detect_sandbox()
+    if sandbox is None:
+        rule = "!" * 78
+        return "\n".join([rule, unsandboxed_warning(reason), "Local jobs' logs say so too. Fine for the sample "
+                          "algorithm; do not run algorithms you do not trust.", rule])
+    return f"Local jobs run their algorithm in a {sandbox.describe()}."
+
+
 def summary(info: dict) -> str:
     return "\n".join([
         "Local Ocean C2D provider is up (Ctrl-C stops everything)",
         f"  Provider API     {info['providerUrl']}   (spec: {info['providerUrl']}/spec)",
+        f"  Ocean Node API   {info['providerUrl']}/node   (ocean.js >= 4)",
         f"  Chain            {info['rpcUrl']}   chainId {info['chainId']}",
         f"  Local AWS (moto) {info['awsEndpoint']}",
         f"  Provider address {info['providerAddress']}",
@@ -166,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, terminate)
     parent = os.getppid()
+    print(sandbox_notice(), flush=True)
     try:
         info = stack.start()
         STATE_DIR.mkdir(exist_ok=True)

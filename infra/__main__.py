@@ -1,4 +1,4 @@
-"""`python -m infra configure | gateway-responses | env` (see README, "Deploy to AWS")."""
+"""`python -m infra configure | gateway-responses | env | user-data` (see README, "Deploy to AWS")."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import ConfigurationError
-from infra import gateway, stage
+from infra import gateway, network_rules, stage
 
 DEFAULT_ENVIRONMENTS = Path("chalicelib/compute/environments.json")
 
@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 
     variables = commands.add_parser("env", help="print the stage's variables as `export` lines (for the asset CLI)")
     variables.add_argument("--stage", required=True)
+
+    user_data = commands.add_parser("user-data", help="the Batch instances' user data (algorithm network rules)")
+    user_data.add_argument("--write", action="store_true", help="rewrite it into infra/resources.yaml")
     return parser
 
 
@@ -103,12 +106,24 @@ def export_lines(args: argparse.Namespace) -> list[str]:
     return [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
 
 
+def write_user_data(args: argparse.Namespace) -> int:
+    if not args.write:
+        print(network_rules.user_data(), end="")
+        return 0
+    template = args.project_dir / "infra" / "resources.yaml"
+    template.write_text(network_rules.embed(template.read_text()))
+    print(f"updated {template}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "env":
             print("\n".join(export_lines(args)))
             return 0
+        if args.command == "user-data":
+            return write_user_data(args)
         result: Any = configure(args) if args.command == "configure" else gateway_responses(args)
     except (ConfigurationError, FileNotFoundError, LookupError, ValueError, ClientError, BotoCoreError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -11,9 +11,16 @@ roles that the stage's code is configured to use, and nothing else:
   the stage's queues, PassRole of the two Batch job roles.
 - `policy-<stage>-events.json`, the two event handlers: read and update job records, update the
   environment counters.
+- `policy-<stage>-reconcile.json`, the reconciler (compute.reconcile): what the event handlers
+  may, plus Query on the jobs table's index of active jobs, releasing orders (DeleteItem on the
+  orders table) and deleting a killed start's manifest (under `jobs/`), and asking Batch about
+  jobs (DescribeJobs, ListJobs).
 
-Only `batch:DescribeJobDefinitions` has `"*"` as resource: AWS Batch supports no resource-level
-permission for it (WILDCARD_ACTIONS; tests/infra checks the list against the IAM reference).
+Only `batch:DescribeJobDefinitions` and `batch:DescribeJobs` (API: the algorithm container's log
+stream, for Ocean Node's computeStreamableLogs), and `batch:DescribeJobs`, `batch:ListJobs`
+(reconciler) have `"*"` as resource: AWS Batch supports no resource-level permission for them
+(WILDCARD_ACTIONS, RECONCILE_WILDCARD_ACTIONS; tests/infra checks them against the IAM reference).
+The log streams themselves are read only in ALGORITHM_LOG_GROUP, under the `c2d` stream prefix.
 """
 from __future__ import annotations
 
@@ -26,7 +33,9 @@ from chalicelib.config import Settings, load_settings
 from chalicelib.errors import ConfigurationError
 
 # Actions that AWS authorizes only on "*" and that the functions need.
-WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions"})
+WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs"})
+RECONCILE_WILDCARD_ACTIONS = frozenset({"batch:DescribeJobs", "batch:ListJobs"})
+ACTIVE_JOBS_INDEX = "active-by-update"  # models.ActiveJobs
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,10 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
         _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),
-        _statement("FindJobDefinitions", sorted(WILDCARD_ACTIONS), "*"),
+        _statement("FindJobDefinitions", ["batch:DescribeJobDefinitions"], "*"),
+        _statement("FindAlgorithmLogStreams", ["batch:DescribeJobs"], "*"),
+        _statement("ReadAlgorithmLogs", ["logs:GetLogEvents"],
+                   [where.arn("logs", f"log-group:{settings.algorithm_log_group}:log-stream:c2d/*")]),
         _statement("RegisterJobDefinitions", ["batch:RegisterJobDefinition"], [definitions]),
         _statement("SubmitJobs", ["batch:SubmitJob"],
                    [where.arn("batch", f"job-queue/{queue}") for queue in queues] + [definitions, jobs]),
@@ -132,12 +144,33 @@ def events_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str
     ])
 
 
+def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, Any]:
+    """The reconciler's policy: the event handlers' writes, the active jobs index, releasing the
+    orders and the manifest of a start killed before dispatch, and Batch's job descriptions."""
+    settings = load_settings(env)
+    where = Account.from_arn(_secret_arns(env)[0])
+    jobs = _table(where, settings.jobs_table)
+    bucket = f"arn:{where.partition}:s3:::{settings.bucket}"
+    return _document([
+        _logs(where, app_name, stage),
+        _statement("JobRecords", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [jobs]),
+        _statement("ActiveJobs", ["dynamodb:Query"], [f"{jobs}/index/{ACTIVE_JOBS_INDEX}"]),
+        _statement("EnvironmentCounters", ["dynamodb:UpdateItem"], [_table(where, settings.counters_table)]),
+        _statement("ReleaseOrders", ["dynamodb:DeleteItem"], [_table(where, settings.orders_table)]),
+        _statement("DeleteManifests", ["s3:DeleteObject"], [f"{bucket}/jobs/*"]),
+        _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
+        _statement("DescribeJobs", sorted(RECONCILE_WILDCARD_ACTIONS), "*"),
+    ])
+
+
 def policy_files(stage: str) -> dict[str, str]:
     """File names under .chalice/ of each policy of a stage."""
-    return {"api": f"policy-{stage}.json", "events": f"policy-{stage}-events.json"}
+    return {"api": f"policy-{stage}.json", "events": f"policy-{stage}-events.json",
+            "reconcile": f"policy-{stage}-reconcile.json"}
 
 
 def render(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, dict[str, Any]]:
     """{file name: policy document} for a stage."""
     names = policy_files(stage)
-    return {names["api"]: api_policy(env, app_name, stage), names["events"]: events_policy(env, app_name, stage)}
+    return {names["api"]: api_policy(env, app_name, stage), names["events"]: events_policy(env, app_name, stage),
+            names["reconcile"]: reconcile_policy(env, app_name, stage)}

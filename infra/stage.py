@@ -35,6 +35,9 @@ EVENT_HANDLERS = ("batch_job_events", "runner_stage_events")
 # API does, so it runs with the API's policy.
 REGISTER_FUNCTION = "register_asset"
 REGISTER_HANDLER = {"lambda_memory_size": 512, "lambda_timeout": 120}
+# The scheduled reconciler (compute.reconcile), with a policy of its own.
+RECONCILE_FUNCTION = "reconcile_jobs"
+RECONCILE_HANDLER = {"lambda_memory_size": 256, "lambda_timeout": 120}
 
 
 def read_stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
@@ -121,8 +124,9 @@ def function_settings(stage: str) -> dict[str, Any]:
     return {
         "autogen_policy": False,
         "iam_policy_file": files["api"],
-        "lambda_functions": {"api_handler": dict(API_HANDLER), REGISTER_FUNCTION: dict(REGISTER_HANDLER),
-                             **{name: dict(events) for name in EVENT_HANDLERS}},
+        "lambda_functions": {"api_handler": dict(API_HANDLER), **{name: dict(events) for name in EVENT_HANDLERS},
+                             REGISTER_FUNCTION: dict(REGISTER_HANDLER),
+                             RECONCILE_FUNCTION: {"iam_policy_file": files["reconcile"], **RECONCILE_HANDLER}},
     }
 
 

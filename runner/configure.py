@@ -1,14 +1,23 @@
 """The configure stage: read the inputs manifest and lay out /data for the algorithm.
 
 Status events: 20 at start, 30 on success, 31 if the manifest or an input cannot be provisioned,
-32 if the algorithm cannot. The manifest holds decrypted URLs, so it is read from S3 here and
-never logged: the log names inputs by did, index and host only.
+32 if the algorithm cannot (including a file that does not match the checksum the provider
+pinned at start); the exit code is the status (0 for 30), so AWS Batch alone tells them apart.
+The manifest holds decrypted URLs, so it is read from S3 here and never logged. configure.log is
+a result the consumer reads: it names inputs by index and did only, never a host, bucket, path
+or URL; the operator's details go to stderr only (logs.operator_log).
+
+`/data/.c2d/ready` is written last, only when everything succeeded: without it the algorithm
+container's command runs nothing (docs/internals.md, "Job volume").
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -16,16 +25,18 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.filesources import Budget, Sources
-from chalicelib.netsafe import FetchError, FetchPolicy
+from chalicelib.netsafe import CHUNK_BYTES, FetchError, FetchPolicy
 
 from .aws import s3_client
 from .events import Emitter
-from .layout import CONFIGURE_LOG, Layout
-from .logs import stage_log
+from .layout import CONFIGURE_LOG, DIR_MODE, FILE_MODE, Layout, own, root_dir, write_file
+from .logs import operator_log, stage_log
 from .settings import Settings, parse_s3_uri
 
 DID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,199}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
+DATA_FAILED, ALGORITHM_FAILED = 31, 32
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +51,34 @@ class StageFailure(Exception):
 
 
 def run(settings: Settings, emitter: Emitter) -> int:
-    """Run the stage; the exit code is 0 on status 30, 1 otherwise."""
+    """Run the stage; the exit code is 0 on status 30, else the failure status (31, 32)."""
     layout = Layout(settings.data_dir)
-    layout.create()
+    has_busybox = layout.busybox.is_file() or layout.install_busybox(settings.busybox_source)
+    try:
+        layout.create(settings.algorithm_uid)
+    except OSError as exc:
+        print(f"runner: the job volume cannot be prepared ({type(exc).__name__})", file=sys.stderr)
+        emitter.emit(DATA_FAILED, "the job volume could not be prepared")
+        return DATA_FAILED
     with stage_log(layout.logs / CONFIGURE_LOG):
+        if not has_busybox:
+            operator_log().error("no static busybox at %s: the algorithm container cannot start",
+                                 settings.busybox_source)
         emitter.emit(20)
         try:
             provision(settings, layout)
+            layout.mark_ready()
         except StageFailure as failure:
             log.error("configure failed: %s", failure.reason)
             emitter.emit(failure.status, failure.reason)
-            return 1
+            return failure.status
         except Exception as exc:  # noqa: BLE001 - any crash must still end in a status event
             # Frames only: an exception's message may quote a decrypted URL.
-            log.error("unexpected %s\n%s", type(exc).__name__,
-                      "".join(traceback.format_tb(exc.__traceback__)))
-            emitter.emit(31, f"internal error ({type(exc).__name__})")
-            return 1
+            log.error("unexpected %s", type(exc).__name__)
+            operator_log().error("unexpected %s\n%s", type(exc).__name__,
+                                 "".join(traceback.format_tb(exc.__traceback__)))
+            emitter.emit(DATA_FAILED, f"internal error ({type(exc).__name__})")
+            return DATA_FAILED
         emitter.emit(30)
         return 0
 
@@ -66,30 +88,31 @@ def provision(settings: Settings, layout: Layout) -> None:
     manifest = load_manifest(settings)
     inputs, algorithm = manifest.get("inputs"), manifest.get("algorithm")
     if not isinstance(inputs, list) or not isinstance(algorithm, dict):
-        raise StageFailure(31, "manifest has no inputs or algorithm")
+        raise StageFailure(DATA_FAILED, "manifest has no inputs or algorithm")
+    region = settings.region
     sources = Sources(
         policy=FetchPolicy(allow_private=settings.allow_private, timeout=settings.fetch_timeout),
         budget=Budget(settings.max_input_bytes),
         ipfs_gateway=settings.ipfs_gateway, arweave_gateway=settings.arweave_gateway,
         forbidden_buckets=frozenset({parse_s3_uri(settings.manifest_uri)[0],
                                      settings.results_bucket}),
-        s3_factory=s3_client)
-    dids = [fetch_input(sources, layout, entry) for entry in inputs]
+        s3_factory=lambda: s3_client(region))
+    dids = [fetch_input(sources, layout, position, entry) for position, entry in enumerate(inputs)]
     fetch_algorithm(sources, layout, algorithm)
     custom = algorithm.get("algocustomdata")
-    layout.custom_data.write_text(json.dumps(custom if custom is not None else {}))
-    layout.env_file.write_text(json.dumps({
+    write_file(layout.custom_data, json.dumps(custom if custom is not None else {}).encode())
+    write_file(layout.env_file, json.dumps({
         "DIDS": json.dumps(list(dict.fromkeys(dids))),
         "TRANSFORMATION_DID": str(algorithm.get("did") or ""),
         "ALGO": str(layout.algorithm.absolute()),
-    }, indent=1))
+    }, indent=1).encode())
 
 
 def load_manifest(settings: Settings) -> dict[str, Any]:
     """Read and sanity-check the manifest; any problem here is a provisioning failure."""
     bucket, key = parse_s3_uri(settings.manifest_uri)
     try:
-        obj = s3_client().get_object(Bucket=bucket, Key=key)
+        obj = s3_client(settings.region).get_object(Bucket=bucket, Key=key)
         raw = obj["Body"].read(MAX_MANIFEST_BYTES + 1)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "?")
@@ -107,44 +130,69 @@ def load_manifest(settings: Settings) -> dict[str, Any]:
     return manifest
 
 
-def fetch_input(sources: Sources, layout: Layout, entry: Any) -> str:
-    """Download every file of one input to inputs/<did>/<index>; return the did."""
+def fetch_input(sources: Sources, layout: Layout, position: int, entry: Any) -> str:
+    """Download every file of input `position` to inputs/<did>/<index>; return the did."""
     did = entry.get("did") if isinstance(entry, dict) else None
     if not isinstance(did, str) or not DID_RE.match(did):
-        raise StageFailure(31, "manifest input has an invalid did")
+        raise StageFailure(DATA_FAILED, f"input {position} has an invalid did")
+    name = f"input {position} ({did})"
     files = entry.get("files")
     if not isinstance(files, list) or not files:
-        raise StageFailure(31, f"input {did} has no files")
+        raise StageFailure(DATA_FAILED, f"{name} has no files")
     folder = layout.inputs / did
-    folder.mkdir(parents=True, exist_ok=True)
+    root_dir(folder)
     for index, spec in enumerate(files):
-        origin = sources.describe(spec)
-        try:
-            size = sources.download(spec, folder / str(index))
-        except FetchError as exc:
-            log.error("input %s #%d (%s) failed: %s", did, index, origin, exc)
-            raise StageFailure(31, f"input {index} of {did}: {exc}") from None
-        log.info("input %s #%d (%s): %d bytes", did, index, origin, size)
+        target = folder / str(index)
+        size = _download(sources, spec, target, f"{name} file {index}", DATA_FAILED)
+        own(target, 0, FILE_MODE)
+        log.info("%s file %d (%s): %d bytes", name, index, sources.describe(spec), size)
     return did
 
 
 def fetch_algorithm(sources: Sources, layout: Layout, algorithm: dict[str, Any]) -> Path:
-    """Write the algorithm: its raw code, or else its first file fetched like an input."""
+    """Write the algorithm: its raw code, or else its first file, fetched like an input and
+    placed only once it matches the sha256 the provider pinned at start (manifest
+    `algorithm.checksums`, aligned with `files`): the data owner approved those bytes."""
     target = layout.algorithm
     rawcode = algorithm.get("rawcode")
     files = algorithm.get("files")
     if isinstance(rawcode, str) and rawcode:
-        target.write_text(rawcode, encoding="utf-8")
+        write_file(target, rawcode.encode("utf-8"))
         log.info("algorithm: raw code, %d bytes", target.stat().st_size)
     elif isinstance(files, list) and files:
-        origin = sources.describe(files[0])
-        try:
-            size = sources.download(files[0], target)
-        except FetchError as exc:
-            log.error("algorithm (%s) failed: %s", origin, exc)
-            raise StageFailure(32, f"algorithm: {exc}") from None
-        log.info("algorithm (%s): %d bytes", origin, size)
+        checksums = algorithm.get("checksums")
+        if (not isinstance(checksums, list) or len(checksums) != len(files)
+                or not all(isinstance(c, str) and SHA256_RE.match(c) for c in checksums)):
+            raise StageFailure(ALGORITHM_FAILED, "algorithm files have no checksums")
+        staged = layout.staging / "algorithm"
+        size = _download(sources, files[0], staged, "algorithm file 0", ALGORITHM_FAILED)
+        if _sha256(staged) != checksums[0]:
+            staged.unlink()
+            raise StageFailure(ALGORITHM_FAILED,
+                               "algorithm file 0 does not match the checksum pinned at start")
+        os.replace(staged, target)
+        log.info("algorithm file 0 (%s): %d bytes, checksum verified",
+                 sources.describe(files[0]), size)
     else:
-        raise StageFailure(32, "algorithm has neither rawcode nor files")
-    target.chmod(0o755)
+        raise StageFailure(ALGORITHM_FAILED, "algorithm has neither rawcode nor files")
+    own(target, 0, FILE_MODE)
+    own(layout.transformations, 0, DIR_MODE)
     return target
+
+
+def _download(sources: Sources, spec: Any, target: Path, name: str, status: int) -> int:
+    """One file; a failure ends the stage with `status` and a consumer-safe reason, and the
+    operator-only detail goes to stderr."""
+    try:
+        return sources.download(spec, target)
+    except FetchError as exc:
+        operator_log().error("%s (%s) failed: %s", name, sources.describe(spec), exc)
+        raise StageFailure(status, f"{name}: {exc.public}") from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

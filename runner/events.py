@@ -31,16 +31,22 @@ def detail_size(detail: dict[str, Any]) -> int:
 
 
 class Emitter:
-    """Builds the detail {jobId, status, reason?, ...extra} and hands it to a transport."""
+    """Builds the detail {jobId, status, reason?, attempt?, ...extra} and hands it to a transport.
 
-    def __init__(self, job_id: str) -> None:
+    `attempt` is AWS Batch's attempt number, so the provider can ignore a retried job's stale
+    events; it is left out when unknown (locally)."""
+
+    def __init__(self, job_id: str, attempt: int | None = None) -> None:
         self.job_id = job_id
+        self.attempt = attempt
 
     def emit(self, status: int, reason: str = "", **extra: Any) -> bool:
         """Report a stage status; returns whether the event was delivered."""
         detail: dict[str, Any] = {"jobId": self.job_id, "status": status}
         if reason:
             detail["reason"] = reason
+        if self.attempt is not None:
+            detail["attempt"] = self.attempt
         detail.update(extra)
         log.info("status %d%s", status, f": {reason}" if reason else "")
         return self._send(detail)
@@ -52,8 +58,9 @@ class Emitter:
 class StdoutEmitter(Emitter):
     """One `C2D-EVENT {detail}` line per event, read by the local dispatcher."""
 
-    def __init__(self, job_id: str, stream: TextIO | None = None) -> None:
-        super().__init__(job_id)
+    def __init__(self, job_id: str, stream: TextIO | None = None,
+                 attempt: int | None = None) -> None:
+        super().__init__(job_id, attempt)
         self._stream = stream
 
     def _send(self, detail: dict[str, Any]) -> bool:
@@ -66,9 +73,10 @@ class StdoutEmitter(Emitter):
 class EventBridgeEmitter(Emitter):
     """PutEvents to EVENT_BUS_NAME with a few retries (throttling, transient failures)."""
 
-    def __init__(self, job_id: str, bus: str, client_factory: Callable[[], Any] = events_client,
-                 attempts: int = 4, sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(job_id)
+    def __init__(self, job_id: str, bus: str, client_factory: Callable[[], Any],
+                 attempts: int = 4, sleep: Callable[[float], None] = time.sleep,
+                 attempt: int | None = None) -> None:
+        super().__init__(job_id, attempt)
         self._bus = bus
         self._client_factory = client_factory
         self._client: Any = None
@@ -104,5 +112,7 @@ class EventBridgeEmitter(Emitter):
 def make_emitter(settings: Settings) -> Emitter:
     """The transport chosen by RUNNER_EVENTS."""
     if settings.events_mode == "stdout":
-        return StdoutEmitter(settings.job_id)
-    return EventBridgeEmitter(settings.job_id, settings.event_bus)
+        return StdoutEmitter(settings.job_id, attempt=settings.attempt)
+    region = settings.region
+    return EventBridgeEmitter(settings.job_id, settings.event_bus, lambda: events_client(region),
+                              attempt=settings.attempt)

@@ -1,8 +1,12 @@
 """The publish stage: upload outputs and logs to s3://<bucket>/jobs/<jobId>/ and report results.
 
-Status events: 60 at start, 70 with `results` on success, 62 with a reason if an upload fails.
-The outputs folder was written by untrusted code, so only regular files inside it are uploaded:
-symlinks, devices, FIFOs and names that could escape the folder are skipped and logged.
+Status events: 60 at start, 70 with `results` on success, 62 with a reason if an upload fails
+(the exit code is 0 or 62). The outputs folder was written by untrusted code, so only regular
+files inside it are uploaded, each opened with O_NOFOLLOW: symlinks, devices, FIFOs and names
+that could escape the folder are skipped with a note in publish.log. A name with a Unicode line
+or paragraph separator, control or format character (categories Zl, Zp, Cc, Cf, and the lone
+surrogates of undecodable bytes) is published under a safe name (each such character becomes
+"_"). Results are only ever keys under jobs/<jobId>/outputs/ and jobs/<jobId>/logs/.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import json
 import logging
 import os
 import stat
+import unicodedata
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,6 +31,8 @@ LOG_TYPES = {ALGORITHM_LOG: "algorithmLog", CONFIGURE_LOG: "configurationLog",
              PUBLISH_LOG: "publishLog"}
 MAX_OUTPUT_FILES = 10_000
 EVENT_RESULTS_BYTES = 150_000  # of EventBridge's 256 KB per event
+UNSAFE_CATEGORIES = frozenset({"Zl", "Zp", "Cc", "Cf", "Cs"})
+UPLOAD_FAILED = 62
 SSE = {"ServerSideEncryption": "AES256"}
 
 log = logging.getLogger(__name__)
@@ -37,17 +44,17 @@ class PublishError(Exception):
 
 
 def run(settings: Settings, emitter: Emitter) -> int:
-    """Run the stage; the exit code is 0 on status 70, 1 on 62."""
+    """Run the stage; the exit code is 0 on status 70, 62 otherwise."""
     layout = Layout(settings.data_dir)
-    layout.logs.mkdir(parents=True, exist_ok=True)
     with stage_log(layout.logs / PUBLISH_LOG) as logger:
         emitter.emit(60)
-        store = ResultStore(s3_client(), settings.results_bucket, settings.job_id)
+        store = ResultStore(s3_client(settings.region), settings.results_bucket, settings.job_id)
         results: list[Result] = []
         failures: list[str] = []
         try:
-            for name in collect_outputs(layout.outputs, settings.max_output_bytes):
-                result = store.upload(layout.outputs / name, name, "output", within=layout.outputs)
+            for path, name in collect_outputs(layout.outputs, settings.max_output_bytes):
+                result = store.upload(layout.outputs / path, name, "output",
+                                      within=layout.outputs)
                 if result:
                     results.append(result)
         except PublishError as exc:
@@ -59,8 +66,8 @@ def run(settings: Settings, emitter: Emitter) -> int:
             failures.append(str(exc))
         fields = event_fields(results, store)
         if failures:
-            emitter.emit(62, failures[0][:300], **fields)
-            return 1
+            emitter.emit(UPLOAD_FAILED, failures[0][:300], **fields)
+            return UPLOAD_FAILED
         emitter.emit(70, **fields)
         return 0
 
@@ -122,24 +129,32 @@ def open_regular(path: Path, within: Path | None = None) -> BinaryIO | None:
 
 def relative_key(name: str) -> str:
     """Validate a relative result name as an S3 key suffix: no absolute paths, no '.' or '..'
-    parts, no empty parts, no control characters, valid UTF-8."""
+    parts, no empty parts, no line/paragraph separators, control or format characters, valid
+    UTF-8."""
     parts = name.split("/")
     if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError("result name escapes its folder")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise ValueError("result name has control characters")
+    if any(unicodedata.category(c) in UNSAFE_CATEGORIES for c in name):
+        raise ValueError("result name has control, format or separator characters")
     name.encode("utf-8")  # UnicodeEncodeError (a ValueError) for undecodable file names
     return name
 
 
-def collect_outputs(root: Path, max_bytes: int) -> list[str]:
-    """Relative names of the regular files under root, walked without following symlinks;
+def safe_name(name: str) -> str:
+    """name with every character of an unsafe category (Zl, Zp, Cc, Cf, Cs) replaced by "_":
+    a U+2028 or U+0085 in a name would break every line-based reader of the results."""
+    return "".join("_" if unicodedata.category(c) in UNSAFE_CATEGORIES else c for c in name)
+
+
+def collect_outputs(root: Path, max_bytes: int) -> list[tuple[str, str]]:
+    """(path, published name) of the regular files under root, walked without following
+    symlinks, names made safe (a renamed file that meets an existing name gets "~<n>");
     fails if they are too many or too big together."""
     if root.is_symlink():
         raise PublishError("outputs folder is a symlink")
     if not root.is_dir():
         return []
-    names: list[str] = []
+    found: list[str] = []
     total = 0
     pending = [""]
     while pending:
@@ -153,16 +168,34 @@ def collect_outputs(root: Path, max_bytes: int) -> list[str]:
                     pending.append(name + "/")
                 elif not entry.is_file(follow_symlinks=False):
                     log.warning("skipped %r: not a regular file", name)
-                elif not _is_safe(name):
-                    log.warning("skipped %r: unsafe file name", name)
                 else:
-                    names.append(name)
+                    found.append(name)
                     total += entry.stat(follow_symlinks=False).st_size
-    if len(names) > MAX_OUTPUT_FILES:
-        raise PublishError(f"more than {MAX_OUTPUT_FILES} output files")
+        if len(found) > MAX_OUTPUT_FILES:
+            raise PublishError(f"more than {MAX_OUTPUT_FILES} output files")
     if total > max_bytes:
         raise PublishError("outputs exceed the size limit")
-    return sorted(names)
+    return _published_names(sorted(found))
+
+
+def _published_names(paths: list[str]) -> list[tuple[str, str]]:
+    """Pair each path with its safe, unique published name; a name still refused by
+    relative_key after renaming is skipped."""
+    taken = {p for p in paths if safe_name(p) == p}
+    pairs: list[tuple[str, str]] = []
+    for path in paths:
+        name = safe_name(path)
+        if name != path:
+            base, count = name, 1
+            while name in taken:
+                name, count = f"{base}~{count}", count + 1
+            taken.add(name)
+            log.warning("renamed %r to %r: unsafe characters in the name", path, name)
+        if not _is_safe(name):
+            log.warning("skipped %r: unsafe file name", path)
+            continue
+        pairs.append((path, name))
+    return pairs
 
 
 def upload_logs(store: ResultStore, folder: Path, logger: logging.Logger,
@@ -178,7 +211,7 @@ def upload_logs(store: ResultStore, folder: Path, logger: logging.Logger,
             log.info("uploading %s", name)
             flush(logger)
         try:
-            result = store.upload(path, name, kind)
+            result = store.upload(path, name, kind, within=folder)
         except PublishError as exc:
             failures.append(str(exc))
             continue

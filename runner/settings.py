@@ -9,7 +9,11 @@ from urllib.parse import urlsplit
 
 GIB = 1024**3
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DEFAULT_BUSYBOX = "/bin/busybox"  # Debian busybox-static, installed by runner/Dockerfile
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+REGION_VARIABLES = ("C2D_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+DEFAULT_ALGORITHM_UID = 4000
 Num = TypeVar("Num", int, float)
 
 
@@ -33,6 +37,10 @@ class Settings:
     max_output_bytes: int
     fetch_timeout: float
     allow_private: bool
+    region: str = ""
+    algorithm_uid: int = DEFAULT_ALGORITHM_UID
+    attempt: int | None = None
+    busybox_source: str = DEFAULT_BUSYBOX
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, need_manifest: bool = True) -> "Settings":
@@ -53,6 +61,10 @@ class Settings:
         if events_mode not in ("eventbridge", "stdout"):
             raise ConfigError("RUNNER_EVENTS must be 'eventbridge' or 'stdout'")
         return cls(
+            region=region_from_env(env),
+            algorithm_uid=_algorithm_uid(env),
+            attempt=_attempt(env),
+            busybox_source=busybox_source(env),
             job_id=job_id,
             manifest_uri=manifest_uri,
             data_dir=Path(env.get("DATA_DIR", "/data")),
@@ -66,6 +78,46 @@ class Settings:
             fetch_timeout=_number(env, "FETCH_TIMEOUT", 30.0, float),
             allow_private=env.get("ALLOW_PRIVATE_NETWORKS", "").strip().lower() in TRUE_WORDS,
         )
+
+
+def region_from_env(env: Mapping[str, str]) -> str:
+    """The job's region: C2D_REGION (set by the dispatcher), else the ECS agent's AWS_REGION,
+    else AWS_DEFAULT_REGION. Batch itself sets none of them, and a client without a region
+    cannot send events, so a job without one must stop here instead of losing every event."""
+    for name in REGION_VARIABLES:
+        value = env.get(name, "").strip()
+        if value:
+            if not REGION_RE.match(value):
+                raise ConfigError(f"{name} is not an AWS region name")
+            return value
+    raise ConfigError("no AWS region: set C2D_REGION (or AWS_REGION / AWS_DEFAULT_REGION)")
+
+
+def busybox_source(env: Mapping[str, str]) -> str:
+    """The static busybox configure copies to /data/.c2d (runner/Dockerfile installs Debian's
+    busybox-static there); a setting so tests and local stacks can name another file."""
+    return env.get("BUSYBOX_SOURCE", DEFAULT_BUSYBOX).strip()
+
+
+def _algorithm_uid(env: Mapping[str, str]) -> int:
+    """The UID the algorithm container runs as (4000, or 4001 with network access); never root,
+    since it owns outputs/ and algorithm.log."""
+    raw = env.get("ALGORITHM_UID", "").strip()
+    if not raw:
+        return DEFAULT_ALGORITHM_UID
+    if not raw.isdigit() or not 0 < int(raw) < 2**31:
+        raise ConfigError("ALGORITHM_UID must be a non-root numeric UID")
+    return int(raw)
+
+
+def _attempt(env: Mapping[str, str]) -> int | None:
+    """AWS Batch's 1-based attempt number, carried in every event (absent locally)."""
+    raw = env.get("AWS_BATCH_JOB_ATTEMPT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError("AWS_BATCH_JOB_ATTEMPT must be a positive integer")
+    return int(raw)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

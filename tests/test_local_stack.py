@@ -1,7 +1,10 @@
 """`make run`'s stack over real HTTP: moto server, Chalice's local server, a real signing client."""
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import socket
+import threading
 import time
 
 import requests
@@ -60,3 +63,26 @@ def test_same_signed_request_from_50_threads_succeeds_once(local_stack):
         statuses = list(pool.map(lambda _: requests.get(base + "/api/services/createAuthToken", params=params,
                                                         timeout=60).status_code, range(50)))
     assert statuses.count(200) == 1 and statuses.count(400) == 49, statuses
+
+
+def test_a_burst_of_64_new_connections_is_served_without_a_reset(local_stack):
+    """Issue 12: with socketserver's listen backlog of 5, a burst of new connections got resets and
+    SYN-retry stalls of seconds; every one of 64 simultaneous connections must get its answer."""
+    host, port = local_stack["providerUrl"].removeprefix("http://").split(":")
+    barrier = threading.Barrier(64)
+
+    def one(_: int) -> str:
+        barrier.wait()
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: provider\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        except OSError as error:  # a reset, or a stall past the timeout
+            return type(error).__name__
+        return answer.split(b"\r\n", 1)[0].decode()
+
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(one, range(64)))
+    assert answers == ["HTTP/1.1 200 OK"] * 64, collections.Counter(answers)

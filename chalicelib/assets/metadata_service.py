@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable
 
+from chalicelib import budget
 from chalicelib.assets.ddo import is_did
 from chalicelib.errors import ServiceUnavailable
 
@@ -39,7 +40,7 @@ class MetadataService:
             f"{self._base_url}/api/aquarius/assets/ddo/{did}", headers={"Accept": "application/json"}
         )
         try:
-            with self._open(request, timeout=self._timeout) as response:
+            with self._open(request, timeout=budget.call_timeout(self._timeout)) as response:
                 body = response.read(MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as error:
             error.close()

@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 from chalicelib.auth.nonces import NonceStore, parse_nonce
 from chalicelib.auth.signatures import is_address, recover_address, to_checksum_address
 from chalicelib.auth.tokens import TokenService
-from chalicelib.errors import InvalidSignature, ValidationError
+from chalicelib.errors import InvalidSignature, Unauthorized, ValidationError
 
 
 class Authenticator:
@@ -27,12 +27,16 @@ class Authenticator:
         message_prefix: str,
         auth_token: str | None = None,
         allow_token: bool = True,
+        message_suffix: str = "",
     ) -> str:
-        """The checksummed caller, once its signature or token is valid and its nonce consumed."""
+        """The checksummed caller, once its signature or token is valid and its nonce consumed.
+
+        The signed message is `message_prefix + nonce + message_suffix`: v4 calls put everything
+        before the nonce, Ocean Node's calls put their command after it."""
         checksummed = require_address(address)
         nonce_text, nonce_value = parse_nonce(nonce)
         if signature not in (None, ""):
-            signer = recover_address(message_prefix + nonce_text, signature)  # type: ignore[arg-type]
+            signer = recover_address(message_prefix + nonce_text + message_suffix, signature)  # type: ignore[arg-type]
             if signer != checksummed:
                 raise InvalidSignature("Invalid signature provided.")
         elif allow_token and auth_token:
@@ -44,11 +48,36 @@ class Authenticator:
         self._nonces.consume(checksummed, nonce_value)
         return checksummed
 
+    def authenticate_bearer(self, address: object, token: str, nonce: object = None) -> str:
+        """The caller proven by an `Authorization: <jwt>` header (Ocean Node's token header).
+
+        The token's address must be the address the request names (Ocean Node accepts any valid
+        token for any consumerAddress; we do not). A refusal is 401. Ocean Node's clients send
+        no nonce with a token; one that is sent is consumed all the same (one nonce space)."""
+        checksummed = require_address(address)
+        if self._tokens is None:
+            raise Unauthorized("Auth tokens are not enabled on this provider.")
+        try:
+            self._tokens().verify(bearer_token(token) or "", checksummed)
+        except InvalidSignature as refusal:
+            raise Unauthorized(next(iter(refusal.errors.values()))[0]) from None
+        if nonce not in (None, ""):
+            self._nonces.consume(checksummed, parse_nonce(nonce)[1])
+        return checksummed
+
 
 def require_address(value: object, field: str = "consumerAddress") -> str:
     if not is_address(value):
         raise ValidationError.field(field, "must be a 0x-prefixed 20-byte hex address")
     return to_checksum_address(value)  # type: ignore[arg-type]
+
+
+def bearer_token(value: str | None) -> str | None:
+    """The JWT of an Authorization header, sent bare (ocean.js) or as `Bearer <jwt>`."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    return text[7:].strip() if text[:7].lower() == "bearer " else text
 
 
 def header(headers: Mapping[str, str] | None, name: str) -> str | None:

@@ -116,11 +116,31 @@ class Chains:
         return self._decimals[key]
 
     def _connect(self, url: str) -> "Web3":
-        from web3 import HTTPProvider, Web3
+        from web3 import Web3
 
         # No retries: a retried timeout multiplies the wait past API Gateway's 29 s limit, and
         # a 503 tells the client to retry anyway.
-        provider = HTTPProvider(
-            url, request_kwargs={"timeout": self._timeout}, exception_retry_configuration=None
-        )
+        provider = _bounded_provider()(url, request_kwargs={"timeout": self._timeout},
+                                       exception_retry_configuration=None)
         return Web3(provider)
+
+
+_provider_class: list[type] = []
+
+
+def _bounded_provider() -> type:
+    """HTTPProvider whose every call waits at most RPC_TIMEOUT and never past the request's
+    deadline (chalicelib.budget), built on first use so web3 is imported only then."""
+    if not _provider_class:
+        from web3 import HTTPProvider
+
+        from chalicelib import budget
+
+        class BoundedHTTPProvider(HTTPProvider):
+            def get_request_kwargs(self):  # type: ignore[no-untyped-def]
+                kwargs = dict(super().get_request_kwargs())
+                kwargs["timeout"] = budget.call_timeout(float(kwargs.get("timeout") or budget.RPC_TIMEOUT_SECONDS))
+                return kwargs
+
+        _provider_class.append(BoundedHTTPProvider)
+    return _provider_class[0]

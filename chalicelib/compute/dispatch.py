@@ -1,20 +1,43 @@
-"""The AWS Batch dispatcher (DESIGN §4): one job definition per algorithm container, one Batch job
-per compute job.
+"""The AWS Batch dispatcher (DESIGN §4): one job definition per algorithm container and network
+policy, one Batch job per compute job.
 
-Batch job definitions fix the image, so each distinct algorithm container (image pinned by digest
-when the DDO gives a checksum, plus its entrypoint) gets its own definition, registered once and
-reused; the resources and the timeout of the chosen environment are passed at submit.
+Batch job definitions fix the image and the container user, so each distinct algorithm container
+(image pinned by digest when the DDO gives a checksum, plus its entrypoint) gets one definition per
+network policy, registered once and reused; the resources and the timeouts of the job are passed
+at submit.
 
 A job is one multi-container ECS task (`ecsProperties`) sharing a task-scoped volume at /data:
 
-    configure (runner, essential=false)
-      └─SUCCESS─> algorithm (consumer's image, essential=false)
-                    └─COMPLETE─> publish (runner, essential=true)
+    configure (runner, root, essential=false)
+      └─COMPLETE─> algorithm (consumer's image, UID 4000 or 4001, essential=false)
+                     └─COMPLETE─> publish (runner, root, essential=true)
 
-The algorithm runs only if configure succeeded; publish runs whether the algorithm succeeded or
-not (its log is a result too) and, being the one essential container, ends the task. Per-job
-values (JOB_ID, MANIFEST_URI, DIDS, ...) go in `ecsPropertiesOverride`; the manifest itself, which
-holds decrypted URLs, never reaches Batch: only its S3 URI does.
+Why this shape (AWS Batch user guide "Networking modes for AWS Batch jobs"; ECS task IAM roles;
+the ECS agent's dependency handling):
+
+- The algorithm depends on configure COMPLETE, not SUCCESS: with SUCCESS a failed configure makes
+  the ECS agent force-stop the algorithm (exit 143, "CannotStartContainerError: dependency graph")
+  and then a publish that depends on it "will never start", so no log would be published. The
+  algorithm container therefore always starts; its command (`algorithm_command`, run by the static
+  busybox configure copied to /data/.c2d/busybox) runs the entrypoint only if configure wrote
+  /data/.c2d/ready, else it says so and exits 0.
+- maxJobDuration is enforced inside the algorithm container (exit 124 when it runs out), because
+  Batch's own timeout stops the whole task, publish included. Batch's attempt timeout is the
+  algorithm's time plus STAGE_MARGIN_SECONDS for configure's downloads and publish's uploads.
+- ECS-on-EC2 Batch jobs are host-networked and ECS gives the task role to every container of the
+  task, whatever the image's ENTRYPOINT does with our command. So the algorithm runs as a fixed
+  non-root UID (C1: 4000 sealed, 4001 when every dataset allows network access) that the Batch
+  instances' network rules (infra/network_rules.py) keep away from the metadata and credential
+  endpoints, and that Docker's daemon-wide no-new-privileges keeps from becoming root again through
+  a setuid binary of the image. The credential variables are unset before the entrypoint runs as
+  defence in depth only: the rules are what holds.
+- The runner containers get C2D_REGION (the API's region: Batch sets no AWS_REGION for ECS agents
+  before 1.104.0) and ALGORITHM_UID (who must own /data/outputs and algorithm.log).
+- The algorithm's stdout goes to CloudWatch through the awslogs driver (group ALGORITHM_LOG_GROUP,
+  stream prefix c2d); the driver runs in the Docker daemon, not in the container.
+
+Per-job values (JOB_ID, MANIFEST_URI, DIDS, C2D_MAX_SECONDS, ...) go in `ecsPropertiesOverride`;
+the manifest itself, which holds decrypted URLs, never reaches Batch: only its S3 URI does.
 """
 from __future__ import annotations
 
@@ -22,6 +45,7 @@ import hashlib
 import json
 import logging
 import re
+import shlex
 import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
@@ -34,12 +58,20 @@ from chalicelib.errors import ServiceUnavailable, ValidationError
 log = logging.getLogger(__name__)
 
 # Bump when the layout below changes, so new definitions are registered instead of reusing old ones.
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"
 CONFIGURE, ALGORITHM, PUBLISH = "configure", "algorithm", "publish"
 DATA_VOLUME = "data"
 DATA_DIR = "/data"
 ALGO_PATH = "/data/transformations/algorithm"
 ALGORITHM_LOG = "/data/logs/algorithm.log"
+SEALED_UID, NETWORK_UID = 4000, 4001  # C1; infra/network_rules.py holds the rules for both
+DEFAULT_LOG_GROUP = "/aws/batch/job"
+LOG_STREAM_PREFIX = "c2d"
+TIMED_OUT = 124  # the algorithm's exit code when it ran out of maxJobDuration (as coreutils timeout)
+# Added to the algorithm's time for Batch's attempt timeout: configure's downloads before it and
+# publish's uploads after it (Batch's clock starts at RUNNING, i.e. with configure).
+STAGE_MARGIN_SECONDS = 1800
+KILL_GRACE_SECONDS = 10  # between SIGTERM and SIGKILL of an algorithm that ran out of time
 DEFINITION_PREFIX = "c2d-algo-"
 JOB_NAME_PREFIX = "c2d-"
 JOB_ID_TAG = "c2d:jobId"
@@ -55,6 +87,14 @@ CREDENTIAL_VARIABLES = (
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "ECS_CONTAINER_METADATA_URI",
+    "ECS_CONTAINER_METADATA_URI_V4",
 )
 
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}$")
@@ -134,11 +174,21 @@ def is_stop_reason(status_reason: object) -> bool:
 
 
 def attempt_seconds(environment: Environment, requested: int | None) -> int:
-    """The attempt timeout: what the consumer asked for, never above maxJobDuration."""
+    """The algorithm's time: what the consumer asked for, never above maxJobDuration."""
     limit = max(MIN_ATTEMPT_SECONDS, int(environment.max_job_duration))
     if requested is None or requested <= 0:
         return limit
     return max(MIN_ATTEMPT_SECONDS, min(int(requested), limit))
+
+
+def batch_timeout_seconds(algorithm_seconds: int) -> int:
+    """Batch's attempt timeout: the algorithm's time plus the margin for configure and publish, so
+    Batch stops a job only when a runner stage hangs, never before publish had its turn."""
+    return int(algorithm_seconds) + STAGE_MARGIN_SECONDS
+
+
+def algorithm_uid(allow_network: bool) -> int:
+    return NETWORK_UID if allow_network else SEALED_UID
 
 
 def _env(values: Mapping[str, str]) -> list[dict[str, str]]:
@@ -153,36 +203,88 @@ def _resources(vcpus: float, memory_mib: int, gpus: int = 0) -> list[dict[str, s
     return resources
 
 
-def algorithm_command(entrypoint: str, log_path: str = ALGORITHM_LOG) -> list[str]:
-    """Run the entrypoint through sh (it names `$ALGO`), its output appended to algorithm.log,
-    without the task-role credential variables, and keep its exit code as the container's.
+_SCRIPT = """\
+B={busybox}
+LOG={log}
+say() {{ echo "c2d: $*"; echo "c2d: $*" 2>/dev/null >>"$LOG"; }}
+if [ ! -f {ready} ]; then
+  say "the algorithm was not run: the job's inputs were not provisioned"
+  exit 0
+fi
+unset {unset}
+ENTRY={entrypoint}
+LIMIT=${{C2D_MAX_SECONDS:-}}
+case $LIMIT in ''|*[!0-9]*) LIMIT={default_limit};; esac
+set -o pipefail
+{{
+  started=$("$B" date +%s)
+  "$B" setsid "$B" sh -c "$ENTRY" </dev/null &
+  algo=$!
+  "$B" setsid "$B" sh -c '"$0" sleep "$1"; "$0" kill -TERM -"$2"; "$0" sleep "$3"; "$0" kill -KILL -"$2"' \\
+    "$B" "$LIMIT" "$algo" {grace} </dev/null >/dev/null 2>&1 &
+  watcher=$!
+  wait "$algo"
+  code=$?
+  "$B" kill -KILL -"$watcher" 2>/dev/null
+  "$B" kill -KILL -"$algo" 2>/dev/null
+  if [ $(( $("$B" date +%s) - started )) -ge "$LIMIT" ]; then
+    echo "c2d: the algorithm ran out of time (maxJobDuration $LIMIT s) and was stopped"
+    code={timed_out}
+  fi
+  exit "$code"
+}} 2>&1 | {{ "$B" tee -a "$LOG"; true; }}
+"""
 
-    `env -u` execs sh, so even /proc/1/environ of the container no longer holds the variables.
-    The image's own ENTRYPOINT, if it has one, would prefix this command (Batch cannot override
-    it), so algorithm images must not set one, as with Ocean's C2D."""
-    unset = [part for name in CREDENTIAL_VARIABLES for part in ("-u", name)]
-    script = f"exec >>{log_path} 2>&1\n{entrypoint}"
-    return ["env", *unset, "sh", "-c", script]
+
+def algorithm_script(entrypoint: str, data_dir: str = DATA_DIR, default_limit: int = 3600) -> str:
+    """The busybox sh script of the algorithm container (C3).
+
+    Without /data/.c2d/ready (configure failed) it runs nothing and exits 0. Otherwise it runs the
+    entrypoint (`sh -c`, so `$ALGO` etc. expand) in its own process group without the credential
+    variables, output appended to logs/algorithm.log and copied to stdout (CloudWatch), and exits
+    with the entrypoint's code; after C2D_MAX_SECONDS (the job's maxJobDuration) a watcher sends
+    the group SIGTERM, then SIGKILL, and the script exits 124. Only busybox applets are used, so
+    an image without a shell (distroless) works. In the container the script is PID 1: leftovers
+    that left the process group die with it; one that holds stdout open keeps the job until
+    Batch's attempt timeout, which harms only its own job."""
+    c2d = f"{data_dir}/.c2d"
+    return _SCRIPT.format(busybox=shlex.quote(f"{c2d}/busybox"), log=shlex.quote(f"{data_dir}/logs/algorithm.log"),
+                          ready=shlex.quote(f"{c2d}/ready"), unset=" ".join(CREDENTIAL_VARIABLES),
+                          entrypoint=shlex.quote(entrypoint), default_limit=int(default_limit),
+                          grace=KILL_GRACE_SECONDS, timed_out=TIMED_OUT)
+
+
+def algorithm_command(entrypoint: str, data_dir: str = DATA_DIR) -> list[str]:
+    """The algorithm container's command (C3): the static busybox configure placed in /data/.c2d
+    runs `algorithm_script`. An image ENTRYPOINT, if any, still prefixes it (Batch cannot override
+    it): whatever it does, it runs as the algorithm's UID under the instance's network rules."""
+    return [f"{data_dir}/.c2d/busybox", "sh", "-c", algorithm_script(entrypoint, data_dir)]
 
 
 class Dispatcher(Protocol):
-    """What the job service needs from a compute backend (Batch here, processes locally)."""
+    """What the job service needs from a compute backend (Batch here, processes locally).
+
+    `allow_network` (C8) is True only when every dataset of the job allows network access; a
+    backend must then still keep the algorithm from credentials and metadata endpoints."""
 
     def submit(self, job_id: str, environment: Environment, manifest_uri: str,
                container: AlgorithmContainer, timeout: int | None = None, *,
-               dids: Sequence[str] = (), algorithm_did: str = "") -> str: ...
+               dids: Sequence[str] = (), algorithm_did: str = "", allow_network: bool = False) -> str: ...
 
     def terminate(self, batch_job_id: str, reason: str = "Job stopped") -> None: ...
 
 
 class BatchDispatcher:
-    """Registers job definitions, submits and terminates jobs through a boto3 Batch client."""
+    """Registers job definitions, submits and terminates jobs through a boto3 Batch client.
+
+    `region` (C5) defaults to the Batch client's, i.e. the API's own region."""
 
     def __init__(self, batch_client: Any, runner_image: str, results_bucket: str, *,
                  job_role_arn: str | None = None, execution_role_arn: str | None = None,
                  event_bus: str = "default", runner_environment: Mapping[str, str] | None = None,
                  runner_vcpus: float = 1, runner_memory_mib: int = 512,
-                 platform: str = "EC2") -> None:
+                 platform: str = "EC2", region: str | None = None,
+                 algorithm_log_group: str = DEFAULT_LOG_GROUP) -> None:
         self._client = batch_client
         self._runner_image = runner_image
         self._bucket = results_bucket
@@ -193,26 +295,35 @@ class BatchDispatcher:
         self._runner_vcpus = runner_vcpus
         self._runner_memory = runner_memory_mib
         self._platform = platform
+        self._region = region or getattr(getattr(batch_client, "meta", None), "region_name", None) or ""
+        self._log_group = algorithm_log_group or DEFAULT_LOG_GROUP
         self._definitions: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- job definitions ---------------------------------------------------------------------
 
-    def definition_name(self, container: AlgorithmContainer) -> str:
-        """A stable name from everything the definition holds, so a changed runner image or
-        role yields a new definition instead of silently reusing a stale one."""
+    def definition_name(self, container: AlgorithmContainer, allow_network: bool = False) -> str:
+        """A stable name from everything the definition holds, so a changed runner image, role
+        or network policy (the container `user` cannot be overridden at submit) yields a new
+        definition instead of silently reusing a stale one."""
         identity = json.dumps([LAYOUT_VERSION, container.reference(), container.entrypoint,
                                self._runner_image, self._bucket, self._event_bus, self._job_role,
                                self._execution_role, sorted(self._runner_env.items()),
-                               self._runner_vcpus, self._runner_memory, self._platform])
+                               self._runner_vcpus, self._runner_memory, self._platform, self._region,
+                               self._log_group, algorithm_uid(allow_network)])
         return DEFINITION_PREFIX + hashlib.sha256(identity.encode()).hexdigest()[:40]
 
-    def definition_request(self, container: AlgorithmContainer) -> dict[str, Any]:
-        """The RegisterJobDefinition parameters for one algorithm container."""
+    def definition_request(self, container: AlgorithmContainer, allow_network: bool = False) -> dict[str, Any]:
+        """The RegisterJobDefinition parameters for one algorithm container and network policy."""
+        uid = algorithm_uid(allow_network)
         mount = [{"sourceVolume": DATA_VOLUME, "containerPath": DATA_DIR, "readOnly": False}]
         runner_env = _env({**self._runner_env, "DATA_DIR": DATA_DIR, "RESULTS_BUCKET": self._bucket,
-                           "RUNNER_EVENTS": "eventbridge", "EVENT_BUS_NAME": self._event_bus})
+                           "RUNNER_EVENTS": "eventbridge", "EVENT_BUS_NAME": self._event_bus,
+                           "ALGORITHM_UID": str(uid), "C2D_REGION": self._region})
         runner_resources = _resources(self._runner_vcpus, self._runner_memory)
+        algorithm_logs = {"awslogs-group": self._log_group, "awslogs-stream-prefix": LOG_STREAM_PREFIX}
+        if self._region:
+            algorithm_logs["awslogs-region"] = self._region
         task: dict[str, Any] = {
             "containers": [
                 {"name": CONFIGURE, "image": self._runner_image, "command": [CONFIGURE],
@@ -220,8 +331,10 @@ class BatchDispatcher:
                  "resourceRequirements": runner_resources},
                 {"name": ALGORITHM, "image": container.reference(),
                  "command": algorithm_command(container.entrypoint), "essential": False,
-                 "dependsOn": [{"containerName": CONFIGURE, "condition": "SUCCESS"}],
+                 "user": f"{uid}:{uid}",
+                 "dependsOn": [{"containerName": CONFIGURE, "condition": "COMPLETE"}],
                  "environment": _env({"ALGO": ALGO_PATH}), "mountPoints": mount,
+                 "logConfiguration": {"logDriver": "awslogs", "options": algorithm_logs},
                  "resourceRequirements": _resources(1, 2048)},
                 {"name": PUBLISH, "image": self._runner_image, "command": [PUBLISH],
                  "essential": True,
@@ -236,7 +349,7 @@ class BatchDispatcher:
         if self._execution_role:
             task["executionRoleArn"] = self._execution_role
         return {
-            "jobDefinitionName": self.definition_name(container),
+            "jobDefinitionName": self.definition_name(container, allow_network),
             "type": "container",
             "platformCapabilities": [self._platform],
             "ecsProperties": {"taskProperties": [task]},
@@ -249,10 +362,10 @@ class BatchDispatcher:
             "tags": {"c2d:component": "algorithm-job-definition"},
         }
 
-    def job_definition(self, container: AlgorithmContainer) -> str:
-        """The ARN of the definition for this container: from memory, else the newest ACTIVE
-        revision Batch has under its name, else a newly registered one."""
-        name = self.definition_name(container)
+    def job_definition(self, container: AlgorithmContainer, allow_network: bool = False) -> str:
+        """The ARN of the definition for this container and policy: from memory, else the newest
+        ACTIVE revision Batch has under its name, else a newly registered one."""
+        name = self.definition_name(container, allow_network)
         with self._lock:
             cached = self._definitions.get(name)
             if cached:
@@ -262,7 +375,8 @@ class BatchDispatcher:
             if active:
                 arn = max(active, key=lambda d: int(d.get("revision", 0)))["jobDefinitionArn"]
             else:
-                arn = self._call("register_job_definition", **self.definition_request(container))["jobDefinitionArn"]
+                request = self.definition_request(container, allow_network)
+                arn = self._call("register_job_definition", **request)["jobDefinitionArn"]
                 log.info("registered job definition %s for %s", name, container.reference())
             self._definitions[name] = arn
             return arn
@@ -272,13 +386,15 @@ class BatchDispatcher:
     def submit_request(self, job_id: str, environment: Environment, manifest_uri: str,
                        definition_arn: str, timeout: int | None = None, *,
                        dids: Sequence[str] = (), algorithm_did: str = "") -> dict[str, Any]:
-        """The SubmitJob parameters: the environment's resources on the algorithm container,
-        per-job variables on each container, the job id as a tag and in the name."""
+        """The SubmitJob parameters: the environment's resources and the algorithm's time on the
+        algorithm container, per-job variables on each container, Batch's attempt timeout (the
+        algorithm's time plus the stages' margin), the job id as a tag and in the name."""
         if not JOB_ID_PATTERN.fullmatch(job_id):
             raise ValueError("job id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
         if not manifest_uri.startswith("s3://") or any(c.isspace() for c in manifest_uri):
             raise ValueError("the manifest must be given as an s3:// URI")
         algorithm_resources = _resources(environment.n_cpu, int(environment.ram_gb * 1024), environment.n_gpu)
+        seconds = attempt_seconds(environment, timeout)
         return {
             "jobName": job_name(job_id),
             "jobQueue": environment.job_queue,
@@ -287,23 +403,24 @@ class BatchDispatcher:
                 {"name": CONFIGURE, "environment": _env({"JOB_ID": job_id, "MANIFEST_URI": manifest_uri})},
                 {"name": ALGORITHM, "resourceRequirements": algorithm_resources,
                  "environment": _env({"DIDS": json.dumps(list(dict.fromkeys(dids))),
-                                      "TRANSFORMATION_DID": algorithm_did})},
+                                      "TRANSFORMATION_DID": algorithm_did, "C2D_MAX_SECONDS": str(seconds)})},
                 {"name": PUBLISH, "environment": _env({"JOB_ID": job_id})},
             ]}]},
-            "timeout": {"attemptDurationSeconds": attempt_seconds(environment, timeout)},
+            "timeout": {"attemptDurationSeconds": batch_timeout_seconds(seconds)},
             "propagateTags": True,
             "tags": {JOB_ID_TAG: job_id, ENVIRONMENT_TAG: environment.id},
         }
 
     def submit(self, job_id: str, environment: Environment, manifest_uri: str,
                container: AlgorithmContainer, timeout: int | None = None, *,
-               dids: Sequence[str] = (), algorithm_did: str = "") -> str:
+               dids: Sequence[str] = (), algorithm_did: str = "", allow_network: bool = False) -> str:
         """Submit the job; returns the Batch job id. ServiceUnavailable if Batch fails."""
-        definition = self.job_definition(container)
+        definition = self.job_definition(container, allow_network)
         request = self.submit_request(job_id, environment, manifest_uri, definition, timeout,
                                       dids=dids, algorithm_did=algorithm_did)
         batch_job_id = self._call("submit_job", **request)["jobId"]
-        log.info("job %s submitted to %s as Batch job %s", job_id, environment.job_queue, batch_job_id)
+        log.info("job %s submitted to %s as Batch job %s (network %s)", job_id, environment.job_queue,
+                 batch_job_id, "allowed" if allow_network else "blocked")
         return batch_job_id
 
     def terminate(self, batch_job_id: str, reason: str = "Job stopped") -> None:

@@ -16,6 +16,22 @@ DEFAULT_FILE = Path(__file__).with_name("environments.json")
 
 
 @dataclass(frozen=True)
+class FreeTier:
+    """Ocean Node's free compute on an environment ("freeCompute" in the configuration): jobs
+    without payment, each limited to `max_job_duration` seconds, at most `max_jobs` of them at a
+    time and `max_jobs_per_consumer` per consumer; `access`, when not empty, lists the only
+    consumer addresses (lower case) allowed. A free job runs on the environment's own slots."""
+
+    max_job_duration: int
+    max_jobs: int
+    max_jobs_per_consumer: int = 1
+    access: tuple[str, ...] = ()
+
+    def admits(self, consumer: str) -> bool:
+        return not self.access or consumer.lower() in self.access
+
+
+@dataclass(frozen=True)
 class Environment:
     id: str
     description: str
@@ -33,6 +49,8 @@ class Environment:
     storage_expiry: int
     fee_tokens: Mapping[int, str] = field(default_factory=dict)
     free: bool = False
+    free_tier: FreeTier | None = None
+    resource_prices: Mapping[str, float] = field(default_factory=dict)  # per unit per minute, by resource id
 
     def fee_token(self, chain_id: int) -> str:
         return self.fee_tokens.get(chain_id, "0x0000000000000000000000000000000000000000")
@@ -81,13 +99,29 @@ def parse_environments(raw: list[Mapping[str, Any]]) -> dict[str, Environment]:
                 storage_expiry=int(item.get("storageExpiry", 604800)),
                 fee_tokens={int(k): str(v) for k, v in item.get("feeToken", {}).items()},
                 free=bool(item.get("free", False)),
+                free_tier=_free_tier(item.get("freeCompute")),
+                resource_prices={str(k): float(v) for k, v in (item.get("prices") or {}).items()},
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ConfigurationError(f"compute environment #{index} is malformed: {error!r}") from None
         if environment.id in environments:
             raise ConfigurationError(f"compute environment id {environment.id!r} is defined twice")
         environments[environment.id] = environment
     return environments
+
+
+def _free_tier(raw: Any) -> FreeTier | None:
+    if raw in (None, False):
+        return None
+    tier = FreeTier(
+        max_job_duration=int(raw["maxJobDuration"]),
+        max_jobs=int(raw["maxJobs"]),
+        max_jobs_per_consumer=int(raw.get("maxJobsPerConsumer", 1)),
+        access=tuple(str(address).lower() for address in raw.get("access") or ()),
+    )
+    if min(tier.max_job_duration, tier.max_jobs, tier.max_jobs_per_consumer) <= 0:
+        raise ValueError("freeCompute limits must be positive")
+    return tier
 
 
 def load_environments(env: Mapping[str, str] | None = None) -> dict[str, Environment]:

@@ -18,20 +18,32 @@ Mapping (DESIGN §4), with the decisions this module takes:
   attaches the results. Results are write-once and may be attached to any terminal job but a
   deleted one, so they are never lost whatever the order.
 - Batch SUCCEEDED/FAILED, decided from the containers' exit codes and reasons in the event
-  (ecsProperties, else the last attempt): stopped by the owner (our TerminateJob reason) → 7;
-  a container that could not start → 31 (configure), 32 (algorithm image), 62 (publish);
-  publish exit ≠ 0 → 62 (checked before the algorithm so it agrees with the runner's own 62);
-  algorithm exit ≠ 0 → 41; configure exit ≠ 0 → the runner's failure code if known, else 31;
-  otherwise SUCCEEDED → 70. FAILED with no container verdict (e.g. the instance vanished after
-  the last retry): the runner's failure code, else 70 if the runner finished publishing, else
-  by how far the job got: before 30 → 31, before 60 → 41, else 62.
-  Corner: configure fails with 32 but Batch's FAILED arrives before the runner's 32 event (the
-  runner sends it before exiting, so this needs EventBridge to reorder them): the job ends 31.
+  (ecsProperties, else the last attempt), so the Batch event alone is enough when the runner's
+  event is lost: stopped by the owner (our TerminateJob reason) → 7; configure exit 31/32 (C4) →
+  31/32, configure exit ≠ 0 otherwise or a runner image that could not start → the runner's code
+  if known, else 31 (checked first: the algorithm then did not run, publish still published the
+  logs); the algorithm's image could not start → 32; publish exit ≠ 0 → 62 (before the algorithm,
+  so it agrees with the runner's own 62); algorithm exit 124 → 41 "ran out of time" (maxJobDuration
+  is enforced in its container, dispatch.algorithm_script); algorithm exit ≠ 0 → 41; otherwise
+  SUCCEEDED → 70. An algorithm that did not run is never "failed": after a configure failure
+  (its script exits 0, or, with a dependsOn SUCCESS definition, the agent force-stops it with 143
+  "CannotStartContainerError: dependency graph") the exit code reported is none; exit 143 with a
+  Cannot*Container reason after a good configure is its own start failure → 32.
+  FAILED with no container verdict: on "Host EC2*" (the instance went away on the last attempt,
+  e.g. a spot reclaim) the runner's failure code, else 70 if the runner finished publishing, else
+  31 with a reason saying the infrastructure lost the job, never "Algorithm failed"; otherwise by
+  how far the job got: before 30 → 31, before 60 → 41, else 62.
+- Attempts: Batch retries an attempt lost to the instance ("Host EC2*"). The record keeps the
+  highest attempt seen (a Batch event's in-progress attempt is len(attempts) + 1, a final one's
+  len(attempts); a runner event's is its `attempt`, C6); a runner event of an older attempt than
+  that changes nothing, results included (the new attempt publishes its own). A runner failure of
+  attempt n that arrives before anything of attempt n+1 still ends the job: nothing can tell yet.
 
 A terminal status sets dateFinished (Batch's stoppedAt, else now) and terminationDetails
 {exitCode: the algorithm container's, reason}; `on_terminal(record)` runs once, on the write
-that first made the job terminal. Results are only entries under jobs/<jobId>/ in our bucket,
-cut to fit a DynamoDB item (resultsTruncated; the full list is in resultsKey = results.json,
+that first made the job terminal. Results are only entries under jobs/<jobId>/outputs/ (type
+output) and jobs/<jobId>/logs/ (the log types) in our bucket, whatever an event says (never the
+manifest or results.json), cut to fit a DynamoDB item (resultsTruncated; the full list is in resultsKey = results.json,
 which is also where to look if a 70 job has no results because the runner's event was lost).
 
 Events for queues this provider does not own, for unknown jobs, for another Batch job than the
@@ -76,6 +88,12 @@ RESULT_TYPES = frozenset({"output", "algorithmLog", "configurationLog", "publish
 # Container reasons of a container that never ran (its image or its start failed).
 START_FAILURES = ("CannotPullContainer", "CannotStartContainer", "CannotCreateContainer",
                   "CannotInspectContainer", "ResourceInitializationError")
+CONFIGURE_CODES = frozenset({st.DATA_FAILED, st.ALGORITHM_PROVISIONING_FAILED})  # C4 exit codes = statuses
+FORCE_STOPPED = 143  # SIGTERM: what the ECS agent gives a container it stops because of its dependencies
+TIMED_OUT = 124  # dispatch.TIMED_OUT: the algorithm ran out of maxJobDuration
+HOST_LOST_PREFIX = "Host EC2"
+OUT_OF_TIME = "Algorithm ran out of time (maxJobDuration) and was stopped"
+INSTANCE_LOST = "The compute instance was lost on the job's last attempt ({reason}); the job could not finish"
 MAX_REASON = 255
 MAX_RESULTS = 10_000
 MAX_RESULTS_BYTES = 200_000  # of DynamoDB's 400 KB per item; the runner sends at most ~150 KB
@@ -95,7 +113,9 @@ class ContainerExit:
 
     @property
     def failed_to_start(self) -> bool:
-        return self.exit_code is None and self.reason.startswith(START_FAILURES)
+        """It never ran: the agent could not pull, create or start it (exit code none, or the
+        SIGTERM the agent gives a container it stops before it ran)."""
+        return self.exit_code in (None, FORCE_STOPPED) and self.reason.startswith(START_FAILURES)
 
     @property
     def failed(self) -> bool:
@@ -110,6 +130,7 @@ class BatchChange:
     status_reason: str = ""
     containers: Mapping[str, ContainerExit] = field(default_factory=dict)
     stopped_at: int | None = None  # Unix seconds
+    attempt: int = 1  # the attempt this event is about (1-based)
 
     @property
     def final(self) -> bool:
@@ -124,6 +145,7 @@ class RunnerStage:
     results: list[dict[str, Any]] | None = None
     results_key: str | None = None
     results_truncated: bool | None = None
+    attempt: int | None = None  # C6; absent locally
 
 
 Signal = BatchChange | RunnerStage
@@ -138,12 +160,13 @@ class JobState:
     stage: int | None = None
     stage_failure: int | None = None
     batch_job_id: str | None = None
+    attempt: int | None = None
 
     @classmethod
     def of(cls, record: JobRecord) -> "JobState":
         return cls(status=int(record.status), has_results=record.results is not None,
                    stage=_int_or_none(record.stage), stage_failure=_int_or_none(record.stage_failure),
-                   batch_job_id=record.batch_job_id)
+                   batch_job_id=record.batch_job_id, attempt=_int_or_none(record.batch_attempt))
 
 
 @dataclass(frozen=True)
@@ -154,12 +177,14 @@ class Plan:
     fields: Mapping[str, Any] = field(default_factory=dict)
     results: RunnerStage | None = None  # attach this stage's results (write-once)
     finished_at: int | None = None
+    attempt: int | None = None  # raise the recorded attempt to this (conditional on it being lower)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What handling one event did: updated (status moved), attached (results only),
-    unchanged (nothing to write), ignored (not ours / unreadable), error (store failed)."""
+    """What handling one event did: updated (status moved), attached (results only), attempt
+    (a newer Batch attempt recorded, nothing else), unchanged (nothing to write), ignored (not
+    ours / unreadable), error (store failed)."""
 
     action: str
     job_id: str | None = None
@@ -196,6 +221,8 @@ def parse_batch(detail: Mapping[str, Any], queues: frozenset[str]) -> BatchChang
     if not isinstance(batch_job_id, str) or not batch_job_id:
         raise Malformed("Batch event has no jobId")
     stopped_at = detail.get("stoppedAt")
+    attempts = detail.get("attempts")
+    finished = len(attempts) if isinstance(attempts, list) else 0
     return BatchChange(
         job_id=_batch_job_owner(detail),
         batch_job_id=batch_job_id,
@@ -203,6 +230,8 @@ def parse_batch(detail: Mapping[str, Any], queues: frozenset[str]) -> BatchChang
         status_reason=_text(detail.get("statusReason")),
         containers=_container_exits(detail),
         stopped_at=int(stopped_at) // 1000 if _is_int(stopped_at) and stopped_at > 0 else None,
+        # `attempts` lists the attempts that ended: a final event's last one is its own
+        attempt=max(1, finished if batch_status in BATCH_FINAL else finished + 1),
     )
 
 
@@ -255,7 +284,10 @@ def parse_runner(detail: Mapping[str, Any], results_bucket: str | None) -> Runne
         raise Malformed("runner event has no valid jobId")
     if not _is_int(code) or code not in RUNNER_PROGRESS | RUNNER_FAILURES | {st.COMPLETED}:
         raise Malformed("runner event has a status the runner does not send")
-    stage = RunnerStage(job_id=job_id, status=code, reason=_text(detail.get("reason")))
+    attempt = detail.get("attempt")
+    if attempt is not None and not (_is_int(attempt) and 1 <= attempt <= 10_000):
+        raise Malformed("runner event has an invalid attempt")
+    stage = RunnerStage(job_id=job_id, status=code, reason=_text(detail.get("reason")), attempt=attempt)
     if code not in (st.PUBLISH_FAILED, st.COMPLETED) or "results" not in detail:
         return stage
     bucket = detail.get("bucket")
@@ -268,16 +300,30 @@ def parse_runner(detail: Mapping[str, Any], results_bucket: str | None) -> Runne
     return RunnerStage(
         job_id=job_id, status=code, reason=stage.reason, results=results,
         results_key=key if key == f"jobs/{job_id}/results.json" else None,
-        results_truncated=True if cut else (truncated if isinstance(truncated, bool) else None))
+        results_truncated=True if cut else (truncated if isinstance(truncated, bool) else None),
+        attempt=attempt)
+
+
+def result_key_allowed(job_id: str, kind: Any, key: Any) -> bool:
+    """Whether a result entry may name this object: outputs under jobs/<id>/outputs/, logs under
+    jobs/<id>/logs/, nothing else of the job's prefix (its manifest holds decrypted URLs), no
+    other job's, no `..` or empty segment."""
+    if not isinstance(key, str) or len(key) > 1024:
+        return False
+    folder = "outputs" if kind == "output" else "logs" if kind in RESULT_TYPES else None
+    prefix = f"jobs/{job_id}/{folder}/"
+    rest = key[len(prefix):]
+    return (folder is not None and key.startswith(prefix) and bool(rest)
+            and all(part not in ("", ".", "..") for part in rest.split("/")))
 
 
 def _results(job_id: str, raw: Any) -> tuple[list[dict[str, Any]], bool]:
-    """The runner's results, keeping only well-formed entries whose object lies under this
-    job's own prefix (a forged event must not point a consumer at another job's files), and
-    only as many as fit a DynamoDB item; the second value says whether some did not fit."""
+    """The runner's results, keeping only well-formed entries whose object lies in this job's
+    own outputs/ or logs/ (a forged event must not point a consumer at another job's files or at
+    the manifest), and only as many as fit a DynamoDB item; the second value says whether some
+    did not fit."""
     if not isinstance(raw, list):
         raise Malformed("runner results are not a list")
-    prefix = f"jobs/{job_id}/"
     kept: list[dict[str, Any]] = []
     room, dropped = MAX_RESULTS_BYTES, 0
     for item in raw:
@@ -286,8 +332,7 @@ def _results(job_id: str, raw: Any) -> tuple[list[dict[str, Any]], bool]:
             continue
         name, size, kind, key = item.get("filename"), item.get("filesize"), item.get("type"), item.get("key")
         if not (isinstance(name, str) and 0 < len(name) <= 1024 and _is_int(size) and size >= 0
-                and kind in RESULT_TYPES and isinstance(key, str) and key.startswith(prefix)
-                and ".." not in key.split("/") and len(key) <= 1024):
+                and kind in RESULT_TYPES and result_key_allowed(job_id, kind, key)):
             dropped += 1
             continue
         entry = {"filename": name, "filesize": size, "type": kind, "key": key}
@@ -333,14 +378,18 @@ def _plan_batch(state: JobState, change: BatchChange) -> Plan | None:
     fields: dict[str, Any] = {"batch_status": change.batch_status}
     if not state.batch_job_id:
         fields["batch_job_id"] = change.batch_job_id
+    attempt = change.attempt if change.attempt > (state.attempt or 1) else None
     if not change.final:
         proposed = BATCH_PROGRESS[change.batch_status]
-        return Plan(status=proposed, fields=fields) if st.can_move(state.status, proposed) else None
+        if st.can_move(state.status, proposed):
+            return Plan(status=proposed, fields=fields, attempt=attempt)
+        # a retry: nothing moves, but older attempts' runner events must now be ignored
+        return Plan(attempt=attempt) if attempt and not st.is_terminal(state.status) else None
     proposed, details = batch_outcome(state, change)
     if not st.can_move(state.status, proposed):
         return None
     fields["termination_details"] = details
-    return Plan(status=proposed, fields=fields, finished_at=change.stopped_at)
+    return Plan(status=proposed, fields=fields, finished_at=change.stopped_at, attempt=attempt)
 
 
 def batch_outcome(state: JobState, change: BatchChange) -> tuple[int, dict[str, Any]]:
@@ -350,28 +399,35 @@ def batch_outcome(state: JobState, change: BatchChange) -> tuple[int, dict[str, 
     algorithm = exits.get(ALGORITHM, exits.get("", ContainerExit()))
     publish = exits.get(PUBLISH, ContainerExit())
 
-    def details(reason: str) -> dict[str, Any]:
-        return {"exitCode": algorithm.exit_code, "reason": (reason or change.status_reason)[:MAX_REASON]}
+    def details(reason: str, ran: bool = True) -> dict[str, Any]:
+        return {"exitCode": algorithm.exit_code if ran else None, "reason": (reason or change.status_reason)[:MAX_REASON]}
 
     if change.batch_status == "FAILED" and is_stop_reason(change.status_reason):
         return st.STOPPED, details("Job stopped")
-    if configure.failed_to_start:
-        return st.DATA_FAILED, details(configure.reason)
+    if configure.failed or configure.failed_to_start:
+        # the algorithm did not run: its script found no ready marker (exit 0), or, with a
+        # dependsOn SUCCESS definition, the agent force-stopped it (143, "dependency graph")
+        if configure.exit_code in CONFIGURE_CODES:
+            code = int(configure.exit_code)
+            return code, details(configure.reason or st.status_text(code), ran=False)
+        known = state.stage_failure if state.stage_failure in CONFIGURE_CODES else st.DATA_FAILED
+        return known, details(configure.reason, ran=False)
     if algorithm.failed_to_start:
-        return st.ALGORITHM_PROVISIONING_FAILED, details(algorithm.reason)
+        return st.ALGORITHM_PROVISIONING_FAILED, details(algorithm.reason, ran=False)
     if publish.failed_to_start or publish.failed:
         return st.PUBLISH_FAILED, details(publish.reason)
+    if algorithm.exit_code == TIMED_OUT:
+        return st.ALGORITHM_FAILED, details(OUT_OF_TIME)
     if algorithm.failed:
         return st.ALGORITHM_FAILED, details(algorithm.reason)
-    if configure.failed:
-        known = state.stage_failure if state.stage_failure in (31, 32) else st.DATA_FAILED
-        return known, details(configure.reason)
     if change.batch_status == "SUCCEEDED":
         return st.COMPLETED, details("")
     if state.stage_failure in RUNNER_FAILURES:
         return state.stage_failure, details("")
     if state.stage == st.COMPLETED:
         return st.COMPLETED, details("")
+    if change.status_reason.startswith(HOST_LOST_PREFIX):
+        return st.DATA_FAILED, details(INSTANCE_LOST.format(reason=change.status_reason[:120]))
     if st.is_terminal(state.status) or st.rank(state.status) < st.rank(st.PROVISIONED):
         return st.DATA_FAILED, details("")
     if st.rank(state.status) < st.rank(st.PUBLISHING):
@@ -380,6 +436,17 @@ def batch_outcome(state: JobState, change: BatchChange) -> tuple[int, dict[str, 
 
 
 def _plan_runner(state: JobState, stage: RunnerStage) -> Plan | None:
+    if stage.attempt is not None and stage.attempt < (state.attempt or 1):
+        return None  # an older attempt's: Batch has retried since
+    change = _plan_runner_stage(state, stage)
+    newer = stage.attempt if stage.attempt is not None and stage.attempt > (state.attempt or 1) else None
+    if newer is None or change is None:
+        return change
+    return Plan(status=change.status, fields=change.fields, results=change.results,
+                finished_at=change.finished_at, attempt=newer)
+
+
+def _plan_runner_stage(state: JobState, stage: RunnerStage) -> Plan | None:
     attach = stage.results is not None and not state.has_results
     if st.is_terminal(state.status):
         # Too late to change the outcome; the results are still worth keeping.
@@ -474,6 +541,9 @@ class JobEvents:
             else:
                 actions.append(attribute.set(value))
         condition = model.status == state.status
+        if change.attempt is not None:
+            actions.append(model.batch_attempt.set(change.attempt))
+            condition &= model.batch_attempt.does_not_exist() | (model.batch_attempt < change.attempt)
         if change.results is not None:
             stage = change.results
             actions.append(model.results.set(stage.results))
@@ -487,6 +557,9 @@ class JobEvents:
 
     def _after_write(self, record: JobRecord, state: JobState, change: Plan) -> Outcome:
         if change.status is None:
+            if change.results is None:
+                log.info("job %s: now at Batch attempt %s", record.job_id, change.attempt)
+                return Outcome("attempt", record.job_id, state.status)
             log.info("job %s: results attached (status %s)", record.job_id, state.status)
             return Outcome("attached", record.job_id, state.status)
         log.info("job %s: status %s -> %s", record.job_id, state.status, change.status)

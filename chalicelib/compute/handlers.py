@@ -6,6 +6,7 @@ from typing import Any
 from chalice import Response
 
 from chalicelib import services
+from chalicelib import budget
 from chalicelib.compute.environments import environments, listing
 from chalicelib.compute.jobs import status_object
 from chalicelib.compute.paging import NEXT_HEADER, Cursor
@@ -23,13 +24,18 @@ def compute_environments(call: Call) -> dict[str, Any]:
     return listing(configured, current.chain_ids, services.provider_address(), running, only)
 
 
-def initialize(call: Call) -> dict[str, Any]:
-    return services.compute_workflow().initialize(call.params)
+def initialize(call: Call, lambda_context: object | None = None) -> dict[str, Any]:
+    """Chain calls within the request's deadline (chalicelib.budget)."""
+    with budget.within(budget.Deadline.for_invocation(lambda_context)):
+        return services.compute_workflow().initialize(call.params)
 
 
-def start(call: Call) -> list[dict[str, Any]]:
-    consumer = services.authenticate(call)
-    return [status_object(services.compute_workflow().start(call.params, consumer), None)]
+def start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
+    """The deadline starts now: the Lambda's remaining time (none locally), at most the budget;
+    chain calls stay within it and nothing is reserved without the time to finish."""
+    with budget.within(budget.Deadline.for_invocation(lambda_context)) as deadline:
+        consumer = services.authenticate(call)
+        return [status_object(services.compute_workflow().start(call.params, consumer, deadline), None)]
 
 
 def status(call: Call) -> Response:
@@ -37,7 +43,7 @@ def status(call: Call) -> Response:
     page (compute.paging); download URLs only when one job is asked for, signed: a listing
     presigning two URLs per job would spend its time on URLs nobody follows."""
     params = call.params
-    signed = params.wants_signed_view(call.header("AuthToken"))
+    signed = params.wants_signed_view(services.presented_token(call))
     owner = services.authenticate(call) if signed else services.checksum(params.consumerAddress)
     jobs = services.job_service()
     page = jobs.find(owner, params.jobId, params.documentId, params.cursor(), for_status=True)

@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
+from chalicelib import budget
+from chalicelib.budget import Deadline
 from chalicelib.compute import status as st
 from chalicelib.compute import transitions
 from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
@@ -47,6 +49,17 @@ class Order:
     @property
     def key(self) -> str:
         return f"{self.chain_id}:{self.tx_id.lower()}"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A counter a job holds besides its environment's slot (a free tier's, a consumer's free
+    jobs): taken under `limit` in the start transaction, refused with `refusal` when full, and
+    given back by the write that ends the job (compute.transitions)."""
+
+    key: str
+    limit: int
+    refusal: str
 
 
 # What status_object reads of a record (DynamoDB names), for listings.
@@ -87,20 +100,30 @@ class JobService:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None) -> JobRecord:
+    def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None,
+              slots: Sequence[Slot] = (), *, deadline: Deadline | None = None) -> JobRecord:
         """Reserve, record, write the manifest, dispatch; undo everything but the record on failure.
-        The container is checked first: a refused one leaves no record, used order or slot."""
-        container = AlgorithmContainer.from_metadata(plan.algorithm.container)
+        `slots`: further counters the job holds (free compute starts with no order but these).
+
+        Nothing is reserved unless `deadline` leaves START_RESERVE_SECONDS: a Lambda killed
+        between the reservation and SubmitJob would leave the order used and the slot taken
+        until the reconciler (compute.reconcile) gives them back."""
+        if deadline is not None:
+            deadline.require(budget.START_RESERVE_SECONDS)
+        container = AlgorithmContainer.from_metadata(plan.algorithm.container)  # refused: nothing exists yet
         job = self._new_record(plan, owner, orders)
-        self._reserve(job, plan.environment, orders)
+        if slots:
+            job.usage_keys = [slot.key for slot in slots]
+        self._reserve(job, plan.environment, orders, slots)
         try:
             manifest_uri = self._objects.write_manifest(job.job_id, self._manifest(job, plan))
             batch_job_id = self._dispatcher().submit(
                 job.job_id, plan.environment, manifest_uri, container, timeout,
                 dids=[dataset.did for dataset in plan.datasets], algorithm_did=plan.algorithm.did,
+                allow_network=plan.allow_network,
             )
         except Exception as error:
-            self._undo(job, plan.environment, orders, error)
+            self._undo(job, plan.environment, orders, error, slots)
             if isinstance(error, (ServiceUnavailable, BusinessError, ValidationError)):
                 raise
             raise ServiceUnavailable(DISPATCH_FAILED) from error
@@ -136,45 +159,80 @@ class JobService:
             algo_did=plan.algorithm.did,
             orders=[order.key for order in orders],
             updated_at=now,
+            active_environment=environment.id,
             owner_document=owner_document(owner, main.did),
             # the latest a job can end, then its results' storage, then the operator's retention
             expires_at=datetime.fromtimestamp(
                 now + environment.max_job_duration + environment.storage_expiry + self._record_retention, timezone.utc),
         )
 
-    def _reserve(self, job: JobRecord, environment: Environment, orders: Sequence[Order]) -> None:
-        """One transaction: a slot of the environment, every order marked used, the job record."""
+    def _reserve(self, job: JobRecord, environment: Environment, orders: Sequence[Order], slots: Sequence[Slot] = ()) -> None:
+        """One transaction: a slot of the environment (and of each of `slots`), every order
+        marked used, the job record."""
         unique = _unique(orders)
         actions, condition = self._usage.reserve(environment.max_jobs)
         try:
             with self._transaction() as transaction:
                 transaction.update(EnvironmentUsage(environment.id), actions=actions, condition=condition)
+                for slot in slots:
+                    slot_actions, slot_condition = self._usage.reserve(slot.limit)
+                    transaction.update(EnvironmentUsage(slot.key), actions=slot_actions, condition=slot_condition)
                 for order in unique:
                     used = self._orders(order.key, job_id=job.job_id, created_at=job.date_created)
                     transaction.save(used, condition=self._orders.order_id.does_not_exist())
                 transaction.save(job, condition=self._jobs.job_id.does_not_exist())
         except TransactWriteError as error:
-            raise _reservation_refusal(error, environment, unique) from None
+            raise _reservation_refusal(error, environment, unique, slots) from None
         except PynamoDBException as error:
             raise ServiceUnavailable(UNAVAILABLE) from error
 
-    def _undo(self, job: JobRecord, environment: Environment, orders: Sequence[Order], cause: Exception) -> None:
+    def _undo(self, job: JobRecord, environment: Environment, orders: Sequence[Order], cause: Exception,
+              slots: Sequence[Slot] = ()) -> None:
         log.warning("job %s: start failed (%s); releasing its orders and slot", job.job_id, type(cause).__name__)
-        now = int(self._clock())
         try:
-            with self._transaction() as transaction:
-                transaction.update(EnvironmentUsage(environment.id), actions=[EnvironmentUsage.running.add(-1)])
-                for order in _unique(orders):
-                    transaction.delete(self._orders(order.key), condition=self._orders.job_id == job.job_id)
-                transaction.update(job, actions=[
-                    self._jobs.status.set(st.DATA_FAILED),
-                    self._jobs.status_text.set(st.status_text(st.DATA_FAILED)),
-                    self._jobs.date_finished.set(now),
-                    self._jobs.updated_at.set(now),
-                    self._jobs.termination_details.set({"exitCode": None, "reason": DISPATCH_FAILED}),
-                ], condition=self._jobs.status == st.WARMING_UP)
+            self._release(job, environment.id, [order.key for order in _unique(orders)],
+                          slot_keys=[slot.key for slot in slots])
         except PynamoDBException:
             log.error("job %s: could not undo its start; orders %s stay reserved", job.job_id, job.orders)
+        self._delete_manifest(job)
+
+    def abandon(self, job: JobRecord) -> bool:
+        """Undo a start that never reached Batch (its Lambda died between the reservation and
+        SubmitJob): the undo of a failed start, if the job is still at 1 with no Batch job.
+        False if it moved meanwhile; PynamoDBException if the store failed (try again later)."""
+        try:
+            self._release(job, job.environment, list(dict.fromkeys(job.orders or [])),
+                          self._jobs.batch_job_id.does_not_exist(), slot_keys=list(job.usage_keys or []))
+        except TransactWriteError as error:
+            if any(getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in error.cancellation_reasons or []):
+                return False
+            raise
+        log.warning("job %s: start abandoned before dispatch; orders %s and its slot given back", job.job_id, job.orders)
+        self._delete_manifest(job)
+        return True
+
+    def _release(self, job: JobRecord, environment_id: str, order_keys: Sequence[str],
+                 condition: Any = None, *, slot_keys: Sequence[str] = ()) -> None:
+        """One transaction: the slot back (the environment's and each of `slot_keys`), the orders
+        released, the job ended with 31, if the job is still at 1 (and `condition` holds)."""
+        now = int(self._clock())
+        guard = self._jobs.status == st.WARMING_UP
+        with self._transaction() as transaction:
+            transaction.update(EnvironmentUsage(environment_id), actions=[EnvironmentUsage.running.add(-1)])
+            for key in slot_keys:
+                transaction.update(EnvironmentUsage(key), actions=[EnvironmentUsage.running.add(-1)])
+            for key in order_keys:
+                transaction.delete(self._orders(key), condition=self._orders.job_id == job.job_id)
+            transaction.update(job, actions=[
+                self._jobs.status.set(st.DATA_FAILED),
+                self._jobs.status_text.set(st.status_text(st.DATA_FAILED)),
+                self._jobs.date_finished.set(now),
+                self._jobs.updated_at.set(now),
+                self._jobs.termination_details.set({"exitCode": None, "reason": DISPATCH_FAILED}),
+                self._jobs.active_environment.remove(),
+            ], condition=guard if condition is None else guard & condition)
+
+    def _delete_manifest(self, job: JobRecord) -> None:
         try:
             self._objects.delete_job(job.job_id)
         except ServiceUnavailable:
@@ -189,13 +247,16 @@ class JobService:
         job.batch_job_id = batch_job_id
 
     def _manifest(self, job: JobRecord, plan: ComputePlan) -> dict[str, Any]:
+        """The inputs manifest (docs/internals.md). `algorithm.checksums` are the sha256 of each
+        algorithm file as the provider downloaded it at start: the runner places only files that
+        still match them, so a server cannot swap the approved algorithm after the start."""
         return {
             "jobId": job.job_id,
             "owner": job.owner,
             "bucket": self._objects.bucket,
             "prefix": f"jobs/{job.job_id}/",
             "inputs": [dataset.manifest() for dataset in plan.datasets],
-            "algorithm": plan.algorithm.manifest(),
+            "algorithm": {**plan.algorithm.manifest(), "checksums": list(plan.algorithm.checksums)},
         }
 
     def _transaction(self) -> TransactWrite:
@@ -374,17 +435,21 @@ def _unique(orders: Sequence[Order]) -> list[Order]:
     return list(seen.values())
 
 
-def _reservation_refusal(error: TransactWriteError, environment: Environment, orders: Sequence[Order]) -> Exception:
+def _reservation_refusal(error: TransactWriteError, environment: Environment, orders: Sequence[Order],
+                         slots: Sequence[Slot] = ()) -> Exception:
     """Which condition refused the start. PynamoDB sends a transaction's puts before its updates,
-    so the reasons come as: each order (puts), the job (put), the environment slot (update).
-    An order already used wins over a full environment: retrying cannot help it."""
+    so the reasons come as: each order (puts), the job (put), the environment slot, then each
+    further slot (updates). An order already used wins over a full environment: retrying cannot help it."""
     failed = [getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in (error.cancellation_reasons or [])]
-    if len(failed) == len(orders) + 2:
+    if len(failed) == len(orders) + 2 + len(slots):
         for order, refused in zip(orders, failed):
             if refused:
                 return BusinessError({f"{order.resource}.transferTxId": "order_already_used"})
-        if failed[-1]:
+        if failed[len(orders) + 1]:
             return BusinessError(f"Environment {environment.id} is at capacity ({environment.max_jobs} jobs); try again later")
+        for slot, refused in zip(slots, failed[len(orders) + 2:]):
+            if refused:
+                return BusinessError(slot.refusal)
     if getattr(error, "cause_response_code", None) in ("TransactionCanceledException", "TransactionConflictException"):
         return ServiceUnavailable("The job could not be recorded because of a concurrent change; try again")
     return ServiceUnavailable(UNAVAILABLE)

@@ -21,6 +21,7 @@ class ConditionFailed(Exception):
 def write(job: JobRecord, actions: Sequence[Action], condition: Condition, ends_job: bool) -> None:
     """Apply `actions` to `job` if `condition` holds; with `ends_job`, also free its slot.
 
+    An ending write also takes the job out of the index of active jobs (models.ActiveJobs).
     A transaction returns no attributes, so after an ending write the in-memory `job` is stale:
     callers that show it refresh it (the event handler does not need to)."""
     if not ends_job:
@@ -33,8 +34,10 @@ def write(job: JobRecord, actions: Sequence[Action], condition: Condition, ends_
         return
     try:
         with TransactWrite(connection=type(job)._get_connection().connection) as transaction:
-            transaction.update(job, actions=list(actions), condition=condition)
+            transaction.update(job, actions=[*actions, type(job).active_environment.remove()], condition=condition)
             transaction.update(EnvironmentUsage(job.environment), actions=[EnvironmentUsage.running.add(-1)])
+            for key in job.usage_keys or ():
+                transaction.update(EnvironmentUsage(key), actions=[EnvironmentUsage.running.add(-1)])
     except TransactWriteError as error:
         if any(getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in error.cancellation_reasons or []):
             raise ConditionFailed() from None

@@ -20,7 +20,8 @@ dataset `dataset`, the others `datasets[<i>]` (i ≥ 1, for start and initialize
 | algorithm.serviceId | missing / not_found / service_not_access_compute | no serviceId, unknown, wrong type |
 | algorithm.credentials | Error: Access to asset <did> was denied with code: <n>. | address allow/deny lists |
 | algorithm.credentials | Asset is not consumable. | no metadata, or NFT state not 0/5 |
-| algorithm | file_unavailable | this provider cannot decrypt its files, or its files checksum is needed and cannot be computed |
+| algorithm | file_unavailable | this provider cannot decrypt its files, or its files' checksums cannot be computed (always needed at start, see below) |
+| <input or algorithm> | s3_source_not_allowed | (ours) an `s3` file outside the places S3_FILE_SOURCES gives its publisher |
 | algorithm | meta_oneof_url_rawcode_remote | raw algorithm without url or rawcode |
 | algorithm.container | missing_entrypoint_image_checksum / checksum_prefix | container incomplete, checksum not "sha256:…" |
 | algorithm.transferTxId | missing | start: algorithm by DID without its order |
@@ -48,6 +49,18 @@ algorithm DDO's metadata.algorithm.container. An empty checksum in an entry is n
 Extension for DDOs written for ocean-node/ocean.js: "*" matches anything in `did`,
 `filesChecksum`, `containerSectionChecksum`, an entry's optional `serviceId`, and as a
 publisher; the original compared "*" literally and so refused.
+
+Algorithm files are pinned at start (issue 10): a start hashes every file of the algorithm
+(published, or raw with a url) once, and the plan carries the digests (`PlannedAlgorithm.checksums`,
+the manifest's `algorithm.checksums`); the runner places only files that still match them. The
+same download answers a trusted entry's filesChecksum, so a start downloads the algorithm once.
+initializeCompute hashes only when an entry pins a filesChecksum, through the hasher's bounded
+cache (chalicelib.compute.checksums), so an unsigned caller cannot make it download per call.
+
+`s3` file objects are a place the jobs' credentials can read, so a publisher may name only the
+places the operator gave it (S3_FILE_SOURCES: bucket or bucket/prefix ARNs → the publisher
+addresses, NFT owners, that may use them; chalicelib.config.S3FileSources); anything else is
+refused at initializeCompute and start with `{"<input or algorithm>": "s3_source_not_allowed"}`.
 """
 from __future__ import annotations
 
@@ -68,12 +81,29 @@ from chalicelib.compute.requests import (
 from chalicelib.errors import BusinessError, ProviderError
 
 FileObject = Mapping[str, Any]
-FilesChecksum = Callable[[Sequence[FileObject]], str]
-"""Given an algorithm's decrypted file objects, joined_files_checksum(sha256 hex of each content)."""
+
+
+class FileHasher(Protocol):
+    """The sha256 hex digest of each of an algorithm's files, in order (it downloads them;
+    chalicelib.compute.checksums.AlgorithmChecksums is the real one)."""
+
+    def digests(self, files: Sequence[FileObject]) -> Sequence[str]:
+        """Fresh: used at start, where the digests are also pinned in the manifest."""
+        ...
+
+    def cached_digests(self, files: Sequence[FileObject]) -> Sequence[str]:
+        """May come from a bounded cache: used by the unsigned initializeCompute."""
+        ...
 
 WILDCARD = "*"
 CONSUMABLE_STATES = (0, 5)  # NFT metadata states the original serves: active, and ordering disabled
 NOT_IN_ALLOW_LIST, IN_DENY_LIST = 3, 4  # the original's ConsumableCodes
+
+
+class S3Places(Protocol):
+    """Which publishers may name which S3 places (chalicelib.config.S3FileSources fits)."""
+
+    def allows(self, publisher: str, bucket: str, key: str) -> bool: ...
 
 
 class AssetLike(Protocol):
@@ -129,6 +159,7 @@ class PlannedInput(PlannedOrder):
     index: int
     files: tuple[FileObject, ...] = field(repr=False)
     userdata: Mapping[str, Any]
+    allow_network: bool = False  # its compute service says allowNetworkAccess: true (absent = false)
 
     def manifest(self) -> dict[str, Any]:
         """This input in the inputs manifest (docs/internals.md)."""
@@ -147,6 +178,7 @@ class PlannedAlgorithm:
     container: Mapping[str, str]
     userdata: Mapping[str, Any]
     algocustomdata: Mapping[str, Any]
+    checksums: tuple[str, ...] = ()  # sha256 hex of each file, computed at start (C7)
 
     @property
     def is_raw(self) -> bool:
@@ -168,6 +200,12 @@ class ComputePlan:
     datasets: tuple[PlannedInput, ...]
     algorithm: PlannedAlgorithm
     valid_until: Optional[int] = None  # initializeCompute's compute.validUntil
+
+    @property
+    def allow_network(self) -> bool:
+        """Whether the algorithm may use the network (C8): only if EVERY dataset's compute service
+        allows it; one that does not (or says nothing, or is an access service) keeps it sealed."""
+        return bool(self.datasets) and all(dataset.allow_network for dataset in self.datasets)
 
     def orders(self) -> list[PlannedOrder]:
         """Datasets then the algorithm (if published): the inputs whose orders pay for the job."""
@@ -360,7 +398,7 @@ def input_resource(index: int) -> str:
 
 @dataclass
 class _Algorithm:
-    """The algorithm as the dataset rules see it; its files checksum is computed at most once."""
+    """The algorithm as the dataset rules see it; its files are hashed at most once."""
 
     raw: bool
     did: str = ""
@@ -368,27 +406,37 @@ class _Algorithm:
     owner: Optional[str] = None
     container_checksum: str = ""
     files: Sequence[FileObject] = ()
-    checksum_files: Optional[FilesChecksum] = None
-    _files_checksum: Optional[str] = None
+    hasher: Optional[FileHasher] = None
+    cached: bool = False  # initializeCompute: the hasher's bounded cache may answer
+    _digests: Optional[tuple[str, ...]] = None
 
-    def files_checksum(self) -> str:
-        if self._files_checksum is None:
-            if self.checksum_files is None:
+    def digests(self) -> tuple[str, ...]:
+        if self._digests is None:
+            if self.hasher is None:
                 raise BusinessError({"algorithm": "file_unavailable"})
+            fetch = self.hasher.cached_digests if self.cached else self.hasher.digests
             try:
-                self._files_checksum = self.checksum_files(list(self.files)).lower()
+                digests = tuple(str(d).lower() for d in fetch(list(self.files)))
             except ProviderError:  # the hasher's own answer (e.g. ServiceUnavailable) stands
                 raise
             except Exception:  # the hasher fetches over the network: any other failure means unavailable
                 raise BusinessError({"algorithm": "file_unavailable"}) from None
-        return self._files_checksum
+            if len(digests) != len(self.files):
+                raise BusinessError({"algorithm": "file_unavailable"})
+            self._digests = digests
+        return self._digests
+
+    def files_checksum(self) -> str:
+        return joined_files_checksum(self.digests())
 
 
 class ComputeValidator:
     """Judges compute requests against resolved DDOs and the configured environments.
 
-    `files_checksum` computes an algorithm's filesChecksum from its decrypted file objects (it
-    downloads them); it is called only when a trusted-algorithm entry pins a filesChecksum.
+    `files_checksum` hashes an algorithm's files from its decrypted file objects (it downloads
+    them): at every start (the digests are pinned in the plan), and at initializeCompute only
+    when a trusted-algorithm entry pins a filesChecksum (then through its bounded cache).
+    `s3_sources` says which publishers may name which S3 places (None: no `s3` file at all).
     `provider_url`, when given, must also match each dataset service's serviceEndpoint (the
     original decides "served here" by being able to decrypt the files, which is always checked).
     """
@@ -398,9 +446,10 @@ class ComputeValidator:
         provider_address: str,
         environments: Mapping[str, Environment],
         provider_url: Optional[str] = None,
-        files_checksum: Optional[FilesChecksum] = None,
+        files_checksum: Optional[FileHasher] = None,
         clock: Callable[[], float] = time.time,
         open_when_unrestricted: bool = True,
+        s3_sources: Optional["S3Places"] = None,
     ):
         self._provider_address = provider_address
         self._environments = environments
@@ -408,6 +457,7 @@ class ComputeValidator:
         self._files_checksum = files_checksum
         self._clock = clock
         self._open_when_unrestricted = open_when_unrestricted
+        self._s3_sources = s3_sources
 
     # ---- entry points
 
@@ -436,6 +486,19 @@ class ComputeValidator:
                           request.algorithm, algorithm, starting=False)
         return replace(plan, valid_until=valid_until)
 
+    def validate_free(
+        self,
+        consumer: str,
+        environment_id: str,
+        requested: Sequence[DatasetInput],
+        datasets: Sequence[Resolved],
+        algorithm_request: AlgorithmInput,
+        algorithm: Optional[Resolved] = None,
+    ) -> ComputePlan:
+        """Every rule of a start except the orders (Ocean Node's free compute): the caller
+        checks the free tier and the operator's free-compute publishers itself."""
+        return self._plan(consumer, environment_id, requested, datasets, algorithm_request, algorithm, starting=False)
+
     def environment(self, environment_id: str, chain_ids: Iterable[int] = ()) -> Environment:
         """The environment, if it exists and serves every one of `chain_ids`."""
         environment = self._environments.get(environment_id)
@@ -461,11 +524,15 @@ class ComputeValidator:
             raise ValueError("one Resolved per requested dataset, main dataset first")
         environment = self.environment(environment_id)
         algorithm, algo_facts = self._algorithm(consumer, algo_request, algo_resolved, environment, starting)
+        algo_facts.cached = not starting
         inputs = tuple(
             self._input(index, consumer, item, found, environment, algo_facts)
             for index, (item, found) in enumerate(zip(requested, resolved))
         )
         self._no_order_twice(inputs, algorithm)
+        if starting and algorithm.files:
+            # last, so a refused start downloads nothing; reuses a trusted entry's download
+            algorithm = replace(algorithm, checksums=algo_facts.digests())
         return ComputePlan(environment, inputs[0].chain_id, self._provider_address, inputs, algorithm)
 
     def _input(
@@ -495,6 +562,7 @@ class ComputeValidator:
             raise BusinessError({f"{resource}.serviceId": "main_service_compute"})
         if not found.files or not self._served_here(service):
             raise BusinessError({f"{resource}.serviceId": "compute_services_not_in_same_provider"})
+        self._check_s3_places(resource, found.files, _nft_field(asset, "owner"))
         self.environment(environment.id, [asset.chain_id])
         if service_type == "compute":
             self._check_algorithm_allowed(resource, service.get("compute"), algorithm)
@@ -504,14 +572,16 @@ class ComputeValidator:
             service_index=service_index, service_type=str(service_type),
             datatoken=str(service.get("datatokenAddress", "")), timeout=_timeout(service),
             transfer_tx_id=item.transferTxId, asset=asset, index=index,
-            files=tuple(found.files), userdata=userdata,
+            files=tuple(found.files), userdata=userdata, allow_network=_allows_network(service),
         )
 
     def _served_here(self, service: Mapping[str, Any]) -> bool:
         if not self._provider_url:
             return True
         endpoint = service.get("serviceEndpoint")
-        return isinstance(endpoint, str) and same_endpoint(endpoint, self._provider_url)
+        # the Ocean Node protocol is served at <provider>/node: an asset pointing there is ours too
+        return isinstance(endpoint, str) and any(
+            same_endpoint(endpoint, url) for url in (self._provider_url, self._provider_url.rstrip("/") + "/node"))
 
     def _algorithm(
         self,
@@ -549,6 +619,7 @@ class ComputeValidator:
             raise BusinessError({"algorithm.container": problem})
         if not found or not found.files:
             raise BusinessError({"algorithm": "file_unavailable"})
+        self._check_s3_places("algorithm", found.files, _nft_field(asset, "owner"))
         if starting and not request.transferTxId:
             raise BusinessError({"algorithm.transferTxId": "missing"})
         self.environment(environment.id, [asset.chain_id])
@@ -568,12 +639,11 @@ class ComputeValidator:
         facts = _Algorithm(
             raw=False, did=asset.did, service_id=request.serviceId, owner=_nft_field(asset, "owner"),
             container_checksum=container_section_checksum(container_fields), files=tuple(found.files),
-            checksum_files=self._files_checksum,
+            hasher=self._files_checksum,
         )
         return planned, facts
 
-    @staticmethod
-    def _raw_algorithm(request: AlgorithmInput) -> tuple[PlannedAlgorithm, _Algorithm]:
+    def _raw_algorithm(self, request: AlgorithmInput) -> tuple[PlannedAlgorithm, _Algorithm]:
         meta = request.meta
         assert meta is not None
         if not meta.url and not meta.rawcode:
@@ -587,7 +657,20 @@ class ComputeValidator:
             did="", order=None, rawcode=meta.rawcode, files=files, container=_container_fields(container),
             userdata=dict(request.userdata or {}), algocustomdata=dict(request.algocustomdata or {}),
         )
-        return planned, _Algorithm(raw=True)
+        return planned, _Algorithm(raw=True, files=files, hasher=self._files_checksum)
+
+    # ---- s3 places
+
+    def _check_s3_places(self, resource: str, files: Sequence[FileObject], publisher: Optional[str]) -> None:
+        """Every `s3` file must lie in a place the operator gave this publisher (the NFT owner):
+        the jobs' credentials can read more than one publisher's objects."""
+        for spec in files:
+            if not isinstance(spec, Mapping) or spec.get("type") != "s3":
+                continue
+            bucket, key = spec.get("bucket"), spec.get("objectKey")
+            if (self._s3_sources is None or not publisher or not isinstance(bucket, str)
+                    or not isinstance(key, str) or not self._s3_sources.allows(publisher, bucket, key)):
+                raise BusinessError({resource: "s3_source_not_allowed"})
 
     # ---- trust
 
@@ -655,6 +738,12 @@ def _entry_mismatch(entry: Mapping[str, Any], algorithm: _Algorithm) -> Optional
     return None
 
 
+def _allows_network(service: Mapping[str, Any]) -> bool:
+    """allowNetworkAccess of a compute service, exactly `true`; anything else means no."""
+    compute = service.get("compute")
+    return service.get("type") == "compute" and isinstance(compute, Mapping) and compute.get("allowNetworkAccess") is True
+
+
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
@@ -671,7 +760,7 @@ def _container_fields(container: Mapping[str, Any]) -> dict[str, str]:
 
 
 __all__ = [
-    "AssetLike", "ComputePlan", "ComputeValidator", "FilesChecksum", "PlannedAlgorithm", "PlannedInput",
+    "AssetLike", "ComputePlan", "ComputeValidator", "FileHasher", "S3Places", "PlannedAlgorithm", "PlannedInput",
     "PlannedOrder", "Resolved", "access_denied_code", "apply_consumer_parameters", "consumable_error",
     "container_error", "container_section_checksum", "content_checksum", "find_service",
     "input_resource", "joined_files_checksum", "same_endpoint",

@@ -9,6 +9,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from chalicelib.assets.files import FilesUnavailable
+from chalicelib.budget import Deadline
 from chalicelib.chain.fees import ProviderFees
 from chalicelib.chain.orders import OrderVerifier, VerifiedOrder, ensure_fees_paid
 from chalicelib.compute.jobs import JobService, Order
@@ -39,8 +40,9 @@ class ComputeWorkflow:
         self._current_nonce = current_nonce
         self._clock = clock
 
-    def start(self, request: ComputeStartRequest, consumer: str) -> JobRecord:
-        """Validate everything, verify every order, then start the job (one order, one job)."""
+    def start(self, request: ComputeStartRequest, consumer: str, deadline: Deadline | None = None) -> JobRecord:
+        """Validate everything, verify every order, then start the job (one order, one job) if
+        `deadline` leaves the time a start needs once it has reserved."""
         plan = self._validator.validate_start(request, self._resolve_datasets(request.all_datasets),
                                               self._resolve_algorithm(request.algorithm))
         now = int(self._clock())
@@ -48,7 +50,14 @@ class ComputeWorkflow:
         paying = ensure_fees_paid([v for o, v in verified if o.resource != "algorithm"], self._fees, plan.environment, now)
         timeout = min(plan.environment.max_job_duration, max(MIN_JOB_SECONDS, int(paying.valid_until) - now))
         orders = [Order(order.resource, order.chain_id, result.tx_id) for order, result in verified]
-        return self._jobs.start(plan, consumer, orders, timeout)
+        return self._jobs.start(plan, consumer, orders, timeout, deadline=deadline)
+
+    def plan_free(self, consumer: str, environment_id: str, datasets: Sequence[DatasetInput],
+                  algorithm: AlgorithmInput) -> ComputePlan:
+        """Everything a start validates except the orders (Ocean Node's free compute); the
+        caller applies the free tier and starts the job with no order."""
+        return self._validator.validate_free(consumer, environment_id, datasets, self._resolve_datasets(datasets),
+                                             algorithm, self._resolve_algorithm(algorithm))
 
     def initialize(self, request: InitializeComputeRequest) -> dict[str, Any]:
         """Provider fees to order with (the main dataset pays for the environment), and

@@ -2,12 +2,15 @@
 
 ocean-lib pins web3 6 / eth-account 0.11 (the project uses 7 / 8), so it lives in its own
 virtualenv under .local/, created once and reused (`make clean` removes it); the install comes
-from PyPI, with the project's own Python 3.11. tests/compat/ocean_py_driver.py runs in that venv
-and writes what every `DataServiceProvider` call answered; this test checks it.
+from PyPI. It runs on Python 3.11, not the project's 3.13: ocean-lib pins coincurve 18, which has
+no 3.13 wheel and does not build there. The 3.11 is found as make finds 3.13 (`python3.11` if it
+runs, else pyenv's 3.11), or given as OCEAN_PY_PYTHON. tests/compat/ocean_py_driver.py runs in
+that venv and writes what every `DataServiceProvider` call answered; this test checks it.
 """
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -22,8 +25,29 @@ OCEAN_LIB_VERSION = "3.1.2"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("ocean_py_driver.py")
 INSTALL_TIMEOUT = 900
+COMPAT_PYTHON = "3.11"  # what ocean-lib's pins install on
 # The first test builds the venv (about 40 s here, more on a cold pip cache) and starts the stack.
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + 300)
+
+
+def compat_python() -> str:
+    """A Python 3.11 that runs: OCEAN_PY_PYTHON, python3.11, pyenv's 3.11, else a clear failure."""
+    pyenv = subprocess.run(["pyenv", "prefix", COMPAT_PYTHON], capture_output=True, text=True) \
+        if shutil.which("pyenv") else None
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = [os.environ.get("OCEAN_PY_PYTHON", ""), f"python{COMPAT_PYTHON}",
+                  *([f"{pyenv.stdout.splitlines()[0]}/bin/python{COMPAT_PYTHON}"] if pyenv and pyenv.returncode == 0
+                    and pyenv.stdout.strip() else []),
+                  *sorted(glob.glob(f"{root}/versions/{COMPAT_PYTHON}.*/bin/python{COMPAT_PYTHON}"), reverse=True)]
+    wanted = f"import sys; sys.exit(sys.version_info[:2] != ({COMPAT_PYTHON.replace('.', ', ')}))"
+    for candidate in filter(None, candidates):
+        try:
+            if subprocess.run([candidate, "-c", wanted], capture_output=True, timeout=30).returncode == 0:
+                return candidate
+        except OSError:
+            continue
+    pytest.fail(f"ocean-lib {OCEAN_LIB_VERSION} needs Python {COMPAT_PYTHON}: install it (pyenv install {COMPAT_PYTHON}, "
+                f"or python{COMPAT_PYTHON} on PATH) or set OCEAN_PY_PYTHON to one")
 
 
 def ocean_lib_venv() -> tuple[Path, float]:
@@ -37,7 +61,7 @@ def ocean_lib_venv() -> tuple[Path, float]:
             return venv / "bin" / "python", 0.0
         shutil.rmtree(venv, ignore_errors=True)
         began = time.monotonic()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        subprocess.run([compat_python(), "-m", "venv", str(venv)], check=True, timeout=300)
         install = subprocess.run(
             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
              f"ocean-lib=={OCEAN_LIB_VERSION}"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT)

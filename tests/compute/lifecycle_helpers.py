@@ -16,6 +16,23 @@ from signing import sign
 CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim",
              "checksum": "sha256:" + "ab" * 32}
 DATA_URL = "https://data.example.com/private/iris.csv?token=s3cr3t"
+# The algorithm's file: an s3 object (moto) the provider hashes at start and pins in the manifest;
+# the fixture's S3_FILE_SOURCES gives the bucket to the samples' publisher.
+ALGORITHM_BUCKET = "test-algorithms"
+ALGORITHM_CODE = b"print('stats')\n"
+
+
+def s3_file_sources(chain: DevChain) -> str:
+    return json.dumps({f"arn:aws:s3:::{ALGORITHM_BUCKET}": [chain.publisher.address]})
+
+
+def put_algorithm_file() -> dict:
+    from chalicelib import aws
+
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=ALGORITHM_BUCKET)
+    s3.put_object(Bucket=ALGORITHM_BUCKET, Key="stats.py", Body=ALGORITHM_CODE)
+    return {"type": "s3", "bucket": ALGORITHM_BUCKET, "objectKey": "stats.py"}
 
 
 def environments_json(chain: DevChain, max_jobs: int = 5) -> str:
@@ -36,10 +53,15 @@ class StubbedBatch:
         self.stubber = Stubber(self.client)
         self.stubber.activate()
         self.submitted: list[dict[str, Any]] = []
+        self.registered: list[dict[str, Any]] = []
         self.client.meta.events.register("provide-client-params.batch.SubmitJob", self._record)
+        self.client.meta.events.register("provide-client-params.batch.RegisterJobDefinition", self._register)
 
     def _record(self, params: dict[str, Any], **_: Any) -> None:
         self.submitted.append(params)
+
+    def _register(self, params: dict[str, Any], **_: Any) -> None:
+        self.registered.append(params)
 
     def expect_new_definition(self) -> None:
         self.stubber.add_response("describe_job_definitions", {"jobDefinitions": []}, {"jobDefinitionName": ANY, "status": "ACTIVE"})
@@ -71,7 +93,7 @@ def publish_samples(chain: DevChain, encrypt, provider_url: str, allow_raw: bool
                     trusted_publishers: tuple[str, ...] = ()) -> Published:
     algorithm = publish_asset(
         chain.w3, chain.publisher, chain.contracts, name="stats", asset_type="algorithm",
-        files=[{"type": "url", "url": "https://algo.example.com/stats.py", "method": "GET"}],
+        files=[put_algorithm_file()],
         provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
         algorithm={"language": "python", "version": "1", "container": CONTAINER},
     )

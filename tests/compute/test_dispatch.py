@@ -1,10 +1,9 @@
 """The Batch dispatcher's requests, checked by botocore's Stubber against AWS's own service model
-(moto drops ecsProperties and resource overrides, DESIGN §6)."""
+(moto drops ecsProperties and resource overrides, DESIGN §6), and the algorithm container's
+script run for real with a static busybox (tests/compute/test_dispatch_script.py)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import boto3
 import pytest
@@ -16,6 +15,7 @@ from chalicelib.compute.dispatch import (
     BatchDispatcher,
     algorithm_command,
     attempt_seconds,
+    batch_timeout_seconds,
     is_stop_reason,
 )
 from chalicelib.compute.environments import parse_environments
@@ -52,10 +52,11 @@ def definition_arn(name, revision=1):
     return f"arn:aws:batch:us-east-1:123456789012:job-definition/{name}:{revision}"
 
 
-def expected_definition(name):
+def expected_definition(name, uid=4000):
     """The whole RegisterJobDefinition request, written out: this is the contract with Batch."""
     mount = [{"sourceVolume": "data", "containerPath": "/data", "readOnly": False}]
-    runner_env = [{"name": "DATA_DIR", "value": "/data"}, {"name": "EVENT_BUS_NAME", "value": "default"},
+    runner_env = [{"name": "ALGORITHM_UID", "value": str(uid)}, {"name": "C2D_REGION", "value": "us-east-1"},
+                  {"name": "DATA_DIR", "value": "/data"}, {"name": "EVENT_BUS_NAME", "value": "default"},
                   {"name": "RESULTS_BUCKET", "value": "test-results"},
                   {"name": "RUNNER_EVENTS", "value": "eventbridge"}]
     small = [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "512"}]
@@ -68,14 +69,15 @@ def expected_definition(name):
                 {"name": "configure", "image": RUNNER, "command": ["configure"], "essential": False,
                  "environment": runner_env, "mountPoints": mount, "resourceRequirements": small},
                 {"name": "algorithm", "image": "python@" + DIGEST,
-                 "command": ["env", "-u", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                             "-u", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                             "-u", "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-                             "sh", "-c", "exec >>/data/logs/algorithm.log 2>&1\npython $ALGO"],
+                 "command": ["/data/.c2d/busybox", "sh", "-c", algorithm_command("python $ALGO")[3]],
                  "essential": False,
-                 "dependsOn": [{"containerName": "configure", "condition": "SUCCESS"}],
+                 "user": f"{uid}:{uid}",
+                 "dependsOn": [{"containerName": "configure", "condition": "COMPLETE"}],
                  "environment": [{"name": "ALGO", "value": "/data/transformations/algorithm"}],
                  "mountPoints": mount,
+                 "logConfiguration": {"logDriver": "awslogs", "options": {
+                     "awslogs-group": "/aws/batch/job", "awslogs-stream-prefix": "c2d",
+                     "awslogs-region": "us-east-1"}},
                  "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}]},
                 {"name": "publish", "image": RUNNER, "command": ["publish"], "essential": True,
                  "dependsOn": [{"containerName": "algorithm", "condition": "COMPLETE"}],
@@ -103,11 +105,13 @@ def expected_submit(arn, job_id="job-1"):
                                                    {"name": "MANIFEST_URI", "value": manifest(job_id)}]},
             {"name": "algorithm",
              "resourceRequirements": [{"type": "VCPU", "value": "2"}, {"type": "MEMORY", "value": "4096"}],
-             "environment": [{"name": "DIDS", "value": '["did:op:a", "did:op:b"]'},
+             "environment": [{"name": "C2D_MAX_SECONDS", "value": "1800"},
+                             {"name": "DIDS", "value": '["did:op:a", "did:op:b"]'},
                              {"name": "TRANSFORMATION_DID", "value": "did:op:algo"}]},
             {"name": "publish", "environment": [{"name": "JOB_ID", "value": job_id}]},
         ]}]},
-        "timeout": {"attemptDurationSeconds": 1800},
+        # the algorithm's 1800 s are enforced in its container; Batch's clock adds the stages' margin
+        "timeout": {"attemptDurationSeconds": 1800 + 1800},
         "propagateTags": True,
         "tags": {"c2d:jobId": job_id, "c2d:environment": "cpu"},
     }
@@ -122,9 +126,9 @@ def submitted(job_id="job-1"):
             "jobId": f"b-{job_id}"}
 
 
-def submit(d, job_id="job-1", container=PYTHON, environment="cpu", timeout=1800):
+def submit(d, job_id="job-1", container=PYTHON, environment="cpu", timeout=1800, **extra):
     return d.submit(job_id, ENVIRONMENTS[environment], manifest(job_id), container, timeout,
-                    dids=["did:op:a", "did:op:b", "did:op:a"], algorithm_did="did:op:algo")
+                    dids=["did:op:a", "did:op:b", "did:op:a"], algorithm_did="did:op:algo", **extra)
 
 
 def test_first_submit_registers_the_definition_then_submits(batch):
@@ -196,9 +200,11 @@ def test_gpu_environment_overrides_and_timeout_cap(batch):
     expected = expected_submit(definition_arn(name), "job-g")
     expected["jobQueue"] = ENVIRONMENTS["gpu"].job_queue
     expected["tags"]["c2d:environment"] = "gpu"
-    expected["timeout"] = {"attemptDurationSeconds": 60}  # maxJobDuration 30 s, Batch's floor is 60
-    expected["ecsPropertiesOverride"]["taskProperties"][0]["containers"][1]["resourceRequirements"] = [
+    expected["timeout"] = {"attemptDurationSeconds": 60 + 1800}  # maxJobDuration 30 s, our floor is 60
+    algorithm = expected["ecsPropertiesOverride"]["taskProperties"][0]["containers"][1]
+    algorithm["resourceRequirements"] = [
         {"type": "VCPU", "value": "8"}, {"type": "MEMORY", "value": "31232"}, {"type": "GPU", "value": "1"}]
+    algorithm["environment"][0] = {"name": "C2D_MAX_SECONDS", "value": "60"}
     stubber.add_response("submit_job", submitted("job-g"), expected)
     submit(d, "job-g", environment="gpu", timeout=7200)
     task = d.definition_request(PYTHON)["ecsProperties"]["taskProperties"][0]
@@ -207,6 +213,7 @@ def test_gpu_environment_overrides_and_timeout_cap(batch):
 
 def test_attempt_timeout():
     cpu = ENVIRONMENTS["cpu"]
+    assert batch_timeout_seconds(3600) == 3600 + 1800
     assert attempt_seconds(cpu, None) == 3600
     assert attempt_seconds(cpu, 0) == 3600
     assert attempt_seconds(cpu, 600) == 600
@@ -299,19 +306,49 @@ def test_from_metadata_normalises():
     assert container.reference() == "python@" + DIGEST
 
 
-def test_algorithm_command_logs_keeps_exit_code_and_hides_task_credentials(tmp_path):
-    """Run the real wrapper with sh: output lands in the log, the exit code is the entrypoint's,
-    and the ECS credential variables are gone before the algorithm starts."""
-    log = tmp_path / "algorithm.log"
-    log.write_text("earlier line\n")
-    entrypoint = 'echo "algo at $ALGO"; echo oops >&2; env; exit 3'
-    env = {"PATH": os.environ["PATH"], "ALGO": "/data/transformations/algorithm",
-           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/secret-id",
-           "AWS_CONTAINER_AUTHORIZATION_TOKEN": "token-value"}
-    done = subprocess.run(algorithm_command(entrypoint, str(log)), env=env, capture_output=True, timeout=10)
-    assert done.returncode == 3
-    assert done.stdout == b"" and done.stderr == b""
-    text = log.read_text()
-    assert text.startswith("earlier line\nalgo at /data/transformations/algorithm\n")
-    assert "oops" in text
-    assert "secret-id" not in text and "token-value" not in text and "AWS_CONTAINER" not in text
+def test_network_policy_is_part_of_the_definition(batch):
+    """`user` cannot be overridden at submit: a job whose datasets all allow network access gets
+    the definition of UID 4001, any other job the one of UID 4000, never the other's."""
+    client, stubber = batch
+    d = dispatcher(client)
+    sealed, open_ = d.definition_name(PYTHON), d.definition_name(PYTHON, allow_network=True)
+    assert sealed != open_
+    stubber.add_response("describe_job_definitions", {"jobDefinitions": []},
+                         {"jobDefinitionName": open_, "status": "ACTIVE"})
+    stubber.add_response("register_job_definition",
+                         {"jobDefinitionName": open_, "jobDefinitionArn": definition_arn(open_), "revision": 1},
+                         expected_definition(open_, uid=4001))
+    stubber.add_response("submit_job", submitted(), expected_submit(definition_arn(open_)))
+    submit(d, allow_network=True)
+    stubber.add_response("describe_job_definitions", {"jobDefinitions": []},
+                         {"jobDefinitionName": sealed, "status": "ACTIVE"})
+    stubber.add_response("register_job_definition",
+                         {"jobDefinitionName": sealed, "jobDefinitionArn": definition_arn(sealed), "revision": 1},
+                         expected_definition(sealed, uid=4000))
+    stubber.add_response("submit_job", submitted("job-2"), expected_submit(definition_arn(sealed), "job-2"))
+    submit(d, "job-2")
+
+
+def test_the_algorithm_holds_no_role_of_its_own_and_runs_as_a_fixed_user():
+    """What reaches the algorithm container: a non-root user, only ALGO in its environment (no
+    role, no key, no credential URI), logs to CloudWatch; the task role is the task's (ECS gives
+    it to every container: the instance's network rules are what keep UID 4000/4001 from it)."""
+    client = boto3.session.Session().client("batch", region_name="eu-west-3")
+    d = BatchDispatcher(client, runner_image=RUNNER, results_bucket="test-results", job_role_arn=ROLE,
+                        algorithm_log_group="/c2d/algorithms")
+    task = d.definition_request(PYTHON)["ecsProperties"]["taskProperties"][0]
+    configure, algorithm, publish = task["containers"]
+    assert algorithm["user"] == "4000:4000" and "privileged" not in algorithm
+    assert algorithm["environment"] == [{"name": "ALGO", "value": "/data/transformations/algorithm"}]
+    assert algorithm["logConfiguration"] == {"logDriver": "awslogs", "options": {
+        "awslogs-group": "/c2d/algorithms", "awslogs-stream-prefix": "c2d", "awslogs-region": "eu-west-3"}}
+    assert "user" not in configure and "user" not in publish  # the runner is root in its own containers
+    for runner in (configure, publish):
+        env = {item["name"]: item["value"] for item in runner["environment"]}
+        assert env["C2D_REGION"] == "eu-west-3" and env["ALGORITHM_UID"] == "4000"
+    script = algorithm["command"][3]
+    for name in ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                 "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"):
+        assert name in script.split("unset ", 1)[1].split("\n", 1)[0]
+    assert publish["dependsOn"] == [{"containerName": "algorithm", "condition": "COMPLETE"}]
+    assert algorithm["dependsOn"] == [{"containerName": "configure", "condition": "COMPLETE"}]

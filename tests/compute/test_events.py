@@ -35,8 +35,10 @@ def envelope(source: str, detail_type: str, detail: dict, resources: list[str] |
 
 def batch_event(job_id: str, status: str, *, batch_job_id: str = "b-1", reason: str | None = None,
                 exits: dict[str, int | None] | None = None, reasons: dict[str, str] | None = None,
-                queue: str = QUEUE_ARN, tagged: bool = True, attempts: int = 1) -> dict:
-    """A Batch Job State Change for our three-container job; `exits` per container name."""
+                queue: str = QUEUE_ARN, tagged: bool = True, attempts: int = 1, prior_attempts: int = 0) -> dict:
+    """A Batch Job State Change for our three-container job; `exits` per container name.
+    A final event lists `attempts` attempts (its own last); another lists `prior_attempts`
+    attempts already lost to the instance (a retry in progress)."""
     arn = f"arn:aws:batch:us-east-1:{ACCOUNT}:job/{batch_job_id}"
     final = status in ("SUCCEEDED", "FAILED")
     containers = []
@@ -71,8 +73,12 @@ def batch_event(job_id: str, status: str, *, batch_job_id: str = "b-1", reason: 
         detail["attempts"] = [{"container": {}, "startedAt": (T0 - 50) * 1000, "stoppedAt": T0 * 1000,
                                "statusReason": detail["statusReason"],
                                "taskProperties": [task]}] * attempts
-    elif reason:
-        detail["statusReason"] = reason
+    else:
+        if reason:
+            detail["statusReason"] = reason
+        lost = {"container": {}, "startedAt": (T0 - 900) * 1000, "stoppedAt": (T0 - 800) * 1000,
+                "statusReason": "Host EC2 (instance i-0lost) terminated.", "taskProperties": [task]}
+        detail["attempts"] = [lost] * prior_attempts
     return envelope("aws.batch", "Batch Job State Change", detail, [arn])
 
 
@@ -218,19 +224,116 @@ def test_failure_reasons_are_kept(handler):
     assert load("k").termination_details.as_dict()["reason"].startswith("OutOfMemoryError")
 
 
-@pytest.mark.parametrize("status_before, stage, stage_failure, expected", [
-    (20, 20, None, 31),      # lost while configuring
-    (40, 30, None, 41),      # lost while the algorithm ran
-    (60, 60, None, 62),      # lost while publishing
-    (60, 70, None, 70),      # the runner had finished publishing
+@pytest.mark.parametrize("status_before, stage, expected", [
+    (20, 20, 31),      # lost while configuring
+    (40, 30, 31),      # lost while the algorithm ran: not "Algorithm failed"
+    (60, 60, 31),      # lost while publishing
+    (60, 70, 70),      # the runner had finished publishing
 ])
-def test_failed_without_container_verdict_uses_what_the_runner_said(handler, status_before, stage,
-                                                                    stage_failure, expected):
-    """The instance vanished on the last attempt: no exit codes, only 'Host EC2 ... terminated'."""
+def test_the_last_attempt_lost_to_the_instance_ends_with_its_own_reason(handler, status_before, stage, expected):
+    """The instance vanished on the last attempt (a spot reclaim): no exit codes, only 'Host EC2
+    ... terminated'. The job says so; it is not reported as the algorithm's failure."""
     record = make_job("j", status=status_before)
     record.update(actions=[JobRecord.stage.set(stage)])
     handler.handle(batch_event("j", "FAILED", reason="Host EC2 (instance i-0abc) terminated.", attempts=3))
+    record = load("j")
+    assert record.status == expected and record.batch_attempt == 3
+    if expected != 70:
+        reason = record.termination_details.as_dict()["reason"]
+        assert "instance was lost" in reason and "Host EC2 (instance i-0abc) terminated." in reason
+
+
+@pytest.mark.parametrize("status_before, expected", [(20, 31), (40, 41), (60, 62)])
+def test_failed_without_any_verdict_or_reason_goes_by_how_far_the_job_got(handler, status_before, expected):
+    make_job("j", status=status_before)
+    handler.handle(batch_event("j", "FAILED", reason=""))
     assert load("j").status == expected
+
+
+# -- the job definition's shape (dispatch.py): configure → algorithm (COMPLETE) → publish -------
+
+@pytest.mark.parametrize("batch_status", ["SUCCEEDED", "FAILED"])
+@pytest.mark.parametrize("code", [31, 32])
+def test_configure_failure_from_the_batch_event_alone(handler, terminals, batch_status, code):
+    """The runner's own event is lost: configure's exit code (C4) says 31 or 32; the algorithm
+    container ran its script, found no ready marker and exited 0 without running anything."""
+    make_job("j", status=20)
+    handler.handle(batch_event("j", batch_status, exits={"configure": code, "algorithm": 0, "publish": 0}))
+    record = load("j")
+    assert record.status == code and terminals.jobs == [("j", code)]
+    assert record.termination_details.as_dict()["reason"] == st.status_text(code)
+
+
+@pytest.mark.parametrize("code, expected", [(1, 31), (32, 32)])
+def test_a_dependency_stopped_algorithm_did_not_run(handler, code, expected):
+    """With the older dependsOn SUCCESS the agent force-stops the algorithm (143, dependency
+    graph) and never starts publish: that is configure's failure, not the algorithm's."""
+    make_job("j", status=20)
+    handler.handle(batch_event("j", "FAILED", exits={"configure": code, "algorithm": 143}, reasons={
+        "algorithm": "CannotStartContainerError: dependency graph: container configure exited 1",
+        "publish": "CannotStartContainerError: dependency graph: publish will never start"}))
+    record = load("j")
+    assert record.status == expected and record.termination_details.as_dict()["exitCode"] is None
+
+
+def test_configure_failure_reports_no_algorithm_exit_code(handler):
+    make_job("j", status=20)
+    handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 31, "algorithm": 0, "publish": 0}))
+    assert load("j").termination_details.as_dict()["exitCode"] is None  # it exited 0 without running
+
+
+def test_an_algorithm_container_that_could_not_start_after_a_good_configure_is_32(handler):
+    make_job("j", status=30)
+    handler.handle(batch_event("j", "FAILED", exits={"configure": 0, "algorithm": 143, "publish": 0}, reasons={
+        "algorithm": "CannotStartContainerError: Error response from daemon: exec format error"}))
+    record = load("j")
+    assert record.status == 32 and record.termination_details.as_dict()["exitCode"] is None
+
+
+def test_an_algorithm_out_of_time_fails_with_its_reason_and_keeps_its_logs(handler):
+    """maxJobDuration is enforced in the algorithm's container (exit 124); publish still ran."""
+    make_job("j", status=40)
+    handler.handle(runner_event("j", 70, results=results_for("j", with_output=False)))
+    handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 124, "publish": 0}))
+    record = load("j")
+    assert record.status == 41
+    assert record.termination_details.as_dict() == {
+        "exitCode": 124, "reason": "Algorithm ran out of time (maxJobDuration) and was stopped"}
+    assert {r["type"] for r in record.results} == {"algorithmLog", "configurationLog", "publishLog"}
+
+
+# -- attempts -----------------------------------------------------------------------------
+
+def test_runner_events_of_an_older_attempt_change_nothing(handler, writes):
+    make_job("j", status=20)
+    handler.handle(runner_event("j", 20, attempt=1))
+    outcome = handler.handle(batch_event("j", "RUNNABLE", prior_attempts=1))  # Batch retries: attempt 2
+    assert outcome.action == "attempt" and load("j").batch_attempt == 2 and load("j").status == 20
+    before = len(writes)
+    for late in (runner_event("j", 31, reason="input 0: connection reset", attempt=1),
+                 runner_event("j", 70, attempt=1)):
+        assert handler.handle(late).action == "unchanged"
+    assert len(writes) == before
+    assert handler.handle(runner_event("j", 30, attempt=2)).status == 30
+    handler.handle(runner_event("j", 70, attempt=2))
+    handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0}, attempts=2))
+    record = load("j")
+    assert (record.status, record.batch_attempt, record.results) == (70, 2, results_for("j"))
+
+
+def test_a_newer_runner_attempt_is_recorded_and_old_batch_progress_does_not_lower_it(handler):
+    make_job("j", status=20)
+    assert handler.handle(runner_event("j", 30, attempt=3)).status == 30
+    assert load("j").batch_attempt == 3
+    handler.handle(batch_event("j", "RUNNING", prior_attempts=1))  # a late event of attempt 2
+    assert load("j").batch_attempt == 3
+    assert handler.handle(runner_event("j", 31, reason="x", attempt=2)).action == "unchanged"
+
+
+def test_the_attempt_write_is_conditional_on_it_rising(handler, writes):
+    make_job("j", status=40)
+    handler.handle(batch_event("j", "RUNNABLE", prior_attempts=1))
+    assert "attribute_not_exists" in writes[-1]["ConditionExpression"] and "<" in writes[-1]["ConditionExpression"]
 
 
 def test_configure_failure_keeps_the_runner_code(handler):
@@ -321,6 +424,24 @@ def test_runner_publish_failure_keeps_partial_results(handler):
     assert (record.status, record.results) == (62, partial)
 
 
+def test_results_only_from_the_jobs_outputs_and_logs(handler):
+    """Whatever an event says: never the manifest (decrypted URLs), results.json, another job's
+    objects, a log type outside logs/ or an output outside outputs/."""
+    make_job("j", status=40)
+    forged = results_for("j") + [
+        {"filename": "manifest.json", "filesize": 1, "type": "output", "key": "jobs/j/manifest.json"},
+        {"filename": "manifest.json", "filesize": 1, "type": "configurationLog", "key": "jobs/j/manifest.json"},
+        {"filename": "results.json", "filesize": 1, "type": "publishLog", "key": "jobs/j/results.json"},
+        {"filename": "m", "filesize": 1, "type": "output", "key": "jobs/j/outputs/../manifest.json"},
+        {"filename": "m", "filesize": 1, "type": "output", "key": "jobs/j/outputs//x"},
+        {"filename": "m", "filesize": 1, "type": "output", "key": "jobs/j/outputs/"},
+        {"filename": "m", "filesize": 1, "type": "output", "key": "jobs/j/logs/configure.log"},
+        {"filename": "m", "filesize": 1, "type": "algorithmLog", "key": "jobs/j/outputs/x"},
+    ]
+    handler.handle(runner_event("j", 70, results=forged))
+    assert load("j").results == results_for("j")
+
+
 def test_results_outside_the_job_are_dropped(handler):
     make_job("j", status=40)
     forged = results_for("j") + [
@@ -372,6 +493,9 @@ MALFORMED = [
      "detail": {"jobId": "j", "status": 70, "results": {"not": "a list"}}},
     {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "x" * 5000, "status": 20}},
     {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": ["j"], "status": 20}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "j", "status": 20, "attempt": "2"}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "j", "status": 20, "attempt": 0}},
+    {"source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change", "detail": {"jobId": "j", "status": 20, "attempt": True}},
 ]
 
 
@@ -535,10 +659,30 @@ def scenario(kind: str, job_id: str) -> tuple[list[dict], Any, bool]:
         failed = batch_event(job_id, "FAILED", exits={"configure": 1})
 
         def expected(order: list[dict]) -> int:
-            # The documented corner: Batch's verdict first cannot tell 32 from 31.
+            # The corner of a configure exiting 1: Batch's verdict first cannot tell 32 from 31.
             return 32 if order.index(runner_32) < order.index(failed) else 31
 
         return start + [runner_event(job_id, 20), runner_32, failed], expected, False
+    if kind == "checksum_mismatch":
+        # configure exits 32 (C4); the algorithm container finds no ready marker; publish runs
+        final = batch_event(job_id, "SUCCEEDED", exits={"configure": 32, "algorithm": 0, "publish": 0})
+        return (start + [runner_event(job_id, 20), runner_event(job_id, 32, reason="algorithm file 0: checksum")]
+                + published + [final]), 32, True
+    if kind == "out_of_time":
+        final = batch_event(job_id, "SUCCEEDED", exits={**ok, "algorithm": 124})
+        return start + configured + published + [final], 41, True
+    if kind == "stale_attempt":
+        stale = runner_event(job_id, 31, reason="input 0: connection reset", attempt=1)
+        retry = [batch_event(job_id, s, prior_attempts=1) for s in ("RUNNABLE", "STARTING", "RUNNING")]
+        second = [runner_event(job_id, code, attempt=2) for code in (20, 30, 60, 70)]
+        final = batch_event(job_id, "SUCCEEDED", exits=ok, attempts=2)
+        revealing = [*retry, *second, final]
+
+        def expected(order: list[dict]) -> int:
+            # nothing can tell attempt 1's failure is stale before attempt 2 shows itself
+            return 31 if order.index(stale) < min(order.index(e) for e in revealing) else 70
+
+        return start + [runner_event(job_id, 20, attempt=1), stale, *revealing], expected, True
     if kind == "stopped":
         final = batch_event(job_id, "FAILED", reason="c2d-stop: Job stopped", exits={"configure": 0, "algorithm": 137})
         return start + configured + [final], 7, False
@@ -553,7 +697,8 @@ def scenario(kind: str, job_id: str) -> tuple[list[dict], Any, bool]:
 
 
 KINDS = ["success", "spot_reclaimed_then_success", "algorithm_fails", "publish_fails", "data_fails",
-         "algorithm_download_fails", "stopped", "timeout", "image_missing"]
+         "algorithm_download_fails", "checksum_mismatch", "out_of_time", "stale_attempt", "stopped", "timeout",
+         "image_missing"]
 NOISE = [
     lambda: batch_event("not-a-job", "RUNNING"),
     lambda: batch_event("x", "SUCCEEDED", queue="arn:aws:batch:us-east-1:1:job-queue/foreign"),
@@ -581,7 +726,7 @@ def test_shuffled_duplicated_events_end_right_and_never_regress(handler, writes,
         before = len(writes)
         outcome = handler.handle(event)
         assert outcome.action != "error"
-        assert len(writes) - before == (1 if outcome.action in ("updated", "attached") else 0)
+        assert len(writes) - before == (1 if outcome.action in ("updated", "attached", "attempt") else 0)
         status = load(job_id).status
         assert st.rank(status) >= st.rank(current), (current, status)
         if final is not None:

@@ -2,6 +2,7 @@
 Batch through botocore's Stubber, events driven through the Lambda event handlers."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import urllib.parse
@@ -10,8 +11,8 @@ import pytest
 import requests
 
 from lifecycle_helpers import (
-    DATA_URL, StubbedBatch, consumer_key, environments_json, initialize, order_both, post_start, publish_samples,
-    start_body,
+    ALGORITHM_CODE, DATA_URL, StubbedBatch, consumer_key, environments_json, initialize, order_both, post_start, publish_samples,
+    s3_file_sources, start_body,
 )
 from signing import sign
 from test_events import batch_event, runner_event
@@ -28,6 +29,7 @@ def provider(aws, chain, client, monkeypatch):
 
     monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
     monkeypatch.setenv("COMPUTE_ENVIRONMENTS", environments_json(chain))
+    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))
     services.reset()
     environments.environments.cache_clear()
     current = services.settings()
@@ -77,8 +79,17 @@ def test_full_lifecycle(client, provider):
     job, dataset_tx, _ = started_job(client, provider)
     assert job["status"] == 1 and job["owner"] == chain.consumer.address and job["agreementId"] == dataset_tx
     submitted = batch.submitted[0]
-    assert submitted["jobQueue"] == "ocean-c2d-cpu" and submitted["timeout"]["attemptDurationSeconds"] <= 3600
     algorithm = submitted["ecsPropertiesOverride"]["taskProperties"][0]["containers"][1]
+    algorithm_seconds = int({e["name"]: e["value"] for e in algorithm["environment"]}["C2D_MAX_SECONDS"])
+    assert submitted["jobQueue"] == "ocean-c2d-cpu" and 60 <= algorithm_seconds <= 3600
+    assert submitted["timeout"]["attemptDurationSeconds"] == algorithm_seconds + 1800  # + configure/publish margin
+    # the only dataset was published with allowNetworkAccess: true (publish_asset's default), so
+    # the start path chose the network-allowed UID (tests/compute/test_network_policy.py: the rest)
+    assert published.dataset.ddo["services"][0]["compute"]["allowNetworkAccess"] is True
+    (definition,) = batch.registered
+    containers = definition["ecsProperties"]["taskProperties"][0]["containers"]
+    assert containers[1]["name"] == "algorithm" and containers[1]["user"] == "4001:4001"
+    assert {"name": "ALGORITHM_UID", "value": "4001"} in containers[0]["environment"]
     assert {"type": "VCPU", "value": "2"} in algorithm["resourceRequirements"]
     assert {"type": "MEMORY", "value": "4096"} in algorithm["resourceRequirements"]
     assert DATA_URL not in json.dumps(batch.submitted), "decrypted URLs never reach Batch"
@@ -88,6 +99,8 @@ def test_full_lifecycle(client, provider):
                                                       Key=f"jobs/{job['jobId']}/manifest.json")["Body"].read())
     assert manifest["inputs"][0]["files"][0]["url"] == DATA_URL
     assert manifest["algorithm"]["algocustomdata"] == {"threshold": 3}
+    # pinned at start: the runner places the algorithm only if it still has this sha256 (C7)
+    assert manifest["algorithm"]["checksums"] == [hashlib.sha256(ALGORITHM_CODE).hexdigest()]
 
     job_id = job["jobId"]
     for event in (batch_event(job_id, "RUNNABLE", batch_job_id="batch-1", queue=JOB_QUEUE_ARN),

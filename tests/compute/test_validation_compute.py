@@ -42,7 +42,8 @@ ENVIRONMENTS = parse_environments([
 
 ALGO_FILES = ({"type": "url", "url": "https://files.example.com/algo.py", "method": "GET"},
               {"type": "url", "url": "https://files.example.com/lib.py", "method": "GET"})
-CONTENTS = {"https://files.example.com/algo.py": b"print('hello')\n", "https://files.example.com/lib.py": b"X = 1\n"}
+CONTENTS = {"https://files.example.com/algo.py": b"print('hello')\n", "https://files.example.com/lib.py": b"X = 1\n",
+            "https://files.example.com/raw.py": b"print('raw')\n"}
 DATA_FILES = ({"type": "url", "url": "https://files.example.com/data.csv", "method": "GET"},)
 CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim",
              "checksum": "sha256:" + "ab" * 32}
@@ -55,16 +56,21 @@ ALGO_CONTAINER_CHECKSUM = hashlib.sha256(b"python $ALGO" + b"sha256:" + b"ab" * 
 
 
 class Hasher:
-    """The files-checksum dependency: sha256 of each file's bytes (here from memory, not HTTP)."""
+    """The file hasher dependency: sha256 of each file's bytes (here from memory, not HTTP).
+    `calls` counts fresh downloads (start), `cached_calls` initializeCompute's cached asks."""
 
     def __init__(self, contents: dict[str, bytes] = CONTENTS, fail: bool = False):
-        self.contents, self.fail, self.calls = contents, fail, 0
+        self.contents, self.fail, self.calls, self.cached_calls = contents, fail, 0, 0
 
-    def __call__(self, files: Any) -> str:
+    def digests(self, files: Any) -> list[str]:
         self.calls += 1
         if self.fail:
             raise OSError("download failed")
-        return joined_files_checksum(content_checksum(self.contents[f["url"]]) for f in files)
+        return [content_checksum(self.contents[f["url"]]) for f in files]
+
+    def cached_digests(self, files: Any) -> list[str]:
+        self.cached_calls += 1
+        return self.digests(files)
 
 
 def _address(n: int) -> str:
@@ -165,6 +171,7 @@ def test_raw_algorithm_by_url_becomes_a_url_file():
     meta = {"url": "https://files.example.com/raw.py", "container": CONTAINER}
     plan = validator().validate_start(start_request(dataset, meta=meta), with_files(dataset))
     assert plan.algorithm.manifest()["files"] == [{"type": "url", "url": "https://files.example.com/raw.py", "method": "GET"}]
+    assert plan.algorithm.checksums == (hashlib.sha256(b"print('raw')\n").hexdigest(),)  # pinned at start too
 
 
 def test_published_algorithm_on_a_dataset_without_trust_lists_is_accepted_as_the_original_does():
@@ -179,7 +186,9 @@ def test_published_algorithm_on_a_dataset_without_trust_lists_is_accepted_as_the
         "algo-svc-1", 0, tx(99), "access")
     assert algo.manifest() == {"did": algorithm.did, "rawcode": "", "files": list(ALGO_FILES), "container": CONTAINER,
                                "algocustomdata": {"epochs": 3}, "userdata": {"k": "v"}}
-    assert hasher.calls == 0  # nothing pinned a files checksum: nothing downloaded
+    # nothing pinned a files checksum, but the start pins what it runs: one download (C7)
+    assert algo.checksums == tuple(hashlib.sha256(CONTENTS[f["url"]]).hexdigest() for f in ALGO_FILES)
+    assert hasher.calls == 1
 
 
 def test_trusted_algorithm_with_matching_checksums_is_accepted_and_files_are_hashed_once():
@@ -191,7 +200,8 @@ def test_trusted_algorithm_with_matching_checksums_is_accepted_and_files_are_has
     plan = validator(files_checksum=hasher).validate_start(
         start_request(first, algorithm, additional=[second]), with_files(first, second), Resolved(algorithm, ALGO_FILES))
     assert [d.resource for d in plan.datasets] == ["dataset", "datasets[1]"]
-    assert hasher.calls == 1
+    assert hasher.calls == 1  # the trusted checks and the manifest's checksums share one download
+    assert "".join(plan.algorithm.checksums) == ALGO_FILES_CHECKSUM
 
 
 def test_checksum_helpers_follow_the_original_formulas():
@@ -208,7 +218,91 @@ def test_wildcard_entries_written_for_ocean_node_trust_any_algorithm_without_dow
     hasher = Hasher()
     validator(files_checksum=hasher).validate_start(
         start_request(dataset, algorithm), with_files(dataset), Resolved(algorithm, ALGO_FILES))
-    assert hasher.calls == 0
+    assert hasher.calls == 1  # only the start's pin of what will run, not for the trust check
+    validator(files_checksum=hasher).validate_initialize(
+        initialize_request(dataset, algorithm), with_files(dataset), Resolved(algorithm, ALGO_FILES))
+    assert (hasher.calls, hasher.cached_calls) == (1, 0)
+
+
+def initialize_request(dataset: Asset, algorithm: Asset) -> InitializeComputeRequest:
+    return validate(InitializeComputeRequest, {  # type: ignore[return-value]
+        "datasets": [{"documentId": dataset.did, "serviceId": dataset.ddo["services"][0]["id"]}],
+        "algorithm": {"documentId": algorithm.did, "serviceId": algorithm.ddo["services"][0]["id"]},
+        "compute": {"env": "cpu", "validUntil": NOW + 600}, "consumerAddress": CONSUMER})
+
+
+def test_initialize_hashes_only_for_a_pinned_checksum_and_through_the_cache():
+    """Issue 12: the unsigned initializeCompute never downloads unless an entry pins a
+    filesChecksum, and then asks the hasher's bounded cache, never a fresh download."""
+    algorithm = make_algorithm()
+    hasher = Hasher()
+    validator(files_checksum=hasher).validate_initialize(
+        initialize_request(make_dataset(), algorithm), with_files(make_dataset()), Resolved(algorithm, ALGO_FILES))
+    assert (hasher.calls, hasher.cached_calls) == (0, 0)
+    pinned = make_dataset(compute={"publisherTrustedAlgorithms": [{"did": algorithm.did, "filesChecksum": ALGO_FILES_CHECKSUM}]})
+    plan = validator(files_checksum=hasher).validate_initialize(
+        initialize_request(pinned, algorithm), with_files(pinned), Resolved(algorithm, ALGO_FILES))
+    assert hasher.cached_calls == 1 and plan.algorithm.checksums == ()
+
+
+# ---------------------------------------------------------------- s3 file places
+
+
+PUBLISHER_B = "0x" + "b" * 40
+S3_OF_A = {"type": "s3", "bucket": "publisher-a-data", "objectKey": "private/customers.csv"}
+
+
+def s3_places(raw: dict) -> Any:
+    from chalicelib.config import S3FileSources
+
+    return S3FileSources.parse(json.dumps(raw))
+
+
+def test_s3_files_only_from_places_the_operator_gave_their_publisher():
+    """Issue 10 #5: publisher B points a dataset at publisher A's object: refused at start and
+    at initializeCompute; A itself may use it."""
+    places = s3_places({"arn:aws:s3:::publisher-a-data/private/": [PUBLISHER],
+                        "arn:aws:s3:::shared-data": ["*"]})
+    algorithm = make_algorithm()
+    theirs = make_dataset(ddo_extra={"nft": {"owner": PUBLISHER_B, "state": 0}})
+    ours = make_dataset(2, ddo_extra={"nft": {"owner": PUBLISHER, "state": 0}})
+    check = validator(s3_sources=places)
+    assert refused(lambda: check.validate_start(
+        start_request(theirs, algorithm), [Resolved(theirs, (S3_OF_A,))], Resolved(algorithm, ALGO_FILES))) == {
+        "dataset": "s3_source_not_allowed"}
+    assert refused(lambda: check.validate_initialize(
+        initialize_request(theirs, algorithm), [Resolved(theirs, (S3_OF_A,))], Resolved(algorithm, ALGO_FILES))) == {
+        "dataset": "s3_source_not_allowed"}
+    check.validate_start(start_request(ours, algorithm), [Resolved(ours, (S3_OF_A,))], Resolved(algorithm, ALGO_FILES))
+    shared = {"type": "s3", "bucket": "shared-data", "objectKey": "any/key"}
+    check.validate_start(start_request(theirs, algorithm), [Resolved(theirs, (shared,))], Resolved(algorithm, ALGO_FILES))
+    for spec in ({**S3_OF_A, "objectKey": "public/x"}, {**S3_OF_A, "objectKey": "private/../public/x"},
+                 {**S3_OF_A, "bucket": "publisher-a-data-2"}, {"type": "s3", "bucket": 7, "objectKey": "k"}):
+        assert refused(lambda: check.validate_start(
+            start_request(ours, algorithm), [Resolved(ours, (spec,))], Resolved(algorithm, ALGO_FILES))) == {
+            "dataset": "s3_source_not_allowed"}, spec
+
+
+def test_s3_algorithm_files_follow_the_same_rule_and_no_setting_means_no_s3():
+    places = s3_places({"arn:aws:s3:::publisher-a-data/private/*": [PUBLISHER]})
+    dataset = make_dataset()
+    stolen = make_algorithm(owner=PUBLISHER_B)
+    assert refused(lambda: validator(s3_sources=places).validate_start(
+        start_request(dataset, stolen), with_files(dataset), Resolved(stolen, (S3_OF_A,)))) == {
+        "algorithm": "s3_source_not_allowed"}
+    assert refused(lambda: validator().validate_start(
+        start_request(dataset, make_algorithm()), with_files(dataset), Resolved(make_algorithm(), (S3_OF_A,)))) == {
+        "algorithm": "s3_source_not_allowed"}
+
+
+@pytest.mark.parametrize("raw", ['[]', '{"bucket": ["*"]}', '{"arn:aws:s3:::b": "0xab"}',
+                                 '{"arn:aws:s3:::bkt": ["not-an-address"]}', 'not json'])
+def test_s3_file_sources_setting_is_checked(raw):
+    from chalicelib.config import S3FileSources
+    from chalicelib.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="S3_FILE_SOURCES"):
+        S3FileSources.parse(raw)
 
 
 def test_trusted_publisher_is_the_algorithm_nft_owner_compared_without_case():
@@ -526,11 +620,12 @@ def test_a_hasher_that_reports_its_own_error_is_not_masked():
     algorithm = make_algorithm()
     dataset = make_dataset(compute={"publisherTrustedAlgorithms": [{"did": algorithm.did, "filesChecksum": ALGO_FILES_CHECKSUM}]})
 
-    def unavailable(files: Any) -> str:
-        raise ServiceUnavailable("file store is down")
+    class Unavailable(Hasher):
+        def digests(self, files: Any) -> list[str]:
+            raise ServiceUnavailable("file store is down")
 
     with pytest.raises(ServiceUnavailable):
-        validator(files_checksum=unavailable).validate_start(
+        validator(files_checksum=Unavailable()).validate_start(
             start_request(dataset, algorithm), with_files(dataset), Resolved(algorithm, ALGO_FILES))
 
 
@@ -636,3 +731,17 @@ def test_resolved_inputs_must_align_with_the_request():
     dataset = make_dataset(compute={"allowRawAlgorithm": True})
     with pytest.raises(ValueError):
         validator().validate_start(start_request(dataset, meta=RAW_META), [])
+
+
+def test_s3_file_sources_is_read_from_the_environment():
+    import os
+
+    from chalicelib.config import load_settings
+
+    raw = json.dumps({"arn:aws:s3:::publisher-a-data/private": [PUBLISHER]})
+    places = load_settings({**os.environ, "S3_FILE_SOURCES": raw}).s3_file_sources
+    assert places.allows(PUBLISHER.upper().replace("0X", "0x"), "publisher-a-data", "private/x.csv")
+    assert places.allows(PUBLISHER, "publisher-a-data", "private")
+    assert not places.allows(PUBLISHER, "publisher-a-data", "private-not/x.csv")
+    assert not places.allows(PUBLISHER_B, "publisher-a-data", "private/x.csv")
+    assert load_settings({k: v for k, v in os.environ.items() if k != "S3_FILE_SOURCES"}).s3_file_sources.places == ()

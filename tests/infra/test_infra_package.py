@@ -35,7 +35,7 @@ def test_api_answers_unknown_routes_with_json_404(packaged):
     assert api["Properties"]["GatewayResponses"] == gateway.sam_gateway_responses()
     assert api["Properties"]["DefinitionBody"]["paths"]["/api/services/compute"]
     assert set(_resources(packaged, "AWS::Serverless::Function")) == {"APIHandler", "BatchJobEvents", "RunnerStageEvents",
-                                                                      "RegisterAsset"}
+                                                                      "RegisterAsset", "ReconcileJobs"}
 
 
 def test_event_rules_for_batch_state_changes_and_runner_stages(packaged):
@@ -50,11 +50,16 @@ def test_event_rules_for_batch_state_changes_and_runner_stages(packaged):
     assert patterns["RunnerStageEvents"] == {"source": [RUNNER_SOURCE], "detail-type": [RUNNER_DETAIL_TYPE]}
 
 
+def test_reconciler_runs_every_five_minutes(packaged):
+    (event,) = _resources(packaged, "AWS::Serverless::Function")["ReconcileJobs"]["Properties"]["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(5 minutes)"
+
+
 def test_roles_carry_the_stage_policy_files(packaged):
     roles = _resources(packaged, "AWS::IAM::Role")
     files = policies.policy_files(packaged.stage)
     expected = {"ApiHandlerRole": files["api"], "BatchJobEventsRole": files["events"], "RunnerStageEventsRole": files["events"],
-                "RegisterAssetRole": files["api"]}
+                "RegisterAssetRole": files["api"], "ReconcileJobsRole": files["reconcile"]}
     assert set(roles) == set(expected)
     for role, filename in expected.items():
         (policy,) = roles[role]["Properties"]["Policies"]
@@ -65,14 +70,14 @@ def test_functions_get_their_memory_timeout_and_environment(packaged):
     stage = chalice_config()["stages"][packaged.stage]
     functions = _resources(packaged, "AWS::Serverless::Function")
     names = {"APIHandler": "api_handler", "BatchJobEvents": "batch_job_events", "RunnerStageEvents": "runner_stage_events",
-             "RegisterAsset": "register_asset"}
+             "RegisterAsset": "register_asset", "ReconcileJobs": "reconcile_jobs"}
     for resource, name in names.items():
         properties = functions[resource]["Properties"]
         settings = stage["lambda_functions"][name]
         assert properties["MemorySize"] == settings["lambda_memory_size"]
         assert properties["Timeout"] == settings["lambda_timeout"]
         assert properties["Environment"]["Variables"] == stage["environment_variables"]
-        assert properties["Runtime"] == "python3.11"
+        assert properties["Runtime"] == "python3.13"  # Chalice deploys the Python it runs on (make finds 3.13)
 
 
 def test_deployment_zip_fits_the_budget(packaged):

@@ -87,11 +87,12 @@ def test_policy_files_are_rendered_from_the_stage_environment(stage):
 def test_stage_policies_are_least_privilege(stage):
     check_least_privilege(_policy(stage, "api"), policies.WILDCARD_ACTIONS)
     check_least_privilege(_policy(stage, "events"), frozenset())
+    check_least_privilege(_policy(stage, "reconcile"), policies.RECONCILE_WILDCARD_ACTIONS)
 
 
 def test_wildcard_lists_are_exactly_what_aws_requires():
     reference = iam_reference()
-    for action in policies.WILDCARD_ACTIONS | TEMPLATE_WILDCARD_ACTIONS:
+    for action in policies.WILDCARD_ACTIONS | policies.RECONCILE_WILDCARD_ACTIONS | TEMPLATE_WILDCARD_ACTIONS:
         assert reference[action.lower()] == [], action
 
 
@@ -139,7 +140,27 @@ def test_event_handlers_touch_job_records_and_counters_only(stage):
     assert statements["EnvironmentCounters"]["Resource"][0].endswith(f":table/{env['RESOURCE_PREFIX']}-counters")
 
 
+@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
+def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
+    env = stage_env(stage)
+    prefix = env["RESOURCE_PREFIX"]
+    statements = _by_sid(_policy(stage, "reconcile"))
+    assert set(statements) == {"FunctionLogs", "JobRecords", "ActiveJobs", "EnvironmentCounters", "ReleaseOrders",
+                               "DeleteManifests", "ListJobObjects", "DescribeJobs"}
+    assert statements["JobRecords"]["Resource"][0].endswith(f":table/{prefix}-jobs")
+    assert statements["ActiveJobs"]["Resource"] == [statements["JobRecords"]["Resource"][0] + "/index/active-by-update"]
+    assert statements["ReleaseOrders"]["Action"] == ["dynamodb:DeleteItem"]
+    assert statements["ReleaseOrders"]["Resource"][0].endswith(f":table/{prefix}-orders")
+    assert statements["DeleteManifests"]["Resource"] == [f"arn:aws:s3:::{env['RESULTS_BUCKET']}/jobs/*"]
+    assert statements["DescribeJobs"] == {"Sid": "DescribeJobs", "Effect": "Allow", "Resource": "*",
+                                          "Action": ["batch:DescribeJobs", "batch:ListJobs"]}
+    from chalicelib.models import JobRecord
+
+    assert JobRecord.active.Meta.index_name == "active-by-update"
+
+
 def _event_handler_names() -> set[str]:
+    """Functions of EventBridge rules (the reconciler's schedule is one too)."""
     return {source.name for source in app_module.app.event_sources}
 
 
@@ -149,12 +170,13 @@ def test_stage_settings_per_function(stage):
     assert config["autogen_policy"] is False
     assert config["iam_policy_file"] == policies.policy_files(stage)["api"]
     functions = config["lambda_functions"]
-    assert set(stage_module.EVENT_HANDLERS) == _event_handler_names()
+    assert set(stage_module.EVENT_HANDLERS) | {stage_module.RECONCILE_FUNCTION} == _event_handler_names()
     assert set(functions) == {"api_handler", stage_module.REGISTER_FUNCTION} | _event_handler_names()
     assert functions["api_handler"]["lambda_timeout"] <= 29  # API Gateway's integration limit
+    kinds = {**{name: "events" for name in stage_module.EVENT_HANDLERS}, stage_module.RECONCILE_FUNCTION: "reconcile"}
     for name, settings in functions.items():
         assert settings["lambda_memory_size"] >= 128 and settings["lambda_timeout"] > 0
-        expected = policies.policy_files(stage)["events" if name in stage_module.EVENT_HANDLERS else "api"]
+        expected = policies.policy_files(stage)[kinds.get(name, "api")]
         assert settings.get("iam_policy_file", config["iam_policy_file"]) == expected
 
 

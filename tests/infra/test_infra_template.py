@@ -96,35 +96,44 @@ def _vcpus_needed(queue: str) -> int:
     containers (configure, publish) the dispatcher adds."""
     runner = BatchDispatcher(None, "image", "bucket")._runner_vcpus
     return max(sum((e.n_cpu + 2 * runner) * e.max_jobs for e in load_environments(
-        {"COMPUTE_ENVIRONMENTS_FILE": str(path)}).values() if e.job_queue == queue) for path in _environment_files())
+        {"COMPUTE_ENVIRONMENTS_FILE": str(path)}).values() if e.job_queue.rsplit("-", 1)[-1] == queue.rsplit("-", 1)[-1])
+        for path in _environment_files())
 
 
 def test_one_cpu_and_one_gpu_spot_environment_behind_the_configured_queues(infra_template):
     environments = _resources(infra_template, "AWS::Batch::ComputeEnvironment")
     queues = _resources(infra_template, "AWS::Batch::JobQueue")
     assert set(environments) == {"CpuComputeEnvironment", "GpuComputeEnvironment"}
-    configured = {e.job_queue: e for e in load_environments({"COMPUTE_ENVIRONMENTS_FILE": str(DEFAULT_FILE)}).values()}
+    examples = {e.job_queue: e for e in load_environments({"COMPUTE_ENVIRONMENTS_FILE": str(EXAMPLE_ENVIRONMENTS)}).values()}
     for kind, image in (("Cpu", "ECS_AL2023"), ("Gpu", "ECS_AL2023_NVIDIA")):
         resources = environments[f"{kind}ComputeEnvironment"]["Properties"]["ComputeResources"]
         assert environments[f"{kind}ComputeEnvironment"]["Properties"]["Type"] == "MANAGED"
         assert resources["Type"] == "SPOT" and resources["MinvCpus"] == 0
         assert resources["InstanceTypes"] == {"Ref": f"{kind}InstanceTypes"}
         assert resources["Ec2Configuration"] == [{"ImageType": image}]
-        queue_name = _default(infra_template, f"{kind}JobQueueName")
-        assert queue_name in configured, f"{queue_name} is no jobQueue of {DEFAULT_FILE.name}"
-        assert (configured[queue_name].n_gpu > 0) == (kind == "Gpu")
-        assert _default(infra_template, f"{kind}MaxVcpus") >= _vcpus_needed(queue_name)
+        # Queue names default from the stack's prefix, so two stages in one account never share one;
+        # the example environments file is written for the README's dev stack.
+        assert _default(infra_template, f"{kind}JobQueueName") == ""
         queue = queues[f"{kind}JobQueue"]["Properties"]
-        assert queue["JobQueueName"] == {"Ref": f"{kind}JobQueueName"}
+        assert queue["JobQueueName"] == {"Fn::If": [f"Default{kind}QueueName", {"Fn::Sub": f"${{ResourcePrefix}}-{kind.lower()}"},
+                                                    {"Ref": f"{kind}JobQueueName"}]}
+        assert infra_template["Conditions"][f"Default{kind}QueueName"] == {"Fn::Equals": [{"Ref": f"{kind}JobQueueName"}, ""]}
+        queue_name = f"{_default(infra_template, 'ResourcePrefix')}-{kind.lower()}"
+        assert queue_name in examples, f"{queue_name} is no jobQueue of {EXAMPLE_ENVIRONMENTS.name}"
+        assert (examples[queue_name].n_gpu > 0) == (kind == "Gpu")
+        assert _default(infra_template, f"{kind}MaxVcpus") >= _vcpus_needed(queue_name)
         assert queue["ComputeEnvironmentOrder"] == [{"Order": 1, "ComputeEnvironment": {"Ref": f"{kind}ComputeEnvironment"}}]
     assert _default(infra_template, "CpuInstanceTypes") == "c6i,m6i"
     assert _default(infra_template, "GpuInstanceTypes").startswith("g5.")
 
 
 def test_instances_keep_containers_away_from_instance_credentials(infra_template):
+    """IMDSv2 and hop limit 1 still apply (they do not stop a host-networked container); the
+    algorithm UIDs' rules are the user data (tests/infra/test_network_rules.py applies them)."""
     for template in _resources(infra_template, "AWS::EC2::LaunchTemplate").values():
         options = template["Properties"]["LaunchTemplateData"]["MetadataOptions"]
         assert options["HttpTokens"] == "required" and options["HttpPutResponseHopLimit"] == 1
+        assert "UserData" in template["Properties"]["LaunchTemplateData"]
 
 
 def _role_statements(infra_template: dict[str, Any], role: str) -> list[dict[str, Any]]:

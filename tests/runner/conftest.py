@@ -21,11 +21,12 @@ from runner.settings import Settings  # noqa: E402
 
 JOBS_BUCKET = "c2d-jobs"
 DATA_BUCKET = "c2d-data"
+BUSYBOX_STAND_IN = b"#!/bin/sh\n# stands in for the runner image's static busybox\n"
 
 
 class _Handler(BaseHTTPRequestHandler):
     """Serves `server.files` plus a few behaviours: /redirect?to=&code=, /loop, /status/N,
-    /echo, /stream/N (no Content-Length), /slow."""
+    /echo, /stream/N (no Content-Length), /slow, /trickle/N (a byte every 0.1 s)."""
 
     protocol_version = "HTTP/1.0"
     server: "LocalServer"
@@ -48,6 +49,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _trickle(self, size: int) -> None:
+        """One byte every 0.1 s: each read is quick, the whole download is not."""
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        for _ in range(size):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.1)
+
     def _handle(self) -> None:
         self.server.requests.append((self.command, self.path, dict(self.headers)))
         parts = urlsplit(self.path)
@@ -67,6 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/slow":
             time.sleep(1.5)
             self._reply(200, b"late")
+        elif path.startswith("/trickle/"):
+            self._trickle(int(path.rsplit("/", 1)[1]))
         elif path in self.server.files:
             self._reply(200, self.server.files[path])
         else:
@@ -152,11 +165,14 @@ def s3(aws: None) -> Any:
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Builds Settings as the runner would read them from its environment (DATA_DIR in tmp)."""
 
+    busybox = tmp_path / "busybox-static"
+    busybox.write_bytes(BUSYBOX_STAND_IN)
+
     def build(job_id: str = "job-1", **env: str) -> Settings:
         base = {"JOB_ID": job_id,
                 "MANIFEST_URI": f"s3://{JOBS_BUCKET}/jobs/{job_id}/manifest.json",
                 "DATA_DIR": str(tmp_path / "data"), "RUNNER_EVENTS": "stdout",
-                "FETCH_TIMEOUT": "5"}
+                "FETCH_TIMEOUT": "5", "C2D_REGION": "us-east-1", "BUSYBOX_SOURCE": str(busybox)}
         base.update(env)
         return Settings.from_env(base)
 

@@ -1,6 +1,7 @@
 """The configure stage against moto S3 and the local HTTP server."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,20 @@ def url_file(server: Any, path: str, **extra: Any) -> dict[str, Any]:
     return {"type": "url", "url": server.url(f"{path}?token={SECRET}"), "method": "GET", **extra}
 
 
+def algorithm_file(server: Any, path: str, content: bytes, **extra: Any) -> dict[str, Any]:
+    """A manifest algorithm entry for one served file, with the checksum pinned at start."""
+    server.files[path] = content
+    return {"did": ALGO_DID, "files": [url_file(server, path)],
+            "checksums": [hashlib.sha256(content).hexdigest()], **extra}
+
+
 def assert_no_secrets(settings: Any, emitter: Any) -> None:
     """Neither the log nor any event may carry an input URL, its query or the S3 key."""
     log = (settings.data_dir / "logs" / "configure.log").read_text()
     events = json.dumps(emitter.details)
     for text in (log, events):
         assert SECRET not in text and "http://" not in text and "/files/" not in text
-        assert "private/" not in text
+        assert "private/" not in text and "127.0.0.1" not in text and DATA_BUCKET not in text
 
 
 class Stage:
@@ -61,8 +69,7 @@ def stage(s3, http_server, make_settings, emitter) -> Stage:
 
 def test_provisions_every_source_type(stage, s3, http_server, emitter) -> None:
     http_server.files.update({"/files/a.csv": b"a,b\n", "/ipfs/QmHash123": b"ipfs!",
-                              "/ar/TxId_-9": b"arweave!", "/files/algo.py": b"print(1)\n",
-                              "/files/b.txt": b"bee"})
+                              "/ar/TxId_-9": b"arweave!", "/files/b.txt": b"bee"})
     s3.put_object(Bucket=DATA_BUCKET, Key="private/data.bin", Body=b"\x00\x01")
     inputs = [
         {"did": DID_A, "files": [
@@ -72,8 +79,8 @@ def test_provisions_every_source_type(stage, s3, http_server, emitter) -> None:
             {"type": "arweave", "transactionId": "TxId_-9"}]},
         {"did": DID_B, "files": [url_file(http_server, "/files/b.txt")]},
     ]
-    algorithm = {"did": ALGO_DID, "files": [url_file(http_server, "/files/algo.py")],
-                 "algocustomdata": {"threshold": 3}}
+    algorithm = algorithm_file(http_server, "/files/algo.py", b"print(1)\n",
+                               algocustomdata={"threshold": 3})
     assert stage(inputs, algorithm) == 0
     data = stage.settings.data_dir
     assert emitter.statuses == [20, 30]
@@ -90,7 +97,12 @@ def test_provisions_every_source_type(stage, s3, http_server, emitter) -> None:
     assert env["ALGO"] == str((data / "transformations" / "algorithm").absolute())
     assert (data / "outputs").is_dir() and (data / "logs").is_dir()
     log = (data / "logs" / "configure.log").read_text()
-    assert f"input {DID_A} #0 (url host 127.0.0.1)" in log
+    assert f"input 0 ({DID_A}) file 0 (url): 4 bytes" in log
+    assert f"input 0 ({DID_A}) file 1 (s3): 2 bytes" in log
+    assert "algorithm file 0 (url): 9 bytes, checksum verified" in log
+    assert (data / ".c2d" / "ready").is_file()
+    assert (data / ".c2d" / "busybox").read_bytes() == Path(
+        stage.settings.busybox_source).read_bytes()
     assert_no_secrets(stage.settings, emitter)
 
 
@@ -108,18 +120,33 @@ def test_input_failure_is_31_without_secrets(stage, http_server, emitter) -> Non
     http_server.files["/files/a.csv"] = b"1"
     inputs = [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv"),
                                        url_file(http_server, "/status/404")]}]
-    assert stage(inputs, {"rawcode": "x"}) == 1
+    assert stage(inputs, {"rawcode": "x"}) == 31
     assert emitter.statuses == [20, 31]
-    assert emitter.details[-1]["reason"] == f"input 1 of {DID_A}: HTTP 404"
+    assert emitter.details[-1]["reason"] == f"input 0 ({DID_A}) file 1: HTTP 404"
     assert not (stage.settings.data_dir / "inputs" / DID_A / "1").exists()
+    assert not (stage.settings.data_dir / ".c2d" / "ready").exists()
     assert_no_secrets(stage.settings, emitter)
 
 
-def test_private_input_refused_without_flag(stage, http_server, emitter) -> None:
+def test_private_input_refused_without_flag(stage, s3, http_server, emitter, capfd) -> None:
+    """The consumer reads the reason and configure.log: they name the input by index and did,
+    and say neither where the file is nor that its address is private (issue 10 #8, C10)."""
     http_server.files["/files/a.csv"] = b"1"
-    inputs = [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}]
-    assert stage(inputs, {"rawcode": "x"}, ALLOW_PRIVATE_NETWORKS="0") == 1
-    assert emitter.statuses == [20, 31] and "address not allowed" in emitter.details[-1]["reason"]
+    s3.put_object(Bucket=DATA_BUCKET, Key="private/ok.bin", Body=b"ok")
+    inputs = [{"did": DID_B, "files": [{"type": "s3", "bucket": DATA_BUCKET,
+                                        "objectKey": "private/ok.bin"}]},
+              {"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}]
+    assert stage(inputs, {"rawcode": "x"}, ALLOW_PRIVATE_NETWORKS="0") == 31
+    reason = emitter.details[-1]["reason"]
+    assert emitter.statuses == [20, 31]
+    assert reason == f"input 1 ({DID_A}) file 0: source refused by the provider's fetch policy"
+    log = (stage.settings.data_dir / "logs" / "configure.log").read_text()
+    assert f"input 1 ({DID_A}) file 0" in log
+    for text in (reason, log):
+        for leak in ("127.0.0.1", str(http_server.port), "private", "loopback", "address",
+                     "http", "/files/", "a.csv", DATA_BUCKET, "ok.bin"):
+            assert leak not in text, leak
+    assert "address not allowed" in capfd.readouterr().err  # the operator still learns why
     assert http_server.requests == []
 
 
@@ -130,9 +157,11 @@ def test_private_input_refused_without_flag(stage, http_server, emitter) -> None
 ])
 def test_algorithm_failure_is_32(stage, http_server, emitter, algorithm) -> None:
     http_server.files["/files/a.csv"] = b"1"
-    assert stage([{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}], algorithm) == 1
+    algorithm = {**algorithm, "checksums": ["0" * 64] * len(algorithm["files"])}
+    assert stage([{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}], algorithm) == 32
     assert emitter.statuses == [20, 32]
     assert emitter.details[-1]["reason"].startswith("algorithm")
+    assert not (stage.settings.data_dir / ".c2d" / "ready").exists()
 
 
 def test_total_input_budget(stage, s3, http_server, emitter) -> None:
@@ -141,8 +170,8 @@ def test_total_input_budget(stage, s3, http_server, emitter) -> None:
     inputs = [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv"),
                                        {"type": "s3", "bucket": DATA_BUCKET,
                                         "objectKey": "private/big"}]}]
-    assert stage(inputs, {"rawcode": "x"}, MAX_INPUT_BYTES="1000") == 1
-    assert emitter.details[-1]["reason"] == f"input 1 of {DID_A}: exceeds the size limit"
+    assert stage(inputs, {"rawcode": "x"}, MAX_INPUT_BYTES="1000") == 31
+    assert emitter.details[-1]["reason"] == f"input 0 ({DID_A}) file 1: exceeds the size limit"
     assert not (stage.settings.data_dir / "inputs" / DID_A / "1").exists()
 
 
@@ -150,31 +179,32 @@ def test_job_bucket_is_not_an_input(stage, emitter) -> None:
     """Another job's manifest holds decrypted URLs: a DDO must not be able to read it."""
     inputs = [{"did": DID_A, "files": [{"type": "s3", "bucket": JOBS_BUCKET,
                                         "objectKey": "jobs/other/manifest.json"}]}]
-    assert stage(inputs, {"rawcode": "x"}) == 1
-    assert emitter.details[-1]["reason"] == f"input 0 of {DID_A}: s3 bucket not allowed"
+    assert stage(inputs, {"rawcode": "x"}) == 31
+    assert emitter.details[-1]["reason"] == f"input 0 ({DID_A}) file 0: s3 bucket not allowed"
 
 
 @pytest.mark.parametrize("spec", [{"type": "ipfs", "hash": "Qm1/../../admin"},
                                   {"type": "arweave", "transactionId": "../graphql"},
                                   {"type": "smartcontract", "address": "0x0"}])
 def test_bad_file_entries_refused(stage, emitter, spec) -> None:
-    assert stage([{"did": DID_A, "files": [spec]}], {"rawcode": "x"}) == 1
+    assert stage([{"did": DID_A, "files": [spec]}], {"rawcode": "x"}) == 31
     assert emitter.statuses == [20, 31]
 
 
 @pytest.mark.parametrize("did", ["../../etc", "did:op:x/../../y", ""])
 def test_bad_did_refused(stage, emitter, did) -> None:
-    assert stage([{"did": did, "files": [{"type": "ipfs", "hash": "Qm1"}]}], {"rawcode": "x"}) == 1
+    assert stage([{"did": did, "files": [{"type": "ipfs", "hash": "Qm1"}]}], {"rawcode": "x"}) == 31
     assert emitter.statuses == [20, 31]
+    assert emitter.details[-1]["reason"] == "input 0 has an invalid did"
 
 
 def test_missing_or_foreign_manifest(s3, make_settings, emitter) -> None:
     settings = make_settings()
-    assert configure.run(settings, emitter) == 1
+    assert configure.run(settings, emitter) == 31
     assert emitter.details[-1]["reason"] == "manifest unavailable (s3 error NoSuchKey)"
     put_manifest(s3, [], {"rawcode": "x"}, job_id="job-1")
     assert configure.run(make_settings(job_id="job-2", MANIFEST_URI=settings.manifest_uri),
-                         emitter) == 1
+                         emitter) == 31
     assert emitter.details[-1]["reason"] == "manifest does not belong to this job"
 
 
@@ -184,7 +214,8 @@ def test_cli_stdout_events(s3, http_server, tmp_path: Path, monkeypatch, capsys)
                  {"rawcode": "x"})
     for name, value in {"JOB_ID": "job-1", "DATA_DIR": str(tmp_path / "d"),
                         "MANIFEST_URI": f"s3://{JOBS_BUCKET}/jobs/job-1/manifest.json",
-                        "RUNNER_EVENTS": "stdout", "ALLOW_PRIVATE_NETWORKS": "true"}.items():
+                        "RUNNER_EVENTS": "stdout", "ALLOW_PRIVATE_NETWORKS": "true",
+                        "BUSYBOX_SOURCE": str(tmp_path / "none")}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("RESULTS_BUCKET", raising=False)
     assert main(["configure"]) == 0

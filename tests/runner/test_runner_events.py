@@ -12,6 +12,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from runner.aws import events_client
 from runner.events import (DETAIL_TYPE, SOURCE, EventBridgeEmitter, StdoutEmitter,
                            make_emitter)
 from runner.settings import GIB, ConfigError, Settings
@@ -39,7 +40,7 @@ def test_eventbridge_delivery_through_moto(aws) -> None:
     events.put_rule(Name="runner", EventPattern=json.dumps({"source": [SOURCE]}))
     events.put_targets(Rule="runner", Targets=[{"Id": "q", "Arn": arn}])
 
-    assert EventBridgeEmitter("job-1", "default").emit(60)
+    assert EventBridgeEmitter("job-1", "default", lambda: events_client("us-east-1")).emit(60)
     body = json.loads(sqs.receive_message(QueueUrl=queue)["Messages"][0]["Body"])
     assert body["source"] == SOURCE and body["detail-type"] == DETAIL_TYPE
     assert body["detail"] == {"jobId": "job-1", "status": 60}
@@ -78,14 +79,18 @@ def test_eventbridge_gives_up_loudly_without_raising(caplog) -> None:
 
 
 def test_settings_defaults_and_emitter_choice() -> None:
-    settings = Settings.from_env({"JOB_ID": "j1", "MANIFEST_URI": "s3://bkt/jobs/j1/m.json"})
+    settings = Settings.from_env({"JOB_ID": "j1", "MANIFEST_URI": "s3://bkt/jobs/j1/m.json",
+                                  "AWS_DEFAULT_REGION": "eu-west-1"})
+    assert settings.region == "eu-west-1" and settings.algorithm_uid == 4000
     assert (settings.results_bucket, settings.data_dir, settings.event_bus) == (
         "bkt", Path("/data"), "default")
     assert settings.max_input_bytes == 5 * GIB and settings.allow_private is False
     assert settings.ipfs_gateway == "https://ipfs.io"
     assert isinstance(make_emitter(settings), EventBridgeEmitter)
     stdout = Settings.from_env({"JOB_ID": "j1", "RESULTS_BUCKET": "out", "RUNNER_EVENTS": "stdout",
-                                "IPFS_GATEWAY": "http://gw:8080/"}, need_manifest=False)
+                                "IPFS_GATEWAY": "http://gw:8080/", "C2D_REGION": "eu-west-1",
+                                "AWS_REGION": "us-east-1"}, need_manifest=False)
+    assert stdout.region == "eu-west-1"
     assert stdout.results_bucket == "out" and stdout.ipfs_gateway == "http://gw:8080"
     assert isinstance(make_emitter(stdout), StdoutEmitter)
 
@@ -94,9 +99,14 @@ def test_settings_defaults_and_emitter_choice() -> None:
     {},
     {"JOB_ID": "../x", "MANIFEST_URI": "s3://b/k"},
     {"JOB_ID": "j", "MANIFEST_URI": "https://b/k"},
-    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k", "MAX_INPUT_BYTES": "lots"},
-    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k", "FETCH_TIMEOUT": "0"},
-    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k", "RUNNER_EVENTS": "kafka"},
+    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k", "MAX_INPUT_BYTES": "lots", "C2D_REGION": "us-east-1"},
+    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k", "FETCH_TIMEOUT": "0", "C2D_REGION": "us-east-1"},
+    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k", "RUNNER_EVENTS": "kafka", "C2D_REGION": "us-east-1"},
+    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k"},
+    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k", "C2D_REGION": "us-east-1; rm"},
+    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k", "C2D_REGION": "us-east-1", "ALGORITHM_UID": "0"},
+    {"JOB_ID": "j", "MANIFEST_URI": "s3://b/k", "C2D_REGION": "us-east-1",
+     "AWS_BATCH_JOB_ATTEMPT": "x"},
 ])
 def test_settings_refuse_bad_env(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):

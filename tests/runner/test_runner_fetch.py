@@ -224,3 +224,22 @@ def test_https_checks_certificate_against_url_host(tls_server, tmp_path: Path,
     monkeypatch.delenv("SSL_CERT_FILE")
     with pytest.raises(FetchError, match="TLS"):  # not trusted without the test CA
         fetch_to_file(f"https://localhost:{port}/x", tmp_path / "no", limit=BIG, policy=OPEN)
+
+
+def test_deadline_bounds_a_trickling_download(http_server, tmp_path: Path) -> None:
+    """Each read of a trickling server is within the socket timeout; the deadline still ends
+    the whole download (the provider hashes algorithms inside a 25 s request)."""
+    import time
+
+    # 64 KiB reads: the response is read in one chunk once it has all arrived
+    policy = FetchPolicy(allow_private=True, timeout=5, deadline=time.monotonic() + 0.5)
+    began = time.monotonic()
+    with pytest.raises(FetchError, match="timed out"):
+        fetch_to_file(http_server.url("/trickle/30"), tmp_path / "t", limit=BIG, policy=policy)
+    assert time.monotonic() - began < 2.0
+    assert not (tmp_path / "t").exists()
+    late = FetchPolicy(allow_private=True, timeout=5, deadline=time.monotonic() + 0.3)
+    began = time.monotonic()
+    with pytest.raises(FetchError, match="timed out"):
+        fetch_to_file(http_server.url("/slow"), tmp_path / "s", limit=BIG, policy=late)
+    assert time.monotonic() - began < 1.2

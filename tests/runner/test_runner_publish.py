@@ -63,7 +63,6 @@ def test_symlinks_and_special_files_are_not_uploaded(s3, data, make_settings, em
     (outputs / "etc").symlink_to("/etc", target_is_directory=True)
     (outputs / "sub" / "up").symlink_to("../../logs")
     os.mkfifo(outputs / "pipe")
-    (outputs / "bad\nname").write_text("x")
     (data / "logs" / "algorithm.log").unlink()
     (data / "logs" / "algorithm.log").symlink_to("/etc/passwd")
     assert publish.run(make_settings(), emitter) == 0
@@ -72,10 +71,12 @@ def test_symlinks_and_special_files_are_not_uploaded(s3, data, make_settings, em
                         "jobs/job-1/results.json"]
     log = (data / "logs" / "publish.log").read_text()
     assert "skipped 'passwd': symlink" in log and "skipped 'pipe'" in log
+    assert "skipped 'etc': symlink" in log and "skipped 'sub/up': symlink" in log
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../b", "a//b", ".", "a/./b",
-                                  "x\ny", "\udcff"])
+                                  "x\ny", "\udcff", "a\u2028b", "a\u2029b", "a\x85b",
+                                  "a\u200bb", "a\u202eb", "a\ufeffb", "a\x7fb"])
 def test_result_names_cannot_escape(name: str) -> None:
     with pytest.raises(ValueError):
         relative_key(name)
@@ -94,20 +95,20 @@ def test_outputs_folder_symlink_refused(s3, make_settings, emitter) -> None:
     root = make_settings().data_dir
     root.mkdir()
     (root / "outputs").symlink_to("/etc", target_is_directory=True)
-    assert publish.run(make_settings(), emitter) == 1
+    assert publish.run(make_settings(), emitter) == 62
     assert emitter.statuses == [60, 62]
     assert emitter.details[-1]["reason"] == "outputs folder is a symlink"
 
 
 def test_upload_failure_is_62(aws, data, make_settings, emitter) -> None:
     """No bucket: every upload fails with NoSuchBucket."""
-    assert publish.run(make_settings(), emitter) == 1
+    assert publish.run(make_settings(), emitter) == 62
     assert emitter.statuses == [60, 62]
     assert emitter.details[-1]["reason"] == "upload of out.txt failed (NoSuchBucket)"
 
 
 def test_output_size_cap_still_uploads_logs(s3, data, make_settings, emitter) -> None:
-    assert publish.run(make_settings(MAX_OUTPUT_BYTES="6"), emitter) == 1
+    assert publish.run(make_settings(MAX_OUTPUT_BYTES="6"), emitter) == 62
     assert emitter.details[-1]["reason"] == "outputs exceed the size limit"
     assert [r["type"] for r in emitter.details[-1]["results"]] == [
         "algorithmLog", "configurationLog", "publishLog"]
@@ -129,7 +130,7 @@ def test_event_results_fit_eventbridge() -> None:
 
 def test_collect_outputs_limits(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("12345")
-    assert collect_outputs(tmp_path, 5) == ["a"]
+    assert collect_outputs(tmp_path, 5) == [("a", "a")]
     with pytest.raises(publish.PublishError):
         collect_outputs(tmp_path, 4)
     assert collect_outputs(tmp_path / "missing", 5) == []

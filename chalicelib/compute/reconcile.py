@@ -1,0 +1,179 @@
+"""The reconciler: heals what lost events and killed Lambdas leave behind (a scheduled function).
+
+Two things can leave a job that nothing will ever move again:
+
+- **A start killed mid-way.** The API function died (its 29 s timeout) after the reservation
+  and before SubmitJob: the job stays at 1 with no Batch job, its orders used and its slot
+  taken. After STUCK_AFTER (far longer than any start can live) such a job is ended with 31 and
+  its orders and slot are given back, by the start's own undo (JobService.abandon), unless Batch
+  knows a job of that name after all (SubmitJob went through, the record of it did not): that
+  one is followed like any other.
+- **A lost event.** EventBridge delivers at least once, mostly: a job whose record has heard
+  nothing for QUIET_AFTER is looked up in Batch (DescribeJobs, 100 ids a call), and each answer
+  is applied as the Batch event it stands for (`JobEvents.handle`: the same planning and the
+  same conditional writes), so a late or duplicated real event afterwards changes nothing.
+
+Candidates come from the sparse index of jobs that have not ended (models.ActiveJobs, one query
+per environment, oldest update first), never from a scan of the table.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBException
+
+from chalicelib.compute import status as st
+from chalicelib.compute.dispatch import job_name
+from chalicelib.compute.events import BATCH_DETAIL_TYPE, BATCH_SOURCE, JobEvents
+from chalicelib.models import JobRecord
+
+log = logging.getLogger(__name__)
+
+STUCK_AFTER = 300  # s; a start lives at most the API function's 29 s
+QUIET_AFTER = 600  # s without any change before Batch is asked
+DESCRIBE_BATCH = 100  # DescribeJobs takes at most 100 ids
+MAX_CANDIDATES = 1000  # per run; the rest wait for the next run (oldest first)
+
+
+@dataclass
+class Report:
+    """What one run did, for the function's log and return value."""
+
+    abandoned: list[str] = field(default_factory=list)
+    described: int = 0
+    applied: dict[str, str] = field(default_factory=dict)  # job id -> the event outcome's action
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"abandoned": self.abandoned, "described": self.described, "applied": self.applied,
+                "errors": self.errors}
+
+
+class Reconciler:
+    """One run per schedule tick: `run()` never raises for one job's trouble (it counts it)."""
+
+    def __init__(self, events: JobEvents, batch: Any, abandon: Callable[[JobRecord], bool],
+                 environments: Iterable[tuple[str, str]], jobs: type[JobRecord] = JobRecord,
+                 clock: Callable[[], float] = time.time, stuck_after: int = STUCK_AFTER,
+                 quiet_after: int = QUIET_AFTER) -> None:
+        """`environments`: (environment id, its job queue); `abandon`: JobService.abandon."""
+        self._events = events
+        self._batch = batch
+        self._abandon = abandon
+        self._queues = dict(environments)
+        self._jobs = jobs
+        self._clock = clock
+        self._stuck_after = stuck_after
+        self._quiet_after = quiet_after
+
+    def run(self) -> Report:
+        report = Report()
+        now = int(self._clock())
+        followed: list[JobRecord] = []
+        for job in self._candidates(now - min(self._stuck_after, self._quiet_after)):
+            if job.batch_job_id:
+                if int(job.updated_at or 0) <= now - self._quiet_after:
+                    followed.append(job)
+            elif int(job.date_created) <= now - self._stuck_after:
+                self._undispatched(job, report)
+        self._describe([job.batch_job_id for job in followed], report)
+        log.info("reconciler: %s", report.as_dict())
+        return report
+
+    def _candidates(self, updated_before: int) -> Iterator[JobRecord]:
+        """Jobs that have not ended and did not change since `updated_before`, oldest first."""
+        count = 0
+        for environment in sorted(self._queues):
+            try:
+                for job in self._jobs.active.query(environment, self._jobs.updated_at <= updated_before):
+                    if st.is_terminal(int(job.status)):
+                        continue  # the index lags the table a little
+                    yield job
+                    count += 1
+                    if count >= MAX_CANDIDATES:
+                        return
+            except PynamoDBException as error:
+                log.error("reconciler: active jobs of %s unreadable (%s)", environment, type(error).__name__)
+
+    def _undispatched(self, job: JobRecord, report: Report) -> None:
+        """A job at 1 without a Batch job: follow the Batch job of its name if there is one,
+        else end it and give its order and slot back."""
+        try:
+            found = self._batch_jobs_named(job)
+        except (BotoCoreError, ClientError) as error:
+            log.error("job %s: Batch could not be asked about it (%s)", job.job_id, _code(error))
+            report.errors += 1
+            return
+        if found:
+            self._describe(found, report)
+            return
+        if int(job.status) != st.WARMING_UP:
+            log.warning("job %s: at %s with no Batch job known; left alone", job.job_id, job.status)
+            return
+        try:
+            if self._abandon(job):
+                report.abandoned.append(job.job_id)
+        except PynamoDBException as error:
+            log.error("job %s: could not abandon its start (%s)", job.job_id, type(error).__name__)
+            report.errors += 1
+
+    def _batch_jobs_named(self, job: JobRecord) -> list[str]:
+        """Batch job ids named after this job in its environment's queue (any status)."""
+        queue = self._queues.get(job.environment)
+        if not queue:
+            return []
+        answer = self._batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [job_name(job.job_id)]}])
+        return [summary["jobId"] for summary in answer.get("jobSummaryList", [])]
+
+    def _describe(self, batch_job_ids: Sequence[str], report: Report) -> None:
+        """Apply what Batch says about these jobs as the events it would have sent."""
+        for chunk in _chunks(list(dict.fromkeys(batch_job_ids)), DESCRIBE_BATCH):
+            try:
+                described = self._batch.describe_jobs(jobs=chunk).get("jobs", [])
+            except (BotoCoreError, ClientError) as error:
+                log.error("reconciler: DescribeJobs failed (%s)", _code(error))
+                report.errors += 1
+                continue
+            report.described += len(described)
+            unknown = set(chunk) - {detail.get("jobId") for detail in described}
+            if unknown:
+                # Batch forgets jobs some days after they end; such a record needs an operator.
+                log.warning("reconciler: Batch knows none of %s", sorted(unknown))
+            for detail in described:
+                outcome = self._events.handle(batch_event(detail))
+                if outcome.job_id:
+                    report.applied[outcome.job_id] = outcome.action
+                if outcome.action == "error":
+                    report.errors += 1
+
+
+def batch_event(detail: dict[str, Any]) -> dict[str, Any]:
+    """The "Batch Job State Change" event for a DescribeJobs job: Batch's events carry exactly
+    that object as their detail."""
+    return {"version": "0", "source": BATCH_SOURCE, "detail-type": BATCH_DETAIL_TYPE, "detail": detail}
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _code(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", "ClientError"))
+    return type(error).__name__
+
+
+# -- Lambda glue ---------------------------------------------------------------------------
+
+def build_reconciler() -> Reconciler:
+    """The reconciler of this deployment: its job events, Batch client, start undo, queues."""
+    from chalicelib import aws, services
+    from chalicelib.compute.environments import environments
+
+    return Reconciler(services.job_events(), aws.client("batch"), services.job_service().abandon,
+                      [(e.id, e.job_queue) for e in environments().values()])

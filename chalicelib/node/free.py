@@ -1,0 +1,73 @@
+"""Free compute (Ocean Node's `freeCompute`): a job on an environment's free tier, with no
+payment and no order, within the tier's limits, and only on datasets the operator lets compute
+for free (FREE_COMPUTE_PUBLISHERS: publisher addresses, i.e. data NFT owners, or dids).
+
+Ocean Node lets any dataset be computed for free unless its credentials forbid it; we do not:
+a data owner's dataset is free here only if the operator says so. Everything else (validation,
+trusted algorithms, credentials, sealed execution) is the paid job's.
+
+The tier's limits are counters taken in the job's start transaction (compute.jobs `Slot`) and
+given back by the write that ends it, so two concurrent starts cannot both take the last slot.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from chalicelib.compute.environments import Environment, FreeTier
+from chalicelib.compute.jobs import Slot
+from chalicelib.compute.validation import ComputePlan
+from chalicelib.errors import BusinessError
+
+
+def free_key(environment: Environment) -> str:
+    return f"{environment.id}#free"
+
+
+def consumer_key(environment: Environment, consumer: str) -> str:
+    return f"{environment.id}#free#{consumer.lower()}"
+
+
+def tier_of(environment: Environment, consumer: str) -> FreeTier:
+    """The environment's free tier, if it has one that admits `consumer`."""
+    tier = environment.free_tier
+    if tier is None:
+        raise BusinessError(f"Environment {environment.id} offers no free compute")
+    if not tier.admits(consumer):
+        raise BusinessError("Access denied")
+    return tier
+
+
+def job_seconds(tier: FreeTier, requested: int | None) -> int:
+    """The job's time limit: what was asked, capped by the tier (Ocean Node's rule)."""
+    if not requested or requested > tier.max_job_duration:
+        return tier.max_job_duration
+    return requested
+
+
+def slots(environment: Environment, tier: FreeTier, consumer: str) -> list[Slot]:
+    return [
+        Slot(free_key(environment), tier.max_jobs,
+             f"The free tier of {environment.id} is at capacity ({tier.max_jobs} jobs); try again later"),
+        Slot(consumer_key(environment, consumer), tier.max_jobs_per_consumer,
+             f"You already run {tier.max_jobs_per_consumer} free job(s) on {environment.id}; wait for one to end"),
+    ]
+
+
+def check_publishers(plan: ComputePlan, allowed: Iterable[str]) -> None:
+    """Every dataset must be put up by an allowed publisher (its data NFT's owner) or be an allowed did."""
+    names = {name.lower() for name in allowed}
+    for dataset in plan.datasets:
+        owner = _owner(dataset.asset)
+        if dataset.did.lower() not in names and (not owner or owner.lower() not in names):
+            raise BusinessError({dataset.resource: "not_free_compute_dataset"})
+
+
+def _owner(asset: object) -> str | None:
+    owner = getattr(asset, "owner", None)
+    if owner:
+        return str(owner)
+    nft = getattr(asset, "ddo", {}).get("nft")
+    return str(nft.get("owner")) if isinstance(nft, dict) and nft.get("owner") else None
+
+
+__all__: Sequence[str] = ("check_publishers", "consumer_key", "free_key", "job_seconds", "slots", "tier_of")

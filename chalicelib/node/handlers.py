@@ -1,0 +1,186 @@
+"""What each Ocean Node route does with a validated call; app.py maps the `/node` routes here.
+
+Every call goes to the core the v4 routes use: the same authenticator (one nonce space per
+address), compute workflow, job service and token service. Ocean Node's own gaps are not copied:
+status never shows another owner's URLs, logs and results are the owner's only, a token must be
+the caller's, and invalidation checks its signature.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+from chalice import Response
+
+from chalicelib import budget, services
+from chalicelib.compute.environments import Environment, environments
+from chalicelib.compute.jobs import JobPage, status_object
+from chalicelib.compute.requests import ComputeStartRequest, InitializeComputeRequest
+from chalicelib.errors import BusinessError, NotFound
+from chalicelib.http import Call, Operation
+from chalicelib.node import PREFIX, is_node_operation
+from chalicelib.node import environments as views
+from chalicelib.node import free
+from chalicelib.root import SOFTWARE, VERSION
+
+NO_LOG = "No log exists for this job yet"
+
+
+# -- discovery ---------------------------------------------------------------------------------
+
+def root_document(operations: Iterable[Operation], chain_ids: list[int], provider_address: str,
+                  public_key: str) -> dict[str, Any]:
+    """GET /node: what ocean.js reads, paths relative to the prefix (it joins `<providerUri>/<path>`)."""
+    return {
+        "software": SOFTWARE,
+        "version": VERSION,
+        "protocol": "ocean-node",
+        "chainIds": chain_ids,
+        "providerAddress": provider_address,
+        "providerAddresses": {str(chain_id): provider_address for chain_id in chain_ids},
+        "nodePublicKey": public_key,
+        "serviceEndpoints": {op.endpoint: [op.method, op.path[len(PREFIX):]]
+                             for op in operations if op.endpoint and is_node_operation(op)},
+    }
+
+
+def compute_environments(call: Call) -> list[dict[str, Any]]:
+    configured = environments()
+    keys = [*configured, *(free.free_key(e) for e in configured.values() if e.free_tier)]
+    counts = services.usage_counter().current(keys)
+    return views.listing(configured, services.settings().chain_ids, services.provider_address(), counts, free.free_key)
+
+
+# -- compute -----------------------------------------------------------------------------------
+
+def initialize(call: Call, lambda_context: object | None = None) -> dict[str, Any]:
+    """Ocean Node's request, answered with the v4 quotes (providerFee per dataset and algorithm,
+    or validOrder). Escrow's `payment` joins this answer when escrow pricing arrives."""
+    params = call.params
+    environment = _environment(params.environment)
+    views.fill_resources(environment, params.payment.resources if params.payment else None)
+    seconds = min(params.maxJobDuration or environment.max_job_duration, environment.max_job_duration)
+    request = InitializeComputeRequest.model_validate({
+        "datasets": [d.model_dump(exclude_none=True) for d in params.datasets],
+        "algorithm": params.algorithm.model_dump(exclude_none=True),
+        "compute": {"env": environment.id, "validUntil": int(time.time()) + max(views.MIN_JOB_SECONDS, seconds)},
+        "consumerAddress": params.consumerAddress,
+        "chainId": params.payment.chainId if params.payment else None,
+    })
+    with budget.within(budget.Deadline.for_invocation(lambda_context)):
+        return services.compute_workflow().initialize(request)
+
+
+def start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
+    """Paid start with orders, as v4's (the job's time is what the provider fee paid for)."""
+    with budget.within(budget.Deadline.for_invocation(lambda_context)) as deadline:
+        return _start(call, deadline)
+
+
+def _start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
+    consumer = services.authenticate(call)
+    params = call.params
+    views.fill_resources(_environment(params.environment), params.resources)
+    first, *more = params.datasets
+    # the v4 request the workflow takes; the caller is already authenticated (its nonce, if any,
+    # consumed above), so the nonce here is only a placeholder the model requires
+    request = ComputeStartRequest.model_validate({
+        "consumerAddress": consumer, "nonce": params.nonce or "0", "environment": params.environment,
+        "dataset": first.model_dump(exclude_none=True), "algorithm": params.algorithm.model_dump(exclude_none=True),
+        "additionalDatasets": [d.model_dump(exclude_none=True) for d in more],
+    })
+    return [status_object(services.compute_workflow().start(request, consumer, deadline), None)]
+
+
+def free_start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
+    """A job on the environment's free tier: no order, the tier's limits, allowed publishers only."""
+    with budget.within(budget.Deadline.for_invocation(lambda_context)) as deadline:
+        return _free_start(call, deadline)
+
+
+def _free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
+    consumer = services.authenticate(call)
+    params = call.params
+    environment = _environment(params.environment)
+    tier = free.tier_of(environment, consumer)
+    views.fill_resources(environment, params.resources)
+    # no order pays for a free job: an order id sent along is dropped, never shown as its agreement
+    datasets = [dataset.model_copy(update={"transferTxId": None}) for dataset in params.datasets]
+    algorithm = params.algorithm.model_copy(update={"transferTxId": None})
+    plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm)
+    free.check_publishers(plan, services.settings().free_compute_publishers)
+    job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
+                                       slots=free.slots(environment, tier, consumer), deadline=deadline)
+    return [status_object(job, None)]
+
+
+def status(call: Call) -> list[dict[str, Any]]:
+    """Unsigned, as ocean.js asks: the consumer's jobs, reduced (no URL of any kind)."""
+    params = call.params
+    page = services.job_service().find(services.checksum(params.consumerAddress), params.jobId, for_status=True)
+    jobs = page.jobs  # without jobId: the newest page (compute.paging)
+    if params.agreementId:
+        jobs = [job for job in jobs if (job.agreement_id or "").lower() == params.agreementId.lower()]
+    return services.job_service().status_objects(JobPage(jobs), with_urls=False)[0]
+
+
+def stop(call: Call) -> list[dict[str, Any]]:
+    owner = services.authenticate(call)
+    params = call.params
+    job = services.job_service().find_one(owner, params.jobId)
+    if params.agreementId and (job.agreement_id or "").lower() != params.agreementId.lower():
+        raise NotFound("Job not found")
+    return services.job_service().status_objects(services.job_service().stop(owner, job.job_id, None), with_urls=False)[0]
+
+
+def result(call: Call) -> Response:
+    """302 to a short-lived URL of result `index` (the order of the status object's `results`)."""
+    owner = services.authenticate(call)
+    url = services.job_service().result_url(owner, call.params.jobId, call.params.index_value)
+    return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
+
+
+def streamable_logs(call: Call) -> Response:
+    """The algorithm's log so far, to its owner only; 404 while none exists."""
+    owner = services.authenticate(call)
+    job = services.job_service().find_one(owner, call.params.jobId)
+    content = services.algorithm_logs().read(job)
+    if content is None:
+        raise NotFound(NO_LOG)
+    return Response(body=content.decode("utf-8", "replace"), status_code=200,
+                    headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"})
+
+
+# -- auth tokens -------------------------------------------------------------------------------
+
+def create_token(call: Call) -> dict[str, Any]:
+    tokens = services.token_service()
+    expiration = tokens.check_expiration(_expiration(call.params.validUntil, services.settings().token_max_lifetime))
+    address = services.authenticate(call, allow_token=False)
+    return {"token": tokens.create(address, expiration)}
+
+
+def invalidate_token(call: Call) -> dict[str, Any]:
+    tokens = services.token_service()
+    claims = tokens.revocable_claims(call.params.token, call.params.address)
+    services.authenticate(call, allow_token=False)
+    tokens.revoke(claims)
+    return {"success": True}
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+def _environment(environment_id: str) -> Environment:
+    found = environments().get(environment_id)
+    if found is None:
+        raise BusinessError("Compute environment does not exist")
+    return found
+
+
+def _expiration(valid_until: object, max_lifetime: int) -> int:
+    """Ocean Node's optional validUntil (seconds or ms); default: the longest lifetime allowed."""
+    now = int(time.time())
+    if valid_until in (None, ""):
+        return now + max_lifetime
+    value = int(str(valid_until))
+    return value // 1000 if value > 10**11 else value

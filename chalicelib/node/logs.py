@@ -1,0 +1,118 @@
+"""The algorithm's log so far, for computeStreamableLogs.
+
+Where it is, in order:
+- locally (`make run`), the local dispatcher's `algorithm_log(job_id)` (the job folder's
+  algorithm.log as it grows);
+- on AWS, the algorithm container's CloudWatch stream (awslogs driver, group ALGORITHM_LOG_GROUP,
+  stream name from DescribeJobs: the `algorithm` container of `ecsProperties`, or `container`);
+- once the job published it, the `algorithmLog` result in S3 (so a finished job's log stays
+  readable after CloudWatch's retention or a local restart).
+
+API Gateway cannot stream a response: what exists when the call arrives is returned, at most
+MAX_LOG_BYTES (the head of the log; poll again for more). Nothing here names a host or path.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.compute import status as st
+from chalicelib.errors import ServiceUnavailable
+from chalicelib.models import JobRecord
+
+log = logging.getLogger(__name__)
+
+MAX_LOG_BYTES = 1024 * 1024
+ALGORITHM_CONTAINER = "algorithm"
+UNAVAILABLE = "The job's log is unavailable, try again later"
+
+
+class AlgorithmLogs:
+    """Reads a job's algorithm log; clients are built on first use (`batch`, `logs`, `s3` are factories)."""
+
+    def __init__(self, dispatcher: Any, batch: Callable[[], Any], logs: Callable[[], Any], s3: Callable[[], Any],
+                 bucket: str, log_group: str, max_bytes: int = MAX_LOG_BYTES, cloudwatch: bool = True):
+        self._dispatcher = dispatcher
+        self._batch = batch
+        self._logs = logs
+        self._s3 = s3
+        self._bucket = bucket
+        self._log_group = log_group
+        self._max_bytes = max_bytes
+        self._cloudwatch_enabled = cloudwatch
+
+    def read(self, job: JobRecord) -> Optional[bytes]:
+        """The log so far, or None while none exists."""
+        published = self._published(job)
+        if published is not None:
+            return published
+        local = getattr(self._dispatcher, "algorithm_log", None)
+        if callable(local):
+            found = local(job.job_id)
+            return None if found is None else bytes(found[: self._max_bytes])
+        if job.batch_job_id and self._cloudwatch_enabled and st.rank(int(job.status)) >= st.rank(st.RUNNING):
+            return self._cloudwatch(job.batch_job_id)  # before the algorithm runs it has no stream
+        return None
+
+    # -- CloudWatch Logs (AWS) ------------------------------------------------------------
+
+    def _cloudwatch(self, batch_job_id: str) -> Optional[bytes]:
+        stream = self._stream_name(batch_job_id)
+        if not stream:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        token: Optional[str] = None
+        try:
+            while size < self._max_bytes:
+                params: dict[str, Any] = {"logGroupName": self._log_group, "logStreamName": stream, "startFromHead": True}
+                if token:
+                    params["nextToken"] = token
+                page = self._logs().get_log_events(**params)
+                for event in page.get("events", []):
+                    line = (str(event.get("message", "")) + "\n").encode("utf-8", "replace")
+                    chunks.append(line)
+                    size += len(line)
+                if not page.get("events") or page.get("nextForwardToken") in (None, token):
+                    break
+                token = page["nextForwardToken"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return None  # the container has not logged yet
+            raise ServiceUnavailable(UNAVAILABLE) from error
+        except BotoCoreError as error:
+            raise ServiceUnavailable(UNAVAILABLE) from error
+        return b"".join(chunks)[: self._max_bytes] if chunks else None
+
+    def _stream_name(self, batch_job_id: str) -> Optional[str]:
+        try:
+            jobs = self._batch().describe_jobs(jobs=[batch_job_id]).get("jobs", [])
+        except (BotoCoreError, ClientError) as error:
+            raise ServiceUnavailable(UNAVAILABLE) from error
+        if not jobs:
+            return None
+        detail = jobs[0]
+        for task in (detail.get("ecsProperties") or {}).get("taskProperties") or []:
+            for container in task.get("containers") or []:
+                if container.get("name") == ALGORITHM_CONTAINER and container.get("logStreamName"):
+                    return str(container["logStreamName"])
+        stream = (detail.get("container") or {}).get("logStreamName")
+        return str(stream) if stream else None
+
+    # -- the published result (S3) --------------------------------------------------------
+
+    def _published(self, job: JobRecord) -> Optional[bytes]:
+        entry = next((item for item in job.results or [] if item.get("type") == "algorithmLog" and item.get("key")), None)
+        if entry is None:
+            return None
+        try:
+            body = self._s3().get_object(Bucket=self._bucket, Key=entry["key"], Range=f"bytes=0-{self._max_bytes - 1}")
+            return body["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "InvalidRange"):
+                return b"" if error.response["Error"]["Code"] == "InvalidRange" else None
+            raise ServiceUnavailable(UNAVAILABLE) from error
+        except BotoCoreError as error:
+            raise ServiceUnavailable(UNAVAILABLE) from error

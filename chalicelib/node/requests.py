@@ -1,0 +1,214 @@
+"""Request models of the Ocean Node routes, with the field names ocean.js 8 sends
+(`HttpProvider.initializeCompute`, `computeStart`, `freeComputeStart`, `computeStop`,
+`computeStatus`, `getComputeResultUrl`, `computeStreamableLogs`, `generateAuthToken`,
+`invalidateAuthToken`).
+
+A signed call carries `consumerAddress` (or `address`), `nonce` and `signature` over
+`address + nonce + command`; with an `Authorization: <jwt>` header ocean.js sends neither
+nonce nor signature, so both are optional here and the authenticator decides.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Optional, Union
+
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StringConstraints, model_validator
+
+from chalicelib.compute.requests import (
+    MAX_ADDITIONAL_DATASETS,
+    AlgorithmInput,
+    _index_text,
+    DatasetInput,
+    EnvironmentId,
+    InitializeDatasetInput,
+    JobId,
+    TxId,
+    _invalid,
+)
+from chalicelib.schemas import Address, Nonce, Params, SignedParams
+
+MAX_RESOURCES = 8
+COMMANDS = {
+    "start": "startCompute",
+    "free": "freeStartCompute",
+    "stop": "stopCompute",
+    "result": "getComputeResult",
+    "logs": "getComputeStreamableLogs",
+    "token": "createAuthToken",
+}
+
+ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+def _seconds(value: Any) -> Any:
+    """ocean.js sends durations as numbers, sometimes as numeric text; fractions are floored."""
+    if isinstance(value, bool):
+        raise _invalid("must be a number of seconds")
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        value = float(value)
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        value = int(value)
+    return value
+
+
+# ocean.js's initializeCompute puts its `validUntil` (a Unix time) in maxJobDuration; Ocean Node
+# caps any duration at the environment's maximum, and so do we: accept numbers that large.
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(ge=0, le=2**53, description="Seconds (capped by the environment).")]
+
+
+class ResourceRequest(Params):
+    """One requested resource, Ocean Node's `{id, amount}` (cpu in cores, ram and disk in GB)."""
+
+    id: ResourceId
+    amount: Annotated[float, Field(ge=0, le=10**6, allow_inf_nan=False)]
+
+
+Resources = Annotated[Optional[list[ResourceRequest]], Field(default=None, max_length=MAX_RESOURCES)]
+Datasets = Annotated[list[InitializeDatasetInput], Field(min_length=1, max_length=1 + MAX_ADDITIONAL_DATASETS)]
+PaidDatasets = Annotated[list[DatasetInput], Field(min_length=1, max_length=1 + MAX_ADDITIONAL_DATASETS)]
+
+
+class Payment(Params):
+    """Ocean Node's `payment` (escrow): read and kept for the escrow issue; v4 orders pay today."""
+
+    chainId: Optional[StrictInt] = None
+    token: Optional[Annotated[str, StringConstraints(max_length=64)]] = None
+    maxJobDuration: Optional[Seconds] = None
+    resources: Resources = None
+
+
+class NodeSigned(SignedParams):
+    """A call signed over `address + nonce + command` (or proven by `Authorization`)."""
+
+    command: ClassVar[str] = ""
+    consumerAddress: Address
+    nonce: Optional[Nonce] = None
+
+    def signer(self) -> str:
+        return self.consumerAddress
+
+    def message_prefix(self) -> str:
+        return self.consumerAddress
+
+    def message_suffix(self) -> str:
+        return self.command
+
+
+def _datasets_or_dataset(data: Any) -> Any:
+    """ocean.js sends `datasets` and, for old providers, `dataset` = datasets[0]; either will do."""
+    if isinstance(data, dict) and not data.get("datasets") and isinstance(data.get("dataset"), dict):
+        return {**data, "datasets": [data["dataset"]]}
+    return data
+
+
+class FreeComputeRequest(NodeSigned):
+    """POST /node/api/services/freeCompute, command `freeStartCompute`: no payment, no order."""
+
+    command: ClassVar[str] = COMMANDS["free"]
+    environment: EnvironmentId
+    datasets: Datasets
+    algorithm: AlgorithmInput
+    resources: Resources = None
+    maxJobDuration: Optional[Seconds] = None
+
+    _from_dataset = model_validator(mode="before")(_datasets_or_dataset)
+
+
+class PaidComputeRequest(NodeSigned):
+    """POST /node/api/services/compute, command `startCompute`: datasets (and a published
+    algorithm) paid with orders, as v4's start."""
+
+    command: ClassVar[str] = COMMANDS["start"]
+    environment: EnvironmentId
+    datasets: PaidDatasets
+    algorithm: AlgorithmInput
+    resources: Resources = None
+    maxJobDuration: Optional[Seconds] = None
+    chainId: Optional[StrictInt] = None
+    payment: Optional[Payment] = None
+
+    _from_dataset = model_validator(mode="before")(_datasets_or_dataset)
+
+
+class NodeInitializeRequest(Params):
+    """POST /node/api/services/initializeCompute (unsigned), Ocean Node's shape."""
+
+    datasets: Datasets
+    algorithm: AlgorithmInput
+    environment: EnvironmentId
+    consumerAddress: Address
+    payment: Optional[Payment] = None
+    maxJobDuration: Optional[Seconds] = None
+
+
+class NodeStatusQuery(Params):
+    """GET /node/api/services/compute (status): unsigned, as ocean.js sends it."""
+
+    consumerAddress: Address
+    jobId: Optional[JobId] = None
+    agreementId: Optional[Annotated[str, StringConstraints(max_length=256)]] = None
+
+
+class NodeStopQuery(NodeSigned):
+    """PUT /node/api/services/compute?consumerAddress&nonce&signature&jobId, command `stopCompute`."""
+
+    command: ClassVar[str] = COMMANDS["stop"]
+    jobId: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    agreementId: Optional[Annotated[str, StringConstraints(max_length=256)]] = None
+
+
+class NodeResultQuery(NodeSigned):
+    """GET /node/api/services/computeResult, command `getComputeResult`; `index` as in v4."""
+
+    command: ClassVar[str] = COMMANDS["result"]
+    jobId: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    index: Annotated[Union[StrictInt, Annotated[str, StringConstraints(max_length=16)]], AfterValidator(_index_text),
+                     Field(description="Index of the result in the status object's `results` (0-based).")]
+
+    @property
+    def index_value(self) -> int:
+        return int(self.index)
+
+
+class NodeLogsQuery(NodeSigned):
+    """GET /node/api/services/computeStreamableLogs, command `getComputeStreamableLogs`."""
+
+    command: ClassVar[str] = COMMANDS["logs"]
+    jobId: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class _AddressSigned(NodeSigned):
+    """The token calls name the signer `address`; a signature is mandatory."""
+
+    consumerAddress: Optional[Address] = None  # type: ignore[assignment]
+    address: Address
+    nonce: Nonce
+    signature: Annotated[str, StringConstraints(pattern=r"^(0x)?[0-9a-fA-F]{130}$")]
+
+    def signer(self) -> str:
+        return self.address
+
+    def message_prefix(self) -> str:
+        return self.address
+
+
+class NodeCreateTokenRequest(_AddressSigned):
+    """POST /node/api/services/auth/token {address, signature, nonce[, validUntil]}, command `createAuthToken`."""
+
+    command: ClassVar[str] = COMMANDS["token"]
+    validUntil: Optional[Union[StrictInt, Annotated[str, StringConstraints(pattern=r"^[0-9]{1,13}$")]]] = Field(
+        default=None, description="Expiry (Unix seconds or ms); default and cap: the provider's maximum token lifetime.")
+
+
+class NodeInvalidateTokenRequest(_AddressSigned):
+    """POST /node/api/services/auth/token/invalidate {address, signature, nonce, token}: ocean.js
+    signs `address + nonce`, with no command."""
+
+    command: ClassVar[str] = ""
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+__all__ = [
+    "COMMANDS", "FreeComputeRequest", "NodeCreateTokenRequest", "NodeInitializeRequest", "NodeInvalidateTokenRequest",
+    "NodeLogsQuery", "NodeResultQuery", "NodeSigned", "NodeStatusQuery", "NodeStopQuery", "PaidComputeRequest",
+    "Payment", "ResourceRequest", "TxId",
+]

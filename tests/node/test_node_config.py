@@ -1,0 +1,74 @@
+"""The configuration behind the Ocean Node view: free tiers and prices in the environments,
+FREE_COMPUTE_PUBLISHERS, and requested resources against an environment's job size."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chalicelib.compute.environments import load_environments
+from chalicelib.config import load_settings
+from chalicelib.errors import BusinessError, ConfigurationError, ValidationError
+from chalicelib.node import environments as views
+from chalicelib.node.requests import ResourceRequest
+
+BASE = {"id": "gpu", "chainIds": [1], "jobQueue": "q", "nCPU": 4, "nGPU": 1, "gpuType": "A10G", "ramGB": 16,
+        "diskGB": 100, "priceMin": 8, "maxJobs": 3, "maxJobDuration": 600}
+
+
+def environment(**extra):
+    return load_environments({"COMPUTE_ENVIRONMENTS": json.dumps([{**BASE, **extra}])})["gpu"]
+
+
+def test_free_tier_and_prices_are_read_and_checked():
+    tier = environment(freeCompute={"maxJobDuration": 60, "maxJobs": 1, "access": ["0xAbC"]}).free_tier
+    assert (tier.max_job_duration, tier.max_jobs, tier.max_jobs_per_consumer, tier.access) == (60, 1, 1, ("0xabc",))
+    assert tier.admits("0xABC") and not tier.admits("0xdef")
+    assert environment().free_tier is None
+    for bad in ({"maxJobs": 1}, {"maxJobDuration": 0, "maxJobs": 1}, True, "x"):
+        with pytest.raises(ConfigurationError, match="#0 is malformed"):
+            environment(freeCompute=bad)
+    with pytest.raises(ConfigurationError):
+        environment(prices={"cpu": "cheap"})
+
+
+def test_prices_per_resource_per_minute():
+    assert views.prices(environment()) == [{"id": "cpu", "price": 2.0}, {"id": "ram", "price": 0},
+                                           {"id": "disk", "price": 0}, {"id": "gpu", "price": 0}]
+    assert views.prices(environment(prices={"gpu": 7, "cpu": 0.25})) == [{"id": "gpu", "price": 7.0},
+                                                                         {"id": "cpu", "price": 0.25}]
+    assert {p["price"] for p in views.prices(environment(free=True))} == {0}
+
+
+def test_resources_of_a_gpu_environment():
+    listed = {r["id"]: r for r in views.resources(environment(), 3, 1)}
+    assert listed["gpu"] == {"id": "gpu", "total": 3, "min": 1, "max": 1, "inUse": 1, "type": "gpu", "description": "A10G"}
+    assert listed["ram"] == {"id": "ram", "total": 48.0, "min": 16.0, "max": 16.0, "inUse": 16.0}
+
+
+def test_requested_resources_are_raised_to_the_job_size_and_never_above():
+    env = environment()
+    filled = views.fill_resources(env, [ResourceRequest(id="cpu", amount=1)])
+    assert filled == [{"id": "cpu", "amount": 4}, {"id": "ram", "amount": 16.0}, {"id": "disk", "amount": 100.0},
+                      {"id": "gpu", "amount": 1}]
+    with pytest.raises(BusinessError, match="Not enough gpu resources. Requested 2, but max is 1"):
+        views.fill_resources(env, [ResourceRequest(id="gpu", amount=2)])
+    with pytest.raises(ValidationError, match="twice"):
+        views.fill_resources(env, [ResourceRequest(id="cpu", amount=1), ResourceRequest(id="cpu", amount=2)])
+    with pytest.raises(ValidationError, match="unknown resource"):
+        views.fill_resources(env, [ResourceRequest(id="tpu", amount=1)])
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("", ()), ("0xAB, did:op:1", ("0xab", "did:op:1")), ('["0xAB", "did:op:2"]', ("0xab", "did:op:2")),
+    ("0xA 0xB", ("0xa", "0xb")),
+])
+def test_free_compute_publishers_setting(raw, expected):
+    env = {"CHAINS": '{"1": "http://x"}', "RESULTS_BUCKET": "b", "FREE_COMPUTE_PUBLISHERS": raw}
+    assert load_settings(env).free_compute_publishers == expected
+
+
+def test_free_compute_publishers_malformed():
+    env = {"CHAINS": '{"1": "http://x"}', "RESULTS_BUCKET": "b", "FREE_COMPUTE_PUBLISHERS": '["x"'}
+    with pytest.raises(ConfigurationError, match="FREE_COMPUTE_PUBLISHERS"):
+        load_settings(env)
