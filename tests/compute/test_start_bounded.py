@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from lifecycle_helpers import StubbedBatch, environments_json, initialize, order_both, post_start, publish_samples, start_body
+from lifecycle_helpers import (
+    StubbedBatch, environments_json, initialize, order_both, post_start, publish_samples, s3_file_sources, start_body,
+)
 
 RETENTION = 12_345
 GOOD_CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11", "checksum": "sha256:" + "cd" * 32}
@@ -23,6 +25,7 @@ def provider(aws, chain, client, monkeypatch):
 
     monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
     monkeypatch.setenv("COMPUTE_ENVIRONMENTS", environments_json(chain))
+    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))
     monkeypatch.setenv("JOB_RECORD_RETENTION", str(RETENTION))
     services.reset()
     environments.environments.cache_clear()

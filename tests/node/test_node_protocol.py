@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from lifecycle_helpers import (
-    StubbedBatch, consumer_key, environments_json, initialize, order_both, publish_samples,
+    StubbedBatch, consumer_key, environments_json, initialize, order_both, publish_samples, s3_file_sources,
 )
 from signing import sign
 from test_events import batch_event, runner_event
@@ -41,6 +41,7 @@ def node(aws, chain, client, monkeypatch):
     monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
     monkeypatch.setenv("COMPUTE_ENVIRONMENTS", free_environments(chain))
     monkeypatch.setenv("FREE_COMPUTE_PUBLISHERS", chain.publisher.address)
+    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))  # the samples' algorithm is an s3 file
     services.reset()
     environments.environments.cache_clear()
     current = services.settings()
