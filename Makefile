@@ -19,7 +19,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8030
 
-.PHONY: install venv-python run demo test bench clean
+STAGE ?= dev
+
+.PHONY: install venv-python run demo test bench package deploy clean
 
 install: venv-python $(VENV)/.installed node_modules/.installed
 
@@ -55,6 +57,13 @@ test: install
 
 bench: install
 	$(PY) -m bench
+
+# chalice package / chalice deploy, with bytecode in the deployment zip (infra/bytecode.py)
+package: install
+	$(PY) -m infra.bytecode --stage $(STAGE) -- package --merge-template infra/chalice-merge.json build/
+
+deploy: install
+	$(PY) -m infra.bytecode --stage $(STAGE) -- deploy
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache

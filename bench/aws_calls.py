@@ -73,22 +73,33 @@ def measure() -> dict[str, Any]:
 
 
 def _measure_with(chain: Any) -> dict[str, Any]:
-    from chalice.test import Client
-
+    """With the dispatcher accessor replaced for the run only (later benchmarks reset services)."""
     import app as app_module
+    from bench.consumer import StubbedBatch
     from chalicelib import services
     from chalicelib.bootstrap import bootstrap
     from chalicelib.compute.dispatch import BatchDispatcher
-    from chalicelib.compute.events import batch_state_event
-    from devstack.samples import SAMPLE_DIR, publish_samples
-    from devstack.publish import ecies_encrypt_for
-    from bench.consumer import StubbedBatch, order_and_start_body
 
     services.reset()
     bootstrap(services.settings(), with_bucket=True)
     batch = StubbedBatch()
     dispatcher = BatchDispatcher(batch.client, "runner:1", services.settings().bucket)
+    original_dispatcher = services.dispatcher
     services.dispatcher = lambda: dispatcher  # type: ignore[assignment]
+    try:
+        return _run_jobs(chain, app_module, services, batch)
+    finally:
+        services.dispatcher = original_dispatcher  # type: ignore[assignment]
+        services.reset()
+
+
+def _run_jobs(chain: Any, app_module: Any, services: Any, batch: Any) -> dict[str, Any]:
+    from chalice.test import Client
+
+    from bench.consumer import order_and_start_body
+    from chalicelib.compute.events import batch_state_event
+    from devstack.publish import ecies_encrypt_for
+    from devstack.samples import SAMPLE_DIR, publish_samples
     server, files_url = _static_server(str(SAMPLE_DIR))
     samples = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), services.settings().provider_url, files_url)
     for asset in (samples.dataset, samples.algorithm):

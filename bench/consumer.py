@@ -17,8 +17,9 @@ from devstack.publish import start_order
 class StubbedBatch:
     """A real boto3 Batch client behind Stubber: parameters are checked against AWS's model."""
 
-    def __init__(self) -> None:
-        self.client = boto3.client("batch", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    def __init__(self, client: Any = None) -> None:
+        self.client = client or boto3.client("batch", region_name="us-east-1", aws_access_key_id="x",
+                                             aws_secret_access_key="x")
         self.stubber = Stubber(self.client)
         self.stubber.activate()
 

@@ -110,6 +110,8 @@ class Settings:
     # these dids put up (lower case); empty: no dataset may be computed for free.
     free_compute_publishers: tuple[str, ...] = ()
     algorithm_log_group: str = "/aws/batch/job"  # CloudWatch group of the algorithm containers (awslogs)
+    # How long a job record outlives its environment's storageExpiry (DynamoDB TTL, see models).
+    job_record_retention: int = 30 * 86400
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -210,6 +212,13 @@ def _positive_number(env: Mapping[str, str], name: str, default: str, kind: type
     return value
 
 
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip() or str(default)
+    if not raw.isascii() or not raw.isdigit():
+        raise ConfigurationError(f"{name} must be a whole number of seconds, got {raw!r}")
+    return int(raw)
+
+
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = env.get(name, "").strip() or default
     if value not in allowed:
@@ -251,6 +260,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         s3_file_sources=S3FileSources.parse(env.get("S3_FILE_SOURCES", "")),
         free_compute_publishers=_name_list(env.get("FREE_COMPUTE_PUBLISHERS", "")),
         algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
+        job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),
         _secrets=SecretSource(env),
     )
 

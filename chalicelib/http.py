@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -25,6 +26,11 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 # than Chalice's own 415 {Code, Message}; bodies are JSON except on raw-body routes (encrypt).
 CONTENT_TYPES = ["*/*"]
 MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 64
+# JSON strings (whatever they hold) and everything but brackets, for the depth check.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]++")
+_DEEP_RUN = re.compile(rb"[\[{]{%d}" % (MAX_JSON_DEPTH + 1))
 
 
 @dataclass
@@ -151,11 +157,35 @@ def _body_bytes(raw_body: bytes | str | None) -> bytes:
     return body
 
 
+def within_depth(text: bytes | str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests at most `limit` arrays/objects, found without parsing it.
+
+    The parsers recurse once per level, guarded only by the recursion limit, and importing web3
+    raises that to 100,000 (py_ecc): a 100,000-deep body then overflows the C stack and kills
+    the process instead of raising RecursionError. So depth is checked first, in linear time
+    and without recursion: drop strings and everything but brackets, then remove innermost
+    pairs `[]`/`{}` once per level; valid JSON is gone after `limit` rounds. (Invalid JSON may
+    leave brackets behind too: it is refused either way.)"""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return True
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", data))
+    if limit == MAX_JSON_DEPTH and _DEEP_RUN.search(brackets):
+        return False  # the usual attack, `[[[[...`, without the rounds below
+    for _ in range(limit):
+        if not brackets:
+            return True
+        brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+    return not brackets
+
+
 def _parse_body(raw_body: bytes | None) -> dict[str, Any]:
     if not raw_body or not raw_body.strip():
         return {}
     if len(raw_body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    if not within_depth(raw_body):
+        raise ValidationError.field("body", f"body is not valid JSON or is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         body = json.loads(raw_body)
     except (ValueError, UnicodeDecodeError, RecursionError):

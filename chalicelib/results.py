@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -19,13 +19,19 @@ def job_prefix(job_id: str) -> str:
 
 
 class JobObjects:
-    def __init__(self, s3: Any, bucket: str):
-        self._s3 = s3
+    def __init__(self, s3: Callable[[], Any], bucket: str):
+        """`s3` is a factory: building the client costs tens of milliseconds that a status
+        listing or a stop of a finished job never needs."""
+        self._s3_factory = s3
         self._bucket = bucket
 
     @property
     def bucket(self) -> str:
         return self._bucket
+
+    @property
+    def _s3(self) -> Any:
+        return self._s3_factory()
 
     def write_manifest(self, job_id: str, manifest: dict[str, Any]) -> str:
         """Store the manifest; return its s3:// URI, the only thing Batch is told about it."""

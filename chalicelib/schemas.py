@@ -2,6 +2,7 @@
 from them, so the documentation cannot drift from the checks."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, WithJsonSchema
@@ -14,13 +15,15 @@ Signature = Annotated[str, StringConstraints(pattern=r"^(0x)?[0-9a-fA-F]{130}$")
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 
 
-def _nonce_text(value: Union[int, str]) -> str:
-    """Keep the nonce as the signer wrote it: query text verbatim, JSON numbers as str()."""
-    text = str(value)
-    import re
+_NONCE_TEXT = re.compile(r"[0-9]{1,38}")
 
-    if not re.match(NONCE_PATTERN, text):
-        raise ValueError("nonce must be a non-negative integer of at most 38 digits")
+
+def _nonce_text(value: Union[int, str]) -> str:
+    """Keep the nonce as the signer wrote it: query text verbatim, JSON numbers as str().
+    Plain ASCII decimals only, all of the text (`fullmatch`: `$` would accept "7\n")."""
+    text = str(value)
+    if not _NONCE_TEXT.fullmatch(text):
+        raise ValueError("nonce must be a non-negative integer of at most 38 ASCII digits")
     return text
 
 

@@ -128,7 +128,11 @@ def job_service() -> "JobService":
     from chalicelib.compute.jobs import JobService
     from chalicelib.results import JobObjects
 
-    return JobService(JobObjects(aws.client("s3"), settings().bucket), dispatcher(), usage_counter())
+    current = settings()
+    # S3 and Batch clients are built on first use (aws.client caches them): a stop of a
+    # finished job or a status listing needs neither.
+    return JobService(JobObjects(lambda: aws.client("s3"), current.bucket), lambda: dispatcher(), usage_counter(),
+                      record_retention=current.job_record_retention)
 
 
 @lru_cache(maxsize=1)

@@ -116,7 +116,7 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("Items", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                              "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"], tables),
         _statement("JobIndexes", ["dynamodb:Query"],
-                   [f"{_table(where, settings.jobs_table)}/index/{index}" for index in ("by-owner", "by-document")]),
+                   [f"{_table(where, settings.jobs_table)}/index/{index}" for index in ("by-owner", "by-owner-document")]),
         _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
         _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),

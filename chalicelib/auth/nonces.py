@@ -12,8 +12,9 @@ from pynamodb.exceptions import PynamoDBConnectionError, UpdateError
 from chalicelib.errors import InvalidSignature, ServiceUnavailable, ValidationError
 from chalicelib.models import NonceRecord
 
-# DynamoDB numbers carry 38 significant digits; ms and ns timestamps fit easily.
-_NONCE = re.compile(r"^[0-9]{1,38}$")
+# DynamoDB numbers carry 38 significant digits; ms and ns timestamps fit easily. ASCII digits
+# only, matched against the whole text (fullmatch: with `$`, "7\n" would pass).
+_NONCE = re.compile(r"[0-9]{1,38}")
 
 
 def parse_nonce(raw: object) -> tuple[str, int]:
@@ -21,7 +22,7 @@ def parse_nonce(raw: object) -> tuple[str, int]:
     if isinstance(raw, bool) or raw is None:
         raise ValidationError.field("nonce", "nonce is required and must be a non-negative integer")
     text = str(raw)
-    if not _NONCE.match(text):
+    if not _NONCE.fullmatch(text):
         raise ValidationError.field("nonce", "nonce must be a non-negative integer of at most 38 digits")
     return text, int(text)
 

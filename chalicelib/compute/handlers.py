@@ -9,8 +9,9 @@ from chalicelib import services
 from chalicelib import budget
 from chalicelib.compute.environments import environments, listing
 from chalicelib.compute.jobs import status_object
+from chalicelib.compute.paging import NEXT_HEADER, Cursor
 from chalicelib.errors import NotFound, ValidationError
-from chalicelib.http import Call
+from chalicelib.http import Call, json_response
 
 
 def compute_environments(call: Call) -> dict[str, Any]:
@@ -37,27 +38,37 @@ def start(call: Call, lambda_context: object | None = None) -> list[dict[str, An
         return [status_object(services.compute_workflow().start(call.params, consumer, deadline), None)]
 
 
-def status(call: Call) -> list[dict[str, Any]]:
-    """Signed (or AuthToken): the caller's jobs with download URLs; unsigned: the reduced view."""
+def status(call: Call) -> Response:
+    """Signed (or AuthToken): the caller's jobs; unsigned: the reduced view. Newest first, one
+    page (compute.paging); download URLs only when one job is asked for, signed: a listing
+    presigning two URLs per job would spend its time on URLs nobody follows."""
     params = call.params
     signed = params.wants_signed_view(services.presented_token(call))
     owner = services.authenticate(call) if signed else services.checksum(params.consumerAddress)
-    jobs = services.job_service().find(owner, params.jobId, params.documentId)
-    if params.jobId and not jobs:
+    jobs = services.job_service()
+    page = jobs.find(owner, params.jobId, params.documentId, params.cursor(), for_status=True)
+    if params.jobId and not page.jobs:
         raise NotFound("Job not found")
-    return services.job_service().status_objects(jobs, with_urls=signed)
+    return _page_response(*jobs.status_objects(page, with_urls=signed and bool(params.jobId)))
 
 
-def stop(call: Call) -> list[dict[str, Any]]:
+def stop(call: Call) -> Response:
     owner = services.authenticate(call)
-    return services.job_service().status_objects(
-        services.job_service().stop(owner, call.params.jobId, call.params.documentId), with_urls=False)
+    jobs = services.job_service()
+    page = jobs.stop(owner, call.params.jobId, call.params.documentId, call.params.cursor())
+    return _page_response(*jobs.status_objects(page, with_urls=False))
 
 
-def delete(call: Call) -> list[dict[str, Any]]:
+def delete(call: Call) -> Response:
     owner = services.authenticate(call)
-    return services.job_service().status_objects(
-        services.job_service().delete(owner, call.params.jobId, call.params.documentId), with_urls=False)
+    jobs = services.job_service()
+    page = jobs.delete(owner, call.params.jobId, call.params.documentId, call.params.cursor())
+    return _page_response(*jobs.status_objects(page, with_urls=False))
+
+
+def _page_response(body: list[dict[str, Any]], more: Cursor | None) -> Response:
+    """The v4 answer is a bare list, so where it continues goes in a header (see compute.paging)."""
+    return json_response(body, headers={NEXT_HEADER: more.encode()} if more else None)
 
 
 def result(call: Call) -> Response:

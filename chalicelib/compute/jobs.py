@@ -8,11 +8,13 @@ without a terminal state.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
@@ -23,10 +25,11 @@ from chalicelib.compute import status as st
 from chalicelib.compute import transitions
 from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
 from chalicelib.compute.environments import Environment
+from chalicelib.compute.paging import MAX_ANSWER_BYTES, PAGE_JOBS, Cursor
 from chalicelib.compute.usage import UsageCounter
 from chalicelib.compute.validation import ComputePlan
 from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
-from chalicelib.models import EnvironmentUsage, JobRecord, OrderUse
+from chalicelib.models import EnvironmentUsage, JobRecord, OrderUse, owner_document
 from chalicelib.results import JobObjects
 
 log = logging.getLogger(__name__)
@@ -59,17 +62,33 @@ class Slot:
     refusal: str
 
 
+# What status_object reads of a record (DynamoDB names), for listings.
+STATUS_ATTRIBUTES = ["jobId", "owner", "documentId", "dateCreated", "dateFinished", "status", "statusText", "results",
+                     "inputDIDs", "algoDID", "agreementId", "environment", "terminationDetails"]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """Some of the owner's jobs, newest first; `next` continues with older ones (None: no more)."""
+
+    jobs: list[JobRecord]
+    next: Cursor | None = None
+
+
 class JobService:
     def __init__(
         self,
         objects: JobObjects,
-        dispatcher: Dispatcher,
+        dispatcher: Callable[[], Dispatcher],
         usage: UsageCounter | None = None,
         jobs: type[JobRecord] = JobRecord,
         orders: type[OrderUse] = OrderUse,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        record_retention: int = 30 * 86400,
     ):
+        """`dispatcher` is a factory: a stop of a finished job never builds the Batch client.
+        `record_retention`: seconds a record outlives its environment's storageExpiry."""
         self._objects = objects
         self._dispatcher = dispatcher
         self._usage = usage or UsageCounter()
@@ -77,6 +96,7 @@ class JobService:
         self._orders = orders
         self._clock = clock
         self._new_id = new_id
+        self._record_retention = record_retention
 
     # -- start -----------------------------------------------------------------------------
 
@@ -90,14 +110,14 @@ class JobService:
         until the reconciler (compute.reconcile) gives them back."""
         if deadline is not None:
             deadline.require(budget.START_RESERVE_SECONDS)
+        container = AlgorithmContainer.from_metadata(plan.algorithm.container)  # refused: nothing exists yet
         job = self._new_record(plan, owner, orders)
         if slots:
             job.usage_keys = [slot.key for slot in slots]
         self._reserve(job, plan.environment, orders, slots)
         try:
             manifest_uri = self._objects.write_manifest(job.job_id, self._manifest(job, plan))
-            container = AlgorithmContainer.from_metadata(plan.algorithm.container)
-            batch_job_id = self._dispatcher.submit(
+            batch_job_id = self._dispatcher().submit(
                 job.job_id, plan.environment, manifest_uri, container, timeout,
                 dids=[dataset.did for dataset in plan.datasets], algorithm_did=plan.algorithm.did,
                 allow_network=plan.allow_network,
@@ -140,6 +160,10 @@ class JobService:
             orders=[order.key for order in orders],
             updated_at=now,
             active_environment=environment.id,
+            owner_document=owner_document(owner, main.did),
+            # the latest a job can end, then its results' storage, then the operator's retention
+            expires_at=datetime.fromtimestamp(
+                now + environment.max_job_duration + environment.storage_expiry + self._record_retention, timezone.utc),
         )
 
     def _reserve(self, job: JobRecord, environment: Environment, orders: Sequence[Order], slots: Sequence[Slot] = ()) -> None:
@@ -240,53 +264,66 @@ class JobService:
 
     # -- find, stop, delete ----------------------------------------------------------------
 
-    def find(self, owner: str, job_id: str | None = None, document_id: str | None = None) -> list[JobRecord]:
-        """The owner's jobs matching the filters, oldest first; another owner's job is not found."""
+    def find(self, owner: str, job_id: str | None = None, document_id: str | None = None,
+             after: Cursor | None = None, limit: int = PAGE_JOBS, for_status: bool = False) -> JobPage:
+        """The owner's jobs matching the filters, newest first, at most `limit`; another
+        owner's job is not found. Each query reads only the owner's partition of an index.
+        `for_status`: a listing reads only what status objects show (parsing whole records,
+        orders and all, was most of a page's time)."""
         try:
             if job_id:
-                jobs = [self._jobs.get(job_id, consistent_read=True)]
-            elif document_id:
-                jobs = list(self._jobs.by_document.query(document_id))
+                job = self._jobs.get(job_id, consistent_read=True)
+                found = job.owner == owner and (not document_id or job.document_id == document_id)
+                return JobPage([job] if found else [])
+            if document_id:
+                index, key, attribute = self._jobs.by_owner_document, owner_document(owner, document_id), "ownerDocument"
             else:
-                jobs = list(self._jobs.by_owner.query(owner))
+                index, key, attribute = self._jobs.by_owner, owner, "owner"
+            results = index.query(key, scan_index_forward=False, limit=limit, page_size=limit,
+                                  last_evaluated_key=after.start_key(attribute, key) if after else None,
+                                  attributes_to_get=STATUS_ATTRIBUTES if for_status else None)
+            jobs = list(results)
+            more = results.last_evaluated_key is not None
         except DoesNotExist:
-            jobs = []
+            return JobPage([])
         except PynamoDBException as error:
             raise ServiceUnavailable(UNAVAILABLE) from error
-        return [job for job in jobs if job.owner == owner and (not document_id or job.document_id == document_id)]
+        jobs = [job for job in jobs if job.owner == owner]
+        return JobPage(jobs, _cursor(jobs[-1]) if more and jobs else None)
 
     def find_one(self, owner: str, job_id: str) -> JobRecord:
-        jobs = self.find(owner, job_id=job_id)
+        jobs = self.find(owner, job_id=job_id).jobs
         if not jobs:
             raise NotFound("Job not found")
         return jobs[0]
 
-    def stop(self, owner: str, job_id: str | None, document_id: str | None) -> list[JobRecord]:
-        jobs = self._require(owner, job_id, document_id)
-        for job in jobs:
+    def stop(self, owner: str, job_id: str | None, document_id: str | None, after: Cursor | None = None) -> JobPage:
+        """Stop one page of the owner's matching jobs (see find): a request stays within its time."""
+        page = self._require(owner, job_id, document_id, after)
+        for job in page.jobs:
             if not st.is_terminal(int(job.status)):
                 self._terminate(job)
                 self._move(job, st.STOPPED)
-        return jobs
+        return page
 
-    def delete(self, owner: str, job_id: str | None, document_id: str | None) -> list[JobRecord]:
-        jobs = self._require(owner, job_id, document_id)
-        for job in jobs:
+    def delete(self, owner: str, job_id: str | None, document_id: str | None, after: Cursor | None = None) -> JobPage:
+        page = self._require(owner, job_id, document_id, after)
+        for job in page.jobs:
             if not st.is_terminal(int(job.status)):
                 self._terminate(job)
             self._objects.delete_job(job.job_id)
             self._move(job, st.DELETED)
-        return jobs
+        return page
 
-    def _require(self, owner: str, job_id: str | None, document_id: str | None) -> list[JobRecord]:
-        jobs = self.find(owner, job_id, document_id)
-        if not jobs:
+    def _require(self, owner: str, job_id: str | None, document_id: str | None, after: Cursor | None) -> JobPage:
+        page = self.find(owner, job_id, document_id, after)
+        if not page.jobs and after is None:
             raise NotFound("Job not found")
-        return jobs
+        return page
 
     def _terminate(self, job: JobRecord) -> None:
         if job.batch_job_id:
-            self._dispatcher.terminate(job.batch_job_id, "Job stopped by its owner")
+            self._dispatcher().terminate(job.batch_job_id, "Job stopped by its owner")
 
     def _move(self, job: JobRecord, target: int, attempts: int = 3) -> None:
         """Move to `target` conditioned on the exact status read; the write that ends a running
@@ -330,12 +367,28 @@ class JobService:
             raise ValidationError.field("index", f"no result with index {index}; this job has {len(results)}")
         return self._objects.presigned_download(match[0]["key"], match[0].get("filename", "result"))
 
-    def status_objects(self, jobs: Iterable[JobRecord], with_urls: bool) -> list[dict[str, Any]]:
-        return [status_object(job, self._objects if with_urls else None) for job in jobs]
+    def status_objects(self, page: JobPage, with_urls: bool) -> tuple[list[dict[str, Any]], Cursor | None]:
+        """The page's status objects within MAX_ANSWER_BYTES of JSON, and where the answer
+        continues: a page whose jobs carry long results lists ends early, at the last job that fits."""
+        answer: list[dict[str, Any]] = []
+        size = 2
+        for position, job in enumerate(page.jobs):
+            body = status_object(job, self._objects if with_urls else None, MAX_ANSWER_BYTES - size)
+            size += len(json.dumps(body)) + 2
+            if answer and size > MAX_ANSWER_BYTES:
+                return answer, _cursor(page.jobs[position - 1])
+            answer.append(body)
+        return answer, page.next
 
 
-def status_object(job: JobRecord, objects: JobObjects | None) -> dict[str, Any]:
-    """The status object of DESIGN §3.6; presigned URLs only for an authenticated owner."""
+def _cursor(job: JobRecord) -> Cursor:
+    return Cursor(int(job.date_created), job.job_id)
+
+
+def status_object(job: JobRecord, objects: JobObjects | None, url_bytes: int = MAX_ANSWER_BYTES) -> dict[str, Any]:
+    """The status object of DESIGN §3.6; presigned URLs only for an authenticated owner, and
+    only while they fit in `url_bytes` (a job with thousands of outputs: the rest through
+    computeResult by index, which `results` lists in full)."""
     results = [
         {"filename": item.get("filename", ""), "filesize": item.get("filesize", 0), "type": item.get("type", "output"),
          "index": int(item.get("index", position))}
@@ -362,8 +415,12 @@ def status_object(job: JobRecord, objects: JobObjects | None) -> dict[str, Any]:
     if job.termination_details:
         body["terminationDetails"] = job.termination_details.as_dict()
     if objects is not None and int(job.status) != st.DELETED:
+        room = url_bytes - len(json.dumps(body))
         for position, item in enumerate(job.results or []):
             url = objects.presigned_download(item["key"], item.get("filename", "result"))
+            room -= len(url) + 4
+            if room < 0:
+                break
             if item.get("type") == "algorithmLog":
                 body["algorithmLogUrl"] = url
             elif item.get("type", "output") == "output":

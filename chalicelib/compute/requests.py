@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from chalicelib.compute.paging import MAX_CURSOR_CHARS, Cursor
+from chalicelib.http import MAX_JSON_DEPTH, within_depth
 from chalicelib.schemas import Address, Nonce, Params, SignedParams
 
 MAX_ADDITIONAL_DATASETS = 10
@@ -85,6 +87,8 @@ def _json_object(value: Any) -> Any:
     if isinstance(value, str):
         if len(value) > MAX_JSON_BYTES:
             raise _invalid(f"must be at most {MAX_JSON_BYTES} bytes of JSON")
+        if not within_depth(value):
+            raise _invalid(f"must be a JSON object nested at most {MAX_JSON_DEPTH} levels deep")
         try:
             value = json.loads(value) if value.strip() else {}
         except ValueError:
@@ -253,12 +257,18 @@ class ComputeJobQuery(SignedParams):
     jobId: Optional[JobId] = None
     documentId: Optional[LooseDocumentId] = None
     nonce: Optional[Nonce] = None
+    next: Optional[Annotated[str, StringConstraints(max_length=MAX_CURSOR_CHARS)]] = Field(
+        default=None, description="Without jobId: continue with older jobs, from the Next-Page header of the "
+                                  "previous answer (each answer holds the newest 50 jobs at most)")
 
     def signer(self) -> str:
         return self.consumerAddress
 
     def message_prefix(self) -> str:
         return self.consumerAddress + (self.jobId or "") + (self.documentId or "")
+
+    def cursor(self) -> Cursor | None:
+        return Cursor.decode(self.next) if self.next else None
 
     def wants_signed_view(self, auth_token: str | None) -> bool:
         """Whether the caller tries to prove who it is: then authenticate, which also requires

@@ -14,7 +14,7 @@ from chalice import Response
 
 from chalicelib import budget, services
 from chalicelib.compute.environments import Environment, environments
-from chalicelib.compute.jobs import status_object
+from chalicelib.compute.jobs import JobPage, status_object
 from chalicelib.compute.requests import ComputeStartRequest, InitializeComputeRequest
 from chalicelib.errors import BusinessError, NotFound
 from chalicelib.http import Call, Operation
@@ -117,10 +117,11 @@ def _free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
 def status(call: Call) -> list[dict[str, Any]]:
     """Unsigned, as ocean.js asks: the consumer's jobs, reduced (no URL of any kind)."""
     params = call.params
-    jobs = services.job_service().find(services.checksum(params.consumerAddress), params.jobId)
+    page = services.job_service().find(services.checksum(params.consumerAddress), params.jobId, for_status=True)
+    jobs = page.jobs  # without jobId: the newest page (compute.paging)
     if params.agreementId:
         jobs = [job for job in jobs if (job.agreement_id or "").lower() == params.agreementId.lower()]
-    return services.job_service().status_objects(jobs, with_urls=False)
+    return services.job_service().status_objects(JobPage(jobs), with_urls=False)[0]
 
 
 def stop(call: Call) -> list[dict[str, Any]]:
@@ -129,7 +130,7 @@ def stop(call: Call) -> list[dict[str, Any]]:
     job = services.job_service().find_one(owner, params.jobId)
     if params.agreementId and (job.agreement_id or "").lower() != params.agreementId.lower():
         raise NotFound("Job not found")
-    return services.job_service().status_objects(services.job_service().stop(owner, job.job_id, None), with_urls=False)
+    return services.job_service().status_objects(services.job_service().stop(owner, job.job_id, None), with_urls=False)[0]
 
 
 def result(call: Call) -> Response:

@@ -116,7 +116,7 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
                      ("nonces", "revoked-tokens", "jobs", "orders", "assets", "counters")]
     assert sorted(statements["Items"]["Resource"]) == sorted(table(n) for n in names)
     assert sorted(statements["JobIndexes"]["Resource"]) == sorted(
-        f"{table(settings.jobs_table)}/index/{i}" for i in ("by-document", "by-owner"))
+        f"{table(settings.jobs_table)}/index/{i}" for i in ("by-owner", "by-owner-document"))
     assert statements["JobObjects"]["Resource"] == [f"arn:aws:s3:::{settings.bucket}/jobs/*"]
     assert statements["ListJobObjects"]["Condition"] == {"StringLike": {"s3:prefix": ["jobs/*"]}}
     assert statements["Secrets"]["Resource"] == [env["PROVIDER_KEY_SECRET"], env["JWT_SECRET_NAME"]]

@@ -43,7 +43,7 @@ def node(aws, chain, client, monkeypatch):
     monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
     monkeypatch.setenv("COMPUTE_ENVIRONMENTS", free_environments(chain))
     monkeypatch.setenv("FREE_COMPUTE_PUBLISHERS", chain.publisher.address)
-    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))
+    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))  # the samples' algorithm is an s3 file
     services.reset()
     environments.environments.cache_clear()
     current = services.settings()

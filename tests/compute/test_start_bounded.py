@@ -1,0 +1,93 @@
+"""What a start leaves behind (issue 12): a container the dispatcher would refuse is refused
+before anything exists (no job record, no used order, no taken slot), and a job record carries
+its expiry: the environment's maxJobDuration and storageExpiry plus JOB_RECORD_RETENTION."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from lifecycle_helpers import (
+    StubbedBatch, environments_json, initialize, order_both, post_start, publish_samples, s3_file_sources, start_body,
+)
+
+RETENTION = 12_345
+GOOD_CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11", "checksum": "sha256:" + "cd" * 32}
+
+
+@pytest.fixture
+def provider(aws, chain, client, monkeypatch):
+    from chalicelib import services
+    from chalicelib.compute import environments
+    from chalicelib.compute.dispatch import BatchDispatcher
+    from devstack.publish import ecies_encrypt_for
+
+    monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
+    monkeypatch.setenv("COMPUTE_ENVIRONMENTS", environments_json(chain))
+    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))
+    monkeypatch.setenv("JOB_RECORD_RETENTION", str(RETENTION))
+    services.reset()
+    environments.environments.cache_clear()
+    current = services.settings()
+    batch = StubbedBatch()
+    dispatcher = BatchDispatcher(batch.client, "runner:1", current.bucket)
+    monkeypatch.setattr(services, "dispatcher", lambda: dispatcher)
+    published = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), current.provider_url, allow_raw=True)
+    for asset in (published.dataset, published.algorithm):
+        services.asset_resolver().register(chain.chain_id, asset.nftAddress)
+    yield chain, batch, published
+    monkeypatch.undo()
+    services.reset()
+    environments.environments.cache_clear()
+    services.settings()
+
+
+def _raw_start(published, chain, dataset_tx, container):
+    body = start_body(published, chain.consumer, time.time_ns(), dataset_tx, "0x" + "00" * 32)
+    body["algorithm"] = {"meta": {"rawcode": "print(1)", "container": container}}
+    return body
+
+
+def _nothing_left_behind():
+    from chalicelib.models import EnvironmentUsage, JobRecord, OrderUse
+
+    assert list(JobRecord.scan()) == []
+    assert list(OrderUse.scan()) == []
+    assert all(int(usage.running) == 0 for usage in EnvironmentUsage.scan())
+
+
+@pytest.mark.parametrize("field, value", [
+    ("image", "python;rm -rf /"), ("image", "registry.example.com//x"), ("checksum", "sha256:not-hex"),
+    ("entrypoint", "python\x00$ALGO"), ("entrypoint", "x" * 5000), ("tag", "bad tag!"),
+])
+def test_a_refused_container_leaves_nothing_behind(client, provider, field, value):
+    chain, batch, published = provider
+    quote = initialize(client, published, chain.consumer.address)
+    dataset_tx, _ = order_both(chain, published, quote)
+    status, body = post_start(client, _raw_start(published, chain, dataset_tx, {**GOOD_CONTAINER, field: value,
+                                                                                   **({"checksum": ""} if field == "tag" else {})}))
+    assert status == 400 and "algorithm" in json.dumps(body), body
+    _nothing_left_behind()
+    # the order is still unused: the same order starts a job with a good container
+    batch.expect_new_definition()
+    batch.expect_submit()
+    status, body = post_start(client, _raw_start(published, chain, dataset_tx, GOOD_CONTAINER))
+    assert status == 200, body
+
+
+def test_a_job_record_expires_after_storage_and_retention(client, provider):
+    chain, batch, published = provider
+    from chalicelib.models import JobRecord, owner_document
+
+    quote = initialize(client, published, chain.consumer.address)
+    dataset_tx, _ = order_both(chain, published, quote)
+    batch.expect_new_definition()
+    batch.expect_submit()
+    status, body = post_start(client, _raw_start(published, chain, dataset_tx, GOOD_CONTAINER))
+    assert status == 200, body
+    record = JobRecord.get(body[0]["jobId"])
+    environment = json.loads(environments_json(chain))[0]
+    expected = int(record.date_created) + environment["maxJobDuration"] + environment["storageExpiry"] + RETENTION
+    assert int(record.expires_at.timestamp()) == expected
+    assert record.owner_document == owner_document(chain.consumer.address, published.dataset.did)
