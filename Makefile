@@ -52,7 +52,7 @@ run: install
 demo: install
 	$(PY) -m devstack.demo
 
-test: install
+test: install test-packages
 	$(PY) -m pytest
 
 bench: install
@@ -68,18 +68,28 @@ deploy: install
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache
 
-# bubblewrap sandboxes the algorithm of local jobs (devstack/sandbox.py); setpriv (util-linux)
-# drops it to its own UID when the stack runs as root. Installed here when root on Debian or
-# Ubuntu; otherwise `make run` says that local jobs run unsandboxed.
-.PHONY: sandbox
-install: sandbox
-sandbox:
-	@if [ "$$(uname -s)" = Linux ] && ! command -v bwrap >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
-	      { apt-get update -qq && apt-get install -y -qq bubblewrap; }; \
-	  else \
-	    echo "note: install bubblewrap (e.g. sudo apt-get install bubblewrap) to sandbox local jobs' algorithms"; \
-	  fi; \
-	fi
+# Debian packages, installed with apt-get when the command they provide is missing and make runs
+# as root on Debian or Ubuntu (CI does); elsewhere make says what to install. `make run` needs
+# bubblewrap (it sandboxes local jobs' algorithms, devstack/sandbox.py; setpriv from util-linux
+# drops it to its own UID as root); the tests also run the real busybox, iptables and ip netns
+# (the algorithm container's script, the Batch instances' network rules) and a headless chromium.
+RUN_PACKAGES := bwrap:bubblewrap
+TEST_PACKAGES := $(RUN_PACKAGES) busybox:busybox-static iptables-restore:iptables ip:iproute2 chromium:chromium
+.PHONY: run-packages test-packages
+install: run-packages
+run-packages:
+	@$(call debian_packages,$(RUN_PACKAGES))
+test-packages:
+	@$(call debian_packages,$(TEST_PACKAGES))
+
+define debian_packages
+missing=""; for pair in $(1); do command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+if [ -n "$$missing" ]; then \
+  if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+    echo "installing Debian packages:$$missing"; \
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+  else \
+    echo "note: install$$missing (Debian/Ubuntu: sudo apt-get install$$missing); without them local jobs run unsandboxed and some tests skip"; \
+  fi; \
+fi
+endef
