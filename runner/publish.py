@@ -10,6 +10,7 @@ surrogates of undecodable bytes) is published under a safe name (each such chara
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from .settings import Settings
 LOG_TYPES = {ALGORITHM_LOG: "algorithmLog", CONFIGURE_LOG: "configurationLog",
              PUBLISH_LOG: "publishLog"}
 MAX_OUTPUT_FILES = 10_000
+MAX_OUTPUT_ENTRIES = 50_000  # files, folders and skipped entries walked in outputs/
 EVENT_RESULTS_BYTES = 150_000  # of EventBridge's 256 KB per event
 UNSAFE_CATEGORIES = frozenset({"Zl", "Zp", "Cc", "Cf", "Cs"})
 UPLOAD_FAILED = 62
@@ -149,28 +151,36 @@ def safe_name(name: str) -> str:
 def collect_outputs(root: Path, max_bytes: int) -> list[tuple[str, str]]:
     """(path, published name) of the regular files under root, walked without following
     symlinks, names made safe (a renamed file that meets an existing name gets "~<n>");
-    fails if they are too many or too big together."""
+    fails if they are too many or too big together, or if the walk meets too many entries. A
+    folder that cannot be read (the algorithm nested it beyond PATH_MAX, say) is skipped: it must
+    not stop publish from uploading the logs and sending its status."""
     if root.is_symlink():
         raise PublishError("outputs folder is a symlink")
     if not root.is_dir():
         return []
     found: list[str] = []
-    total = 0
+    total = seen = 0
     pending = [""]
     while pending:
         prefix = pending.pop()
-        with os.scandir(root / prefix if prefix else root) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                name = prefix + entry.name
-                if entry.is_symlink():
-                    log.warning("skipped %r: symlink", name)
-                elif entry.is_dir(follow_symlinks=False):
-                    pending.append(name + "/")
-                elif not entry.is_file(follow_symlinks=False):
-                    log.warning("skipped %r: not a regular file", name)
-                else:
-                    found.append(name)
-                    total += entry.stat(follow_symlinks=False).st_size
+        try:
+            with os.scandir(root / prefix if prefix else root) as entries:
+                for entry in entries:  # counted as read: a folder of millions must not fill memory
+                    seen += 1
+                    if seen > MAX_OUTPUT_ENTRIES:
+                        raise PublishError(f"more than {MAX_OUTPUT_ENTRIES} output files and folders")
+                    name = prefix + entry.name
+                    if entry.is_symlink():
+                        log.warning("skipped %r: symlink", name)
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(name + "/")
+                    elif not entry.is_file(follow_symlinks=False):
+                        log.warning("skipped %r: not a regular file", name)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
+                        found.append(name)
+        except OSError as exc:  # e.g. nested beyond PATH_MAX: skip it, publish the rest and the logs
+            log.warning("skipped folder %r: it cannot be read (%s)", prefix, errno.errorcode.get(exc.errno, "?"))
         if len(found) > MAX_OUTPUT_FILES:
             raise PublishError(f"more than {MAX_OUTPUT_FILES} output files")
     if total > max_bytes:
