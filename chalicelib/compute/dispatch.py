@@ -215,24 +215,58 @@ unset {unset}
 ENTRY={entrypoint}
 LIMIT=${{C2D_MAX_SECONDS:-}}
 case $LIMIT in ''|*[!0-9]*) LIMIT={default_limit};; esac
+# stop SIGNAL: as PID 1 (the container) every process but this shell and the log's tee, wherever
+# the algorithm moved them (setsid, double fork); else (not in a PID namespace of its own) the
+# process groups of this shell's children.
+stop() {{
+  sig=$1
+  for p in /proc/[0-9]*; do
+    p=${{p#/proc/}}
+    case $p in "$$"|"$job"|"$guard") continue;; esac
+    read -r stat 2>/dev/null <"/proc/$p/stat" || continue
+    set -- ${{stat##*") "}}
+    [ "$2" = "$job" ] && continue
+    if [ "$$" = 1 ]; then kill -"$sig" "$p" 2>/dev/null
+    elif [ "$2" = "$$" ]; then kill -"$sig" -"$p" 2>/dev/null; kill -"$sig" "$p" 2>/dev/null
+    fi
+  done
+}}
+# wait_until DEADLINE: 0 with $code set when the algorithm's output ends (all its writers closed),
+# 1 at DEADLINE. The time is kept by this shell, which no process of its PID namespace can kill:
+# the algorithm has this UID and can kill the sleep, which is then started again.
+wait_until() {{
+  while :; do
+    if [ -z "$guard" ] || ! kill -0 "$guard" 2>/dev/null; then
+      now=$("$B" date +%s)
+      [ "$now" -ge "$1" ] && return 1
+      "$B" sleep $(($1 - now)) </dev/null >/dev/null 2>&1 &
+      guard=$!
+    fi
+    woke=0
+    wait "$job"
+    status=$?
+    [ "$woke" = 0 ] && code=$status && return 0
+  done
+}}
+trap 'woke=1' CHLD
 set -o pipefail
-{{
-  started=$("$B" date +%s)
-  "$B" setsid "$B" sh -c "$ENTRY" </dev/null &
-  algo=$!
-  "$B" setsid "$B" sh -c '"$0" sleep "$1"; "$0" kill -TERM -"$2"; "$0" sleep "$3"; "$0" kill -KILL -"$2"' \\
-    "$B" "$LIMIT" "$algo" {grace} </dev/null >/dev/null 2>&1 &
-  watcher=$!
-  wait "$algo"
-  code=$?
-  "$B" kill -KILL -"$watcher" 2>/dev/null
-  "$B" kill -KILL -"$algo" 2>/dev/null
-  if [ $(( $("$B" date +%s) - started )) -ge "$LIMIT" ]; then
-    echo "c2d: the algorithm ran out of time (maxJobDuration $LIMIT s) and was stopped"
-    code={timed_out}
+started=$("$B" date +%s)
+"$B" setsid "$B" sh -c "$ENTRY" </dev/null 2>&1 | {{ "$B" tee -a "$LOG"; true; }} &
+job=$!
+"$B" sleep "$LIMIT" </dev/null >/dev/null 2>&1 &
+guard=$!
+if ! wait_until $((started + LIMIT)); then
+  stop TERM
+  if ! wait_until $((started + LIMIT + {grace})); then
+    stop KILL; stop KILL; stop KILL
+    if ! wait_until $((started + LIMIT + {grace} + 5)) && [ "$$" = 1 ]; then kill -KILL -1; wait "$job"; fi
   fi
-  exit "$code"
-}} 2>&1 | {{ "$B" tee -a "$LOG"; true; }}
+  say "the algorithm ran out of time (maxJobDuration $LIMIT s) and was stopped"
+  code={timed_out}
+fi
+stop KILL
+[ -n "$guard" ] && kill -KILL "$guard" 2>/dev/null
+exit "$code"
 """
 
 
@@ -240,13 +274,19 @@ def algorithm_script(entrypoint: str, data_dir: str = DATA_DIR, default_limit: i
     """The busybox sh script of the algorithm container (C3).
 
     Without /data/.c2d/ready (configure failed) it runs nothing and exits 0. Otherwise it runs the
-    entrypoint (`sh -c`, so `$ALGO` etc. expand) in its own process group without the credential
+    entrypoint (`sh -c`, so `$ALGO` etc. expand) in its own session without the credential
     variables, output appended to logs/algorithm.log and copied to stdout (CloudWatch), and exits
-    with the entrypoint's code; after C2D_MAX_SECONDS (the job's maxJobDuration) a watcher sends
-    the group SIGTERM, then SIGKILL, and the script exits 124. Only busybox applets are used, so
-    an image without a shell (distroless) works. In the container the script is PID 1: leftovers
-    that left the process group die with it; one that holds stdout open keeps the job until
-    Batch's attempt timeout, which harms only its own job."""
+    with the entrypoint's code; at C2D_MAX_SECONDS (the job's maxJobDuration) it sends SIGTERM,
+    KILL_GRACE_SECONDS later SIGKILL, and exits 124. Only busybox applets are used, so an image
+    without a shell (distroless) works.
+
+    Every process of the container has the algorithm's UID, so the algorithm can kill any of
+    them but PID 1 (the kernel drops signals sent to a namespace's init from inside it): the
+    script itself keeps the time (a killed sleep is started again) and, as PID 1, stops every
+    process of the namespace but the log's tee, wherever the algorithm moved it (setsid, double
+    fork) and also whatever is left when the algorithm's output ends. Run as anything but PID 1
+    (tests; an image ENTRYPOINT that does not exec its arguments) it stops the process groups of
+    its children only; Batch's attempt timeout is then the bound."""
     c2d = f"{data_dir}/.c2d"
     return _SCRIPT.format(busybox=shlex.quote(f"{c2d}/busybox"), log=shlex.quote(f"{data_dir}/logs/algorithm.log"),
                           ready=shlex.quote(f"{c2d}/ready"), unset=" ".join(CREDENTIAL_VARIABLES),

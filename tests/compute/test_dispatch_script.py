@@ -123,3 +123,54 @@ def test_as_the_algorithm_uid_it_appends_to_its_log():
     assert str(SEALED_UID) in algorithm_log(data)
     assert (data / "outputs" / "o").exists() and not (data / ".c2d" / "ready2").exists()
     shutil.rmtree(top)
+
+
+def _as_pid_1(data: Path, entrypoint: str, limit: int) -> subprocess.CompletedProcess[str]:
+    """The dispatcher's command as in the container: PID 1 of a PID namespace of its own, as the
+    algorithm's UID, which every process of that namespace has."""
+    for path in (data / "logs" / "algorithm.log", data / "outputs"):
+        os.chown(path, SEALED_UID, SEALED_UID)
+    command = ["unshare", "--pid", "--fork", "--mount-proc", "setpriv", f"--reuid={SEALED_UID}",
+               f"--regid={SEALED_UID}", "--clear-groups", *algorithm_command(entrypoint, str(data))]
+    return subprocess.run(command, env={"PATH": os.environ["PATH"], "C2D_MAX_SECONDS": str(limit)},
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a PID namespace and the algorithm's UID need root and util-linux unshare")
+def test_an_algorithm_that_kills_every_other_process_it_can_still_stops_at_its_limit():
+    """The algorithm shares the UID of everything in its container but PID 1 cannot be killed from
+    inside the namespace: it kills the time-keeping sleep, the tee and any watcher, again and
+    again, and then works on past maxJobDuration. It is still stopped at the limit (124) and
+    what it would have written after it never appears."""
+    top = Path(tempfile.mkdtemp(prefix="c2d-volume-"))
+    top.chmod(0o755)
+    data = volume(top / "data")
+    proof = data / "outputs" / "proof"
+    killer = ("for i in $(seq 16); do for p in /proc/[0-9]*; do p=${p#/proc/}; "
+              "case $p in 1|$$|$PPID) ;; *) kill -9 $p 2>/dev/null;; esac; done; sleep 0.5; done; "
+              f"echo worked past the limit > {proof}")
+    started = time.monotonic()
+    done = _as_pid_1(data, killer, limit=2)
+    took = time.monotonic() - started
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert took < 8
+    assert not proof.exists()
+    assert "ran out of time" in done.stdout and "ran out of time" in algorithm_log(data)
+    shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a PID namespace and the algorithm's UID need root and util-linux unshare")
+def test_a_detached_algorithm_that_ignores_sigterm_and_holds_stdout_is_killed_at_the_limit():
+    """setsid leaves the process group a watcher would signal; as PID 1 the script stops every
+    process of its namespace, wherever it moved."""
+    top = Path(tempfile.mkdtemp(prefix="c2d-volume-"))
+    top.chmod(0o755)
+    data = volume(top / "data")
+    proof = data / "outputs" / "proof"
+    entrypoint = (f"setsid sh -c 'trap \"\" TERM; sleep 30; echo escaped > {proof}' & echo main exits")
+    done = _as_pid_1(data, entrypoint, limit=1)
+    assert done.returncode == 124
+    assert "main exits" in algorithm_log(data) and not proof.exists()
+    shutil.rmtree(top)
