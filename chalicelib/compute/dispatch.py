@@ -286,12 +286,22 @@ def algorithm_script(entrypoint: str, data_dir: str = DATA_DIR, default_limit: i
     process of the namespace but the log's tee, wherever the algorithm moved it (setsid, double
     fork) and also whatever is left when the algorithm's output ends. Run as anything but PID 1
     (tests; an image ENTRYPOINT that does not exec its arguments) it stops the process groups of
-    its children only; Batch's attempt timeout is then the bound."""
+    its children only; Batch's attempt timeout is then the bound.
+
+    configure installs busybox execute-only (0711) and the script starts by exec'ing it again
+    as the algorithm's UID: a process that execs a file it cannot read is not dumpable, so the
+    algorithm can neither ptrace PID 1 (freeze it, and with it the time limit) nor read its
+    /proc files (its environment holds the task role's credential URI)."""
     c2d = f"{data_dir}/.c2d"
-    return _SCRIPT.format(busybox=shlex.quote(f"{c2d}/busybox"), log=shlex.quote(f"{data_dir}/logs/algorithm.log"),
-                          ready=shlex.quote(f"{c2d}/ready"), unset=" ".join(CREDENTIAL_VARIABLES),
-                          entrypoint=shlex.quote(entrypoint), default_limit=int(default_limit),
-                          grace=KILL_GRACE_SECONDS, timed_out=TIMED_OUT)
+    busybox = shlex.quote(f"{c2d}/busybox")
+    script = _SCRIPT.format(busybox=busybox, log=shlex.quote(f"{data_dir}/logs/algorithm.log"),
+                            ready=shlex.quote(f"{c2d}/ready"), unset=" ".join(CREDENTIAL_VARIABLES),
+                            entrypoint=shlex.quote(entrypoint), default_limit=int(default_limit),
+                            grace=KILL_GRACE_SECONDS, timed_out=TIMED_OUT)
+    # The container runtime may still hold capabilities when it execs PID 1, so the kernel may
+    # find the execute-only busybox readable and leave PID 1 dumpable; exec'd again by the
+    # algorithm's UID itself, it is not: no ptrace of PID 1, its /proc files root's.
+    return f"exec {busybox} sh -c {shlex.quote(script)} c2d-algorithm"
 
 
 def algorithm_command(entrypoint: str, data_dir: str = DATA_DIR) -> list[str]:
