@@ -58,7 +58,7 @@ from chalicelib.errors import ServiceUnavailable, ValidationError
 log = logging.getLogger(__name__)
 
 # Bump when the layout below changes, so new definitions are registered instead of reusing old ones.
-LAYOUT_VERSION = "2"
+LAYOUT_VERSION = "3"
 CONFIGURE, ALGORITHM, PUBLISH = "configure", "algorithm", "publish"
 DATA_VOLUME = "data"
 DATA_DIR = "/data"
