@@ -168,3 +168,15 @@ def test_too_many_entries_fail_early_but_the_logs_are_published(s3, data, make_s
     assert "more than 50 output files and folders" in emitter.details[-1]["reason"]
     assert "jobs/job-1/logs/publish.log" in keys(s3)
     assert not any(k.startswith("jobs/job-1/outputs/") for k in keys(s3))
+
+
+def test_the_algorithm_log_is_cut_at_the_outputs_limit(s3, data, make_settings, emitter) -> None:
+    """The algorithm writes its own log: it must not be a way around MAX_OUTPUT_BYTES."""
+    (data / "logs" / "algorithm.log").write_bytes(b"y" * 5000)
+    assert publish.run(make_settings(MAX_OUTPUT_BYTES="1000"), emitter) == 0
+    stored = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/logs/algorithm.log")["Body"].read()
+    assert stored == b"y" * 1000
+    entry = [r for r in emitter.details[-1]["results"] if r["type"] == "algorithmLog"][0]
+    assert entry["filesize"] == 1000
+    publish_log = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/logs/publish.log")["Body"].read()
+    assert b"algorithm.log is 5000 bytes: only its first 1000 are published" in publish_log
