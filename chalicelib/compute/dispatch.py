@@ -222,7 +222,7 @@ stop() {{
   sig=$1
   for p in /proc/[0-9]*; do
     p=${{p#/proc/}}
-    case $p in "$$"|"$job"|"$guard") continue;; esac
+    case $p in "$$"|"$job") continue;; esac
     read -r stat 2>/dev/null <"/proc/$p/stat" || continue
     set -- ${{stat##*") "}}
     [ "$2" = "$job" ] && continue
@@ -231,41 +231,44 @@ stop() {{
     fi
   done
 }}
-# wait_until DEADLINE: 0 with $code set when the algorithm's output ends (all its writers closed),
-# 1 at DEADLINE. The time is kept by this shell, which no process of its PID namespace can kill:
-# the algorithm has this UID and can kill the sleep, which is then started again.
+# The clock: /proc/uptime and `read -t` on a FIFO only this shell holds (made before the algorithm
+# starts, its name removed at once), so keeping the time needs no child the algorithm could kill,
+# stop (SIGSTOP) or keep from forking; a child's end (CHLD) wakes the read early.
+clock() {{ read -r now _ </proc/uptime; now=${{now%.*}}${{now#*.}}; }}  # hundredths of a second
+FIFO={fifo}
+if "$B" mkfifo -m 600 "$FIFO" 2>/dev/null && exec 3<>"$FIFO"; then tick() {{ read -r -t 1 _ <&3; }}
+else tick() {{ "$B" sleep 1; }}; fi
+"$B" rm -f "$FIFO"
+# wait_until DEADLINE (on the clock): 0 with $code set once the algorithm's output ended (all its writers closed;
+# what is left of it is stopped), 1 at DEADLINE.
 wait_until() {{
-  while :; do
-    if [ -z "$guard" ] || ! kill -0 "$guard" 2>/dev/null; then
-      now=$("$B" date +%s)
-      [ "$now" -ge "$1" ] && return 1
-      "$B" sleep $(($1 - now)) </dev/null >/dev/null 2>&1 &
-      guard=$!
-    fi
-    woke=0
-    wait "$job"
-    status=$?
-    [ "$woke" = 0 ] && code=$status && return 0
+  while kill -0 "$job" 2>/dev/null; do
+    clock
+    [ "$now" -ge "$1" ] && return 1
+    tick
   done
+  stop KILL
+  wait "$job"
+  code=$?
+  return 0
 }}
 trap 'woke=1' CHLD
 set -o pipefail
-started=$("$B" date +%s)
-"$B" setsid "$B" sh -c "$ENTRY" </dev/null 2>&1 | {{ "$B" tee -a "$LOG"; true; }} &
+clock
+started=$now
+"$B" setsid "$B" sh -c "$ENTRY" </dev/null 3>&- 2>&1 | {{ "$B" tee -a "$LOG"; true; }} 3>&- &
 job=$!
-"$B" sleep "$LIMIT" </dev/null >/dev/null 2>&1 &
-guard=$!
-if ! wait_until $((started + LIMIT)); then
+if ! wait_until $((started + LIMIT * 100)); then
   stop TERM
-  if ! wait_until $((started + LIMIT + {grace})); then
+  [ "$$" = 1 ] && kill -CONT -1  # what the algorithm stopped (SIGSTOP) takes its TERM, the tee drains
+  if ! wait_until $((started + (LIMIT + {grace}) * 100)); then
     stop KILL; stop KILL; stop KILL
-    if ! wait_until $((started + LIMIT + {grace} + 5)) && [ "$$" = 1 ]; then kill -KILL -1; wait "$job"; fi
+    if ! wait_until $((started + (LIMIT + {grace} + 5) * 100)) && [ "$$" = 1 ]; then kill -KILL -1; wait "$job"; fi
   fi
   say "the algorithm ran out of time (maxJobDuration $LIMIT s) and was stopped"
   code={timed_out}
 fi
 stop KILL
-[ -n "$guard" ] && kill -KILL "$guard" 2>/dev/null
 exit "$code"
 """
 
@@ -280,11 +283,12 @@ def algorithm_script(entrypoint: str, data_dir: str = DATA_DIR, default_limit: i
     KILL_GRACE_SECONDS later SIGKILL, and exits 124. Only busybox applets are used, so an image
     without a shell (distroless) works.
 
-    Every process of the container has the algorithm's UID, so the algorithm can kill any of
-    them but PID 1 (the kernel drops signals sent to a namespace's init from inside it): the
-    script itself keeps the time (a killed sleep is started again) and, as PID 1, stops every
-    process of the namespace but the log's tee, wherever the algorithm moved it (setsid, double
-    fork) and also whatever is left when the algorithm's output ends. Run as anything but PID 1
+    Every process of the container has the algorithm's UID, so the algorithm can kill or stop
+    any of them but PID 1 (the kernel drops signals sent to a namespace's init from inside it):
+    the script itself keeps the time with builtins only (/proc/uptime, `read -t` on a FIFO it
+    alone holds), so there is no watcher to kill or SIGSTOP and no fork to starve, and, as PID 1,
+    stops every process of the namespace but the log's tee, wherever the algorithm moved it
+    (setsid, double fork), and whatever is left when the algorithm's output ends. Run as anything but PID 1
     (tests; an image ENTRYPOINT that does not exec its arguments) it stops the process groups of
     its children only; Batch's attempt timeout is then the bound.
 
@@ -296,6 +300,7 @@ def algorithm_script(entrypoint: str, data_dir: str = DATA_DIR, default_limit: i
     busybox = shlex.quote(f"{c2d}/busybox")
     script = _SCRIPT.format(busybox=busybox, log=shlex.quote(f"{data_dir}/logs/algorithm.log"),
                             ready=shlex.quote(f"{c2d}/ready"), unset=" ".join(CREDENTIAL_VARIABLES),
+                            fifo=shlex.quote(f"{data_dir}/outputs/.c2d-clock"),
                             entrypoint=shlex.quote(entrypoint), default_limit=int(default_limit),
                             grace=KILL_GRACE_SECONDS, timed_out=TIMED_OUT)
     # The container runtime may still hold capabilities when it execs PID 1, so the kernel may

@@ -139,11 +139,11 @@ def _as_pid_1(data: Path, entrypoint: str, limit: int) -> subprocess.CompletedPr
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                     reason="a PID namespace and the algorithm's UID need root and util-linux unshare")
-def test_an_algorithm_that_kills_every_other_process_it_can_still_stops_at_its_limit():
+def test_an_algorithm_that_kills_every_other_process_it_can_does_not_work_past_its_limit():
     """The algorithm shares the UID of everything in its container but PID 1 cannot be killed from
-    inside the namespace: it kills the time-keeping sleep, the tee and any watcher, again and
-    again, and then works on past maxJobDuration. It is still stopped at the limit (124) and
-    what it would have written after it never appears."""
+    inside the namespace: it kills the tee and any watcher, again and again, and then works on
+    past maxJobDuration. It is stopped (its output ended when it killed the tee) and what it would
+    have written after the limit never appears."""
     top = Path(tempfile.mkdtemp(prefix="c2d-volume-"))
     top.chmod(0o755)
     data = volume(top / "data")
@@ -154,8 +154,28 @@ def test_an_algorithm_that_kills_every_other_process_it_can_still_stops_at_its_l
     started = time.monotonic()
     done = _as_pid_1(data, killer, limit=2)
     took = time.monotonic() - started
-    assert done.returncode == 124, done.stdout + done.stderr
+    assert done.returncode != 0, done.stdout + done.stderr
     assert took < 8
+    assert not proof.exists()
+    shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a PID namespace and the algorithm's UID need root and util-linux unshare")
+def test_an_algorithm_that_stops_every_other_process_it_can_is_stopped_at_its_limit():
+    """SIGSTOP instead of SIGKILL: a stopped watcher never wakes its parent. PID 1 keeps the time
+    with builtins alone (no child of it is needed), so the limit holds: 124, nothing written after it."""
+    top = Path(tempfile.mkdtemp(prefix="c2d-volume-"))
+    top.chmod(0o755)
+    data = volume(top / "data")
+    proof = data / "outputs" / "proof"
+    freezer = ("for p in /proc/[0-9]*; do p=${p#/proc/}; case $p in 1|$$|$PPID) ;; *) kill -STOP $p 2>/dev/null;; "
+               f"esac; done; sleep 6; echo worked past the limit > {proof}")
+    started = time.monotonic()
+    done = _as_pid_1(data, freezer, limit=2)
+    took = time.monotonic() - started
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert 2 <= took < 8
     assert not proof.exists()
     assert "ran out of time" in done.stdout and "ran out of time" in algorithm_log(data)
     shutil.rmtree(top)
