@@ -235,9 +235,14 @@ stop() {{
 # starts, its name removed at once), so keeping the time needs no child the algorithm could kill,
 # stop (SIGSTOP) or keep from forking; a child's end (CHLD) wakes the read early.
 clock() {{ read -r now _ </proc/uptime; now=${{now%.*}}${{now#*.}}; }}  # hundredths of a second
-FIFO={fifo}
-if "$B" mkfifo -m 600 "$FIFO" 2>/dev/null && exec 3<>"$FIFO"; then tick() {{ read -r -t 1 _ <&3; }}
-else tick() {{ "$B" sleep 1; }}; fi
+# Without the FIFO (its name taken by an image ENTRYPOINT that then exec'd us) the clock spins on
+# /dev/null rather than wait on a child the algorithm could stop.
+FIFO={fifo}-$$-$RANDOM$RANDOM
+if "$B" mkfifo -m 600 "$FIFO" 2>/dev/null && exec 3<>"$FIFO" && [ -p /proc/self/fd/3 ]; then
+  tick() {{ read -r -t 1 _ <&3; }}
+else
+  tick() {{ read -r -t 1 _ </dev/null; }}
+fi
 "$B" rm -f "$FIFO"
 # wait_until DEADLINE (on the clock): 0 with $code set once the algorithm's output ended (all its writers closed;
 # what is left of it is stopped), 1 at DEADLINE.
