@@ -38,6 +38,7 @@ EVENT_PREFIX = "C2D-EVENT "
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNNER_SECONDS = 15 * 60  # a runner stage's own limit; the job's duration limits the algorithm only
 TIMED_OUT = 124  # C3: the algorithm ran out of time
+ALGORITHM_LOG_BYTES = 1024 * 1024  # the head computeStreamableLogs shows (chalicelib.node.logs.MAX_LOG_BYTES)
 Deliver = Callable[[dict[str, Any]], Any]
 
 
@@ -117,7 +118,8 @@ class LocalDispatcher:
         if not JOB_ID_PATTERN.fullmatch(job_id):
             return None
         try:
-            return (self._jobs_dir / job_id / "data" / "logs" / "algorithm.log").read_bytes()
+            with open(self._jobs_dir / job_id / "data" / "logs" / "algorithm.log", "rb") as handle:
+                return handle.read(ALGORITHM_LOG_BYTES)  # the algorithm decides how big it is
         except OSError:
             return None
 

@@ -12,7 +12,7 @@ The algorithm container runs untrusted code as ALGORITHM_UID (docs/internals.md,
         publish.log            root 0644
         algorithm.log          ALGORITHM_UID 0644          it can only append to its own log
       .c2d/                    root 0755
-        busybox                root 0755                   the algorithm container's shell
+        busybox                root 0711                   the algorithm container's shell, execute-only
         ready                  root 0644                   configure succeeded completely
 
 Ownership needs root (the runner container's user in Batch); when the runner runs as another
@@ -33,6 +33,9 @@ PUBLISH_LOG = "publish.log"
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
+# Execute-only: what execs a file it cannot read is not dumpable (no ptrace, /proc files root's),
+# which keeps the algorithm from freezing or reading the algorithm container's PID 1.
+BUSYBOX_MODE = 0o711
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class Layout:
             return False
         _remove(self.busybox)
         shutil.copyfile(source, self.busybox, follow_symlinks=True)
-        own(self.busybox, 0, 0o755)
+        own(self.busybox, 0, BUSYBOX_MODE)
         return True
 
     def create(self, algorithm_uid: int) -> None:

@@ -6,10 +6,12 @@ files inside it are uploaded, each opened with O_NOFOLLOW: symlinks, devices, FI
 that could escape the folder are skipped with a note in publish.log. A name with a Unicode line
 or paragraph separator, control or format character (categories Zl, Zp, Cc, Cf, and the lone
 surrogates of undecodable bytes) is published under a safe name (each such character becomes
-"_"). Results are only ever keys under jobs/<jobId>/outputs/ and jobs/<jobId>/logs/.
+"_"). Results are only ever keys under jobs/<jobId>/outputs/ and jobs/<jobId>/logs/. The
+algorithm's log is published up to MAX_OUTPUT_BYTES, like its outputs (it writes both).
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -30,6 +32,7 @@ from .settings import Settings
 LOG_TYPES = {ALGORITHM_LOG: "algorithmLog", CONFIGURE_LOG: "configurationLog",
              PUBLISH_LOG: "publishLog"}
 MAX_OUTPUT_FILES = 10_000
+MAX_OUTPUT_ENTRIES = 50_000  # files, folders and skipped entries walked in outputs/
 EVENT_RESULTS_BYTES = 150_000  # of EventBridge's 256 KB per event
 UNSAFE_CATEGORIES = frozenset({"Zl", "Zp", "Cc", "Cf", "Cs"})
 UPLOAD_FAILED = 62
@@ -59,7 +62,7 @@ def run(settings: Settings, emitter: Emitter) -> int:
                     results.append(result)
         except PublishError as exc:
             failures.append(str(exc))
-        results += upload_logs(store, layout.logs, logger, failures)
+        results += upload_logs(store, layout.logs, logger, failures, settings.max_output_bytes)
         try:
             store.put_json("results.json", results)
         except PublishError as exc:
@@ -80,9 +83,10 @@ class ResultStore:
         self.bucket = bucket
         self.prefix = f"jobs/{job_id}/"
 
-    def upload(self, path: Path, name: str, kind: str, within: Path | None = None) -> Result | None:
+    def upload(self, path: Path, name: str, kind: str, within: Path | None = None,
+               limit: int | None = None) -> Result | None:
         """Upload one file if it is a regular file (not followed through a symlink, and inside
-        `within` if given); None if it was skipped."""
+        `within` if given), at most its first `limit` bytes; None if it was skipped."""
         handle = open_regular(path, within)
         if handle is None:
             log.warning("skipped %r: not a regular file inside its folder", name)
@@ -90,8 +94,12 @@ class ResultStore:
         key = self.prefix + ("outputs/" if kind == "output" else "logs/") + relative_key(name)
         with handle:
             size = os.fstat(handle.fileno()).st_size
+            body: BinaryIO = handle
+            if limit is not None and size > limit:
+                log.warning("%s is %d bytes: only its first %d are published", name, size, limit)
+                size, body = limit, _Head(handle, limit)
             try:
-                self.s3.upload_fileobj(handle, self.bucket, key, ExtraArgs=SSE)
+                self.s3.upload_fileobj(body, self.bucket, key, ExtraArgs=SSE)
             except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
                 raise PublishError(f"upload of {name} failed ({_error_code(exc)})") from None
         log.info("uploaded %s (%s, %d bytes)", name, kind, size)
@@ -149,28 +157,36 @@ def safe_name(name: str) -> str:
 def collect_outputs(root: Path, max_bytes: int) -> list[tuple[str, str]]:
     """(path, published name) of the regular files under root, walked without following
     symlinks, names made safe (a renamed file that meets an existing name gets "~<n>");
-    fails if they are too many or too big together."""
+    fails if they are too many or too big together, or if the walk meets too many entries. A
+    folder that cannot be read (the algorithm nested it beyond PATH_MAX, say) is skipped: it must
+    not stop publish from uploading the logs and sending its status."""
     if root.is_symlink():
         raise PublishError("outputs folder is a symlink")
     if not root.is_dir():
         return []
     found: list[str] = []
-    total = 0
+    total = seen = 0
     pending = [""]
     while pending:
         prefix = pending.pop()
-        with os.scandir(root / prefix if prefix else root) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                name = prefix + entry.name
-                if entry.is_symlink():
-                    log.warning("skipped %r: symlink", name)
-                elif entry.is_dir(follow_symlinks=False):
-                    pending.append(name + "/")
-                elif not entry.is_file(follow_symlinks=False):
-                    log.warning("skipped %r: not a regular file", name)
-                else:
-                    found.append(name)
-                    total += entry.stat(follow_symlinks=False).st_size
+        try:
+            with os.scandir(root / prefix if prefix else root) as entries:
+                for entry in entries:  # counted as read: a folder of millions must not fill memory
+                    seen += 1
+                    if seen > MAX_OUTPUT_ENTRIES:
+                        raise PublishError(f"more than {MAX_OUTPUT_ENTRIES} output files and folders")
+                    name = prefix + entry.name
+                    if entry.is_symlink():
+                        log.warning("skipped %r: symlink", name)
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(name + "/")
+                    elif not entry.is_file(follow_symlinks=False):
+                        log.warning("skipped %r: not a regular file", name)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
+                        found.append(name)
+        except OSError as exc:  # e.g. nested beyond PATH_MAX: skip it, publish the rest and the logs
+            log.warning("skipped folder %r: it cannot be read (%s)", prefix, errno.errorcode.get(exc.errno, "?"))
         if len(found) > MAX_OUTPUT_FILES:
             raise PublishError(f"more than {MAX_OUTPUT_FILES} output files")
     if total > max_bytes:
@@ -199,9 +215,11 @@ def _published_names(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def upload_logs(store: ResultStore, folder: Path, logger: logging.Logger,
-                failures: list[str]) -> list[Result]:
+                failures: list[str], max_bytes: int | None = None) -> list[Result]:
     """Upload the three known logs, publish.log last so it holds this stage's whole story;
-    failures are collected, not raised, so one missing log does not hide the others."""
+    failures are collected, not raised, so one missing log does not hide the others. The
+    algorithm writes its own log, so it is cut at max_bytes like its outputs: else it would be
+    a way around the outputs' limit."""
     results: list[Result] = []
     for name, kind in LOG_TYPES.items():
         path = folder / name
@@ -211,7 +229,8 @@ def upload_logs(store: ResultStore, folder: Path, logger: logging.Logger,
             log.info("uploading %s", name)
             flush(logger)
         try:
-            result = store.upload(path, name, kind, within=folder)
+            result = store.upload(path, name, kind, within=folder,
+                                  limit=max_bytes if name == ALGORITHM_LOG else None)
         except PublishError as exc:
             failures.append(str(exc))
             continue
@@ -234,6 +253,19 @@ def event_fields(results: list[Result], store: ResultStore) -> dict[str, Any]:
         kept.append(result)
     return {"results": kept + logs, "resultsTruncated": len(kept) < len(outputs),
             "resultsKey": store.prefix + "results.json", "bucket": store.bucket}
+
+
+class _Head:
+    """The first `limit` bytes of a file, as the file object upload_fileobj reads."""
+
+    def __init__(self, handle: BinaryIO, limit: int) -> None:
+        self._handle, self._left = handle, limit
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._handle.read(size) if size else b""
+        self._left -= len(data)
+        return data
 
 
 def _is_safe(name: str) -> bool:

@@ -23,7 +23,7 @@ import pytest
 
 from chalicelib.compute.dispatch import AlgorithmContainer
 from chalicelib.compute.environments import Environment
-from devstack.local_dispatch import REPO_ROOT, LocalDispatcher, detect_sandbox
+from devstack.local_dispatch import ALGORITHM_LOG_BYTES, REPO_ROOT, LocalDispatcher, detect_sandbox
 
 SANDBOX, NO_SANDBOX = detect_sandbox()
 needs_sandbox = pytest.mark.skipif(SANDBOX is None, reason=f"no sandbox on this machine: {NO_SANDBOX}")
@@ -337,3 +337,14 @@ def test_without_a_sandbox_the_job_logs_say_the_algorithm_ran_unsandboxed(tmp_pa
     for name in ("logs/configure.log", "logs/algorithm.log"):
         text = backend.result("plain-1", name).decode()
         assert "the algorithm runs UNSANDBOXED" in text and "test: no sandbox here" in text, name
+
+
+def test_the_algorithm_log_is_read_only_up_to_what_the_logs_route_shows(tmp_path):
+    """The algorithm decides how big its log grows; the API server reads its head only."""
+    dispatcher = LocalDispatcher(tmp_path, lambda event: None, {}, None)
+    log_file = tmp_path / "job-1" / "data" / "logs" / "algorithm.log"
+    log_file.parent.mkdir(parents=True)
+    with open(log_file, "wb") as handle:
+        handle.truncate(64 * 1024 * 1024)  # sparse: nothing written, 64 MiB to read
+    assert len(dispatcher.algorithm_log("job-1")) == ALGORITHM_LOG_BYTES
+    assert dispatcher.algorithm_log("job-2") is None

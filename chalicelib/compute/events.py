@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -95,6 +96,10 @@ HOST_LOST_PREFIX = "Host EC2"
 OUT_OF_TIME = "Algorithm ran out of time (maxJobDuration) and was stopped"
 INSTANCE_LOST = "The compute instance was lost on the job's last attempt ({reason}); the job could not finish"
 MAX_REASON = 255
+# ECS/Batch container reasons are "<ErrorClass>: <Docker's message>", and the message names
+# registries, addresses and presigned layer URLs ("dial tcp 10.0.3.4:5000: connection refused"):
+# a consumer-visible reason keeps the class only (C10; the consumer picks the image's host).
+_ERROR_CLASS = re.compile(r"^([A-Z][A-Za-z]*(?:Error|Exception)): ")
 MAX_RESULTS = 10_000
 MAX_RESULTS_BYTES = 200_000  # of DynamoDB's 400 KB per item; the runner sends at most ~150 KB
 WRITE_ATTEMPTS = 4
@@ -400,7 +405,12 @@ def batch_outcome(state: JobState, change: BatchChange) -> tuple[int, dict[str, 
     publish = exits.get(PUBLISH, ContainerExit())
 
     def details(reason: str, ran: bool = True) -> dict[str, Any]:
-        return {"exitCode": algorithm.exit_code if ran else None, "reason": (reason or change.status_reason)[:MAX_REASON]}
+        text = reason or change.status_reason
+        error_class = _ERROR_CLASS.match(text)
+        if error_class:
+            log.info("job %s: container reason %s", change.job_id, text[:1000])  # the operator's
+            text = error_class.group(1)
+        return {"exitCode": algorithm.exit_code if ran else None, "reason": text[:MAX_REASON]}
 
     if change.batch_status == "FAILED" and is_stop_reason(change.status_reason):
         return st.STOPPED, details("Job stopped")

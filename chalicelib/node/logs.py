@@ -25,6 +25,9 @@ from chalicelib.models import JobRecord
 log = logging.getLogger(__name__)
 
 MAX_LOG_BYTES = 1024 * 1024
+# GetLogEvents answers at most 10,000 events a page: an algorithm printing one-byte lines would
+# otherwise cost ~50 calls of the account's GetLogEvents quota per poll, and the request's time.
+MAX_LOG_PAGES = 5
 ALGORITHM_CONTAINER = "algorithm"
 UNAVAILABLE = "The job's log is unavailable, try again later"
 
@@ -33,7 +36,8 @@ class AlgorithmLogs:
     """Reads a job's algorithm log; clients are built on first use (`batch`, `logs`, `s3` are factories)."""
 
     def __init__(self, dispatcher: Any, batch: Callable[[], Any], logs: Callable[[], Any], s3: Callable[[], Any],
-                 bucket: str, log_group: str, max_bytes: int = MAX_LOG_BYTES, cloudwatch: bool = True):
+                 bucket: str, log_group: str, max_bytes: int = MAX_LOG_BYTES, cloudwatch: bool = True,
+                 max_pages: int = MAX_LOG_PAGES):
         self._dispatcher = dispatcher
         self._batch = batch
         self._logs = logs
@@ -42,6 +46,7 @@ class AlgorithmLogs:
         self._log_group = log_group
         self._max_bytes = max_bytes
         self._cloudwatch_enabled = cloudwatch
+        self._max_pages = max_pages
 
     def read(self, job: JobRecord) -> Optional[bytes]:
         """The log so far, or None while none exists."""
@@ -66,7 +71,9 @@ class AlgorithmLogs:
         size = 0
         token: Optional[str] = None
         try:
-            while size < self._max_bytes:
+            for _ in range(self._max_pages):
+                if size >= self._max_bytes:
+                    break
                 params: dict[str, Any] = {"logGroupName": self._log_group, "logStreamName": stream, "startFromHead": True}
                 if token:
                     params["nextToken"] = token

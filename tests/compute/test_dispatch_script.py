@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ def volume(root: Path) -> Path:
     (root / "logs").mkdir()
     (root / "outputs").mkdir()
     shutil.copy(BUSYBOX, root / ".c2d" / "busybox")
-    (root / ".c2d" / "busybox").chmod(0o755)
+    (root / ".c2d" / "busybox").chmod(0o711)  # as configure installs it
     (root / "logs" / "algorithm.log").write_text("")
     (root / ".c2d" / "ready").write_text("")
     return root
@@ -122,4 +123,124 @@ def test_as_the_algorithm_uid_it_appends_to_its_log():
     assert done.returncode == 1  # touch in .c2d failed: the entrypoint's own status
     assert str(SEALED_UID) in algorithm_log(data)
     assert (data / "outputs" / "o").exists() and not (data / ".c2d" / "ready2").exists()
+    shutil.rmtree(top)
+
+
+def _as_pid_1(data: Path, entrypoint: str, limit: int) -> subprocess.CompletedProcess[str]:
+    """The dispatcher's command as in the container: PID 1 of a PID namespace of its own, as the
+    algorithm's UID, which every process of that namespace has."""
+    for path in (data / "logs" / "algorithm.log", data / "outputs"):
+        os.chown(path, SEALED_UID, SEALED_UID)
+    command = ["unshare", "--pid", "--fork", "--mount-proc", "setpriv", f"--reuid={SEALED_UID}",
+               f"--regid={SEALED_UID}", "--clear-groups", *algorithm_command(entrypoint, str(data))]
+    return subprocess.run(command, env={"PATH": os.environ["PATH"], "C2D_MAX_SECONDS": str(limit)},
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a PID namespace and the algorithm's UID need root and util-linux unshare")
+def test_an_algorithm_that_kills_every_other_process_it_can_does_not_work_past_its_limit():
+    """The algorithm shares the UID of everything in its container but PID 1 cannot be killed from
+    inside the namespace: it kills the tee and any watcher, again and again, and then works on
+    past maxJobDuration. It is stopped (its output ended when it killed the tee) and what it would
+    have written after the limit never appears."""
+    top = Path(tempfile.mkdtemp(prefix="c2d-volume-"))
+    top.chmod(0o755)
+    data = volume(top / "data")
+    proof = data / "outputs" / "proof"
+    killer = ("for i in $(seq 16); do for p in /proc/[0-9]*; do p=${p#/proc/}; "
+              "case $p in 1|$$|$PPID) ;; *) kill -9 $p 2>/dev/null;; esac; done; sleep 0.5; done; "
+              f"echo worked past the limit > {proof}")
+    started = time.monotonic()
+    done = _as_pid_1(data, killer, limit=2)
+    took = time.monotonic() - started
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert took < 8
+    assert not proof.exists()
+    shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a PID namespace and the algorithm's UID need root and util-linux unshare")
+def test_an_algorithm_that_stops_every_other_process_it_can_is_stopped_at_its_limit():
+    """SIGSTOP instead of SIGKILL: a stopped watcher never wakes its parent. PID 1 keeps the time
+    with builtins alone (no child of it is needed), so the limit holds: 124, nothing written after it."""
+    top = Path(tempfile.mkdtemp(prefix="c2d-volume-"))
+    top.chmod(0o755)
+    data = volume(top / "data")
+    proof = data / "outputs" / "proof"
+    freezer = ("for p in /proc/[0-9]*; do p=${p#/proc/}; case $p in 1|$$|$PPID) ;; *) kill -STOP $p 2>/dev/null;; "
+               f"esac; done; sleep 6; echo worked past the limit > {proof}")
+    started = time.monotonic()
+    done = _as_pid_1(data, freezer, limit=2)
+    took = time.monotonic() - started
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert 2 <= took < 8
+    assert not proof.exists()
+    assert "ran out of time" in done.stdout and "ran out of time" in algorithm_log(data)
+    shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a PID namespace and the algorithm's UID need root and util-linux unshare")
+def test_a_detached_algorithm_that_ignores_sigterm_and_holds_stdout_is_killed_at_the_limit():
+    """setsid leaves the process group a watcher would signal; as PID 1 the script stops every
+    process of its namespace, wherever it moved."""
+    top = Path(tempfile.mkdtemp(prefix="c2d-volume-"))
+    top.chmod(0o755)
+    data = volume(top / "data")
+    proof = data / "outputs" / "proof"
+    entrypoint = (f"setsid sh -c 'trap \"\" TERM; sleep 30; echo escaped > {proof}' & echo main exits")
+    done = _as_pid_1(data, entrypoint, limit=1)
+    assert done.returncode == 124
+    assert "main exits" in algorithm_log(data) and not proof.exists()
+    shutil.rmtree(top)
+
+
+_FREEZE_PID_1 = """
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.ptrace(0x4206, 1, 0, 0) == 0:  # PTRACE_SEIZE, then PTRACE_INTERRUPT: PID 1 stops
+    libc.ptrace(0x4207, 1, 0, 0)
+    print("froze PID 1", flush=True)
+time.sleep(6)
+open(sys.argv[1], "w").write("worked past the limit")
+"""
+
+
+def _python_for(uid: int) -> str | None:
+    """An interpreter the algorithm's UID can run (the test's own may live in root's home)."""
+    for candidate in (os.path.realpath(sys.executable), shutil.which("python3") or "", "/usr/bin/python3"):
+        if candidate and subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                                         candidate, "-c", "import ctypes"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="a PID namespace and the algorithm's UID need root and util-linux unshare")
+def test_the_algorithm_can_neither_ptrace_pid_1_nor_read_its_environment():
+    """PID 1 runs an execute-only busybox it exec'd itself as the algorithm's UID, so it is not
+    dumpable: PTRACE_SEIZE, which would freeze the time limit with it, is refused, and its
+    environment (the task role's credential URI) is root's to read."""
+    python = _python_for(SEALED_UID)
+    if python is None:
+        pytest.skip("no Python the algorithm's UID may run")
+    top = Path(tempfile.mkdtemp(prefix="c2d-volume-"))
+    top.chmod(0o755)
+    data = volume(top / "data")
+    (data / "freeze.py").write_text(_FREEZE_PID_1)
+    (data / "freeze.py").chmod(0o644)
+    proof = data / "outputs" / "proof"
+    entrypoint = f"cat /proc/1/environ; echo; {python} {data}/freeze.py {proof}"
+    for path in (data / "logs" / "algorithm.log", data / "outputs"):
+        os.chown(path, SEALED_UID, SEALED_UID)
+    command = ["unshare", "--pid", "--fork", "--mount-proc", "setpriv", f"--reuid={SEALED_UID}",
+               f"--regid={SEALED_UID}", "--clear-groups", *algorithm_command(entrypoint, str(data))]
+    env = {"PATH": os.environ["PATH"], "C2D_MAX_SECONDS": "2",
+           "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/task-role-secret"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert "froze PID 1" not in done.stdout and not proof.exists()
+    assert "task-role-secret" not in done.stdout and "task-role-secret" not in algorithm_log(data)
     shutil.rmtree(top)

@@ -7,6 +7,7 @@ attempts with per-container exit codes, epoch-ms times, tags) and of the runner'
 """
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -742,3 +743,17 @@ def test_shuffled_duplicated_events_end_right_and_never_regress(handler, writes,
     assert (record.results is not None) == with_results
     if with_results and kind != "publish_fails":
         assert {r["type"] for r in record.results} >= {"algorithmLog", "configurationLog", "publishLog"}
+
+
+def test_a_container_reason_shows_the_consumer_its_error_class_only(handler):
+    """Docker's message names registries, addresses and presigned layer URLs; the consumer picks
+    the image's host, so the message would make the provider a scanner of its own network (C10)."""
+    make_job("j", status=30)
+    pull = ('CannotPullContainerError: failed to resolve reference "10.0.3.4:5000/x:latest": failed to do '
+            'request: Head "https://10.0.3.4:5000/v2/x/manifests/latest": dial tcp 10.0.3.4:5000: connect: '
+            'connection refused')
+    handler.handle(batch_event("j", "FAILED", exits={"configure": 0, "publish": 0}, reasons={"algorithm": pull}))
+    record = load("j")
+    assert record.status == 32
+    assert record.termination_details.as_dict() == {"exitCode": None, "reason": "CannotPullContainerError"}
+    assert "10.0.3.4" not in json.dumps(record.attribute_values, default=str)

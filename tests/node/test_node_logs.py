@@ -12,7 +12,7 @@ from botocore.stub import Stubber
 from chalicelib.compute.validation import ComputeValidator
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.models import JobRecord
-from chalicelib.node.logs import AlgorithmLogs
+from chalicelib.node.logs import MAX_LOG_PAGES, AlgorithmLogs
 
 GROUP = "/aws/batch/job"
 QUEUE = "arn:aws:batch:us-east-1:123456789012:job-queue/q"
@@ -108,3 +108,22 @@ def test_assets_pointing_at_the_node_prefix_are_served_here():
     assert validator._served_here({"serviceEndpoint": "https://API.example.com/node/"})
     assert not validator._served_here({"serviceEndpoint": "https://api.example.com/nodes"})
     assert not validator._served_here({"serviceEndpoint": "https://elsewhere.example.com/node"})
+
+
+def test_a_log_of_tiny_lines_costs_at_most_max_pages_calls(aws):
+    """An algorithm printing one-byte lines must not turn one poll into dozens of GetLogEvents
+    calls (the account's quota, the request's time): the head of the log, in MAX_LOG_PAGES pages."""
+    logs = boto3.client("logs", region_name="us-east-1")
+    if not logs.describe_log_groups(logGroupNamePrefix=GROUP)["logGroups"]:
+        logs.create_log_group(logGroupName=GROUP)
+    logs.create_log_stream(logGroupName=GROUP, logStreamName="c2d/default/tiny")
+    now = int(time.time() * 1000)
+    for start in range(0, 60_000, 10_000):  # six pages of GetLogEvents' 10,000 events
+        logs.put_log_events(logGroupName=GROUP, logStreamName="c2d/default/tiny",
+                            logEvents=[{"timestamp": now + i, "message": "x"} for i in range(start, start + 10_000)])
+    calls = []
+    reading = reader(batch=stubbed_batch({"container": {"logStreamName": "c2d/default/tiny"}})[0])
+    reading._logs().meta.events.register("before-call.logs.GetLogEvents", lambda **kwargs: calls.append(1))
+    content = reading.read(job())
+    assert len(calls) == MAX_LOG_PAGES == 5
+    assert content == b"x\n" * 50_000

@@ -134,3 +134,49 @@ def test_collect_outputs_limits(tmp_path: Path) -> None:
     with pytest.raises(publish.PublishError):
         collect_outputs(tmp_path, 4)
     assert collect_outputs(tmp_path / "missing", 5) == []
+
+
+def _nest(folder: Path, depth: int) -> None:
+    """As a hostile algorithm would: mkdir + openat one level at a time, so no call ever names the
+    whole (longer than PATH_MAX) path."""
+    fd = os.open(folder, os.O_RDONLY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+
+
+def test_outputs_nested_beyond_path_max_still_publish_the_rest_and_the_logs(s3, data, make_settings, emitter) -> None:
+    _nest(data / "outputs", 2100)  # 2 bytes a level: past Linux's 4096-byte PATH_MAX
+    assert publish.run(make_settings(), emitter) == 0
+    assert emitter.statuses == [60, 70]
+    assert {"jobs/job-1/outputs/out.txt", "jobs/job-1/logs/algorithm.log",
+            "jobs/job-1/logs/publish.log"} <= set(keys(s3))
+    publish_log = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/logs/publish.log")["Body"].read()
+    assert b"cannot be read (ENAMETOOLONG)" in publish_log
+
+
+def test_too_many_entries_fail_early_but_the_logs_are_published(s3, data, make_settings, emitter,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setattr(publish, "MAX_OUTPUT_ENTRIES", 50)
+    for index in range(60):  # empty folders: no file counts, only the walk's entries do
+        (data / "outputs" / f"empty{index}").mkdir()
+    assert publish.run(make_settings(), emitter) == 62
+    assert emitter.statuses == [60, 62]
+    assert "more than 50 output files and folders" in emitter.details[-1]["reason"]
+    assert "jobs/job-1/logs/publish.log" in keys(s3)
+    assert not any(k.startswith("jobs/job-1/outputs/") for k in keys(s3))
+
+
+def test_the_algorithm_log_is_cut_at_the_outputs_limit(s3, data, make_settings, emitter) -> None:
+    """The algorithm writes its own log: it must not be a way around MAX_OUTPUT_BYTES."""
+    (data / "logs" / "algorithm.log").write_bytes(b"y" * 5000)
+    assert publish.run(make_settings(MAX_OUTPUT_BYTES="1000"), emitter) == 0
+    stored = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/logs/algorithm.log")["Body"].read()
+    assert stored == b"y" * 1000
+    entry = [r for r in emitter.details[-1]["results"] if r["type"] == "algorithmLog"][0]
+    assert entry["filesize"] == 1000
+    publish_log = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/logs/publish.log")["Body"].read()
+    assert b"algorithm.log is 5000 bytes: only its first 1000 are published" in publish_log

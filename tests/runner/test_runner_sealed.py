@@ -64,7 +64,7 @@ def test_owners_and_modes_as_root(stage, http_server, uid) -> None:
         data / "logs" / "publish.log": (0, 0, 0o644),
         data / "logs" / "algorithm.log": (uid, uid, 0o644),
         data / ".c2d": (0, 0, 0o755),
-        data / ".c2d" / "busybox": (0, 0, 0o755),
+        data / ".c2d" / "busybox": (0, 0, 0o711),  # execute-only: PID 1 of the algorithm is not dumpable
         data / ".c2d" / "ready": (0, 0, 0o644),
     }
     assert {path: mode(path) for path in expected} == expected
@@ -113,7 +113,7 @@ def test_layout_as_an_unprivileged_user_skips_chown() -> None:
         assert mode(data / "outputs") == (nobody, nobody, 0o755)
         assert mode(data / "logs") == (nobody, nobody, 0o755)
         assert mode(data / "logs" / "algorithm.log") == (nobody, nobody, 0o644)
-        assert mode(data / ".c2d" / "busybox") == (nobody, nobody, 0o755)
+        assert mode(data / ".c2d" / "busybox") == (nobody, nobody, 0o711)
         assert (data / ".c2d" / "ready").is_file()
     finally:
         shutil.rmtree(folder)
@@ -134,7 +134,7 @@ def test_busybox_is_configures_first_action_even_with_a_bad_environment(tmp_path
     monkeypatch.setenv("BUSYBOX_SOURCE", str(source))
     assert main(["configure"]) == 2
     assert (data / ".c2d" / "busybox").read_bytes() == BUSYBOX_STAND_IN
-    assert stat.S_IMODE((data / ".c2d" / "busybox").stat().st_mode) == 0o755
+    assert stat.S_IMODE((data / ".c2d" / "busybox").stat().st_mode) == 0o711
     assert not (data / ".c2d" / "ready").exists()
     assert "JOB_ID" in capsys.readouterr().err
 
