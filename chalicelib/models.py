@@ -120,6 +120,8 @@ class JobRecord(Model):
     results_key = UnicodeAttribute(null=True, attr_name="resultsKey")
     results_truncated = BooleanAttribute(null=True, attr_name="resultsTruncated")
     updated_at = NumberAttribute(null=True, attr_name="updatedAt")
+    # When the job first reached 40 (Batch RUNNING: its containers started); escrow bills from it.
+    running_at = NumberAttribute(null=True, attr_name="runningAt")
     expires_at = TTLAttribute(null=True, attr_name="expiresAt")
     # The environment while the job has not ended (the key of `active`), absent afterwards.
     active_environment = UnicodeAttribute(null=True, attr_name="activeEnvironment")
