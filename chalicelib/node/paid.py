@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_SECONDS = 5.0  # what a start needs for the lock beyond its own reserve: checks, record, send
+MAX_LOCK_WAIT = 10.0  # the longest a start waits for its lock to be mined (within what the request has left)
 NOT_MINED = "The escrow lock was not mined in time; it is being released. Try again"
 NEVER_RAN = (st.DATA_FAILED, st.ALGORITHM_PROVISIONING_FAILED)
 
@@ -112,7 +113,7 @@ class EscrowLock:
             self._payments.lock(job_id=job.job_id, payer=self._payer, quote=self._quote)
         except PaymentRefused as refused:
             raise LockFailed(str(refused)) from None
-        wait = max(0.0, self._deadline.remaining() - budget.START_RESERVE_SECONDS)
+        wait = max(0.0, min(MAX_LOCK_WAIT, self._deadline.remaining() - budget.START_RESERVE_SECONDS))
         payment = self._payments.confirm_lock(job.job_id, timeout=wait)
         if payment.status == "locked":
             return

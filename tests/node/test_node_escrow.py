@@ -197,3 +197,39 @@ def test_environments_show_the_providers_gas_and_the_reconciler_settles_what_was
     assert report.settled == {job_id: "claimed"}, report.as_dict()
     assert funds(chain) == (before[0] - 2 * PER_MINUTE, before[1])
     assert reconciler.run().settled == {}
+
+
+def test_no_gas_is_a_503_before_the_job_and_a_lock_not_mined_in_time_is_released(client, paid, monkeypatch):
+    from chalicelib import services
+    from chalicelib.node import paid as paid_module
+    from escrow_fixtures import automine_off, rpc
+
+    chain, batch, published = paid
+    deposit(chain, 50 * OCEAN_UNIT)
+    authorize(chain, max_locked=30 * PER_MINUTE, max_seconds=600 + 1800, max_locks=3)
+    before = funds(chain)
+    _, quote = _initialize(client, chain, published)
+    orders = order_both(chain, published, quote)
+    provider = chain.provider.address
+    balance = chain.w3.eth.get_balance(provider)
+    rpc(chain, "anvil_setBalance", provider, hex(10**9))  # far less than a lock and its claim cost
+    try:
+        (status, body), _ = _start(client, chain, published, quote, orders=orders)
+    finally:
+        rpc(chain, "anvil_setBalance", provider, hex(balance))
+    assert status == 503 and "cannot pay for transactions" in body["error"], body
+    assert services.job_service().find(chain.consumer.address) == []  # nothing reserved
+    # the chain does not mine the lock within the start's time: released, the start undone, 503
+    monkeypatch.setattr(paid_module, "MAX_LOCK_WAIT", 1.0)
+    with automine_off(chain) as chain_paused:
+        (status, body), _ = _start(client, chain, published, quote, orders=orders)
+        assert status == 503 and "not mined in time" in body["error"], body
+        [job] = services.job_service().find(chain.consumer.address)
+        assert job.status == 31 and job.termination_details.as_dict()["reason"] == "escrow lock not mined in time"
+        assert services.payments().get(job.job_id).status == "cancelling" and batch.submitted == []
+        chain_paused.mine()
+    for _ in range(3):
+        services.payments().heal([chain.chain_id])
+    assert services.payments().get(job.job_id).status == "cancelled"
+    assert funds(chain) == before
+    assert services.usage_counter().current(["ocean-c2d-cpu"]) == {"ocean-c2d-cpu": 0}
