@@ -60,10 +60,12 @@ class Slot:
 
 
 class DispatchGate(Protocol):
-    """What must hold between a start's reservation and its dispatch (an escrow lock mined):
-    `check()` runs before anything is reserved (raises to refuse), `before_dispatch(job)` raises to refuse (the start is undone, `job_reason` of the error, if
-    any, is the job's terminationDetails reason), `cancel(job, reason)` undoes it when the
-    dispatch fails afterwards. `seconds_needed`: time it takes, on top of the start's reserve."""
+    """What must hold between a start's reservation and its dispatch (an escrow lock mined).
+
+    `check()` runs before anything is reserved and raises to refuse; `before_dispatch(job)` runs
+    after the reservation and raises to refuse (the start is undone; the error's `job_reason`,
+    if any, becomes the job's terminationDetails reason); `cancel(job, reason)` undoes what it
+    did when the dispatch fails afterwards. `seconds_needed`: its time on top of the start's."""
 
     seconds_needed: float
 

@@ -99,12 +99,7 @@ def _start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     payment = params.payment
     requested = params.resources or (payment.resources if payment else None)
     views.fill_resources(environment, requested)
-    gate = None
-    if payment is not None and paid.wants_escrow(environment, payment.chainId or params.chainId, payment.token):
-        seconds = params.maxJobDuration or payment.maxJobDuration
-        chain_id = payment.chainId or params.chainId
-        quote = paid.quote(services.payments(), environment, chain_id, payment.token or "", requested, seconds)
-        gate = paid.EscrowLock(services.payments(), consumer, quote, deadline)
+    gate = paid.escrow_lock(environment, payment, params.chainId, params.maxJobDuration, requested, consumer, deadline)
     first, *more = params.datasets
     # the v4 request the workflow takes; the caller is already authenticated (its nonce, if any,
     # consumed above), so the nonce here is only a placeholder the model requires

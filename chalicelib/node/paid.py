@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Optional
 
-from chalicelib import budget
+from chalicelib import budget, services
 from chalicelib.compute import status as st
 from chalicelib.compute.environments import Environment
 from chalicelib.errors import BusinessError, ServiceUnavailable
@@ -80,6 +80,21 @@ def quote(payments: "EscrowPayments", environment: Environment, chain_id: int, t
     fees = {str(chain_id): [{"feeToken": environment.fee_token(chain_id), "prices": views.prices(environment)}]}
     return payments.quote(chain_id=chain_id, token=token, fees=fees, resources=views.fill_resources(environment, requested),
                           max_job_duration=max(views.MIN_JOB_SECONDS, seconds), min_job_duration=views.MIN_JOB_SECONDS)
+
+
+def escrow_lock(environment: Environment, payment: Any, chain_id: Optional[int], max_job_duration: Optional[int],
+                requested: Any, consumer: str, deadline: budget.Deadline) -> "EscrowLock | None":
+    """The gate of a computeStart whose `payment` goes through escrow, else None (v4 orders only).
+    ocean.js sends chainId and maxJobDuration both at the top and in `payment`."""
+    if payment is None:
+        return None
+    chain_id = payment.chainId or chain_id
+    if not wants_escrow(environment, chain_id, payment.token):
+        return None
+    payments = services.payments()
+    seconds = max_job_duration or payment.maxJobDuration
+    return EscrowLock(payments, consumer, quote(payments, environment, int(chain_id), payment.token, requested, seconds),
+                      deadline)
 
 
 class EscrowLock:
