@@ -182,21 +182,52 @@ def test_environments_show_the_providers_gas_and_the_reconciler_settles_what_was
     assert status == 200, answer
     job_id = answer[0]["jobId"]
     # the job ends but its terminal hook never ran (a Lambda killed right after the write)
-    from chalicelib import services
     from chalicelib.compute import transitions
-    from chalicelib.compute.reconcile import Reconciler
     from chalicelib.models import JobRecord
-    from chalicelib.node.paid import settle_job
 
     job = JobRecord.get(job_id)
     transitions.write(job, [JobRecord.status.set(70), JobRecord.running_at.set(int(time.time()) - 100),
                             JobRecord.date_finished.set(int(time.time()))], JobRecord.status == 1, ends_job=True)
-    reconciler = Reconciler(services.job_events(), batch.client, services.job_service().abandon, [],
-                            payments=services.payments(), settle=settle_job, chain_ids=[chain.chain_id])
-    report = reconciler.run()
-    assert report.settled == {job_id: "claimed"}, report.as_dict()
+    tick = client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
+                                           resources=["arn:aws:events:us-east-1:123456789012:rule/reconcile"])
+    report = client.lambda_.invoke("reconcile_jobs", tick).payload  # the scheduled function, as deployed
+    assert report["settled"] == {job_id: "claimed"}, report
     assert funds(chain) == (before[0] - 2 * PER_MINUTE, before[1])
-    assert reconciler.run().settled == {}
+    assert client.lambda_.invoke("reconcile_jobs", tick).payload["settled"] == {}
+
+
+def test_a_job_whose_algorithm_never_ran_is_cancelled_and_one_that_failed_is_claimed(client, paid):
+    chain, batch, published = paid
+    deposit(chain, 50 * OCEAN_UNIT)
+    authorize(chain, max_locked=30 * PER_MINUTE, max_seconds=600 + 1800, max_locks=3)
+    before = funds(chain)
+    _, quote = _initialize(client, chain, published)
+    batch.expect_new_definition()
+    batch.expect_submit("batch-configure")
+    (status, answer), _ = _start(client, chain, published, quote)
+    assert status == 200, answer
+    job_id = answer[0]["jobId"]
+    deliver(client, batch_event(job_id, "RUNNING", batch_job_id="batch-configure", queue=JOB_QUEUE_ARN))
+    deliver(client, runner_event(job_id, 31, reason="input 0 (did) could not be downloaded"))
+    job = _payment(client, chain, job_id)
+    assert job["status"] == 31 and job["payment"]["status"] == "cancelled" and job["payment"]["claimed"] == "0"
+    assert funds(chain) == before
+    # the algorithm ran and failed: the consumer pays the time it ran
+    from devstack.publish import mint_datatokens
+
+    for asset in (published.dataset, published.algorithm):  # a datatoken of each for the next orders
+        mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.consumer.address, OCEAN_UNIT)
+    _, quote = _initialize(client, chain, published)
+    batch.expect_submit("batch-failing")
+    (status, answer), _ = _start(client, chain, published, quote)
+    assert status == 200, answer
+    job_id = answer[0]["jobId"]
+    deliver(client, batch_event(job_id, "RUNNING", batch_job_id="batch-failing", queue=JOB_QUEUE_ARN))
+    deliver(client, batch_event(job_id, "FAILED", batch_job_id="batch-failing", queue=JOB_QUEUE_ARN,
+                                exits={"configure": 0, "algorithm": 1, "publish": 0}))
+    job = _payment(client, chain, job_id)
+    assert job["status"] == 41 and job["payment"]["status"] == "claimed" and job["payment"]["claimed"] == str(PER_MINUTE)
+    assert funds(chain) == (before[0] - PER_MINUTE, before[1])
 
 
 def test_no_gas_is_a_503_before_the_job_and_a_lock_not_mined_in_time_is_released(client, paid, monkeypatch):
