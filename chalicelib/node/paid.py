@@ -126,10 +126,15 @@ class EscrowLock:
 
         try:
             self._payments.lock(job_id=job.job_id, payer=self._payer, quote=self._quote)
+            wait = max(0.0, min(MAX_LOCK_WAIT, self._deadline.remaining() - budget.START_RESERVE_SECONDS))
+            payment = self._payments.confirm_lock(job.job_id, timeout=wait)
         except PaymentRefused as refused:
             raise LockFailed(str(refused)) from None
-        wait = max(0.0, min(MAX_LOCK_WAIT, self._deadline.remaining() - budget.START_RESERVE_SECONDS))
-        payment = self._payments.confirm_lock(job.job_id, timeout=wait)
+        except Exception:
+            # e.g. the node or the store failed mid-way: whatever was recorded or sent is released
+            # (a lock the sender still broadcasts is cancelled once mined, by heal())
+            self.cancel(job, "the start failed while locking")
+            raise
         if payment.status == "locked":
             return
         if payment.status == "lock_failed":
@@ -141,6 +146,8 @@ class EscrowLock:
         """Release the lock (now, or as soon as it is mined); the reconciler retries a failure."""
         try:
             self._payments.cancel(job.job_id, reason)
+        except KeyError:
+            return  # nothing was recorded: nothing to release
         except Exception as error:  # noqa: BLE001 - the start's own error is what the consumer must see
             log.error("job %s: escrow cancel failed (%s); the reconciler will settle it", job.job_id,
                       type(error).__name__)
