@@ -387,7 +387,7 @@ def _plan_batch(state: JobState, change: BatchChange) -> Plan | None:
     if not change.final:
         proposed = BATCH_PROGRESS[change.batch_status]
         if st.can_move(state.status, proposed):
-            return Plan(status=proposed, fields=fields, attempt=attempt)
+            return Plan(status=proposed, fields=fields, started_at=change.started_at, attempt=attempt)
         # a retry: nothing moves, but older attempts' runner events must now be ignored
         return Plan(attempt=attempt) if attempt and not st.is_terminal(state.status) else None
     proposed, details = batch_outcome(state, change)
