@@ -39,9 +39,10 @@ Mapping (DESIGN §4), with the decisions this module takes:
   that changes nothing, results included (the new attempt publishes its own). A runner failure of
   attempt n that arrives before anything of attempt n+1 still ends the job: nothing can tell yet.
 
-The first write that moves a job to 40..60 sets runningAt (Batch's startedAt, else now), and a
-final Batch event carrying startedAt sets it if nothing did: escrow billing counts the run time
-from it to dateFinished (node.paid). A terminal status sets dateFinished (Batch's stoppedAt, else now) and terminationDetails
+The first write that moves a job to 40..60 sets runningAt (Batch's startedAt, else now), a
+final Batch event carrying startedAt sets it if nothing did, and a newer attempt's RUNNING event
+resets it to that attempt's start (time lost with an instance is not billed): escrow billing
+counts the run time from it to dateFinished (node.paid). A terminal status sets dateFinished (Batch's stoppedAt, else now) and terminationDetails
 {exitCode: the algorithm container's, reason}; `on_terminal(record)` runs once, on the write
 that first made the job terminal. Results are only entries under jobs/<jobId>/outputs/ (type
 output) and jobs/<jobId>/logs/ (the log types) in our bucket, whatever an event says (never the
@@ -388,8 +389,10 @@ def _plan_batch(state: JobState, change: BatchChange) -> Plan | None:
         proposed = BATCH_PROGRESS[change.batch_status]
         if st.can_move(state.status, proposed):
             return Plan(status=proposed, fields=fields, started_at=change.started_at, attempt=attempt)
-        # a retry: nothing moves, but older attempts' runner events must now be ignored
-        return Plan(attempt=attempt) if attempt and not st.is_terminal(state.status) else None
+        # a retry: nothing moves, but older attempts' runner events must now be ignored, and a
+        # running retry restarts the billed time (the lost attempt is the provider's loss)
+        running = change.started_at if change.batch_status == "RUNNING" else None
+        return Plan(attempt=attempt, started_at=running) if attempt and not st.is_terminal(state.status) else None
     proposed, details = batch_outcome(state, change)
     if not st.can_move(state.status, proposed):
         return None
@@ -554,6 +557,8 @@ class JobEvents:
         condition = model.status == state.status
         if change.attempt is not None:
             actions.append(model.batch_attempt.set(change.attempt))
+            if change.status is None and change.started_at is not None:
+                actions.append(model.running_at.set(change.started_at))  # a newer attempt runs
             condition &= model.batch_attempt.does_not_exist() | (model.batch_attempt < change.attempt)
         if change.results is not None:
             stage = change.results

@@ -405,6 +405,16 @@ def test_running_at_is_when_the_job_first_ran(handler):
     make_job("never", status=1)
     handler.handle(runner_event("never", 31, reason="input 0 unavailable"))
     assert load("never").running_at is None
+    # the instance was lost: Batch runs attempt 2, billed from its own start
+    retry = batch_event("j2", "RUNNING", prior_attempts=1)
+    retry["detail"]["startedAt"] = (T0 - 10) * 1000
+    make_job("j2", status=1)
+    handler.handle(batch_event("j2", "RUNNING"))
+    assert load("j2").running_at == T0 - 50
+    handler.handle(retry)
+    assert (load("j2").running_at, load("j2").batch_attempt) == (T0 - 10, 2)
+    handler.handle(batch_event("j2", "RUNNING"))  # a late event of attempt 1 changes nothing
+    assert load("j2").running_at == T0 - 10
 
 
 def test_runner_completion_after_batch_success_attaches_results(handler, writes):
