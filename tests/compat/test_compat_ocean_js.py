@@ -90,7 +90,9 @@ def test_ocean_js_paid_flow_locks_in_escrow_and_claims_what_ran(paid_report, loc
     assert report["started"]["status"] in STARTING and finished["status"] == 70
     assert json.loads(report["result"])["inputs"], report["result"]
     # the provider's own Lock and Claimed events for this job, nothing else in the run's blocks
-    [lock], [claimed] = report["events"]["Lock"], report["events"]["Claimed"]
+    events = report["events"]
+    assert len(events["Lock"]) == len(events["Claimed"]) == 1, json.dumps(events, indent=1)
+    [lock], [claimed] = events["Lock"], events["Claimed"]
     assert report["events"]["Canceled"] == [] and lock["jobId"] == claimed["jobId"]
     locked_amount, claim = int(lock["amount"]), int(claimed["amount"])
     assert 0 < claim <= locked_amount

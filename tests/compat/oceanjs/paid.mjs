@@ -42,7 +42,7 @@ async function order(quote, datatokenAddress, datatoken) {
   return (await tx.wait()).hash
 }
 
-const fromBlock = await chain.getBlockNumber()
+const fromBlock = (await chain.getBlockNumber()) + 1 // blocks mined from here on: this run's
 const environments = await ProviderInstance.getComputeEnvironments(nodeUri)
 const environment = environments.find((env) => (env.fees[String(chainId)] || []).some(
   (fee) => getAddress(fee.feeToken) === ocean && fee.prices.some((p) => p.price > 0)) &&
