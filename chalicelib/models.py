@@ -140,6 +140,8 @@ class JobRecord(Model):
     results_key = UnicodeAttribute(null=True, attr_name="resultsKey")
     results_truncated = BooleanAttribute(null=True, attr_name="resultsTruncated")
     updated_at = NumberAttribute(null=True, attr_name="updatedAt")
+    # When the job first reached 40 (Batch RUNNING: its containers started); escrow bills from it.
+    running_at = NumberAttribute(null=True, attr_name="runningAt")
     # When DynamoDB drops the record: its environment's storageExpiry plus the operator's
     # JOB_RECORD_RETENTION after the latest it can end (compute.jobs sets it at creation).
     expires_at = TTLAttribute(null=True, attr_name="expiresAt")

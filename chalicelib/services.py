@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from chalicelib.compute.usage import UsageCounter
     from chalicelib.compute.workflow import ComputeWorkflow
     from chalicelib.http import Call
+    from chalicelib.models import JobRecord
     from chalicelib.node.logs import AlgorithmLogs
+    from chalicelib.payments.service import EscrowPayments
 
 
 @lru_cache(maxsize=1)
@@ -79,7 +81,7 @@ def job_events() -> "JobEvents":
     from chalicelib.compute.events import build_job_events
 
     settings()
-    return build_job_events()
+    return build_job_events(on_terminal=settle_escrow)
 
 
 @lru_cache(maxsize=1)
@@ -132,7 +134,7 @@ def job_service() -> "JobService":
     # S3 and Batch clients are built on first use (aws.client caches them): a stop of a
     # finished job or a status listing needs neither.
     return JobService(JobObjects(lambda: aws.client("s3"), current.bucket), lambda: dispatcher(), usage_counter(),
-                      record_retention=current.job_record_retention)
+                      record_retention=current.job_record_retention, on_terminal=settle_escrow)
 
 
 @lru_cache(maxsize=1)
@@ -156,6 +158,34 @@ def compute_workflow() -> "ComputeWorkflow":
         jobs=job_service(),
         current_nonce=lambda who: nonce_store().current(checksum(who)),
     )
+
+
+@lru_cache(maxsize=1)
+def payments() -> "EscrowPayments":
+    """Ocean Node's escrow payments (chalicelib.payments): quotes, locks, claims, and the
+    provider's own transactions; web3 is imported when a chain is first used."""
+    from chalicelib.payments.setup import build_payments
+
+    return build_payments(settings(), chains())
+
+
+def escrow_enabled() -> bool:
+    """Whether any chain takes escrow payments (ESCROW_CONTRACTS): routes and event handlers of
+    free or v4 jobs then never build the payments stack."""
+    from chalicelib.payments.setup import escrow_addresses
+
+    return bool(escrow_addresses())
+
+
+def settle_escrow(job: "JobRecord") -> None:
+    """The hook of every write that ends a job: claim what it ran from its escrow lock, or
+    cancel the lock (node.paid.settle_job). Without escrow configured nothing is built."""
+    if not escrow_enabled():
+        return
+    from chalicelib.node.paid import settle_job
+
+    job.refresh(consistent_read=True)  # a transaction's write leaves the in-memory record stale
+    settle_job(payments(), job)
 
 
 @lru_cache(maxsize=1)
@@ -187,7 +217,7 @@ def reset() -> None:
     for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
         accessor.cache_clear()
-    for accessor in (provider_public_key, algorithm_logs):
+    for accessor in (provider_public_key, algorithm_logs, payments):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()

@@ -1,7 +1,13 @@
 """`make demo`: a consumer runs the sample algorithm on the sample dataset against the local
 stack (`make run` in another terminal), the way ocean.py and ocean.js do it:
 computeEnvironments → initializeCompute → startOrder on chain (dataset and algorithm) →
-POST compute → status until finished → computeResult, then prints the algorithm's output."""
+POST compute → status until finished → computeResult, then prints the algorithm's output.
+
+Then the same job paid the Ocean Node way, at `/node` (what ocean.js 8 does): initializeCompute
+with `payment` → the consumer approves OCEAN to the Escrow, deposits and authorizes the provider
+→ orders → computeStart (the provider locks in escrow before dispatching) → status 70 → the
+provider claims what the job ran; prints the lock, the claim and the consumer's escrow funds
+before and after."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +23,7 @@ from eth_account.messages import encode_defunct
 from eth_utils import keccak
 from web3 import Web3
 
+from devstack.contracts import contract, send
 from devstack.publish import start_order
 from devstack.stack import STATE_DIR
 
@@ -98,6 +105,87 @@ def run(stack: dict[str, Any], poll_seconds: float = 1.0, timeout: float = 300) 
     return {"jobId": job_id, "status": status, "output": content}
 
 
+def run_paid(stack: dict[str, Any], poll_seconds: float = 0.5, timeout: float = 300,
+             max_job_duration: int = 300) -> dict[str, Any]:
+    """The paid `/node` run: escrow lock before dispatch, claim at the end (module docstring)."""
+    consumer = Consumer(stack)
+    dataset, algorithm = stack["dataset"], stack["algorithm"]
+    chain_id, ocean = int(stack["chainId"]), stack["contracts"]["OceanToken"]
+    environments = consumer.call("GET", "/node/api/services/computeEnvironments").json()
+    environment = next(env for env in environments if any(
+        fee["feeToken"].lower() == ocean.lower() and any(p["price"] for p in fee["prices"])
+        for fee in env["fees"].get(str(chain_id), [])) and not any(r["id"] == "gpu" for r in env["resources"]))
+    gas = environment.get("providerGasBalance", {}).get(str(chain_id))
+    step(f"\n[/node, escrow] environment {environment['id']}: fees {json.dumps(environment['fees'][str(chain_id)][0]['prices'])}"
+         f" per minute; provider gas {int(gas) / 1e18 if gas else '?'} ETH")
+    inputs = [{"documentId": dataset["did"], "serviceId": dataset["serviceId"]}]
+    algo = {"documentId": algorithm["did"], "serviceId": algorithm["serviceId"]}
+    quote = consumer.call("POST", "/node/api/services/initializeCompute", json={
+        "datasets": inputs, "algorithm": algo, "environment": environment["id"], "consumerAddress": consumer.address,
+        "maxJobDuration": max_job_duration, "payment": {"chainId": chain_id, "token": ocean}}).json()
+    payment = quote["payment"]
+    step(f"escrow payment: lock {int(payment['amount']) / 1e18:g} OCEAN for {payment['minLockSeconds']} s, "
+         f"payee {payment['payee']}, Escrow {payment['escrowAddress']}")
+
+    w3 = Web3(Web3.HTTPProvider(stack["rpcUrl"]))
+    key = stack["consumerPrivateKey"]
+    escrow = contract(w3, "Escrow", payment["escrowAddress"])
+    amount = int(payment["amount"])
+    send(w3, key, contract(w3, "OceanToken", ocean).functions.approve(escrow.address, amount))
+    send(w3, key, escrow.functions.deposit(ocean, amount))
+    send(w3, key, escrow.functions.authorize(ocean, payment["payee"], amount, payment["minLockSeconds"], 10))
+    before = escrow.functions.getUserFunds(consumer.address, ocean).call()
+    step(f"escrow funds before: {before[0] / 1e18:g} OCEAN available, {before[1] / 1e18:g} locked")
+    dataset_tx = start_order(w3, key, dataset["datatoken"], dataset["serviceIndex"], quote["datasets"][0]["providerFee"])
+    algorithm_tx = start_order(w3, key, algorithm["datatoken"], algorithm["serviceIndex"], quote["algorithm"]["providerFee"])
+
+    nonce = str(consumer.next_nonce())
+    began = time.monotonic()
+    job = consumer.call("POST", "/node/api/services/compute", json={
+        "consumerAddress": consumer.address, "nonce": nonce, "environment": environment["id"],
+        "signature": consumer.sign(consumer.address + nonce + "startCompute"),
+        "datasets": [{**inputs[0], "transferTxId": dataset_tx}], "algorithm": {**algo, "transferTxId": algorithm_tx},
+        "maxJobDuration": max_job_duration, "chainId": chain_id,
+        "payment": {"chainId": chain_id, "token": ocean, "maxJobDuration": max_job_duration}}).json()[0]
+    step(f"job {job['jobId']} started in {time.monotonic() - began:.2f} s (its lock mined before dispatch)")
+    token = _node_token(consumer)
+    status = _wait_paid(consumer, token, job["jobId"], poll_seconds, timeout)
+    view = status["payment"]
+    after = escrow.functions.getUserFunds(consumer.address, ocean).call()
+    step(f"lock  {view['lock']['hash']} ({int(view['amount']) / 1e18:g} OCEAN, nonce {view['lock']['nonce']})")
+    step(f"claim {view['claim']['hash'] if view['claim'] else None} ({int(view['claimed'] or 0) / 1e18:g} OCEAN "
+         f"for {view['billedSeconds']} s billed)")
+    step(f"escrow funds after:  {after[0] / 1e18:g} OCEAN available, {after[1] / 1e18:g} locked "
+         f"(before - claim = {(before[0] - int(view['claimed'] or 0)) / 1e18:g})")
+    return {"jobId": job["jobId"], "status": status, "payment": view, "before": before, "after": after}
+
+
+def _node_token(consumer: Consumer) -> str:
+    """An Ocean Node auth token: the status call with it shows the job's escrow payment."""
+    nonce = str(consumer.next_nonce())
+    return consumer.call("POST", "/node/api/services/auth/token", json={
+        "address": consumer.address, "nonce": nonce,
+        "signature": consumer.sign(consumer.address + nonce + "createAuthToken")}).json()["token"]
+
+
+def _wait_paid(consumer: Consumer, token: str, job_id: str, poll_seconds: float, timeout: float) -> dict[str, Any]:
+    """Poll the `/node` status until the job ended and its payment is settled."""
+    deadline, seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        status = consumer.call("GET", "/node/api/services/compute", headers={"Authorization": token},
+                               params={"consumerAddress": consumer.address, "jobId": job_id}).json()[0]
+        if status["status"] != seen:
+            seen = status["status"]
+            step(f"  status {seen}: {status['statusText']}")
+        payment = status.get("payment") or {}
+        if seen in TERMINAL and payment.get("status") in ("claimed", "cancelled", "settle_failed", "lock_failed"):
+            if seen != 70:
+                raise SystemExit(f"paid job ended with {seen}: {status.get('terminationDetails')}")
+            return status
+        time.sleep(poll_seconds)
+    raise SystemExit(f"paid job {job_id} was not settled within {timeout:.0f} s")
+
+
 def wait(consumer: Consumer, job_id: str, poll_seconds: float, timeout: float) -> dict[str, Any]:
     """Poll the signed status, printing each new stage, until the job ends."""
     deadline, seen = time.monotonic() + timeout, None
@@ -125,7 +213,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.stack.exists():
         sys.exit(f"{args.stack} not found: start the local stack with `make run` first")
-    run(json.loads(args.stack.read_text()))
+    stack = json.loads(args.stack.read_text())
+    run(stack)
+    run_paid(stack)
 
 
 if __name__ == "__main__":

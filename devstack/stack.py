@@ -44,7 +44,10 @@ def stack_environment(moto_url: str, chains: dict[int, str], provider_url: str) 
 
 
 def local_environments(chain) -> str:
-    """The configured environments, on the local chain, paid in its OCEAN, on local queues."""
+    """The configured environments, on the local chain, paid in its OCEAN, on local queues. Both
+    are paid: v4 starts through the providerFee (priceMin), Ocean Node starts at /node also
+    through the Escrow (ESCROW_CONTRACTS), at the v2 view's `fees` (priceMin spread over the
+    CPUs, per minute); the consumer holds 10,000 OCEAN (devchain) to deposit."""
     from chalicelib.compute.environments import DEFAULT_FILE
 
     configured = json.loads(DEFAULT_FILE.read_text())

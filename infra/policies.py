@@ -5,16 +5,19 @@ this app, and it would grant too much anyway). The files are rendered from the s
 variables the functions read, so a policy names exactly the tables, bucket, secrets, queues and
 roles that the stage's code is configured to use, and nothing else:
 
-- `policy-<stage>.json`, the API handler: items of the six tables, Query on the jobs table's two
-  indexes, objects under `jobs/` of the results bucket (manifest put, presigned result downloads,
+- `policy-<stage>.json`, the API handler: items of the six tables and of the three escrow
+  payment tables (payments.models), Query on the jobs table's two indexes and the payment
+  tables' three, objects under `jobs/` of the results bucket (manifest put, presigned result downloads,
   deletion), the two secrets, Batch job definitions named `c2d-algo-*`, submit and terminate on
   the stage's queues, PassRole of the two Batch job roles.
 - `policy-<stage>-events.json`, the two event handlers: read and update job records, update the
-  environment counters.
+  environment counters, and settle a paid job's escrow lock when it ends (the payment tables'
+  items and indexes, and the provider key's secret to sign the claim).
 - `policy-<stage>-reconcile.json`, the reconciler (compute.reconcile): what the event handlers
   may, plus Query on the jobs table's index of active jobs, releasing orders (DeleteItem on the
   orders table) and deleting a killed start's manifest (under `jobs/`), and asking Batch about
-  jobs (DescribeJobs, ListJobs).
+  jobs (DescribeJobs, ListJobs), and what healing escrow payments needs (the events' escrow
+  statements).
 
 Only `batch:DescribeJobDefinitions` and `batch:DescribeJobs` (API: the algorithm container's log
 stream, for Ocean Node's computeStreamableLogs), and `batch:DescribeJobs`, `batch:ListJobs`
@@ -31,6 +34,7 @@ from chalicelib.compute.dispatch import DEFINITION_PREFIX
 from chalicelib.compute.environments import load_environments
 from chalicelib.config import Settings, load_settings
 from chalicelib.errors import ConfigurationError
+from chalicelib.payments import models as payment_models
 
 # Actions that AWS authorizes only on "*" and that the functions need.
 WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs"})
@@ -88,6 +92,31 @@ def _tables(settings: Settings) -> list[str]:
             settings.orders_table, settings.assets_table, settings.counters_table]
 
 
+def _payment_tables(env: Mapping[str, str]) -> list[str]:
+    """The escrow payments' tables (chain accounts, transactions, payments), by model order."""
+    names = payment_models.table_names(env)
+    return [names[model] for model in payment_models.PAYMENT_MODELS]
+
+
+def _payment_indexes(where: Account, env: Mapping[str, str]) -> list[str]:
+    names = payment_models.table_names(env)
+    return [f"{_table(where, names[model])}/index/{index.Meta.index_name}"
+            for model in payment_models.PAYMENT_MODELS for index in model._indexes.values()]
+
+
+def _escrow(where: Account, env: Mapping[str, str], secret: str) -> list[dict[str, Any]]:
+    """What settling and healing escrow payments needs outside the API: the payment tables'
+    items (the sender's nonce store takes TransactWriteItems: authorised per item action), their
+    indexes, and the provider key to sign claims and cancels."""
+    return [
+        _statement("EscrowPayments", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                      "dynamodb:ConditionCheckItem"],
+                   [_table(where, name) for name in _payment_tables(env)]),
+        _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env)),
+        _statement("ProviderKey", ["secretsmanager:GetSecretValue"], [secret]),
+    ]
+
+
 def _secret_arns(env: Mapping[str, str]) -> list[str]:
     arns = []
     for name in ("PROVIDER_KEY_SECRET", "JWT_SECRET_NAME"):
@@ -107,7 +136,7 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
     if not all(roles):
         raise ConfigurationError("BATCH_JOB_ROLE_ARN and BATCH_EXECUTION_ROLE_ARN are required with COMPUTE_BACKEND=batch")
     queues = sorted({e.job_queue for e in load_environments(env).values()})
-    tables = [_table(where, name) for name in _tables(settings)]
+    tables = [_table(where, name) for name in _tables(settings) + _payment_tables(env)]
     bucket = f"arn:{where.partition}:s3:::{settings.bucket}"
     definitions = where.arn("batch", f"job-definition/{DEFINITION_PREFIX}*")
     jobs = where.arn("batch", "job/*")
@@ -117,6 +146,7 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
                              "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"], tables),
         _statement("JobIndexes", ["dynamodb:Query"],
                    [f"{_table(where, settings.jobs_table)}/index/{index}" for index in ("by-owner", "by-owner-document")]),
+        _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env)),
         _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
         _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),
@@ -136,11 +166,13 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
 def events_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, Any]:
     """The two event handlers' policy: job records and the environment counters, nothing else."""
     settings = load_settings(env)
-    where = Account.from_arn(_secret_arns(env)[0])
+    secret = _secret_arns(env)[0]
+    where = Account.from_arn(secret)
     return _document([
         _logs(where, app_name, stage),
         _statement("JobRecords", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [_table(where, settings.jobs_table)]),
         _statement("EnvironmentCounters", ["dynamodb:UpdateItem"], [_table(where, settings.counters_table)]),
+        *_escrow(where, env, secret),
     ])
 
 
@@ -148,7 +180,8 @@ def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[
     """The reconciler's policy: the event handlers' writes, the active jobs index, releasing the
     orders and the manifest of a start killed before dispatch, and Batch's job descriptions."""
     settings = load_settings(env)
-    where = Account.from_arn(_secret_arns(env)[0])
+    secret = _secret_arns(env)[0]
+    where = Account.from_arn(secret)
     jobs = _table(where, settings.jobs_table)
     bucket = f"arn:{where.partition}:s3:::{settings.bucket}"
     return _document([
@@ -160,6 +193,7 @@ def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[
         _statement("DeleteManifests", ["s3:DeleteObject"], [f"{bucket}/jobs/*"]),
         _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("DescribeJobs", sorted(RECONCILE_WILDCARD_ACTIONS), "*"),
+        *_escrow(where, env, secret),
     ])
 
 

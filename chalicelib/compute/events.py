@@ -39,7 +39,10 @@ Mapping (DESIGN §4), with the decisions this module takes:
   that changes nothing, results included (the new attempt publishes its own). A runner failure of
   attempt n that arrives before anything of attempt n+1 still ends the job: nothing can tell yet.
 
-A terminal status sets dateFinished (Batch's stoppedAt, else now) and terminationDetails
+The first write that moves a job to 40..60 sets runningAt (Batch's startedAt, else now), a
+final Batch event carrying startedAt sets it if nothing did, and a newer attempt's RUNNING event
+resets it to that attempt's start (time lost with an instance is not billed): escrow billing
+counts the run time from it to dateFinished (node.paid). A terminal status sets dateFinished (Batch's stoppedAt, else now) and terminationDetails
 {exitCode: the algorithm container's, reason}; `on_terminal(record)` runs once, on the write
 that first made the job terminal. Results are only entries under jobs/<jobId>/outputs/ (type
 output) and jobs/<jobId>/logs/ (the log types) in our bucket, whatever an event says (never the
@@ -135,6 +138,7 @@ class BatchChange:
     status_reason: str = ""
     containers: Mapping[str, ContainerExit] = field(default_factory=dict)
     stopped_at: int | None = None  # Unix seconds
+    started_at: int | None = None  # Unix seconds: Batch's startedAt (the job's containers started)
     attempt: int = 1  # the attempt this event is about (1-based)
 
     @property
@@ -182,6 +186,7 @@ class Plan:
     fields: Mapping[str, Any] = field(default_factory=dict)
     results: RunnerStage | None = None  # attach this stage's results (write-once)
     finished_at: int | None = None
+    started_at: int | None = None  # Batch's startedAt: runningAt if nothing set it before
     attempt: int | None = None  # raise the recorded attempt to this (conditional on it being lower)
 
 
@@ -225,7 +230,7 @@ def parse_batch(detail: Mapping[str, Any], queues: frozenset[str]) -> BatchChang
     batch_job_id = detail.get("jobId")
     if not isinstance(batch_job_id, str) or not batch_job_id:
         raise Malformed("Batch event has no jobId")
-    stopped_at = detail.get("stoppedAt")
+    stopped_at, started_at = detail.get("stoppedAt"), detail.get("startedAt")
     attempts = detail.get("attempts")
     finished = len(attempts) if isinstance(attempts, list) else 0
     return BatchChange(
@@ -235,6 +240,7 @@ def parse_batch(detail: Mapping[str, Any], queues: frozenset[str]) -> BatchChang
         status_reason=_text(detail.get("statusReason")),
         containers=_container_exits(detail),
         stopped_at=int(stopped_at) // 1000 if _is_int(stopped_at) and stopped_at > 0 else None,
+        started_at=int(started_at) // 1000 if _is_int(started_at) and started_at > 0 else None,
         # `attempts` lists the attempts that ended: a final event's last one is its own
         attempt=max(1, finished if batch_status in BATCH_FINAL else finished + 1),
     )
@@ -387,14 +393,17 @@ def _plan_batch(state: JobState, change: BatchChange) -> Plan | None:
     if not change.final:
         proposed = BATCH_PROGRESS[change.batch_status]
         if st.can_move(state.status, proposed):
-            return Plan(status=proposed, fields=fields, attempt=attempt)
-        # a retry: nothing moves, but older attempts' runner events must now be ignored
-        return Plan(attempt=attempt) if attempt and not st.is_terminal(state.status) else None
+            return Plan(status=proposed, fields=fields, started_at=change.started_at, attempt=attempt)
+        # a retry: nothing moves, but older attempts' runner events must now be ignored, and a
+        # running retry restarts the billed time (the lost attempt is the provider's loss)
+        running = change.started_at if change.batch_status == "RUNNING" else None
+        return Plan(attempt=attempt, started_at=running) if attempt and not st.is_terminal(state.status) else None
     proposed, details = batch_outcome(state, change)
     if not st.can_move(state.status, proposed):
         return None
     fields["termination_details"] = details
-    return Plan(status=proposed, fields=fields, finished_at=change.stopped_at, attempt=attempt)
+    return Plan(status=proposed, fields=fields, finished_at=change.stopped_at, started_at=change.started_at,
+                attempt=attempt)
 
 
 def batch_outcome(state: JobState, change: BatchChange) -> tuple[int, dict[str, Any]]:
@@ -544,6 +553,11 @@ class JobEvents:
             if st.is_terminal(change.status):
                 finished = change.finished_at or now
                 actions.append(model.date_finished.set(model.date_finished | finished))
+            # runningAt: when the job first reached 40 (its containers run), what billing counts from
+            if st.rank(st.RUNNING) <= st.rank(change.status) <= st.rank(st.PUBLISHING):
+                actions.append(model.running_at.set(model.running_at | (change.started_at or now)))
+            elif change.started_at is not None:
+                actions.append(model.running_at.set(model.running_at | change.started_at))
         for name, value in change.fields.items():
             attribute = getattr(model, name)
             if name == "batch_job_id":
@@ -553,6 +567,8 @@ class JobEvents:
         condition = model.status == state.status
         if change.attempt is not None:
             actions.append(model.batch_attempt.set(change.attempt))
+            if change.status is None and change.started_at is not None:
+                actions.append(model.running_at.set(change.started_at))  # a newer attempt runs
             condition &= model.batch_attempt.does_not_exist() | (model.batch_attempt < change.attempt)
         if change.results is not None:
             stage = change.results

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
@@ -75,6 +75,23 @@ class JobPage:
     next: Cursor | None = None
 
 
+class DispatchGate(Protocol):
+    """What must hold between a start's reservation and its dispatch (an escrow lock mined).
+
+    `check()` runs before anything is reserved and raises to refuse; `before_dispatch(job)` runs
+    after the reservation and raises to refuse (the start is undone; the error's `job_reason`,
+    if any, becomes the job's terminationDetails reason); `cancel(job, reason)` undoes what it
+    did when the dispatch fails afterwards. `seconds_needed`: its time on top of the start's."""
+
+    seconds_needed: float
+
+    def check(self) -> None: ...
+
+    def before_dispatch(self, job: JobRecord) -> None: ...
+
+    def cancel(self, job: JobRecord, reason: str) -> None: ...
+
+
 class JobService:
     def __init__(
         self,
@@ -86,9 +103,12 @@ class JobService:
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         record_retention: int = 30 * 86400,
+        on_terminal: Callable[[JobRecord], None] | None = None,
     ):
         """`dispatcher` is a factory: a stop of a finished job never builds the Batch client.
-        `record_retention`: seconds a record outlives its environment's storageExpiry."""
+        `record_retention`: seconds a record outlives its environment's storageExpiry.
+        `on_terminal(job)`: told once after a stop or delete of this service ended a job
+        (the escrow claim); the event handler has its own hook for the ends it writes."""
         self._objects = objects
         self._dispatcher = dispatcher
         self._usage = usage or UsageCounter()
@@ -97,25 +117,34 @@ class JobService:
         self._clock = clock
         self._new_id = new_id
         self._record_retention = record_retention
+        self._on_terminal = on_terminal
 
     # -- start -----------------------------------------------------------------------------
 
     def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None,
-              slots: Sequence[Slot] = (), *, deadline: Deadline | None = None) -> JobRecord:
-        """Reserve, record, write the manifest, dispatch; undo everything but the record on failure.
-        `slots`: further counters the job holds (free compute starts with no order but these).
+              slots: Sequence[Slot] = (), *, deadline: Deadline | None = None,
+              gate: DispatchGate | None = None) -> JobRecord:
+        """Reserve, record, [gate], write the manifest, dispatch; undo everything but the record
+        on failure. `slots`: further counters the job holds (free compute starts with no order
+        but these). `gate`: what must hold before the dispatch (an escrow lock, node.paid).
 
         Nothing is reserved unless `deadline` leaves START_RESERVE_SECONDS: a Lambda killed
         between the reservation and SubmitJob would leave the order used and the slot taken
         until the reconciler (compute.reconcile) gives them back."""
         if deadline is not None:
-            deadline.require(budget.START_RESERVE_SECONDS)
+            deadline.require(budget.START_RESERVE_SECONDS + (gate.seconds_needed if gate else 0))
         container = AlgorithmContainer.from_metadata(plan.algorithm.container)  # refused: nothing exists yet
+        if gate is not None:
+            gate.check()
         job = self._new_record(plan, owner, orders)
         if slots:
             job.usage_keys = [slot.key for slot in slots]
         self._reserve(job, plan.environment, orders, slots)
+        gated = False
         try:
+            if gate is not None:
+                gate.before_dispatch(job)
+                gated = True
             manifest_uri = self._objects.write_manifest(job.job_id, self._manifest(job, plan))
             batch_job_id = self._dispatcher().submit(
                 job.job_id, plan.environment, manifest_uri, container, timeout,
@@ -123,7 +152,10 @@ class JobService:
                 allow_network=plan.allow_network,
             )
         except Exception as error:
-            self._undo(job, plan.environment, orders, error, slots)
+            reason = getattr(error, "job_reason", None) or DISPATCH_FAILED
+            self._undo(job, plan.environment, orders, error, slots, reason=reason)
+            if gated and gate is not None:
+                gate.cancel(job, reason)
             if isinstance(error, (ServiceUnavailable, BusinessError, ValidationError)):
                 raise
             raise ServiceUnavailable(DISPATCH_FAILED) from error
@@ -187,11 +219,11 @@ class JobService:
             raise ServiceUnavailable(UNAVAILABLE) from error
 
     def _undo(self, job: JobRecord, environment: Environment, orders: Sequence[Order], cause: Exception,
-              slots: Sequence[Slot] = ()) -> None:
+              slots: Sequence[Slot] = (), reason: str = DISPATCH_FAILED) -> None:
         log.warning("job %s: start failed (%s); releasing its orders and slot", job.job_id, type(cause).__name__)
         try:
             self._release(job, environment.id, [order.key for order in _unique(orders)],
-                          slot_keys=[slot.key for slot in slots])
+                          slot_keys=[slot.key for slot in slots], reason=reason)
         except PynamoDBException:
             log.error("job %s: could not undo its start; orders %s stay reserved", job.job_id, job.orders)
         self._delete_manifest(job)
@@ -212,7 +244,7 @@ class JobService:
         return True
 
     def _release(self, job: JobRecord, environment_id: str, order_keys: Sequence[str],
-                 condition: Any = None, *, slot_keys: Sequence[str] = ()) -> None:
+                 condition: Any = None, *, slot_keys: Sequence[str] = (), reason: str = DISPATCH_FAILED) -> None:
         """One transaction: the slot back (the environment's and each of `slot_keys`), the orders
         released, the job ended with 31, if the job is still at 1 (and `condition` holds)."""
         now = int(self._clock())
@@ -228,7 +260,7 @@ class JobService:
                 self._jobs.status_text.set(st.status_text(st.DATA_FAILED)),
                 self._jobs.date_finished.set(now),
                 self._jobs.updated_at.set(now),
-                self._jobs.termination_details.set({"exitCode": None, "reason": DISPATCH_FAILED}),
+                self._jobs.termination_details.set({"exitCode": None, "reason": reason}),
                 self._jobs.active_environment.remove(),
             ], condition=guard if condition is None else guard & condition)
 
@@ -346,12 +378,21 @@ class JobService:
                 transitions.write(job, actions, self._jobs.status == before, ends_job=ends_job)
                 if ends_job:
                     job.refresh(consistent_read=True)  # the status object shows the new state
+                    self._ended(job)
                 return
             except transitions.ConditionFailed:
                 job.refresh(consistent_read=True)
             except PynamoDBException as error:
                 raise ServiceUnavailable(UNAVAILABLE) from error
         raise ServiceUnavailable("The job changed concurrently; try again")
+
+    def _ended(self, job: JobRecord) -> None:
+        if self._on_terminal is None:
+            return
+        try:
+            self._on_terminal(job)
+        except Exception as error:  # noqa: BLE001 - the job ended; the reconciler settles what this missed
+            log.error("job %s: terminal hook failed (%s)", job.job_id, type(error).__name__)
 
     # -- results ---------------------------------------------------------------------------
 

@@ -13,6 +13,14 @@ Two things can leave a job that nothing will ever move again:
   is applied as the Batch event it stands for (`JobEvents.handle`: the same planning and the
   same conditional writes), so a late or duplicated real event afterwards changes nothing.
 
+- **Escrow payments left behind** (Ocean Node's paid jobs): `payments.heal()` finishes every
+  open provider transaction and payment (locks to confirm, claims and cancels to send, stuck
+  transactions to replace), then every lock still held is compared with its job: a job that
+  ended (its terminal event or hook was lost, or a start abandoned above) is settled as its
+  terminal hook would have (node.paid.settle_job), a job that does not exist is cancelled.
+  A job locked but never dispatched (its start died after the lock) is abandoned above after
+  STUCK_AFTER and settled (cancelled) on the next run.
+
 Candidates come from the sparse index of jobs that have not ended (models.ActiveJobs, one query
 per environment, oldest update first), never from a scan of the table.
 """
@@ -47,10 +55,14 @@ class Report:
     described: int = 0
     applied: dict[str, str] = field(default_factory=dict)  # job id -> the event outcome's action
     errors: int = 0
+    escrow: bool = False  # whether escrow payments were looked after (the two fields below)
+    healed: int = 0  # open payments moved on by payments.heal()
+    settled: dict[str, str] = field(default_factory=dict)  # job id -> its payment's status
 
     def as_dict(self) -> dict[str, Any]:
-        return {"abandoned": self.abandoned, "described": self.described, "applied": self.applied,
+        done = {"abandoned": self.abandoned, "described": self.described, "applied": self.applied,
                 "errors": self.errors}
+        return {**done, "healed": self.healed, "settled": self.settled} if self.escrow else done
 
 
 class Reconciler:
@@ -59,8 +71,11 @@ class Reconciler:
     def __init__(self, events: JobEvents, batch: Any, abandon: Callable[[JobRecord], bool],
                  environments: Iterable[tuple[str, str]], jobs: type[JobRecord] = JobRecord,
                  clock: Callable[[], float] = time.time, stuck_after: int = STUCK_AFTER,
-                 quiet_after: int = QUIET_AFTER) -> None:
-        """`environments`: (environment id, its job queue); `abandon`: JobService.abandon."""
+                 quiet_after: int = QUIET_AFTER, payments: Any = None,
+                 settle: Callable[[Any, JobRecord], None] | None = None, chain_ids: Iterable[int] = ()) -> None:
+        """`environments`: (environment id, its job queue); `abandon`: JobService.abandon;
+        `payments` (EscrowPayments, None without escrow) and `settle(payments, job)`
+        (node.paid.settle_job) for the payments on `chain_ids`."""
         self._events = events
         self._batch = batch
         self._abandon = abandon
@@ -69,6 +84,9 @@ class Reconciler:
         self._clock = clock
         self._stuck_after = stuck_after
         self._quiet_after = quiet_after
+        self._payments = payments
+        self._settle = settle
+        self._chain_ids = list(chain_ids)
 
     def run(self) -> Report:
         report = Report()
@@ -81,8 +99,47 @@ class Reconciler:
             elif int(job.date_created) <= now - self._stuck_after:
                 self._undispatched(job, report)
         self._describe([job.batch_job_id for job in followed], report)
+        if self._payments is not None:
+            self._escrow(report)
         log.info("reconciler: %s", report.as_dict())
         return report
+
+    def _escrow(self, report: Report) -> None:
+        """Finish open payments, then settle the held locks whose job ended or is gone."""
+        from chalicelib.errors import ServiceUnavailable
+
+        report.escrow = True
+        try:
+            report.healed = len(self._payments.heal(self._chain_ids))
+        except ServiceUnavailable as error:
+            log.error("reconciler: escrow heal failed (%s)", error)
+            report.errors += 1
+        for chain_id in self._chain_ids:
+            try:
+                held = self._payments.held(chain_id)
+            except ServiceUnavailable as error:
+                log.error("reconciler: held payments of chain %s unreadable (%s)", chain_id, error)
+                report.errors += 1
+                continue
+            for payment in held:
+                try:
+                    self._settle_held(payment.job_id, report)
+                except Exception as error:  # noqa: BLE001 - one payment must not stop the others
+                    log.error("job %s: escrow settlement failed (%s)", payment.job_id, type(error).__name__)
+                    report.errors += 1
+
+    def _settle_held(self, job_id: str, report: Report) -> None:
+        try:
+            job = self._jobs.get(job_id, consistent_read=True)
+        except self._jobs.DoesNotExist:
+            report.settled[job_id] = self._payments.cancel(job_id, "the job does not exist").status
+            return
+        if not st.is_terminal(int(job.status)):
+            return  # still running: its terminal write settles it
+        if self._settle is not None:
+            self._settle(self._payments, job)
+            settled = self._payments.get(job_id)
+            report.settled[job_id] = settled.status if settled is not None else "none"
 
     def _candidates(self, updated_before: int) -> Iterator[JobRecord]:
         """Jobs that have not ended and did not change since `updated_before`, oldest first."""
@@ -175,5 +232,11 @@ def build_reconciler() -> Reconciler:
     from chalicelib import aws, services
     from chalicelib.compute.environments import environments
 
+    escrow: dict[str, Any] = {}
+    if services.escrow_enabled():
+        from chalicelib.node.paid import settle_job
+        from chalicelib.payments.setup import escrow_addresses
+
+        escrow = {"payments": services.payments(), "settle": settle_job, "chain_ids": sorted(escrow_addresses())}
     return Reconciler(services.job_events(), aws.client("batch"), services.job_service().abandon,
-                      [(e.id, e.job_queue) for e in environments().values()])
+                      [(e.id, e.job_queue) for e in environments().values()], **escrow)

@@ -12,7 +12,7 @@ from chalicelib.assets.files import FilesUnavailable
 from chalicelib.budget import Deadline
 from chalicelib.chain.fees import ProviderFees
 from chalicelib.chain.orders import OrderVerifier, VerifiedOrder, ensure_fees_paid
-from chalicelib.compute.jobs import JobService, Order
+from chalicelib.compute.jobs import DispatchGate, JobService, Order
 from chalicelib.compute.requests import AlgorithmInput, ComputeStartRequest, DatasetInput, InitializeComputeRequest
 from chalicelib.compute.validation import ComputePlan, ComputeValidator, PlannedOrder, Resolved, find_service, input_resource
 from chalicelib.errors import BusinessError
@@ -40,17 +40,21 @@ class ComputeWorkflow:
         self._current_nonce = current_nonce
         self._clock = clock
 
-    def start(self, request: ComputeStartRequest, consumer: str, deadline: Deadline | None = None) -> JobRecord:
+    def start(self, request: ComputeStartRequest, consumer: str, deadline: Deadline | None = None, *,
+              gate: DispatchGate | None = None, max_seconds: int | None = None) -> JobRecord:
         """Validate everything, verify every order, then start the job (one order, one job) if
-        `deadline` leaves the time a start needs once it has reserved."""
+        `deadline` leaves the time a start needs once it has reserved. `gate`: what must hold
+        before the dispatch (an escrow lock); `max_seconds`: a further cap of the job's time."""
         plan = self._validator.validate_start(request, self._resolve_datasets(request.all_datasets),
                                               self._resolve_algorithm(request.algorithm))
         now = int(self._clock())
         verified = [(order, self._verify(order, plan, consumer)) for order in plan.orders()]
         paying = ensure_fees_paid([v for o, v in verified if o.resource != "algorithm"], self._fees, plan.environment, now)
         timeout = min(plan.environment.max_job_duration, max(MIN_JOB_SECONDS, int(paying.valid_until) - now))
+        if max_seconds is not None:
+            timeout = min(timeout, max_seconds)
         orders = [Order(order.resource, order.chain_id, result.tx_id) for order, result in verified]
-        return self._jobs.start(plan, consumer, orders, timeout, deadline=deadline)
+        return self._jobs.start(plan, consumer, orders, timeout, deadline=deadline, gate=gate)
 
     def plan_free(self, consumer: str, environment_id: str, datasets: Sequence[DatasetInput],
                   algorithm: AlgorithmInput) -> ComputePlan:

@@ -20,7 +20,7 @@ from chalicelib.errors import BusinessError, NotFound
 from chalicelib.http import Call, Operation
 from chalicelib.node import PREFIX, is_node_operation
 from chalicelib.node import environments as views
-from chalicelib.node import free
+from chalicelib.node import free, paid
 from chalicelib.root import SOFTWARE, VERSION
 
 NO_LOG = "No log exists for this job yet"
@@ -48,17 +48,26 @@ def compute_environments(call: Call) -> list[dict[str, Any]]:
     configured = environments()
     keys = [*configured, *(free.free_key(e) for e in configured.values() if e.free_tier)]
     counts = services.usage_counter().current(keys)
-    return views.listing(configured, services.settings().chain_ids, services.provider_address(), counts, free.free_key)
+    listed = views.listing(configured, services.settings().chain_ids, services.provider_address(), counts, free.free_key)
+    escrow_chains = [chain for chain in services.settings().chain_ids if paid.escrow_chain(chain)]
+    if escrow_chains and listed:
+        # the provider's gas (wei) per escrow chain: what pays for its locks and claims
+        balances = services.payments().gas_balances(escrow_chains)
+        for view in listed:
+            view["providerGasBalance"] = {chain: balance for chain, balance in balances.items() if chain in view["fees"]}
+    return listed
 
 
 # -- compute -----------------------------------------------------------------------------------
 
 def initialize(call: Call, lambda_context: object | None = None) -> dict[str, Any]:
     """Ocean Node's request, answered with the v4 quotes (providerFee per dataset and algorithm,
-    or validOrder). Escrow's `payment` joins this answer when escrow pricing arrives."""
+    or validOrder) and, for `payment{chainId, token}` on an escrow chain, the escrow `payment`
+    {escrowAddress, payee, chainId, token, amount (smallest unit), minLockSeconds}."""
     params = call.params
     environment = _environment(params.environment)
-    views.fill_resources(environment, params.payment.resources if params.payment else None)
+    payment = params.payment
+    views.fill_resources(environment, payment.resources if payment else None)
     seconds = min(params.maxJobDuration or environment.max_job_duration, environment.max_job_duration)
     request = InitializeComputeRequest.model_validate({
         "datasets": [d.model_dump(exclude_none=True) for d in params.datasets],
@@ -68,11 +77,17 @@ def initialize(call: Call, lambda_context: object | None = None) -> dict[str, An
         "chainId": params.payment.chainId if params.payment else None,
     })
     with budget.within(budget.Deadline.for_invocation(lambda_context)):
-        return services.compute_workflow().initialize(request)
+        answer = services.compute_workflow().initialize(request)
+        if payment is not None and paid.wants_escrow(environment, payment.chainId, payment.token):
+            answer["payment"] = paid.quote(services.payments(), environment, payment.chainId, payment.token,
+                                           payment.resources, params.maxJobDuration).public()
+        return answer
 
 
 def start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
-    """Paid start with orders, as v4's (the job's time is what the provider fee paid for)."""
+    """Paid start with orders, as v4's (the job's time is what the provider fee paid for); with
+    `payment{chainId, token}` on an escrow chain, the job is also locked in escrow before it is
+    dispatched (node.paid)."""
     with budget.within(budget.Deadline.for_invocation(lambda_context)) as deadline:
         return _start(call, deadline)
 
@@ -80,7 +95,11 @@ def start(call: Call, lambda_context: object | None = None) -> list[dict[str, An
 def _start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     consumer = services.authenticate(call)
     params = call.params
-    views.fill_resources(_environment(params.environment), params.resources)
+    environment = _environment(params.environment)
+    payment = params.payment
+    requested = params.resources or (payment.resources if payment else None)
+    views.fill_resources(environment, requested)
+    gate = paid.escrow_lock(environment, payment, params.chainId, params.maxJobDuration, requested, consumer, deadline)
     first, *more = params.datasets
     # the v4 request the workflow takes; the caller is already authenticated (its nonce, if any,
     # consumed above), so the nonce here is only a placeholder the model requires
@@ -89,7 +108,10 @@ def _start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
         "dataset": first.model_dump(exclude_none=True), "algorithm": params.algorithm.model_dump(exclude_none=True),
         "additionalDatasets": [d.model_dump(exclude_none=True) for d in more],
     })
-    return [status_object(services.compute_workflow().start(request, consumer, deadline), None)]
+    if gate is None:
+        return [status_object(services.compute_workflow().start(request, consumer, deadline), None)]
+    job = services.compute_workflow().start(request, consumer, deadline, gate=gate, max_seconds=gate.max_job_duration)
+    return [status_object(job, None)]
 
 
 def free_start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
@@ -121,7 +143,26 @@ def status(call: Call) -> list[dict[str, Any]]:
     jobs = page.jobs  # without jobId: the newest page (compute.paging)
     if params.agreementId:
         jobs = [job for job in jobs if (job.agreement_id or "").lower() == params.agreementId.lower()]
-    return services.job_service().status_objects(JobPage(jobs), with_urls=False)[0]
+    answer = services.job_service().status_objects(JobPage(jobs), with_urls=False)[0]
+    if answer and services.escrow_enabled() and _is_owner(call, params.consumerAddress):
+        for body in answer:
+            view = services.payments().view(body["jobId"])
+            if view is not None:
+                body["payment"] = view  # the escrow lock and its claim: hashes, nonces, amounts
+    return answer
+
+
+def _is_owner(call: Call, address: str) -> bool:
+    """Whether the status call proves it is `address` (ocean.js sends its `Authorization`
+    token): only then does the status show the job's escrow payment."""
+    token = services.presented_token(call)
+    if not token:
+        return False
+    try:
+        services.token_service().verify(token, services.checksum(address))
+    except Exception:  # noqa: BLE001 - an invalid token just gets the reduced status
+        return False
+    return True
 
 
 def stop(call: Call) -> list[dict[str, Any]]:

@@ -68,7 +68,7 @@ PaidDatasets = Annotated[list[DatasetInput], Field(min_length=1, max_length=1 + 
 
 
 class Payment(Params):
-    """Ocean Node's `payment` (escrow): read and kept for the escrow issue; v4 orders pay today."""
+    """Ocean Node's `payment` (escrow): the chain and token the job is paid in (node.paid)."""
 
     chainId: Optional[StrictInt] = None
     token: Optional[Annotated[str, StringConstraints(max_length=64)]] = None

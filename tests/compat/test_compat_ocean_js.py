@@ -1,7 +1,10 @@
 """ocean.js 8.6.2 (`@oceanprotocol/lib` from npm, unchanged) runs Ocean Node's compute flow against
 `make run`'s stack at `<api>/node`, with only its public `ProviderInstance` API: environments, a
 token, a free job to status 70 with its log streamed while it runs and its output downloaded (URL
-and stream), a token-authorised start, its stop, the token's invalidation and refusal after it.
+and stream), a token-authorised start, its stop, the token's invalidation and refusal after it;
+and its paid flow through Ocean Node's escrow (paid.mjs): initializeCompute's payment, the
+EscrowContract's deposit and authorize, the datatoken orders, computeStart, status 70, the result,
+with the provider's Lock and Claimed events on chain and the consumer's escrow funds after.
 
 tests/compat/oceanjs/driver.mjs runs in the test's own node project (node_projects) and writes
 what every call answered; this test checks it. Its `@oceanprotocol/ddo-js` is pinned to 0.2.0 (the
@@ -62,6 +65,46 @@ def test_ocean_js_token_start_stop_and_invalidation(ocean_js_report):
     assert report["invalidate"] == {"success": True}
     assert "Token is deleted." in report["afterInvalidation"]
     assert report["logsAfterInvalidation"] is None
+
+
+@pytest.fixture(scope="module")
+def paid_report(ocean_js_report, local_stack, tmp_path_factory) -> dict:
+    """After the free flow (one consumer, one nonce sequence at a time)."""
+    return run_driver(OCEAN_JS, "paid.mjs", local_stack, tmp_path_factory.mktemp("ocean_js_paid"))
+
+
+def test_ocean_js_paid_flow_locks_in_escrow_and_claims_what_ran(paid_report, local_stack):
+    report = paid_report
+    payment = report["initialize"]["payment"]
+    environment = report["environment"]
+    assert payment["escrowAddress"] == local_stack["contracts"]["Escrow"]
+    assert payment["payee"] == local_stack["providerAddress"] == environment["consumerAddress"]
+    assert payment["token"] == local_stack["contracts"]["OceanToken"] and payment["chainId"] == local_stack["chainId"]
+    per_minute = sum(p["price"] for p in environment["fees"][str(local_stack["chainId"])][0]["prices"]
+                     if p["id"] == "cpu") * next(r["min"] for r in environment["resources"] if r["id"] == "cpu")
+    minutes = environment["maxJobDuration"] // 60  # ocean.js sends its validUntil: capped at the maximum
+    assert int(payment["amount"]) == round(per_minute * minutes * 10**18)  # the smallest unit
+    assert payment["minLockSeconds"] >= environment["maxJobDuration"]
+    assert report["authorizations"], "EscrowContract.authorize went through"
+    finished = report["finished"]
+    assert report["started"]["status"] in STARTING and finished["status"] == 70
+    assert json.loads(report["result"])["inputs"], report["result"]
+    # the provider's own Lock and Claimed events for this job, nothing else in the run's blocks
+    events = report["events"]
+    assert len(events["Lock"]) == len(events["Claimed"]) == 1, json.dumps(events, indent=1)
+    [lock], [claimed] = events["Lock"], events["Claimed"]
+    assert report["events"]["Canceled"] == [] and lock["jobId"] == claimed["jobId"]
+    locked_amount, claim = int(lock["amount"]), int(claimed["amount"])
+    assert 0 < claim <= locked_amount
+    assert locked_amount == round(per_minute * 5 * 10**18)  # computeStart's maxJobDuration: 300 s
+    view = finished["payment"]
+    assert view["status"] == "claimed" and view["lock"]["hash"] == lock["tx"] and view["claim"]["hash"] == claimed["tx"]
+    assert int(view["claimed"]) == claim == round(per_minute * 10**18) * -(-view["billedSeconds"] // 60)
+    # the lock took the amount from the available funds while the job ran; the claim is all that left
+    deposited = [int(x) for x in report["fundsAfterDeposit"]]
+    assert [int(x) for x in report["fundsAfterStart"]] == [deposited[0] - locked_amount, deposited[1] + locked_amount]
+    assert [int(x) for x in report["fundsAfter"]] == [deposited[0] - claim, deposited[1]]
+    print(f"ocean.js paid computeStart answered in {report['startMs']} ms (lock mined before dispatch)", file=sys.stderr)
 
 
 def _consumer(stack: dict) -> str:

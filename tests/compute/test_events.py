@@ -385,6 +385,39 @@ def test_runner_stages_then_success(handler, terminals):
     assert terminals.jobs == [("j", 70)]
 
 
+def test_running_at_is_when_the_job_first_ran(handler):
+    """Escrow bills from runningAt: Batch's startedAt of the first event at 40..60, never moved
+    by later events; a job whose RUNNING was lost takes it from the final event; one that never
+    reached 40 has none."""
+    make_job("j", status=10)
+    handler.handle(runner_event("j", 20))
+    assert load("j").running_at is None
+    handler.handle(batch_event("j", "RUNNING"))
+    assert load("j").running_at == T0 - 50
+    handler.handle(runner_event("j", 60))
+    handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0}))
+    assert (load("j").running_at, load("j").date_finished) == (T0 - 50, T0)
+    make_job("lost", status=1)
+    handler.handle(batch_event("lost", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0}))
+    assert load("lost").running_at == T0 - 50
+    make_job("no-batch-time", status=1)
+    handler.handle(runner_event("no-batch-time", 40))
+    assert load("no-batch-time").running_at == NOW
+    make_job("never", status=1)
+    handler.handle(runner_event("never", 31, reason="input 0 unavailable"))
+    assert load("never").running_at is None
+    # the instance was lost: Batch runs attempt 2, billed from its own start
+    retry = batch_event("j2", "RUNNING", prior_attempts=1)
+    retry["detail"]["startedAt"] = (T0 - 10) * 1000
+    make_job("j2", status=1)
+    handler.handle(batch_event("j2", "RUNNING"))
+    assert load("j2").running_at == T0 - 50
+    handler.handle(retry)
+    assert (load("j2").running_at, load("j2").batch_attempt) == (T0 - 10, 2)
+    handler.handle(batch_event("j2", "RUNNING"))  # a late event of attempt 1 changes nothing
+    assert load("j2").running_at == T0 - 10
+
+
 def test_runner_completion_after_batch_success_attaches_results(handler, writes):
     make_job("j", status=40)
     handler.handle(batch_event("j", "SUCCEEDED", exits={"configure": 0, "algorithm": 0, "publish": 0}))

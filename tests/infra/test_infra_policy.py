@@ -114,7 +114,11 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
              settings.assets_table, settings.counters_table]
     assert names == [f"{env['RESOURCE_PREFIX']}-{n}" for n in
                      ("nonces", "revoked-tokens", "jobs", "orders", "assets", "counters")]
-    assert sorted(statements["Items"]["Resource"]) == sorted(table(n) for n in names)
+    payments = [f"{env['RESOURCE_PREFIX']}-{n}" for n in ("chain-accounts", "transactions", "escrow-payments")]
+    assert sorted(statements["Items"]["Resource"]) == sorted(table(n) for n in names + payments)
+    assert sorted(statements["EscrowPaymentIndexes"]["Resource"]) == sorted([
+        f"{table(payments[1])}/index/open-by-chain", f"{table(payments[2])}/index/open-payments",
+        f"{table(payments[2])}/index/held-payments"])
     assert sorted(statements["JobIndexes"]["Resource"]) == sorted(
         f"{table(settings.jobs_table)}/index/{i}" for i in ("by-owner", "by-owner-document"))
     assert statements["JobObjects"]["Resource"] == [f"arn:aws:s3:::{settings.bucket}/jobs/*"]
@@ -134,7 +138,8 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
 def test_event_handlers_touch_job_records_and_counters_only(stage):
     env = stage_env(stage)
     statements = _by_sid(_policy(stage, "events"))
-    assert set(statements) == {"FunctionLogs", "JobRecords", "EnvironmentCounters"}
+    assert set(statements) == {"FunctionLogs", "JobRecords", "EnvironmentCounters", *ESCROW_STATEMENTS}
+    _check_escrow(env, statements)
     assert statements["JobRecords"]["Resource"][0].endswith(f":table/{env['RESOURCE_PREFIX']}-jobs")
     assert statements["EnvironmentCounters"]["Action"] == ["dynamodb:UpdateItem"]
     assert statements["EnvironmentCounters"]["Resource"][0].endswith(f":table/{env['RESOURCE_PREFIX']}-counters")
@@ -146,7 +151,8 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
     prefix = env["RESOURCE_PREFIX"]
     statements = _by_sid(_policy(stage, "reconcile"))
     assert set(statements) == {"FunctionLogs", "JobRecords", "ActiveJobs", "EnvironmentCounters", "ReleaseOrders",
-                               "DeleteManifests", "ListJobObjects", "DescribeJobs"}
+                               "DeleteManifests", "ListJobObjects", "DescribeJobs", *ESCROW_STATEMENTS}
+    _check_escrow(env, statements)
     assert statements["JobRecords"]["Resource"][0].endswith(f":table/{prefix}-jobs")
     assert statements["ActiveJobs"]["Resource"] == [statements["JobRecords"]["Resource"][0] + "/index/active-by-update"]
     assert statements["ReleaseOrders"]["Action"] == ["dynamodb:DeleteItem"]
@@ -157,6 +163,23 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
     from chalicelib.models import JobRecord
 
     assert JobRecord.active.Meta.index_name == "active-by-update"
+
+
+ESCROW_STATEMENTS = ("EscrowPayments", "EscrowPaymentIndexes", "ProviderKey")
+
+
+def _check_escrow(env: dict[str, str], statements: dict[str, dict[str, Any]]) -> None:
+    """A paid job's end is settled from the event handlers and healed by the reconciler: the
+    payment tables' items and indexes (nothing else) and the provider key (not the JWT secret)."""
+    prefix = env["RESOURCE_PREFIX"]
+    items = statements["EscrowPayments"]
+    assert sorted(r.rsplit("/", 1)[-1] for r in items["Resource"]) == sorted(
+        f"{prefix}-{n}" for n in ("chain-accounts", "transactions", "escrow-payments"))
+    assert items["Action"] == ["dynamodb:ConditionCheckItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    assert sorted(r.split(":table/", 1)[1] for r in statements["EscrowPaymentIndexes"]["Resource"]) == sorted([
+        f"{prefix}-transactions/index/open-by-chain", f"{prefix}-escrow-payments/index/open-payments",
+        f"{prefix}-escrow-payments/index/held-payments"])
+    assert statements["ProviderKey"]["Resource"] == [env["PROVIDER_KEY_SECRET"]]
 
 
 def _event_handler_names() -> set[str]:

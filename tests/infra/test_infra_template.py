@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from chalicelib import models
+from chalicelib.payments import models as payment_models
 from chalicelib.compute.dispatch import BatchDispatcher
 from chalicelib.compute.environments import DEFAULT_FILE, load_environments
 from chalicelib.compute.events import RUNNER_SOURCE
@@ -49,9 +50,17 @@ def test_every_model_has_its_table(infra_template):
     settings = load_settings({"RESOURCE_PREFIX": PREFIX, "CHAINS": '{"1": "https://rpc.invalid"}',
                               "RESULTS_BUCKET": "b"})
     models.bind(settings)
+    every_model = models.ALL_MODELS + payment_models.bind(settings.region, {"RESOURCE_PREFIX": PREFIX})
+    try:
+        _check_tables(infra_template, every_model)
+    finally:
+        payment_models.bind(settings.region)  # back to the tables the other tests use
+
+
+def _check_tables(infra_template, every_model) -> None:
     tables = {_sub(t["Properties"]["TableName"]): t for t in _resources(infra_template, "AWS::DynamoDB::Table").values()}
-    assert set(tables) == {model.Meta.table_name for model in models.ALL_MODELS}
-    for model in models.ALL_MODELS:
+    assert set(tables) == {model.Meta.table_name for model in every_model}
+    for model in every_model:
         table, schema = tables[model.Meta.table_name], model._get_schema()
         properties = table["Properties"]
         assert properties["BillingMode"] == "PAY_PER_REQUEST"
