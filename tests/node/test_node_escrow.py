@@ -144,7 +144,7 @@ def test_stopped_job_claims_the_minutes_it_ran_and_a_failed_dispatch_cancels(cli
     assert status == 503, body
     from chalicelib import services
 
-    [failed] = services.job_service().find(chain.consumer.address)
+    [failed] = services.job_service().find(chain.consumer.address).jobs
     assert failed.status == 31 and failed.termination_details.as_dict()["reason"]
     assert services.payments().view(failed.job_id)["status"] == "cancelled"
     assert funds(chain) == before and services.usage_counter().current(["ocean-c2d-cpu"]) == {"ocean-c2d-cpu": 0}
@@ -249,13 +249,13 @@ def test_no_gas_is_a_503_before_the_job_and_a_lock_not_mined_in_time_is_released
     finally:
         rpc(chain, "anvil_setBalance", provider, hex(balance))
     assert status == 503 and "cannot pay for transactions" in body["error"], body
-    assert services.job_service().find(chain.consumer.address) == []  # nothing reserved
+    assert services.job_service().find(chain.consumer.address).jobs == []  # nothing reserved
     # the chain does not mine the lock within the start's time: released, the start undone, 503
     monkeypatch.setattr(paid_module, "MAX_LOCK_WAIT", 1.0)
     with automine_off(chain) as chain_paused:
         (status, body), _ = _start(client, chain, published, quote, orders=orders)
         assert status == 503 and "not mined in time" in body["error"], body
-        [job] = services.job_service().find(chain.consumer.address)
+        [job] = services.job_service().find(chain.consumer.address).jobs
         assert job.status == 31 and job.termination_details.as_dict()["reason"] == "escrow lock not mined in time"
         assert services.payments().get(job.job_id).status == "cancelling" and batch.submitted == []
         chain_paused.mine()
