@@ -57,3 +57,9 @@ def test_star_allows_any_and_bad_entries_are_configuration_errors():
     for raw in ("https://ghcr.io", "ghcr.io/Upper", "ghcr.io/../y", "host:port"):
         with pytest.raises(ConfigurationError, match="ALGORITHM_REGISTRIES"):
             ImageRegistries.parse(raw)
+
+
+def test_the_sample_algorithm_of_make_run_is_allowed_by_default():
+    from devstack.samples import CONTAINER
+
+    assert ImageRegistries().allows(CONTAINER["image"])
