@@ -80,10 +80,10 @@ class S3FileSources:
 
 
 # Registries an algorithm image may come from unless ALGORITHM_REGISTRIES says otherwise: the public
-# ones Ocean's algorithms are published on. Not the account's own ECR: the Batch instances' role
-# (AmazonEC2ContainerServiceforEC2Role) pulls from every repository of the account, so a consumer
-# naming a private image there would run it and get its files back as results; nor anything else
-# the instances reach (registries inside the VPC). "*" allows any registry.
+# ones Ocean's algorithms are published on. Not the account's own ECR (the instances pull with AWS
+# credentials: the job's execution role, or the instance role, whose AmazonEC2ContainerServiceforEC2Role
+# reads every repository), nor registries inside the VPC (no credentials needed): a consumer naming
+# a private image would have it run and get its files back as results. "*" allows any registry.
 DEFAULT_ALGORITHM_REGISTRIES = ("docker.io", "public.ecr.aws", "ghcr.io", "quay.io")
 ANY_REGISTRY = "*"
 DOCKER_HUB = "docker.io"
