@@ -64,7 +64,7 @@ _TRUST = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"S
 
 def create_batch(environments: Mapping[str, Any] | None = None, timeout: float = 300.0) -> list[str]:
     """A managed SPOT compute environment (`<queue>-ce`) and the job queue of every configured
-    environment, in the default VPC, with the roles Batch needs; existing ones are kept.
+    environment (and of its networkJobQueue), in the default VPC, with the roles Batch needs; existing ones are kept.
 
     It gives a local stack (moto) the queues the Batch dispatcher submits to. In a real account
     the operator usually owns this infrastructure; this is a starting point, not a policy."""
@@ -78,9 +78,11 @@ def create_batch(environments: Mapping[str, Any] | None = None, timeout: float =
     instance_profile = _ensure_instance_profile(iam, BATCH_INSTANCE_ROLE)
     subnets, groups = _default_network(ec2)
     created: list[str] = []
-    for queue in sorted({env.job_queue for env in environments.values()}):
-        gpu = any(env.n_gpu for env in environments.values() if env.job_queue == queue)
-        vcpus = sum(env.n_cpu * env.max_jobs for env in environments.values() if env.job_queue == queue)
+    for queue in sorted({q for env in environments.values() for q in (env.job_queue, env.network_job_queue) if q}):
+        # a network queue gets a compute environment of its own, never a sealed queue's (compute.environments)
+        served = [env for env in environments.values() if queue in (env.job_queue, env.network_job_queue)]
+        gpu = any(env.n_gpu for env in served)
+        vcpus = sum(env.n_cpu * env.max_jobs for env in served)
         compute = f"{queue}-ce"
         if not batch.describe_compute_environments(computeEnvironments=[compute])["computeEnvironments"]:
             batch.create_compute_environment(

@@ -79,6 +79,72 @@ class S3FileSources:
         return cls(tuple(places))
 
 
+# Registries an algorithm image may come from unless ALGORITHM_REGISTRIES says otherwise: the public
+# ones Ocean's algorithms are published on. Not the account's own ECR (the instances pull with AWS
+# credentials: the job's execution role, or the instance role, whose AmazonEC2ContainerServiceforEC2Role
+# reads every repository), nor registries inside the VPC (no credentials needed): a consumer naming
+# a private image would have it run and get its files back as results. "*" allows any registry.
+DEFAULT_ALGORITHM_REGISTRIES = ("docker.io", "public.ecr.aws", "ghcr.io", "quay.io")
+ANY_REGISTRY = "*"
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+_REGISTRY_ENTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._-]*)*$")
+
+
+def image_location(image: str) -> str:
+    """`host/repository` of an image reference as Docker resolves it (distribution/reference):
+    the first component is a registry only if it has a "." or ":", is "localhost" or has upper
+    case; otherwise the image is on Docker Hub ("python" is docker.io/library/python). Tag and
+    digest are dropped; the host is lower case, Docker Hub's aliases are docker.io."""
+    name = image.strip().split("@", 1)[0]
+    first, slash, rest = name.partition("/")
+    if slash and (any(c in first for c in ".:") or first == "localhost" or first.lower() != first):
+        host, path = first.lower(), rest
+    else:
+        host, path = DOCKER_HUB, name if slash else f"library/{name}"
+    if host in _DOCKER_HUB_ALIASES:
+        host = DOCKER_HUB
+        if "/" not in path:
+            path = f"library/{path}"
+    last = path.rsplit("/", 1)
+    if ":" in last[-1]:
+        path = "/".join([*last[:-1], last[-1].split(":", 1)[0]])
+    return f"{host}/{path}"
+
+
+@dataclass(frozen=True)
+class ImageRegistries:
+    """ALGORITHM_REGISTRIES: where algorithm images may come from, as registry hosts
+    (`ghcr.io`, `registry.example.com:5000`) or host/namespace prefixes (`docker.io/library`,
+    `ghcr.io/oceanprotocol`); "*" allows any. Empty: DEFAULT_ALGORITHM_REGISTRIES."""
+
+    allowed: tuple[str, ...] = DEFAULT_ALGORITHM_REGISTRIES
+
+    @classmethod
+    def parse(cls, raw: str) -> "ImageRegistries":
+        entries = [entry.strip() for entry in raw.replace(",", " ").split() if entry.strip()]
+        if not entries:
+            return cls()
+        if ANY_REGISTRY in entries:
+            return cls((ANY_REGISTRY,))
+        normalized = []
+        for entry in entries:
+            host, slash, path = entry.rstrip("/").partition("/")
+            host = DOCKER_HUB if host.lower() in _DOCKER_HUB_ALIASES else host.lower()
+            value = f"{host}{slash}{path}"
+            if not _REGISTRY_ENTRY.match(value):
+                raise ConfigurationError("ALGORITHM_REGISTRIES must list registries as host[:port][/namespace...], "
+                                         f"or *; {entry!r} is not one")
+            normalized.append(value)
+        return cls(tuple(normalized))
+
+    def allows(self, image: str) -> bool:
+        if ANY_REGISTRY in self.allowed:
+            return True
+        location = image_location(image)
+        return any(location == entry or location.startswith(entry + "/") for entry in self.allowed)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The provider's configuration; secrets are loaded lazily (see `provider_private_key`)."""
@@ -106,6 +172,7 @@ class Settings:
     ipfs_gateway: str
     arweave_gateway: str
     s3_file_sources: S3FileSources = field(default_factory=S3FileSources)
+    algorithm_registries: ImageRegistries = field(default_factory=ImageRegistries)
     # Ocean Node's free compute runs only on datasets these publishers (data NFT owners) or
     # these dids put up (lower case); empty: no dataset may be computed for free.
     free_compute_publishers: tuple[str, ...] = ()
@@ -258,6 +325,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ipfs_gateway=(env.get("IPFS_GATEWAY", "").strip() or "https://ipfs.io").rstrip("/"),
         arweave_gateway=(env.get("ARWEAVE_GATEWAY", "").strip() or "https://arweave.net").rstrip("/"),
         s3_file_sources=S3FileSources.parse(env.get("S3_FILE_SOURCES", "")),
+        algorithm_registries=ImageRegistries.parse(env.get("ALGORITHM_REGISTRIES", "")),
         free_compute_publishers=_name_list(env.get("FREE_COMPUTE_PUBLISHERS", "")),
         algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),

@@ -152,7 +152,7 @@ def compute_workflow() -> "ComputeWorkflow":
     return ComputeWorkflow(
         resolver=asset_resolver(),
         validator=ComputeValidator(address, environments(), files_checksum=checksums.from_settings(current),
-                                   s3_sources=current.s3_file_sources),
+                                   s3_sources=current.s3_file_sources, registries=current.algorithm_registries),
         verifier=OrderVerifier(chains().web3, address),
         fees=ProviderFees(current.provider_private_key(), address, decimals=chains().token_decimals),
         jobs=job_service(),

@@ -9,7 +9,7 @@ roles that the stage's code is configured to use, and nothing else:
   payment tables (payments.models), Query on the jobs table's two indexes and the payment
   tables' three, objects under `jobs/` of the results bucket (manifest put, presigned result downloads,
   deletion), the two secrets, Batch job definitions named `c2d-algo-*`, submit and terminate on
-  the stage's queues, PassRole of the two Batch job roles.
+  the stage's queues (every jobQueue and networkJobQueue), PassRole of the two Batch job roles.
 - `policy-<stage>-events.json`, the two event handlers: read and update job records, update the
   environment counters, and settle a paid job's escrow lock when it ends (the payment tables'
   items and indexes, and the provider key's secret to sign the claim).
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from chalicelib.compute.dispatch import DEFINITION_PREFIX
-from chalicelib.compute.environments import load_environments
+from chalicelib.compute.environments import job_queues, load_environments
 from chalicelib.config import Settings, load_settings
 from chalicelib.errors import ConfigurationError
 from chalicelib.payments import models as payment_models
@@ -135,7 +135,7 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
     roles = [settings.batch_job_role_arn, settings.batch_execution_role_arn]
     if not all(roles):
         raise ConfigurationError("BATCH_JOB_ROLE_ARN and BATCH_EXECUTION_ROLE_ARN are required with COMPUTE_BACKEND=batch")
-    queues = sorted({e.job_queue for e in load_environments(env).values()})
+    queues = sorted(job_queues(load_environments(env).values()))  # sealed and network-allowed
     tables = [_table(where, name) for name in _tables(settings) + _payment_tables(env)]
     bucket = f"arn:{where.partition}:s3:::{settings.bucket}"
     definitions = where.arn("batch", f"job-definition/{DEFINITION_PREFIX}*")

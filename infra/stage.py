@@ -4,7 +4,8 @@ per-function settings in .chalice/, computed from the stack's outputs.
 This is the step between `aws cloudformation deploy` (infra/resources.yaml) and `chalice deploy`,
 as in Chalice's own workshop (record the stack outputs in .chalice/config.json): everything
 account-specific is written here, checked against what the app will do with it (queues of the
-compute environments exist, their chains are served, results outlive storageExpiry, the Lambda
+compute environments exist (each with its network queue, filled in from the stack when the
+environments file names none), their chains are served, results outlive storageExpiry, the Lambda
 environment fits in 4 KB), so a mistake shows up now rather than as a 503 after the deploy.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ REQUIRED_OUTPUTS = (
     "RunnerRepositoryUri", "BatchJobRoleArn", "BatchExecutionRoleArn", "EventBusName", "CpuJobQueueArn",
 )
 QUEUE_OUTPUTS = ("CpuJobQueueArn", "GpuJobQueueArn")
+# The queue of network-allowed jobs beside each sealed queue (a compute environment of its own).
+NETWORK_QUEUE_OUTPUTS = {"CpuJobQueueArn": "CpuNetworkJobQueueArn", "GpuJobQueueArn": "GpuNetworkJobQueueArn"}
 LAMBDA_ENV_LIMIT = 4096  # bytes of all keys and values together
 DAY = 86400
 
@@ -62,17 +65,41 @@ def queue_names(outputs: Mapping[str, str]) -> set[str]:
     return {outputs[key].rsplit("/", 1)[-1] for key in QUEUE_OUTPUTS if outputs.get(key)}
 
 
+def network_queue_names(outputs: Mapping[str, str]) -> set[str]:
+    """Names of the stack's queues of network-allowed jobs."""
+    return {outputs[key].rsplit("/", 1)[-1] for key in NETWORK_QUEUE_OUTPUTS.values() if outputs.get(key)}
+
+
+def with_network_queues(raw: Sequence[Mapping[str, Any]], outputs: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The environments, each on one of the stack's sealed queues given that queue's network
+    queue as networkJobQueue unless it names one (or "" to run every job sealed) itself."""
+    network = {outputs[sealed].rsplit("/", 1)[-1]: outputs[key].rsplit("/", 1)[-1]
+               for sealed, key in NETWORK_QUEUE_OUTPUTS.items() if outputs.get(sealed) and outputs.get(key)}
+    completed = []
+    for item in raw:
+        item = dict(item)
+        queue = str(item.get("jobQueue", "")).rsplit("/", 1)[-1]
+        if "networkJobQueue" not in item and queue in network:
+            item["networkJobQueue"] = network[queue]
+        completed.append(item)
+    return completed
+
+
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
 def _check_environments(raw: Sequence[Mapping[str, Any]], outputs: Mapping[str, str], chains: Mapping[int, str]) -> None:
-    queues = queue_names(outputs)
+    queues, network_queues = queue_names(outputs), network_queue_names(outputs)
     expiry_days = int(outputs["JobDataExpirationDays"])
     for environment in parse_environments(list(raw)).values():
         if environment.job_queue not in queues:
             raise ConfigurationError(f"compute environment {environment.id}: job queue {environment.job_queue!r} "
                                      f"is not in the stack (it has {', '.join(sorted(queues))})")
+        network = environment.network_job_queue.rsplit("/", 1)[-1]
+        if network and network not in network_queues:
+            raise ConfigurationError(f"compute environment {environment.id}: networkJobQueue {network!r} is not one "
+                                     f"of the stack's network queues ({', '.join(sorted(network_queues)) or 'none'})")
         unserved = sorted(set(environment.chain_ids) - set(chains))
         if unserved:
             raise ConfigurationError(f"compute environment {environment.id}: chains {unserved} are not in CHAINS")
@@ -90,6 +117,7 @@ def stage_environment(outputs: Mapping[str, str], *, stage: str, chains: str, pr
         raise ConfigurationError(f"the stack has no output {', '.join(missing)}: is it infra/resources.yaml?")
     if not provider_url.startswith(("https://", "http://")):
         raise ConfigurationError("the provider URL must be the public http(s) URL of the API")
+    environments = with_network_queues(environments, outputs)
     env = {
         "STAGE": stage,
         "RESOURCE_PREFIX": outputs["ResourcePrefix"],
@@ -100,7 +128,7 @@ def stage_environment(outputs: Mapping[str, str], *, stage: str, chains: str, pr
         "TOKEN_MAX_LIFETIME": str(int(token_max_lifetime)),
         "PROVIDER_URL": provider_url.rstrip("/"),
         "COMPUTE_BACKEND": "batch",
-        "COMPUTE_ENVIRONMENTS": _compact(list(environments)),
+        "COMPUTE_ENVIRONMENTS": _compact(environments),
         "RUNNER_IMAGE": f"{outputs['RunnerRepositoryUri']}:{runner_tag}",
         "BATCH_JOB_ROLE_ARN": outputs["BatchJobRoleArn"],
         "BATCH_EXECUTION_ROLE_ARN": outputs["BatchExecutionRoleArn"],

@@ -65,6 +65,8 @@ def run(settings: Settings, emitter: Emitter) -> int:
             operator_log().error("no static busybox at %s: the algorithm container cannot start",
                                  settings.busybox_source)
         emitter.emit(20)
+        if settings.notice:
+            log.warning("note: %s", settings.notice)
         try:
             provision(settings, layout)
             layout.mark_ready()

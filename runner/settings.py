@@ -14,6 +14,7 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 REGION_VARIABLES = ("C2D_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 DEFAULT_ALGORITHM_UID = 4000
+MAX_NOTICE = 500
 Num = TypeVar("Num", int, float)
 
 
@@ -41,6 +42,7 @@ class Settings:
     algorithm_uid: int = DEFAULT_ALGORITHM_UID
     attempt: int | None = None
     busybox_source: str = DEFAULT_BUSYBOX
+    notice: str = ""  # C2D_NOTICE: what the provider tells the consumer in configure.log
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, need_manifest: bool = True) -> "Settings":
@@ -65,6 +67,7 @@ class Settings:
             algorithm_uid=_algorithm_uid(env),
             attempt=_attempt(env),
             busybox_source=busybox_source(env),
+            notice=_notice(env),
             job_id=job_id,
             manifest_uri=manifest_uri,
             data_dir=Path(env.get("DATA_DIR", "/data")),
@@ -97,6 +100,13 @@ def busybox_source(env: Mapping[str, str]) -> str:
     """The static busybox configure copies to /data/.c2d (runner/Dockerfile installs Debian's
     busybox-static there); a setting so tests and local stacks can name another file."""
     return env.get("BUSYBOX_SOURCE", DEFAULT_BUSYBOX).strip()
+
+
+def _notice(env: Mapping[str, str]) -> str:
+    """C2D_NOTICE, set by the dispatcher (e.g. network access was not granted on this
+    environment): one printable line for the consumer-visible configure log."""
+    text = "".join(c if c.isprintable() else " " for c in env.get("C2D_NOTICE", ""))
+    return text.strip()[:MAX_NOTICE]
 
 
 def _algorithm_uid(env: Mapping[str, str]) -> int:

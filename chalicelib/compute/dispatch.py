@@ -31,6 +31,14 @@ the ECS agent's dependency handling):
   endpoints, and that Docker's daemon-wide no-new-privileges keeps from becoming root again through
   a setuid binary of the image. The credential variables are unset before the entrypoint runs as
   defence in depth only: the rules are what holds.
+- Host networking also means every job on an instance shares one network namespace, where an
+  abstract Unix socket (or a loopback port) joins any two processes whatever their UID: iptables
+  never sees a Unix socket. So a job whose datasets all allow network access is submitted to its
+  environment's `networkJobQueue`, whose compute environment runs network-allowed jobs only, and
+  a sealed job never shares an instance with one. An environment without that queue runs the job
+  sealed (UID 4000 on its normal queue): Ocean's allowNetworkAccess lets an algorithm use the
+  network, it does not promise it one; configure's log (consumer-visible) says access was not
+  granted here (NETWORK_NOT_GRANTED, passed as C2D_NOTICE).
 - The runner containers get C2D_REGION (the API's region: Batch sets no AWS_REGION for ECS agents
   before 1.104.0) and ALGORITHM_UID (who must own /data/outputs and algorithm.log).
 - The algorithm's stdout goes to CloudWatch through the awslogs driver (group ALGORITHM_LOG_GROUP,
@@ -103,6 +111,8 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # what the runner accepts
 MAX_ENTRYPOINT = 4096
 UNAVAILABLE = "The compute backend is unavailable, try again later"
+NETWORK_NOT_GRANTED = ("network access was not granted on this environment: every dataset allows it, but this "
+                       "environment runs no network-allowed jobs, so the algorithm runs without network")
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,17 @@ def batch_timeout_seconds(algorithm_seconds: int) -> int:
 
 def algorithm_uid(allow_network: bool) -> int:
     return NETWORK_UID if allow_network else SEALED_UID
+
+
+def network_granted(environment: Environment, allow_network: bool) -> bool:
+    """Whether a job that the datasets allow the network (`allow_network`, C8) gets it on Batch:
+    only on an environment with a network queue, whose instances run no sealed job."""
+    return allow_network and environment.offers_network
+
+
+def job_queue(environment: Environment, allow_network: bool) -> str:
+    """The queue of a job: the network queue for a network-allowed job, else the sealed one."""
+    return environment.network_job_queue if network_granted(environment, allow_network) else environment.job_queue
 
 
 def _env(values: Mapping[str, str]) -> list[dict[str, str]]:
@@ -445,22 +466,29 @@ class BatchDispatcher:
 
     def submit_request(self, job_id: str, environment: Environment, manifest_uri: str,
                        definition_arn: str, timeout: int | None = None, *,
-                       dids: Sequence[str] = (), algorithm_did: str = "") -> dict[str, Any]:
-        """The SubmitJob parameters: the environment's resources and the algorithm's time on the
-        algorithm container, per-job variables on each container, Batch's attempt timeout (the
-        algorithm's time plus the stages' margin), the job id as a tag and in the name."""
+                       dids: Sequence[str] = (), algorithm_did: str = "",
+                       allow_network: bool = False) -> dict[str, Any]:
+        """The SubmitJob parameters: the queue of the job's network policy, the environment's
+        resources and the algorithm's time on the algorithm container, per-job variables on each
+        container (configure's C2D_NOTICE when the datasets allowed a network the environment
+        does not grant), Batch's attempt timeout (the algorithm's time plus the stages' margin),
+        the job id as a tag and in the name. `definition_arn` must be the definition of
+        `network_granted(environment, allow_network)`."""
         if not JOB_ID_PATTERN.fullmatch(job_id):
             raise ValueError("job id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
         if not manifest_uri.startswith("s3://") or any(c.isspace() for c in manifest_uri):
             raise ValueError("the manifest must be given as an s3:// URI")
         algorithm_resources = _resources(environment.n_cpu, int(environment.ram_gb * 1024), environment.n_gpu)
         seconds = attempt_seconds(environment, timeout)
+        configure_env = {"JOB_ID": job_id, "MANIFEST_URI": manifest_uri}
+        if allow_network and not network_granted(environment, allow_network):
+            configure_env["C2D_NOTICE"] = NETWORK_NOT_GRANTED
         return {
             "jobName": job_name(job_id),
-            "jobQueue": environment.job_queue,
+            "jobQueue": job_queue(environment, allow_network),
             "jobDefinition": definition_arn,
             "ecsPropertiesOverride": {"taskProperties": [{"containers": [
-                {"name": CONFIGURE, "environment": _env({"JOB_ID": job_id, "MANIFEST_URI": manifest_uri})},
+                {"name": CONFIGURE, "environment": _env(configure_env)},
                 {"name": ALGORITHM, "resourceRequirements": algorithm_resources,
                  "environment": _env({"DIDS": json.dumps(list(dict.fromkeys(dids))),
                                       "TRANSFORMATION_DID": algorithm_did, "C2D_MAX_SECONDS": str(seconds)})},
@@ -474,13 +502,17 @@ class BatchDispatcher:
     def submit(self, job_id: str, environment: Environment, manifest_uri: str,
                container: AlgorithmContainer, timeout: int | None = None, *,
                dids: Sequence[str] = (), algorithm_did: str = "", allow_network: bool = False) -> str:
-        """Submit the job; returns the Batch job id. ServiceUnavailable if Batch fails."""
-        definition = self.job_definition(container, allow_network)
+        """Submit the job; returns the Batch job id. ServiceUnavailable if Batch fails.
+
+        A network-allowed job goes to the environment's network queue as UID 4001; without one it
+        runs sealed (UID 4000, normal queue) and its configure log says so."""
+        granted = network_granted(environment, allow_network)
+        definition = self.job_definition(container, granted)
         request = self.submit_request(job_id, environment, manifest_uri, definition, timeout,
-                                      dids=dids, algorithm_did=algorithm_did)
+                                      dids=dids, algorithm_did=algorithm_did, allow_network=allow_network)
         batch_job_id = self._call("submit_job", **request)["jobId"]
-        log.info("job %s submitted to %s as Batch job %s (network %s)", job_id, environment.job_queue,
-                 batch_job_id, "allowed" if allow_network else "blocked")
+        log.info("job %s submitted to %s as Batch job %s (network %s)", job_id, request["jobQueue"], batch_job_id,
+                 "allowed" if granted else "not granted by the environment" if allow_network else "blocked")
         return batch_job_id
 
     def terminate(self, batch_job_id: str, reason: str = "Job stopped") -> None:

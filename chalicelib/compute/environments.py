@@ -1,6 +1,13 @@
 """Compute environments are configuration (DESIGN §4): what the provider offers, at what price,
 on which Batch queue. Read once per container from COMPUTE_ENVIRONMENTS (inline JSON) or
-COMPUTE_ENVIRONMENTS_FILE, defaulting to environments.json beside this module."""
+COMPUTE_ENVIRONMENTS_FILE, defaulting to environments.json beside this module.
+
+`networkJobQueue` (optional) names the Batch queue of an environment's network-allowed jobs. Batch
+jobs on EC2 share their instance's network namespace, so a sealed algorithm could hand data over
+an abstract Unix socket (or loopback) to a network-allowed algorithm on the same instance; iptables
+never sees a Unix socket. Network-allowed jobs therefore run only on a compute environment of their
+own: a queue that is never also a sealed queue of any environment. Without it, a job whose datasets
+all allow network access runs sealed (compute.dispatch)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from chalicelib.errors import ConfigurationError
 
@@ -51,6 +58,12 @@ class Environment:
     free: bool = False
     free_tier: FreeTier | None = None
     resource_prices: Mapping[str, float] = field(default_factory=dict)  # per unit per minute, by resource id
+    network_job_queue: str = ""  # the queue of network-allowed jobs; "" = this environment runs every job sealed
+
+    @property
+    def offers_network(self) -> bool:
+        """Whether a job whose datasets all allow network access gets it here."""
+        return bool(self.network_job_queue)
 
     def fee_token(self, chain_id: int) -> str:
         return self.fee_tokens.get(chain_id, "0x0000000000000000000000000000000000000000")
@@ -101,13 +114,45 @@ def parse_environments(raw: list[Mapping[str, Any]]) -> dict[str, Environment]:
                 free=bool(item.get("free", False)),
                 free_tier=_free_tier(item.get("freeCompute")),
                 resource_prices={str(k): float(v) for k, v in (item.get("prices") or {}).items()},
+                network_job_queue=_network_queue(item.get("networkJobQueue")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ConfigurationError(f"compute environment #{index} is malformed: {error!r}") from None
         if environment.id in environments:
             raise ConfigurationError(f"compute environment id {environment.id!r} is defined twice")
         environments[environment.id] = environment
+    _check_queue_separation(environments.values())
     return environments
+
+
+def _network_queue(raw: Any) -> str:
+    if raw in (None, ""):
+        return ""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError("networkJobQueue must be a queue name or ARN")
+    return raw.strip()
+
+
+def queue_name(queue: str) -> str:
+    """A queue's name, whether given by name or ARN (.../job-queue/<name>)."""
+    return queue.rsplit("/", 1)[-1]
+
+
+def _check_queue_separation(configured: Iterable[Environment]) -> None:
+    """No queue may carry both sealed and network-allowed jobs, in any two environments: the
+    isolation of sealed jobs is that their instances never run a network-allowed one."""
+    configured = list(configured)
+    sealed = {queue_name(e.job_queue) for e in configured}
+    for environment in configured:
+        if environment.network_job_queue and queue_name(environment.network_job_queue) in sealed:
+            raise ConfigurationError(f"compute environment {environment.id}: networkJobQueue "
+                                     f"{environment.network_job_queue!r} is also a jobQueue: sealed and "
+                                     "network-allowed jobs must never share a compute environment")
+
+
+def job_queues(configured: Iterable[Environment]) -> set[str]:
+    """Every queue the environments submit to, sealed and network-allowed."""
+    return {queue for e in configured for queue in (e.job_queue, e.network_job_queue) if queue}
 
 
 def _free_tier(raw: Any) -> FreeTier | None:

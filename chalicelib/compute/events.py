@@ -620,12 +620,13 @@ def batch_state_event(job_id: str, batch_job_id: str, job_queue: str, batch_stat
 # -- Lambda glue ---------------------------------------------------------------------------
 
 def build_job_events(on_terminal: TerminalHook | None = None) -> JobEvents:
-    """JobEvents for this deployment: the queues of the configured environments, our bucket."""
+    """JobEvents for this deployment: the queues of the configured environments (sealed and
+    network-allowed), our bucket."""
     from chalicelib import services
-    from chalicelib.compute.environments import environments
+    from chalicelib.compute.environments import environments, job_queues
 
     current = services.settings()
-    return JobEvents(JobRecord, queues={e.job_queue for e in environments().values()},
+    return JobEvents(JobRecord, queues=job_queues(environments().values()),
                      results_bucket=current.bucket, on_terminal=on_terminal, release_slots=True)
 
 

@@ -69,17 +69,19 @@ class Reconciler:
     """One run per schedule tick: `run()` never raises for one job's trouble (it counts it)."""
 
     def __init__(self, events: JobEvents, batch: Any, abandon: Callable[[JobRecord], bool],
-                 environments: Iterable[tuple[str, str]], jobs: type[JobRecord] = JobRecord,
+                 environments: Iterable[tuple[str, str | Sequence[str]]], jobs: type[JobRecord] = JobRecord,
                  clock: Callable[[], float] = time.time, stuck_after: int = STUCK_AFTER,
                  quiet_after: int = QUIET_AFTER, payments: Any = None,
                  settle: Callable[[Any, JobRecord], None] | None = None, chain_ids: Iterable[int] = ()) -> None:
-        """`environments`: (environment id, its job queue); `abandon`: JobService.abandon;
-        `payments` (EscrowPayments, None without escrow) and `settle(payments, job)`
-        (node.paid.settle_job) for the payments on `chain_ids`."""
+        """`environments`: (environment id, its job queues: the sealed one, then the network
+        queue if it has one); `abandon`: JobService.abandon; `payments` (EscrowPayments, None
+        without escrow) and `settle(payments, job)` (node.paid.settle_job) for the payments on
+        `chain_ids`."""
         self._events = events
         self._batch = batch
         self._abandon = abandon
-        self._queues = dict(environments)
+        self._queues = {environment: (queues,) if isinstance(queues, str) else tuple(queues)
+                        for environment, queues in environments}
         self._jobs = jobs
         self._clock = clock
         self._stuck_after = stuck_after
@@ -179,12 +181,13 @@ class Reconciler:
             report.errors += 1
 
     def _batch_jobs_named(self, job: JobRecord) -> list[str]:
-        """Batch job ids named after this job in its environment's queue (any status)."""
-        queue = self._queues.get(job.environment)
-        if not queue:
-            return []
-        answer = self._batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [job_name(job.job_id)]}])
-        return [summary["jobId"] for summary in answer.get("jobSummaryList", [])]
+        """Batch job ids named after this job in its environment's queues (any status): the
+        record does not say whether the dispatcher sent it to the network queue."""
+        found: list[str] = []
+        for queue in self._queues.get(job.environment, ()):
+            answer = self._batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [job_name(job.job_id)]}])
+            found += [summary["jobId"] for summary in answer.get("jobSummaryList", [])]
+        return found
 
     def _describe(self, batch_job_ids: Sequence[str], report: Report) -> None:
         """Apply what Batch says about these jobs as the events it would have sent."""
@@ -239,4 +242,5 @@ def build_reconciler() -> Reconciler:
 
         escrow = {"payments": services.payments(), "settle": settle_job, "chain_ids": sorted(escrow_addresses())}
     return Reconciler(services.job_events(), aws.client("batch"), services.job_service().abandon,
-                      [(e.id, e.job_queue) for e in environments().values()], **escrow)
+                      [(e.id, [q for q in (e.job_queue, e.network_job_queue) if q]) for e in environments().values()],
+                      **escrow)

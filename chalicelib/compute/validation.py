@@ -24,6 +24,7 @@ dataset `dataset`, the others `datasets[<i>]` (i ≥ 1, for start and initialize
 | <input or algorithm> | s3_source_not_allowed | (ours) an `s3` file outside the places S3_FILE_SOURCES gives its publisher |
 | algorithm | meta_oneof_url_rawcode_remote | raw algorithm without url or rawcode |
 | algorithm.container | missing_entrypoint_image_checksum / checksum_prefix | container incomplete, checksum not "sha256:…" |
+| algorithm.container | image_registry_not_allowed | (ours) the image's registry is not in ALGORITHM_REGISTRIES |
 | algorithm.transferTxId | missing | start: algorithm by DID without its order |
 | <input>.documentId | did_not_found | a dataset DID does not resolve |
 | <input>.serviceId | not_found | no such service in its DDO |
@@ -72,6 +73,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequenc
 from urllib.parse import urlsplit
 
 from chalicelib.compute.environments import Environment
+from chalicelib.config import ImageRegistries
 from chalicelib.compute.requests import (
     AlgorithmInput,
     ComputeStartRequest,
@@ -96,6 +98,7 @@ class FileHasher(Protocol):
         ...
 
 WILDCARD = "*"
+IMAGE_REGISTRY_NOT_ALLOWED = "image_registry_not_allowed"
 CONSUMABLE_STATES = (0, 5)  # NFT metadata states the original serves: active, and ordering disabled
 NOT_IN_ALLOW_LIST, IN_DENY_LIST = 3, 4  # the original's ConsumableCodes
 
@@ -450,7 +453,10 @@ class ComputeValidator:
         clock: Callable[[], float] = time.time,
         open_when_unrestricted: bool = True,
         s3_sources: Optional["S3Places"] = None,
+        registries: ImageRegistries = ImageRegistries(),
     ):
+        """`registries`: where algorithm images may come from (ALGORITHM_REGISTRIES), checked with
+        the container fields, before any order is checked or anything reserved."""
         self._provider_address = provider_address
         self._environments = environments
         self._provider_url = provider_url
@@ -458,6 +464,7 @@ class ComputeValidator:
         self._clock = clock
         self._open_when_unrestricted = open_when_unrestricted
         self._s3_sources = s3_sources
+        self._registries = registries
 
     # ---- entry points
 
@@ -614,9 +621,7 @@ class ComputeValidator:
             raise BusinessError({"algorithm.credentials": refusal})
         algorithm_section = metadata.get("algorithm")
         container = algorithm_section.get("container") if isinstance(algorithm_section, Mapping) else None
-        problem = container_error(container)
-        if problem:
-            raise BusinessError({"algorithm.container": problem})
+        self._check_container(container)
         if not found or not found.files:
             raise BusinessError({"algorithm": "file_unavailable"})
         self._check_s3_places("algorithm", found.files, _nft_field(asset, "owner"))
@@ -649,15 +654,23 @@ class ComputeValidator:
         if not meta.url and not meta.rawcode:
             raise BusinessError({"algorithm": "meta_oneof_url_rawcode_remote"})
         container = meta.container.model_dump()
-        problem = container_error(container)
-        if problem:
-            raise BusinessError({"algorithm.container": problem})
+        self._check_container(container)
         files: tuple[FileObject, ...] = ({"type": "url", "url": meta.url, "method": "GET"},) if meta.url else ()
         planned = PlannedAlgorithm(
             did="", order=None, rawcode=meta.rawcode, files=files, container=_container_fields(container),
             userdata=dict(request.userdata or {}), algocustomdata=dict(request.algocustomdata or {}),
         )
         return planned, _Algorithm(raw=True, files=files, hasher=self._files_checksum)
+
+    def _check_container(self, container: Any) -> None:
+        """The container fields (the original's codes), then the image's registry: a consumer or
+        publisher must not make the instances pull from a registry the operator did not allow
+        (the account's ECR, one inside the VPC)."""
+        problem = container_error(container)
+        if problem:
+            raise BusinessError({"algorithm.container": problem})
+        if not self._registries.allows(str(container["image"])):
+            raise BusinessError({"algorithm.container": IMAGE_REGISTRY_NOT_ALLOWED})
 
     # ---- s3 places
 

@@ -38,7 +38,7 @@ def put_algorithm_file() -> dict:
 def environments_json(chain: DevChain, max_jobs: int = 5) -> str:
     return json.dumps([{
         "id": "ocean-c2d-cpu", "description": "test cpu", "chainIds": [chain.chain_id], "jobQueue": "ocean-c2d-cpu",
-        "cpuType": "x", "gpuType": "", "nCPU": 2, "nGPU": 0, "ramGB": 4, "diskGB": 10, "priceMin": 1,
+        "networkJobQueue": "ocean-c2d-cpu-net", "cpuType": "x", "gpuType": "", "nCPU": 2, "nGPU": 0, "ramGB": 4, "diskGB": 10, "priceMin": 1,
         "maxJobs": max_jobs, "maxJobDuration": 3600, "storageExpiry": 86400,
         "feeToken": {str(chain.chain_id): chain.contracts.OceanToken},
     }])

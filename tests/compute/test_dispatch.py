@@ -11,6 +11,7 @@ from botocore.config import Config
 from botocore.stub import ANY, Stubber
 
 from chalicelib.compute.dispatch import (
+    NETWORK_NOT_GRANTED,
     AlgorithmContainer,
     BatchDispatcher,
     algorithm_command,
@@ -18,15 +19,17 @@ from chalicelib.compute.dispatch import (
     batch_timeout_seconds,
     is_stop_reason,
 )
-from chalicelib.compute.environments import parse_environments
-from chalicelib.errors import ServiceUnavailable, ValidationError
+from chalicelib.compute.environments import job_queues, parse_environments
+from chalicelib.errors import ConfigurationError, ServiceUnavailable, ValidationError
 
 DIGEST = "sha256:" + "ab" * 32
 RUNNER = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ocean-c2d-runner:1.0"
 ROLE = "arn:aws:iam::123456789012:role/c2d-job"
 MANIFEST = "s3://test-results/jobs/job-1/manifest.json"
 ENVIRONMENTS = parse_environments([
-    {"id": "cpu", "chainIds": [8996], "jobQueue": "c2d-cpu", "nCPU": 2, "ramGB": 4, "diskGB": 20,
+    {"id": "cpu", "chainIds": [8996], "jobQueue": "c2d-cpu", "networkJobQueue": "c2d-cpu-net", "nCPU": 2,
+     "ramGB": 4, "diskGB": 20, "maxJobs": 5, "maxJobDuration": 3600},
+    {"id": "sealed", "chainIds": [8996], "jobQueue": "c2d-sealed", "nCPU": 2, "ramGB": 4, "diskGB": 20,
      "maxJobs": 5, "maxJobDuration": 3600},
     {"id": "gpu", "chainIds": [8996], "jobQueue": "arn:aws:batch:us-east-1:123456789012:job-queue/c2d-gpu",
      "nCPU": 8, "nGPU": 1, "ramGB": 30.5, "diskGB": 100, "maxJobs": 1, "maxJobDuration": 30},
@@ -95,14 +98,16 @@ def expected_definition(name, uid=4000):
     }
 
 
-def expected_submit(arn, job_id="job-1"):
+def expected_submit(arn, job_id="job-1", queue="c2d-cpu", environment="cpu", notice=None):
+    configure_env = [{"name": "JOB_ID", "value": job_id}, {"name": "MANIFEST_URI", "value": manifest(job_id)}]
+    if notice:
+        configure_env.insert(0, {"name": "C2D_NOTICE", "value": notice})
     return {
         "jobName": f"c2d-{job_id}",
-        "jobQueue": "c2d-cpu",
+        "jobQueue": queue,
         "jobDefinition": arn,
         "ecsPropertiesOverride": {"taskProperties": [{"containers": [
-            {"name": "configure", "environment": [{"name": "JOB_ID", "value": job_id},
-                                                   {"name": "MANIFEST_URI", "value": manifest(job_id)}]},
+            {"name": "configure", "environment": configure_env},
             {"name": "algorithm",
              "resourceRequirements": [{"type": "VCPU", "value": "2"}, {"type": "MEMORY", "value": "4096"}],
              "environment": [{"name": "C2D_MAX_SECONDS", "value": "1800"},
@@ -113,7 +118,7 @@ def expected_submit(arn, job_id="job-1"):
         # the algorithm's 1800 s are enforced in its container; Batch's clock adds the stages' margin
         "timeout": {"attemptDurationSeconds": 1800 + 1800},
         "propagateTags": True,
-        "tags": {"c2d:jobId": job_id, "c2d:environment": "cpu"},
+        "tags": {"c2d:jobId": job_id, "c2d:environment": environment},
     }
 
 
@@ -318,7 +323,8 @@ def test_network_policy_is_part_of_the_definition(batch):
     stubber.add_response("register_job_definition",
                          {"jobDefinitionName": open_, "jobDefinitionArn": definition_arn(open_), "revision": 1},
                          expected_definition(open_, uid=4001))
-    stubber.add_response("submit_job", submitted(), expected_submit(definition_arn(open_)))
+    # ... on the environment's network queue, whose instances run no sealed job
+    stubber.add_response("submit_job", submitted(), expected_submit(definition_arn(open_), queue="c2d-cpu-net"))
     submit(d, allow_network=True)
     stubber.add_response("describe_job_definitions", {"jobDefinitions": []},
                          {"jobDefinitionName": sealed, "status": "ACTIVE"})
@@ -352,3 +358,43 @@ def test_the_algorithm_holds_no_role_of_its_own_and_runs_as_a_fixed_user():
         assert name in script.split("unset ", 1)[1].split("\n", 1)[0]
     assert publish["dependsOn"] == [{"containerName": "algorithm", "condition": "COMPLETE"}]
     assert algorithm["dependsOn"] == [{"containerName": "configure", "condition": "COMPLETE"}]
+
+
+def test_without_a_network_queue_a_network_allowed_job_runs_sealed_and_is_told_so(batch):
+    """An environment with no networkJobQueue would put a network-allowed job (4001) beside
+    sealed ones, which an abstract Unix socket joins on a host-networked instance: the job runs
+    sealed instead (UID 4000's definition, the normal queue), and configure's log says why."""
+    client, stubber = batch
+    d = dispatcher(client)
+    sealed = d.definition_name(PYTHON)
+    stubber.add_response("describe_job_definitions", {"jobDefinitions": []},
+                         {"jobDefinitionName": sealed, "status": "ACTIVE"})
+    stubber.add_response("register_job_definition",
+                         {"jobDefinitionName": sealed, "jobDefinitionArn": definition_arn(sealed), "revision": 1},
+                         expected_definition(sealed, uid=4000))
+    stubber.add_response("submit_job", submitted(), expected_submit(
+        definition_arn(sealed), queue="c2d-sealed", environment="sealed", notice=NETWORK_NOT_GRANTED))
+    submit(d, environment="sealed", allow_network=True)
+    # a sealed job on that environment: same definition, no notice
+    stubber.add_response("submit_job", submitted("job-2"), expected_submit(
+        definition_arn(sealed), "job-2", queue="c2d-sealed", environment="sealed"))
+    submit(d, "job-2", environment="sealed")
+    assert "not granted on this environment" in NETWORK_NOT_GRANTED
+
+
+def test_sealed_and_network_jobs_never_share_a_queue():
+    """A networkJobQueue that is any environment's jobQueue is a configuration error."""
+    base = {"chainIds": [8996], "nCPU": 1, "ramGB": 1, "diskGB": 1, "maxJobs": 1, "maxJobDuration": 60}
+    for environments in (
+        [dict(base, id="a", jobQueue="q", networkJobQueue="q")],
+        [dict(base, id="a", jobQueue="q"), dict(base, id="b", jobQueue="r", networkJobQueue="q")],
+        [dict(base, id="a", jobQueue="arn:aws:batch:us-east-1:123456789012:job-queue/q", networkJobQueue="q")],
+    ):
+        with pytest.raises(ConfigurationError, match="never share"):
+            parse_environments(environments)
+    with pytest.raises(ConfigurationError):
+        parse_environments([dict(base, id="a", jobQueue="q", networkJobQueue=7)])
+    two = parse_environments([dict(base, id="a", jobQueue="q", networkJobQueue="n"),
+                              dict(base, id="b", jobQueue="r", networkJobQueue="n")])
+    assert job_queues(two.values()) == {"q", "r", "n"} and two["a"].offers_network
+    assert not parse_environments([dict(base, id="c", jobQueue="q", networkJobQueue="")])["c"].offers_network

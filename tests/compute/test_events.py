@@ -567,6 +567,28 @@ def test_plain_queue_names_and_arns_both_match(aws):
     assert JobEvents(queues={QUEUE_ARN}).handle(batch_event("j", "STARTING")).status == 10
 
 
+def test_events_of_the_network_queues_are_the_provider_s_own(aws, monkeypatch):
+    """Network-allowed jobs run on their environment's networkJobQueue: the deployment's handler
+    (build_job_events) applies their events, and still ignores queues it does not use."""
+    from chalicelib.compute import environments
+    from chalicelib.compute.events import build_job_events
+
+    monkeypatch.setenv("COMPUTE_ENVIRONMENTS", json.dumps([
+        {"id": "cpu", "chainIds": [8996], "jobQueue": QUEUE, "networkJobQueue": f"{QUEUE}-net", "nCPU": 1,
+         "ramGB": 1, "diskGB": 1, "maxJobs": 2, "maxJobDuration": 60}]))
+    environments.environments.cache_clear()
+    try:
+        handler = build_job_events()
+    finally:
+        environments.environments.cache_clear()
+    make_job("net", status=1)
+    make_job("sealed", status=1, batch_job_id="b-2")
+    assert handler.handle(batch_event("net", "STARTING", queue=f"{QUEUE_ARN}-net")).status == 10
+    assert handler.handle(batch_event("sealed", "STARTING", batch_job_id="b-2")).status == 10
+    foreign = batch_event("net", "RUNNING", queue=f"{QUEUE_ARN}-other")
+    assert handler.handle(foreign).action == "ignored" and load("net").status == 10
+
+
 def test_store_outage_is_reported_not_raised(handler, monkeypatch):
     from pynamodb.exceptions import GetError
 

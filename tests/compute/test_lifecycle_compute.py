@@ -81,11 +81,13 @@ def test_full_lifecycle(client, provider):
     submitted = batch.submitted[0]
     algorithm = submitted["ecsPropertiesOverride"]["taskProperties"][0]["containers"][1]
     algorithm_seconds = int({e["name"]: e["value"] for e in algorithm["environment"]}["C2D_MAX_SECONDS"])
-    assert submitted["jobQueue"] == "ocean-c2d-cpu" and 60 <= algorithm_seconds <= 3600
+    assert 60 <= algorithm_seconds <= 3600
     assert submitted["timeout"]["attemptDurationSeconds"] == algorithm_seconds + 1800  # + configure/publish margin
     # the only dataset was published with allowNetworkAccess: true (publish_asset's default), so
-    # the start path chose the network-allowed UID (tests/compute/test_network_policy.py: the rest)
+    # the start path chose the network-allowed UID (tests/compute/test_network_policy.py: the rest),
+    # on the environment's network queue, whose instances run no sealed job
     assert published.dataset.ddo["services"][0]["compute"]["allowNetworkAccess"] is True
+    assert submitted["jobQueue"] == "ocean-c2d-cpu-net"
     (definition,) = batch.registered
     containers = definition["ecsProperties"]["taskProperties"][0]["containers"]
     assert containers[1]["name"] == "algorithm" and containers[1]["user"] == "4001:4001"

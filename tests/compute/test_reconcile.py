@@ -240,6 +240,32 @@ def test_describe_jobs_is_asked_100_ids_at_a_time(aws):
     assert sorted(i for ids in asked for i in ids) == [f"b-{index:03d}" for index in range(150)]
 
 
+def test_an_undispatched_job_is_looked_for_in_the_network_queue_too(aws):
+    """The record does not say which queue the dispatcher chose: a job stuck at 1 without a Batch
+    id is found in its environment's network queue, and followed, not ended."""
+    from chalicelib.compute.events import JobEvents
+    from chalicelib.compute.reconcile import Reconciler
+    from chalicelib.compute.dispatch import job_name
+    from chalicelib.models import JobRecord
+
+    now = int(time.time())
+    JobRecord("job-net", owner="0x" + "1" * 40, document_id="did:op:d", date_created=now - 5000, status=1,
+              status_text="Warming up", environment="cpu", chain_id=8996, updated_at=now - 5000,
+              active_environment="cpu").save()
+    batch = StubbedBatch()
+    named = [{"name": "JOB_NAME", "values": [job_name("job-net")]}]
+    batch.stubber.add_response("list_jobs", {"jobSummaryList": []}, {"jobQueue": "c2d-cpu", "filters": named})
+    batch.stubber.add_response("list_jobs", {"jobSummaryList": [{"jobId": "b-net", "jobName": job_name("job-net")}]},
+                               {"jobQueue": "c2d-cpu-net", "filters": named})
+    batch.stubber.add_response("describe_jobs", {"jobs": []}, {"jobs": ["b-net"]})
+    abandoned: list[str] = []
+    report = Reconciler(JobEvents(JobRecord, queues={"c2d-cpu", "c2d-cpu-net"}), batch.client,
+                        lambda job: abandoned.append(job.job_id) or True,
+                        [("cpu", ["c2d-cpu", "c2d-cpu-net"])]).run()
+    batch.stubber.assert_no_pending_responses()
+    assert abandoned == [] and report.abandoned == [] and report.described == 0
+
+
 def test_the_scheduled_function_runs_the_reconciler(client):
     event = client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
                                             resources=["arn:aws:events:us-east-1:123456789012:rule/reconcile"])

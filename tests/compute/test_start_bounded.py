@@ -76,6 +76,35 @@ def test_a_refused_container_leaves_nothing_behind(client, provider, field, valu
     assert status == 200, body
 
 
+@pytest.mark.parametrize("image", [
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/private-tools",  # the instances' role pulls it
+    "10.0.0.5:5000/tools", "localhost:5000/tools", "registry.internal.example/tools",
+    "docker.io.internal.example/library/python",
+])
+def test_an_image_from_a_registry_not_allowed_is_refused_before_anything_exists(client, provider, image):
+    """ALGORITHM_REGISTRIES (default: public registries only) is checked with the container
+    fields: a 400 in the business envelope, no record, no used order, no slot, no manifest,
+    no Batch call; the same order then starts with an image from an allowed registry."""
+    chain, batch, published = provider
+    from chalicelib import aws, services
+
+    quote = initialize(client, published, chain.consumer.address)
+    dataset_tx, _ = order_both(chain, published, quote)
+    status, body = post_start(client, _raw_start(published, chain, dataset_tx, {**GOOD_CONTAINER, "image": image}))
+    assert (status, body) == (400, {"error": {"algorithm.container": "image_registry_not_allowed"}})
+    _nothing_left_behind()
+    listed = aws.client("s3").list_objects_v2(Bucket=services.settings().bucket, Prefix="jobs/")
+    assert listed.get("KeyCount", 0) == 0
+    assert batch.submitted == [] and batch.registered == []
+    batch.expect_new_definition()
+    batch.expect_submit()
+    status, body = post_start(client, _raw_start(published, chain, dataset_tx,
+                                                 {**GOOD_CONTAINER, "image": "ghcr.io/oceanprotocol/algo"}))
+    assert status == 200, body
+    containers = batch.registered[-1]["ecsProperties"]["taskProperties"][0]["containers"]
+    assert containers[1]["image"] == "ghcr.io/oceanprotocol/algo@" + GOOD_CONTAINER["checksum"]
+
+
 def test_a_job_record_expires_after_storage_and_retention(client, provider):
     chain, batch, published = provider
     from chalicelib.models import JobRecord, owner_document

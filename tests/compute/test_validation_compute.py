@@ -745,3 +745,22 @@ def test_s3_file_sources_is_read_from_the_environment():
     assert not places.allows(PUBLISHER, "publisher-a-data", "private-not/x.csv")
     assert not places.allows(PUBLISHER_B, "publisher-a-data", "private/x.csv")
     assert load_settings({k: v for k, v in os.environ.items() if k != "S3_FILE_SOURCES"}).s3_file_sources.places == ()
+
+
+# ---------------------------------------------------------------- image registries
+
+
+def test_an_image_from_a_registry_not_allowed_is_refused_by_ddo_and_raw():
+    """ALGORITHM_REGISTRIES is checked with the container fields, for a published algorithm and
+    a raw one alike; an operator who lists the registry allows it."""
+    from chalicelib.config import ImageRegistries
+
+    private = {**CONTAINER, "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/tools"}
+    refusal = {"algorithm.container": "image_registry_not_allowed"}
+    assert refused(_start(make_dataset(), make_algorithm(container=private))) == refusal
+    raw_dataset = make_dataset(compute={"allowRawAlgorithm": True})
+    raw = start_request(raw_dataset, meta={**RAW_META, "container": private})
+    assert refused(lambda: validator().validate_start(raw, with_files(raw_dataset))) == refusal
+    allowed = validator(registries=ImageRegistries.parse("123456789012.dkr.ecr.us-east-1.amazonaws.com/tools"))
+    assert allowed.validate_start(raw, with_files(raw_dataset)).algorithm.container == private
+    assert refused(lambda: allowed.validate_start(start_request(raw_dataset, meta=RAW_META), with_files(raw_dataset))) == refusal

@@ -55,12 +55,30 @@ def test_environment_from_outputs():
     assert json.loads(env["COMPUTE_ENVIRONMENTS"]) == _environments()
 
 
+def test_configure_gives_each_environment_its_network_queue():
+    """An environments file that names no networkJobQueue gets the stack's network queue beside
+    each sealed one; an explicit "" keeps the environment sealed for every job."""
+    plain = [{k: v for k, v in item.items() if k != "networkJobQueue"} for item in _environments()]
+    written = json.loads(_environment(environments=plain)["COMPUTE_ENVIRONMENTS"])
+    assert [e["networkJobQueue"] for e in written] == ["ocean-c2d-dev-cpu-net", "ocean-c2d-dev-gpu-net"]
+    assert json.loads(_environment()["COMPUTE_ENVIRONMENTS"]) == _environments()
+    sealed = [dict(plain[0], networkJobQueue=""), plain[1]]
+    written = json.loads(_environment(environments=sealed)["COMPUTE_ENVIRONMENTS"])
+    assert [e["networkJobQueue"] for e in written] == ["", "ocean-c2d-dev-gpu-net"]
+    without = {k: v for k, v in _outputs().items() if "Network" not in k}  # a stack from before
+    written = json.loads(_environment(environments=plain, outputs=without)["COMPUTE_ENVIRONMENTS"])
+    assert all("networkJobQueue" not in e for e in written)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"environments": [dict(_environments()[0], jobQueue="elsewhere")]}, "job queue 'elsewhere'"),
     ({"environments": [dict(_environments()[0], chainIds=[137])]}, "chains [137]"),
     ({"environments": [dict(_environments()[0], storageExpiry=8 * 86400)]}, "storageExpiry"),
     ({"outputs": {k: v for k, v in _outputs().items() if k != "GpuJobQueueArn"}}, "ocean-c2d-gpu"),
     ({"outputs": {k: v for k, v in _outputs().items() if k != "JwtSecretArn"}}, "JwtSecretArn"),
+    ({"outputs": {k: v for k, v in _outputs().items() if k != "GpuNetworkJobQueueArn"}}, "ocean-c2d-dev-gpu-net"),
+    ({"environments": [dict(_environments()[0], networkJobQueue="ocean-c2d-dev-gpu"), _environments()[1]]}, "never share"),
+    ({"environments": [dict(_environments()[0], networkJobQueue="elsewhere-net")]}, "networkJobQueue 'elsewhere-net'"),
     ({"environments": [dict(_environments()[0], id=f"env-{i}", description="x" * 200) for i in range(12)]}, "4096"),
     ({"provider_url": "provider.example"}, "provider URL"),
     ({"chains": "{}"}, "CHAINS"),

@@ -124,7 +124,10 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
     assert statements["JobObjects"]["Resource"] == [f"arn:aws:s3:::{settings.bucket}/jobs/*"]
     assert statements["ListJobObjects"]["Condition"] == {"StringLike": {"s3:prefix": ["jobs/*"]}}
     assert statements["Secrets"]["Resource"] == [env["PROVIDER_KEY_SECRET"], env["JWT_SECRET_NAME"]]
-    queues = {e.job_queue for e in load_environments(env).values()}
+    configured = load_environments(env).values()
+    queues = {e.job_queue for e in configured} | {e.network_job_queue for e in configured}
+    # every environment of a deployed stage has its network queue (configure fills it in)
+    assert all(e.network_job_queue == f"{e.job_queue}-net" for e in configured)
     submit = statements["SubmitJobs"]["Resource"]
     assert {r.rsplit("/", 1)[-1] for r in submit if ":job-queue/" in r} == queues
     assert all(r.endswith(f"job-definition/{DEFINITION_PREFIX}*") for r in statements["RegisterJobDefinitions"]["Resource"])

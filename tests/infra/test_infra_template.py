@@ -118,7 +118,8 @@ def _vcpus_needed(queue: str) -> int:
 def test_one_cpu_and_one_gpu_spot_environment_behind_the_configured_queues(infra_template):
     environments = _resources(infra_template, "AWS::Batch::ComputeEnvironment")
     queues = _resources(infra_template, "AWS::Batch::JobQueue")
-    assert set(environments) == {"CpuComputeEnvironment", "GpuComputeEnvironment"}
+    assert set(environments) == {"CpuComputeEnvironment", "GpuComputeEnvironment",
+                                 "CpuNetworkComputeEnvironment", "GpuNetworkComputeEnvironment"}
     examples = {e.job_queue: e for e in load_environments({"COMPUTE_ENVIRONMENTS_FILE": str(EXAMPLE_ENVIRONMENTS)}).values()}
     for kind, image in (("Cpu", "ECS_AL2023"), ("Gpu", "ECS_AL2023_NVIDIA")):
         resources = environments[f"{kind}ComputeEnvironment"]["Properties"]["ComputeResources"]
@@ -140,6 +141,41 @@ def test_one_cpu_and_one_gpu_spot_environment_behind_the_configured_queues(infra
         assert queue["ComputeEnvironmentOrder"] == [{"Order": 1, "ComputeEnvironment": {"Ref": f"{kind}ComputeEnvironment"}}]
     assert _default(infra_template, "CpuInstanceTypes") == "c6i,m6i"
     assert _default(infra_template, "GpuInstanceTypes").startswith("g5.")
+
+
+def test_network_jobs_have_compute_environments_of_their_own(infra_template):
+    """Host-networked jobs on one instance share its network namespace (abstract Unix sockets,
+    loopback): the network queues use their own compute environments, with the sealed ones'
+    launch template (the same rules), instance types and limits; their names default from the
+    prefix, and the example environments name them as networkJobQueue."""
+    environments = _resources(infra_template, "AWS::Batch::ComputeEnvironment")
+    queues = _resources(infra_template, "AWS::Batch::JobQueue")
+    examples = {e.job_queue: e for e in load_environments({"COMPUTE_ENVIRONMENTS_FILE": str(EXAMPLE_ENVIRONMENTS)}).values()}
+    for kind in ("Cpu", "Gpu"):
+        sealed = environments[f"{kind}ComputeEnvironment"]
+        network = environments[f"{kind}NetworkComputeEnvironment"]
+        assert sealed.get("Condition") == network.get("Condition")
+        sealed_resources, network_resources = (dict(e["Properties"]["ComputeResources"]) for e in (sealed, network))
+        assert network_resources.pop("Tags") == {"Name": {"Fn::Sub": f"${{ResourcePrefix}}-batch-{kind.lower()}-net"}}
+        sealed_resources.pop("Tags")
+        assert network_resources == sealed_resources  # same launch template, rules, types and limits
+        queue = queues[f"{kind}NetworkJobQueue"]
+        assert queue.get("Condition") == queues[f"{kind}JobQueue"].get("Condition")
+        # only the network compute environment serves the network queue, and it serves no other
+        assert queue["Properties"]["ComputeEnvironmentOrder"] == [
+            {"Order": 1, "ComputeEnvironment": {"Ref": f"{kind}NetworkComputeEnvironment"}}]
+        users = [name for name, q in queues.items()
+                 if {"Ref": f"{kind}NetworkComputeEnvironment"} in [o["ComputeEnvironment"] for o in q["Properties"]["ComputeEnvironmentOrder"]]]
+        assert users == [f"{kind}NetworkJobQueue"]
+        assert _default(infra_template, f"{kind}NetworkJobQueueName") == ""
+        assert queue["Properties"]["JobQueueName"] == {"Fn::If": [
+            f"Default{kind}NetworkQueueName", {"Fn::Sub": f"${{ResourcePrefix}}-{kind.lower()}-net"},
+            {"Ref": f"{kind}NetworkJobQueueName"}]}
+        sealed_name = f"{_default(infra_template, 'ResourcePrefix')}-{kind.lower()}"
+        assert examples[sealed_name].network_job_queue == f"{sealed_name}-net"
+        output = infra_template["Outputs"][f"{kind}NetworkJobQueueArn"]
+        assert output["Value"] == {"Ref": f"{kind}NetworkJobQueue"}
+        assert output.get("Condition") == infra_template["Outputs"][f"{kind}JobQueueArn"].get("Condition")
 
 
 def test_instances_keep_containers_away_from_instance_credentials(infra_template):
@@ -191,6 +227,7 @@ def test_no_event_rule_of_its_own(infra_template):
 def test_outputs_are_what_configure_reads(infra_template):
     outputs = set(infra_template["Outputs"])
     assert set(stage_module.REQUIRED_OUTPUTS) | set(stage_module.QUEUE_OUTPUTS) <= outputs
+    assert set(stage_module.NETWORK_QUEUE_OUTPUTS.values()) <= outputs
     for stage in ("dev", "prod"):
         example = json.loads((ROOT / "infra" / f"example-outputs-{stage}.json").read_text())
         assert set(example) == outputs

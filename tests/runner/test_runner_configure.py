@@ -116,6 +116,20 @@ def test_rawcode_algorithm(stage, http_server) -> None:
     assert json.loads((data / "transformations" / "env.json").read_text())["TRANSFORMATION_DID"] == ""
 
 
+def test_the_dispatcher_s_notice_is_in_the_consumer_visible_log(stage, http_server) -> None:
+    """C2D_NOTICE (e.g. the dispatcher's "network access was not granted on this environment")
+    reaches configure.log as one line; without it configure says nothing of the kind."""
+    from chalicelib.compute.dispatch import NETWORK_NOT_GRANTED
+
+    http_server.files["/files/a.csv"] = b"1"
+    inputs = [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}]
+    assert stage(inputs, {"rawcode": "x"}, C2D_NOTICE=NETWORK_NOT_GRANTED + "\nforged line") == 0
+    log = (stage.settings.data_dir / "logs" / "configure.log").read_text()
+    assert f"note: {NETWORK_NOT_GRANTED} forged line" in log
+    assert stage(inputs, {"rawcode": "x"}) == 0
+    assert "not granted" not in (stage.settings.data_dir / "logs" / "configure.log").read_text()
+
+
 def test_input_failure_is_31_without_secrets(stage, http_server, emitter) -> None:
     http_server.files["/files/a.csv"] = b"1"
     inputs = [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv"),
