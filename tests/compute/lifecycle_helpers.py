@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import boto3
 from botocore.stub import ANY, Stubber
@@ -152,3 +153,38 @@ def start_body(published: Published, account, nonce: int, dataset_tx: str, algor
 def post_start(client, body: dict):
     response = client.http.post("/api/services/compute", body=json.dumps(body), headers={"Content-Type": "application/json"})
     return response.status_code, json.loads(response.body)
+
+
+@contextmanager
+def stubbed_provider(chain: DevChain, monkeypatch: Any, environments: str, *, allow_raw: bool = False,
+                     env: Mapping[str, str] | None = None) -> Iterator[tuple["StubbedBatch", Any]]:
+    """The provider under test on `chain` and moto: `environments` configured, the samples'
+    algorithm allowed to its publisher (S3_FILE_SOURCES), Batch behind the Stubber, the sample
+    dataset and algorithm published and registered; yields (batch, published) and puts every
+    setting back afterwards."""
+    from chalicelib import services
+    from chalicelib.compute import environments as configured
+    from chalicelib.compute.dispatch import BatchDispatcher
+    from devstack.publish import ecies_encrypt_for
+
+    settings = {"CHAINS": json.dumps({str(chain.chain_id): chain.rpc_url}), "COMPUTE_ENVIRONMENTS": environments,
+                "S3_FILE_SOURCES": s3_file_sources(chain), **(env or {})}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    services.reset()
+    configured.environments.cache_clear()
+    current = services.settings()
+    batch = StubbedBatch()
+    dispatcher = BatchDispatcher(batch.client, "runner:1", current.bucket)
+    monkeypatch.setattr(services, "dispatcher", lambda: dispatcher)
+    published = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), current.provider_url,
+                                allow_raw=allow_raw)
+    for asset in (published.dataset, published.algorithm):
+        services.asset_resolver().register(chain.chain_id, asset.nftAddress)
+    try:
+        yield batch, published
+    finally:
+        monkeypatch.undo()
+        services.reset()
+        configured.environments.cache_clear()
+        services.settings()

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from lifecycle_helpers import (
-    ALGORITHM_CODE, DATA_URL, StubbedBatch, consumer_key, environments_json, initialize, order_both, post_start, publish_samples,
-    s3_file_sources, start_body,
+    ALGORITHM_CODE, DATA_URL, consumer_key, environments_json, initialize, order_both, post_start, publish_samples,
+    start_body, stubbed_provider,
 )
 from signing import sign
 from test_events import batch_event, runner_event
@@ -22,28 +22,8 @@ JOB_QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/ocean-c2d-cpu"
 
 @pytest.fixture
 def provider(aws, chain, client, monkeypatch):
-    from chalicelib import services
-    from chalicelib.compute import environments
-    from chalicelib.compute.dispatch import BatchDispatcher
-    from devstack.publish import ecies_encrypt_for
-
-    monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
-    monkeypatch.setenv("COMPUTE_ENVIRONMENTS", environments_json(chain))
-    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))
-    services.reset()
-    environments.environments.cache_clear()
-    current = services.settings()
-    batch = StubbedBatch()
-    dispatcher = BatchDispatcher(batch.client, "runner:1", current.bucket)
-    monkeypatch.setattr(services, "dispatcher", lambda: dispatcher)
-    published = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), current.provider_url)
-    for asset in (published.dataset, published.algorithm):
-        services.asset_resolver().register(chain.chain_id, asset.nftAddress)
-    yield chain, batch, published
-    monkeypatch.undo()
-    services.reset()
-    environments.environments.cache_clear()
-    services.settings()
+    with stubbed_provider(chain, monkeypatch, environments_json(chain)) as (batch, published):
+        yield chain, batch, published
 
 
 def signed_query(account, job_id="", document_id="", nonce=None, **extra):

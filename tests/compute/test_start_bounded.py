@@ -9,7 +9,7 @@ import time
 import pytest
 
 from lifecycle_helpers import (
-    StubbedBatch, environments_json, initialize, order_both, post_start, publish_samples, s3_file_sources, start_body,
+    environments_json, initialize, order_both, post_start, start_body, stubbed_provider,
 )
 
 RETENTION = 12_345
@@ -18,29 +18,9 @@ GOOD_CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11"
 
 @pytest.fixture
 def provider(aws, chain, client, monkeypatch):
-    from chalicelib import services
-    from chalicelib.compute import environments
-    from chalicelib.compute.dispatch import BatchDispatcher
-    from devstack.publish import ecies_encrypt_for
-
-    monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
-    monkeypatch.setenv("COMPUTE_ENVIRONMENTS", environments_json(chain))
-    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))
-    monkeypatch.setenv("JOB_RECORD_RETENTION", str(RETENTION))
-    services.reset()
-    environments.environments.cache_clear()
-    current = services.settings()
-    batch = StubbedBatch()
-    dispatcher = BatchDispatcher(batch.client, "runner:1", current.bucket)
-    monkeypatch.setattr(services, "dispatcher", lambda: dispatcher)
-    published = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), current.provider_url, allow_raw=True)
-    for asset in (published.dataset, published.algorithm):
-        services.asset_resolver().register(chain.chain_id, asset.nftAddress)
-    yield chain, batch, published
-    monkeypatch.undo()
-    services.reset()
-    environments.environments.cache_clear()
-    services.settings()
+    env = {"JOB_RECORD_RETENTION": str(RETENTION)}
+    with stubbed_provider(chain, monkeypatch, environments_json(chain), allow_raw=True, env=env) as (batch, published):
+        yield chain, batch, published
 
 
 def _raw_start(published, chain, dataset_tx, container):

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from lifecycle_helpers import (
-    StubbedBatch, consumer_key, environments_json, initialize, order_both, publish_samples, s3_file_sources,
+    consumer_key, environments_json, order_both, stubbed_provider,
 )
 from signing import sign
 
@@ -35,30 +35,10 @@ def free_environments(chain, per_consumer=1, max_free=2, access=()) -> str:
 def node(aws, chain, client, monkeypatch):
     """A provider whose cpu environment has a free tier and whose operator allows the chain's
     publisher's datasets for free compute."""
-    from chalicelib import services
-    from chalicelib.compute import environments
-    from chalicelib.compute.dispatch import BatchDispatcher
-    from devstack.publish import ecies_encrypt_for
-
-    monkeypatch.setenv("CHAINS", json.dumps({str(chain.chain_id): chain.rpc_url}))
-    monkeypatch.setenv("COMPUTE_ENVIRONMENTS", free_environments(chain))
-    monkeypatch.setenv("FREE_COMPUTE_PUBLISHERS", chain.publisher.address)
-    monkeypatch.setenv("S3_FILE_SOURCES", s3_file_sources(chain))  # the samples' algorithm is an s3 file
-    services.reset()
-    environments.environments.cache_clear()
-    current = services.settings()
-    batch = StubbedBatch()
-    dispatcher = BatchDispatcher(batch.client, "runner:1", current.bucket)
-    monkeypatch.setattr(services, "dispatcher", lambda: dispatcher)
-    monkeypatch.setattr("chalicelib.aws.client", _clients(batch.client))
-    published = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), current.provider_url, allow_raw=True)
-    for asset in (published.dataset, published.algorithm):
-        services.asset_resolver().register(chain.chain_id, asset.nftAddress)
-    yield chain, batch, published
-    monkeypatch.undo()
-    services.reset()
-    environments.environments.cache_clear()
-    services.settings()
+    env = {"FREE_COMPUTE_PUBLISHERS": chain.publisher.address}
+    with stubbed_provider(chain, monkeypatch, free_environments(chain), allow_raw=True, env=env) as (batch, published):
+        monkeypatch.setattr("chalicelib.aws.client", _clients(batch.client))
+        yield chain, batch, published
 
 
 def _clients(batch_client):
@@ -343,7 +323,6 @@ def _described(batch_job_id: str, stream: str) -> dict:
 
 def test_free_compute_only_on_datasets_the_operator_allows(client, node, monkeypatch):
     chain, batch, published = node
-    from chalicelib import services
 
     monkeypatch.setenv("FREE_COMPUTE_PUBLISHERS", chain.other.address)
     _reread_settings()
