@@ -21,7 +21,8 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Callable, Iterator
+from functools import wraps
+from typing import Any, Callable, Iterator, TypeVar
 
 from chalicelib.errors import ServiceUnavailable
 
@@ -97,6 +98,22 @@ def within(deadline: Deadline) -> Iterator[Deadline]:
         yield deadline
     finally:
         _current.reset(token)
+
+
+Answer = TypeVar("Answer")
+
+
+def with_deadline(handler: Callable[[Any, Deadline], Answer]) -> Callable[..., Answer]:
+    """A route handler `handler(call, deadline)` that runs within its request's deadline: the
+    Lambda's remaining time (`app.lambda_context`, None locally), at most the budget. The
+    route calls it as `handler(call, app.lambda_context)`."""
+
+    @wraps(handler)
+    def run(call: Any, lambda_context: object | None = None) -> Answer:
+        with within(Deadline.for_invocation(lambda_context)) as deadline:
+            return handler(call, deadline)
+
+    return run
 
 
 def call_timeout(limit: float) -> float:

@@ -24,18 +24,18 @@ def compute_environments(call: Call) -> dict[str, Any]:
     return listing(configured, current.chain_ids, services.provider_address(), running, only)
 
 
-def initialize(call: Call, lambda_context: object | None = None) -> dict[str, Any]:
+@budget.with_deadline
+def initialize(call: Call, deadline: budget.Deadline) -> dict[str, Any]:
     """Chain calls within the request's deadline (chalicelib.budget)."""
-    with budget.within(budget.Deadline.for_invocation(lambda_context)):
-        return services.compute_workflow().initialize(call.params)
+    return services.compute_workflow().initialize(call.params)
 
 
-def start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
-    """The deadline starts now: the Lambda's remaining time (none locally), at most the budget;
-    chain calls stay within it and nothing is reserved without the time to finish."""
-    with budget.within(budget.Deadline.for_invocation(lambda_context)) as deadline:
-        consumer = services.authenticate(call)
-        return [status_object(services.compute_workflow().start(call.params, consumer, deadline), None)]
+@budget.with_deadline
+def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
+    """Chain calls stay within the request's deadline and nothing is reserved without the time
+    to finish."""
+    consumer = services.authenticate(call)
+    return [status_object(services.compute_workflow().start(call.params, consumer, deadline), None)]
 
 
 def status(call: Call) -> Response:

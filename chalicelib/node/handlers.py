@@ -60,7 +60,8 @@ def compute_environments(call: Call) -> list[dict[str, Any]]:
 
 # -- compute -----------------------------------------------------------------------------------
 
-def initialize(call: Call, lambda_context: object | None = None) -> dict[str, Any]:
+@budget.with_deadline
+def initialize(call: Call, deadline: budget.Deadline) -> dict[str, Any]:
     """Ocean Node's request, answered with the v4 quotes (providerFee per dataset and algorithm,
     or validOrder) and, for `payment{chainId, token}` on an escrow chain, the escrow `payment`
     {escrowAddress, payee, chainId, token, amount (smallest unit), minLockSeconds}."""
@@ -76,23 +77,18 @@ def initialize(call: Call, lambda_context: object | None = None) -> dict[str, An
         "consumerAddress": params.consumerAddress,
         "chainId": params.payment.chainId if params.payment else None,
     })
-    with budget.within(budget.Deadline.for_invocation(lambda_context)):
-        answer = services.compute_workflow().initialize(request)
-        if payment is not None and paid.wants_escrow(environment, payment.chainId, payment.token):
-            answer["payment"] = paid.quote(services.payments(), environment, payment.chainId, payment.token,
-                                           payment.resources, params.maxJobDuration).public()
-        return answer
+    answer = services.compute_workflow().initialize(request)
+    if payment is not None and paid.wants_escrow(environment, payment.chainId, payment.token):
+        answer["payment"] = paid.quote(services.payments(), environment, payment.chainId, payment.token,
+                                       payment.resources, params.maxJobDuration).public()
+    return answer
 
 
-def start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
+@budget.with_deadline
+def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     """Paid start with orders, as v4's (the job's time is what the provider fee paid for); with
     `payment{chainId, token}` on an escrow chain, the job is also locked in escrow before it is
     dispatched (node.paid)."""
-    with budget.within(budget.Deadline.for_invocation(lambda_context)) as deadline:
-        return _start(call, deadline)
-
-
-def _start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     consumer = services.authenticate(call)
     params = call.params
     environment = _environment(params.environment)
@@ -114,13 +110,9 @@ def _start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     return [status_object(job, None)]
 
 
-def free_start(call: Call, lambda_context: object | None = None) -> list[dict[str, Any]]:
+@budget.with_deadline
+def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     """A job on the environment's free tier: no order, the tier's limits, allowed publishers only."""
-    with budget.within(budget.Deadline.for_invocation(lambda_context)) as deadline:
-        return _free_start(call, deadline)
-
-
-def _free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     consumer = services.authenticate(call)
     params = call.params
     environment = _environment(params.environment)
