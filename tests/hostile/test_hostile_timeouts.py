@@ -32,6 +32,21 @@ def _budget() -> float:
     return budget.REQUEST_BUDGET_SECONDS
 
 
+def _timed_start_through(rpc_url, client, chain, published, monkeypatch, dataset_tx, algorithm_tx):
+    """POST /compute with the provider's chain calls sent to `rpc_url`: (status, answer, seconds)."""
+    from chalicelib import services
+    from chalicelib.chain.web3access import Chains
+
+    monkeypatch.setattr(services, "chains", lambda: Chains({chain.chain_id: rpc_url}, services.settings().rpc_timeout))
+    services.compute_workflow.cache_clear()
+    try:
+        began = time.monotonic()
+        status, answer = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
+        return status, answer, time.monotonic() - began
+    finally:
+        services.compute_workflow.cache_clear()
+
+
 @contextmanager
 def dynamodb_black_holed() -> Iterator[None]:
     """Every table behind a peer that never answers, for the duration of the block."""
@@ -102,20 +117,13 @@ def test_start_with_dynamodb_black_holed_answers_503_within_the_budget(client, p
 
 def test_start_with_the_chain_black_holed_answers_503_within_the_budget(client, provider, monkeypatch):  # noqa: F811
     chain, batch, published = provider
-    from chalicelib import services
-    from chalicelib.chain.web3access import Chains
     from chalicelib.models import OrderUse
 
     account = chain.consumer
     quote = initialize(client, published, account.address)
     dataset_tx, algorithm_tx = order_both(chain, published, quote)
     with black_hole() as url:
-        monkeypatch.setattr(services, "chains", lambda: Chains({chain.chain_id: url}, services.settings().rpc_timeout))
-        services.compute_workflow.cache_clear()
-        began = time.monotonic()
-        status, answer = post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
-        took = time.monotonic() - began
-    services.compute_workflow.cache_clear()
+        status, answer, took = _timed_start_through(url, client, chain, published, monkeypatch, dataset_tx, algorithm_tx)
     print(f"POST /compute, chain RPC black-holed: {status} in {took:.1f} s")
     assert status == 503 and "not reachable" in answer["error"], answer
     assert took < _budget(), f"{took:.1f} s"
@@ -163,7 +171,6 @@ def test_start_with_a_slow_chain_answers_within_the_budget(client, provider, mon
     the request's deadline and nothing is reserved."""
     chain, batch, published = provider
     from chalicelib import services
-    from chalicelib.chain.web3access import Chains
     from chalicelib.models import JobRecord, OrderUse
 
     account = chain.consumer
@@ -171,12 +178,7 @@ def test_start_with_a_slow_chain_answers_within_the_budget(client, provider, mon
     dataset_tx, algorithm_tx = order_both(chain, published, quote)
     delay = services.settings().rpc_timeout * 0.8
     with slow_rpc(chain.rpc_url, delay) as (url, calls):
-        monkeypatch.setattr(services, "chains", lambda: Chains({chain.chain_id: url}, services.settings().rpc_timeout))
-        services.compute_workflow.cache_clear()
-        began = time.monotonic()
-        status, answer = post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
-        took = time.monotonic() - began
-    services.compute_workflow.cache_clear()
+        status, answer, took = _timed_start_through(url, client, chain, published, monkeypatch, dataset_tx, algorithm_tx)
     print(f"POST /compute, chain answering {delay:.1f} s late: {status} in {took:.1f} s after {len(calls)} RPC calls")
     assert status == 503, answer
     assert took < _budget() + 1.5, f"{took:.1f} s"  # the last call ends at the deadline; 4 s are left to 29

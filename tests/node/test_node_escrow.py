@@ -67,6 +67,16 @@ def _payment(client, chain, job_id):
     return jobs[0]
 
 
+
+def _funded_quote(client, chain, published):
+    """The consumer deposits 50 OCEAN and lets the provider lock 30 minutes' worth, 3 times at
+    most; its escrow funds before anything is locked, and initializeCompute's payment quote."""
+    deposit(chain, 50 * OCEAN_UNIT)
+    authorize(chain, max_locked=30 * PER_MINUTE, max_seconds=600 + 1800, max_locks=3)
+    before = funds(chain)
+    _, quote = _initialize(client, chain, published)
+    return before, quote
+
 def test_initialize_answers_the_escrow_payment(client, paid):
     chain, _, published = paid
     status, quote = _initialize(client, chain, published)
@@ -134,10 +144,7 @@ def test_paid_start_locks_before_dispatch_and_claims_at_the_end(client, paid):
 
 def test_stopped_job_claims_the_minutes_it_ran_and_a_failed_dispatch_cancels(client, paid, monkeypatch):
     chain, batch, published = paid
-    deposit(chain, 50 * OCEAN_UNIT)
-    authorize(chain, max_locked=30 * PER_MINUTE, max_seconds=600 + 1800, max_locks=3)
-    before = funds(chain)
-    _, quote = _initialize(client, chain, published)
+    before, quote = _funded_quote(client, chain, published)
     batch.expect_new_definition()
     batch.expect_submit_failure()
     (status, body), orders = _start(client, chain, published, quote)
@@ -172,10 +179,7 @@ def test_environments_show_the_providers_gas_and_the_reconciler_settles_what_was
     envs = json.loads(get(client, "/computeEnvironments").body)
     gas = envs[0]["providerGasBalance"][str(chain.chain_id)]
     assert int(gas) == chain.w3.eth.get_balance(chain.provider.address)
-    deposit(chain, 50 * OCEAN_UNIT)
-    authorize(chain, max_locked=30 * PER_MINUTE, max_seconds=600 + 1800, max_locks=3)
-    before = funds(chain)
-    _, quote = _initialize(client, chain, published)
+    before, quote = _funded_quote(client, chain, published)
     batch.expect_new_definition()
     batch.expect_submit("batch-lost")
     (status, answer), _ = _start(client, chain, published, quote)
@@ -198,10 +202,7 @@ def test_environments_show_the_providers_gas_and_the_reconciler_settles_what_was
 
 def test_a_job_whose_algorithm_never_ran_is_cancelled_and_one_that_failed_is_claimed(client, paid):
     chain, batch, published = paid
-    deposit(chain, 50 * OCEAN_UNIT)
-    authorize(chain, max_locked=30 * PER_MINUTE, max_seconds=600 + 1800, max_locks=3)
-    before = funds(chain)
-    _, quote = _initialize(client, chain, published)
+    before, quote = _funded_quote(client, chain, published)
     batch.expect_new_definition()
     batch.expect_submit("batch-configure")
     (status, answer), _ = _start(client, chain, published, quote)
@@ -236,10 +237,7 @@ def test_no_gas_is_a_503_before_the_job_and_a_lock_not_mined_in_time_is_released
     from escrow_fixtures import automine_off, rpc
 
     chain, batch, published = paid
-    deposit(chain, 50 * OCEAN_UNIT)
-    authorize(chain, max_locked=30 * PER_MINUTE, max_seconds=600 + 1800, max_locks=3)
-    before = funds(chain)
-    _, quote = _initialize(client, chain, published)
+    before, quote = _funded_quote(client, chain, published)
     orders = order_both(chain, published, quote)
     provider = chain.provider.address
     balance = chain.w3.eth.get_balance(provider)
