@@ -12,7 +12,7 @@ import pytest
 
 from chalicelib import models
 from chalicelib.payments import models as payment_models
-from chalicelib.compute.dispatch import BatchDispatcher
+from chalicelib.compute.dispatch import BatchDispatcher, batch_timeout_seconds
 from chalicelib.compute.environments import DEFAULT_FILE, load_environments
 from chalicelib.compute.events import RUNNER_SOURCE
 from chalicelib.config import load_settings
@@ -176,6 +176,36 @@ def test_network_jobs_have_compute_environments_of_their_own(infra_template):
         output = infra_template["Outputs"][f"{kind}NetworkJobQueueArn"]
         assert output["Value"] == {"Ref": f"{kind}NetworkJobQueue"}
         assert output.get("Condition") == infra_template["Outputs"][f"{kind}JobQueueArn"].get("Condition")
+
+
+# Strategies with which Batch can update a compute environment's instances in place (AWS Batch user
+# guide, "Perform infrastructure updates"; it also needs the service-linked role).
+INFRASTRUCTURE_UPDATE_STRATEGIES = {"BEST_FIT_PROGRESSIVE", "SPOT_CAPACITY_OPTIMIZED", "SPOT_PRICE_CAPACITY_OPTIMIZED"}
+
+
+def test_compute_environments_move_to_the_latest_ami_in_place(infra_template):
+    """Point 6 of issue 18: every infrastructure update (a stack update that changes the launch
+    template, or `aws batch update-compute-environment ... updateToLatestImageVersion=true`)
+    replaces the instances with ones on the latest ECS-optimized AMI Batch supports, in place,
+    after the running jobs had the time of the longest job. Batch ignores the flag if an AMI is
+    named anywhere (botocore's Batch model, ComputeResourceUpdate.updateToLatestImageVersion):
+    none is."""
+    longest = max(batch_timeout_seconds(e.max_job_duration) for path in _environment_files()
+                  for e in load_environments({"COMPUTE_ENVIRONMENTS_FILE": str(path)}).values())
+    assert _default(infra_template, "InstanceUpdateJobMinutes") * 60 >= longest
+    for environment in _resources(infra_template, "AWS::Batch::ComputeEnvironment").values():
+        properties = environment["Properties"]
+        resources = properties["ComputeResources"]
+        assert properties["ReplaceComputeEnvironment"] is False
+        assert properties["UpdatePolicy"] == {"TerminateJobsOnUpdate": False,
+                                              "JobExecutionTimeoutMinutes": {"Ref": "InstanceUpdateJobMinutes"}}
+        assert resources["UpdateToLatestImageVersion"] is True
+        assert "ImageId" not in resources and all(set(c) == {"ImageType"} for c in resources["Ec2Configuration"])
+        launch_template = resources["LaunchTemplate"]["LaunchTemplateId"]["Ref"]
+        assert "ImageId" not in infra_template["Resources"][launch_template]["Properties"]["LaunchTemplateData"]
+        # a changed user data is a new launch template version, hence an infrastructure update
+        assert resources["LaunchTemplate"]["Version"] == {"Fn::GetAtt": [launch_template, "LatestVersionNumber"]}
+        assert "ServiceRole" not in properties and resources["AllocationStrategy"] in INFRASTRUCTURE_UPDATE_STRATEGIES
 
 
 def test_instances_keep_containers_away_from_instance_credentials(infra_template):
