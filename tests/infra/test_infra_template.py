@@ -12,7 +12,7 @@ import pytest
 
 from chalicelib import models
 from chalicelib.payments import models as payment_models
-from chalicelib.compute.dispatch import BatchDispatcher, batch_timeout_seconds
+from chalicelib.compute.dispatch import DEFAULT_LOG_GROUP, BatchDispatcher, batch_timeout_seconds
 from chalicelib.compute.environments import DEFAULT_FILE, load_environments
 from chalicelib.compute.events import RUNNER_SOURCE
 from chalicelib.config import load_settings
@@ -237,6 +237,27 @@ def test_runner_role_reads_manifests_writes_results_and_sends_its_events_only(in
     (optional,) = [s for s in statements if "Fn::If" in s]
     assert optional["Fn::If"][0] == "WithDataObjects" and optional["Fn::If"][1]["Action"] == "s3:GetObject"
     assert len(statements) == 4
+
+
+def test_the_execution_role_writes_the_configured_algorithm_log_group(infra_template):
+    """Point 8 of issue 18: the ECS agent hands the awslogs driver the task's execution role
+    (amazon-ecs-agent agent/engine/docker_task_engine.go: AWSLogAuthExecutionRole ->
+    Task.ApplyExecutionRoleLogsAuth sets awslogs-credentials-endpoint), so that role, not the
+    instance role, must write ALGORITHM_LOG_GROUP: the stack parameter it writes is the group
+    configure hands the app (output AlgorithmLogGroup), and a group other than Batch's default
+    is created by the stack."""
+    assert _default(infra_template, "AlgorithmLogGroup") == DEFAULT_LOG_GROUP
+    (logs,) = [s for s in _role_statements(infra_template, "BatchExecutionRole") if s.get("Sid") == "JobLogs"]
+    assert sorted(logs["Action"]) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert logs["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:"
+                                           "log-group:${AlgorithmLogGroup}:*"}
+    assert infra_template["Outputs"][stage_module.LOG_GROUP_OUTPUT]["Value"] == {"Ref": "AlgorithmLogGroup"}
+    group = infra_template["Resources"]["AlgorithmLogs"]
+    assert group["Type"] == "AWS::Logs::LogGroup" and group["Condition"] == "OwnAlgorithmLogGroup"
+    assert group["Properties"] == {"LogGroupName": {"Ref": "AlgorithmLogGroup"},
+                                   "RetentionInDays": {"Ref": "AlgorithmLogRetentionDays"}}
+    assert infra_template["Conditions"]["OwnAlgorithmLogGroup"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlgorithmLogGroup"}, DEFAULT_LOG_GROUP]}]}
 
 
 def test_secrets_provider_key_empty_jwt_secret_generated(infra_template):
