@@ -286,6 +286,13 @@ def capability_names(hex_mask: str) -> set[str]:
 
 
 def status_fields(line: str) -> dict[str, str]:
-    """{"CapEff": "000...", "NoNewPrivs": "1", ...} from the probe's `caps` line."""
-    words = line.replace(":", " ").split()
-    return dict(zip(words[::2], words[1::2]))
+    """{"CapEff": "000...", "NoNewPrivs": "1", "Groups": "4000 6", ...} from the probe's `caps` line."""
+    fields: dict[str, str] = {}
+    name = ""
+    for word in line.split():
+        if word.endswith(":"):
+            name = word[:-1]
+            fields[name] = ""
+        elif name:
+            fields[name] = f"{fields[name]} {word}".strip()
+    return fields

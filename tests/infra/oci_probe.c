@@ -4,7 +4,7 @@
  *
  *   escalate                  setgid(0); setuid(0); print the ids (a file-capped copy of this binary
  *                             is the hostile ENTRYPOINT / HEALTHCHECK)
- *   caps                      print CapInh/CapPrm/CapEff/CapBnd/CapAmb and NoNewPrivs of itself
+ *   caps                      print CapInh/CapPrm/CapEff/CapBnd/CapAmb, NoNewPrivs and Groups of itself
  *   connect HOST PORT         TCP connect, read the answer
  *   serve-tcp PORT            listen on 127.0.0.1:PORT, answer "ok" to every client (until killed)
  *   serve-abstract NAME       listen on the abstract Unix socket "\0NAME", answer "ok"
@@ -46,7 +46,7 @@ static int caps(void) {
     char line[256];
     if (!status) return refused("open /proc/self/status");
     while (fgets(line, sizeof line, status)) {
-        if (!strncmp(line, "Cap", 3) || !strncmp(line, "NoNewPrivs", 10)) {
+        if (!strncmp(line, "Cap", 3) || !strncmp(line, "NoNewPrivs", 10) || !strncmp(line, "Groups", 6)) {
             line[strcspn(line, "\n")] = ' ';
             fputs(line, stdout);
         }

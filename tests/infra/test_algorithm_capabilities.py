@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,10 +61,17 @@ def test_through_the_instances_runtime_a_file_capped_entrypoint_cannot_even_star
 
 @pytest.mark.parametrize("uid", [SEALED_UID, NETWORK_UID])
 def test_the_algorithm_container_holds_no_capability_and_cannot_change_its_ids(lab, uid):
-    sets = _caps(lab, lab.bundle(["/probe", "caps"], uid=uid))
+    """No capability in any set, no_new_privs, and no supplementary group but its own (Docker
+    adds the groups an image's /etc/group gives the UID: a hostile one can list it in root's)."""
+    bundle = lab.bundle(["/probe", "caps"], uid=uid)
+    spec = lab.spec(bundle)
+    spec["process"]["user"]["additionalGids"] = [uid, 0, 6]
+    (bundle / "config.json").write_text(json.dumps(spec))
+    assert _caps(lab, bundle, wrapped=False)["Groups"] == f"0 6 {uid}"
+    sets = _caps(lab, bundle)
     for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(sets[name], 16) == 0, sets
-    assert sets["NoNewPrivs"] == "1"
+    assert sets["NoNewPrivs"] == "1" and sets["Groups"] == str(uid)
     done = lab.run(lab.bundle(["/probe", "escalate"], uid=uid), wrapped=True)  # an image without file caps runs
     assert done.returncode == 1
     assert f"setgid=Operation not permitted setuid=Operation not permitted uid={uid} euid={uid}" in done.stdout
@@ -224,6 +232,37 @@ def test_what_the_runtime_cannot_read_does_not_start(lab):
     assert restore.returncode == 1 and "checkpoint/restore" in restore.stderr
 
 
+# Run in a mount namespace of its own with a tmpfs on /dev: /dev/log (where journald listens on
+# an instance) is a datagram socket of this script, and the runtime is called as Docker would.
+JOURNAL = """import json, os, socket, subprocess, sys
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/dev"], check=True)
+journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+journal.bind("/dev/log")
+journal.settimeout(10)
+with open(sys.argv[2], "w") as output:  # a created container keeps the runtime's stdio: a file, not a pipe
+    for command in json.loads(sys.argv[1]):
+        subprocess.run(command, stdin=output, stdout=output, stderr=output, timeout=60)
+        print(journal.recv(4096).decode(errors="replace"), flush=True)
+"""
+
+
+def test_what_the_runtime_does_and_refuses_goes_to_the_journal(lab):
+    sealed = lab.bundle(["/probe", "caps"], uid=SEALED_UID)
+    garbage = lab.bundle(["/probe", "caps"], uid=SEALED_UID)
+    (garbage / "config.json").write_text("[")
+    commands = [[*lab.runtime_command(True), "create", "--bundle", str(bundle), f"c2d-journal-{n}"]
+                for n, bundle in enumerate((sealed, garbage))]
+    lab.started.append("c2d-journal-0")
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", JOURNAL,
+                           json.dumps(commands), str(lab.root / "journal-test.out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sealing, refusal = done.stdout.splitlines()
+    assert "c2d-oci-runtime[" in sealing and "create c2d-journal-0: uid 4000: no capabilities" in sealing
+    assert "a network namespace of its own" in sealing and sealing.startswith("<30>")  # daemon.info
+    assert "c2d-oci-runtime[" in refusal and "refused to start the container" in refusal and refusal.startswith("<27>")
+
+
 def test_the_nvidia_name_chains_to_the_nvidia_runtime_or_refuses(lab):
     done = lab.run(lab.bundle(["/probe", "caps"], uid=SEALED_UID), wrapped=True, name="c2d-nvidia")
     if shutil.which("nvidia-container-runtime"):
@@ -273,8 +312,6 @@ def test_docker_and_the_ecs_agent_are_pointed_at_the_runtime(installed_runtime, 
     daemon, ecs = tmp_path / "docker" / "daemon.json", tmp_path / "ecs" / "ecs.config"
     daemon.parent.mkdir()
     daemon.write_text(json.dumps({"log-driver": "json-file", "runtimes": {"other": {"path": "/usr/bin/other"}}}))
-    import subprocess
-
     done = subprocess.run([sys.executable, "-I", str(runtime), "--c2d-configure", str(daemon), str(ecs)],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
