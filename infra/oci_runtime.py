@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 
 SEALED_UID = 4000
@@ -194,12 +195,16 @@ def _rewrite(path: str, seal) -> str:
     except (OSError, ValueError) as error:
         raise Refused(f"cannot read {path}: {error}") from None
     done = seal(document)
-    if done:
-        temporary = f"{path}.c2d-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-        os.chmod(temporary, os.stat(path).st_mode & 0o7777)
-        os.replace(temporary, path)
+    if done:  # a new file beside it (O_EXCL, random name: containerd's process files live in /tmp)
+        descriptor, temporary = tempfile.mkstemp(prefix=".c2d-", dir=os.path.dirname(os.path.abspath(path)))
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(document, handle)
+            os.chmod(temporary, os.stat(path).st_mode & 0o7777)
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
     return done
 
 

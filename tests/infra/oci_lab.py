@@ -210,13 +210,14 @@ class Lab:
 
     # -- runtimes --
 
+    python: str = sys.executable  # the instances run the runtime with AL2023's python3 (3.9)
+
     def runtime_command(self, wrapped: bool, name: str = "c2d-runc", netns: str | None = None) -> list[str]:
         """How containerd's shim calls the runtime: global options, then the command. Wrapped, the
-        installed file runs under the name Docker knows it by, with this Python (the instances'
-        is AL2023's python3)."""
+        installed file runs under the name Docker knows it by, with `python`."""
         # nsenter, not `ip netns exec`: that also remounts /sys, hiding the cgroup mounts from runc.
         prefix = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
-        runtime = [sys.executable, "-I", str(self.root / "sbin" / name)] if wrapped else ["runc"]
+        runtime = [self.python, "-I", str(self.root / "sbin" / name)] if wrapped else ["runc"]
         return [*prefix, *runtime, "--root", str(self.state), "--log", str(self.root / "runtime.log"),
                 "--log-format", "json"]
 

@@ -301,6 +301,32 @@ def test_the_installed_runtime_is_python_39_and_matches_the_dispatcher(installed
     assert {Path(link).name for link in network_rules.RUNTIME_LINKS.values()} == set(module.NEXT_RUNTIMES)
 
 
+def _python39() -> str | None:
+    candidates = [*sorted(Path.home().glob(".pyenv/versions/3.9.*/bin/python3.9")), shutil.which("python3.9")]
+    for candidate in filter(None, candidates):
+        tried = subprocess.run([str(candidate), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                               text=True, timeout=30)
+        if tried.stdout.strip() == "(3, 9)":
+            return str(candidate)
+    return None
+
+
+def test_the_installed_runtime_runs_on_python_39(lab):
+    """Where a Python 3.9 is at hand (AL2023's python3 is 3.9), the installed runtime seals under
+    it as under this Python; the syntax check above holds everywhere."""
+    python = _python39()
+    if python is None:
+        pytest.skip("no Python 3.9 on this machine (the syntax check still runs)")
+    lab.python = python
+    try:
+        sets = _caps(lab, lab.bundle(["/probe", "caps"], uid=SEALED_UID))
+        assert int(sets["CapPrm"], 16) == 0 and sets["NoNewPrivs"] == "1"
+        assert lab.run(lab.bundle(["/escalate", "escalate"], uid=SEALED_UID), wrapped=True).returncode != 0
+        assert capability_names(_caps(lab, lab.bundle(["/probe", "caps"], uid=0))["CapEff"]) == RUNNER_CAPABILITIES
+    finally:
+        lab.python = sys.executable
+
+
 def test_docker_and_the_ecs_agent_are_pointed_at_the_runtime(installed_runtime, tmp_path):
     """`oci-runtime --c2d-configure DAEMON_JSON ECS_CONFIG` (the user data's call) on an existing
     daemon.json: default runtime c2d-runc, no-new-privileges, other settings kept. On a GPU
