@@ -72,9 +72,11 @@ clean:
 # as root on Debian or Ubuntu (CI does); elsewhere make says what to install. `make run` needs
 # bubblewrap (it sandboxes local jobs' algorithms, devstack/sandbox.py; setpriv from util-linux
 # drops it to its own UID as root); the tests also run the real busybox, iptables and ip netns
-# (the algorithm container's script, the Batch instances' network rules) and a headless chromium.
+# (the algorithm container's script, the Batch instances' network rules), runc with setcap/capsh
+# (the instances' OCI runtime against a file-capped image) and a headless chromium.
 RUN_PACKAGES := bwrap:bubblewrap
-TEST_PACKAGES := $(RUN_PACKAGES) busybox:busybox-static iptables-restore:iptables ip:iproute2 chromium:chromium
+TEST_PACKAGES := $(RUN_PACKAGES) busybox:busybox-static iptables-restore:iptables ip:iproute2 chromium:chromium \
+                 runc:runc setcap:libcap2-bin
 .PHONY: run-packages test-packages
 install: run-packages
 run-packages:

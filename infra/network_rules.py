@@ -34,13 +34,16 @@ iptables rules, matched on the sending socket's owner, decide what those UIDs ma
   VPC's IPv6 neighbours included in what is refused); network-allowed jobs use IPv4.
 
 Root (the runner containers, the ECS agent, Docker) is not affected. The rules are useless if
-the algorithm can become root: a hostile image can ship a setuid binary. The launch template
-therefore also sets Docker's daemon-wide `"no-new-privileges": true` (the dockerd reference's
-`--no-new-privileges`, "set no-new-privileges by default for new containers"; CIS Docker
-Benchmark 2.14): every container gets the no_new_privs bit, so no setuid/setgid bit or file
-capability of the image raises privileges. The algorithm runs unprivileged with Docker's default
-capability set, which has no CAP_NET_ADMIN to edit the rules. (ECS container definitions could
-not do this per container here: Batch's linuxParameters offer no capabilities or securityOpt.)
+the algorithm can become root or hold a capability, and a hostile image can ship a setuid binary
+or a file-capped one (Docker >= 24.0.6 gives a non-root container its default capabilities in the
+permitted set, so no-new-privileges does not stop a file-capped ENTRYPOINT or HEALTHCHECK). So
+the user data also makes Docker run every container through infra/oci_runtime.py (Docker's
+default runtime `c2d-runc`, and `c2d-nvidia` as the ECS agent's NVIDIA runtime on GPU
+instances), which gives a non-root container no capability at all and no_new_privs, a sealed
+algorithm container a network namespace of its own (the first wall; these rules are the second),
+and the runner's root containers only the capabilities they need; and sets Docker's daemon-wide
+`"no-new-privileges": true` as well. Before the ECS agent starts, c2d-check-runtime makes sure
+Docker really uses that runtime: if not, the agent does not start and the instance runs no job.
 
 The rules are loaded by a systemd unit before Docker and the ECS agent at every boot (iptables
 rules do not survive a reboot), and the agent's unit requires it: an instance whose rules failed
@@ -53,6 +56,8 @@ applies the rule files and loader it installs in network namespaces.
 """
 from __future__ import annotations
 
+import base64
+import gzip
 import re
 from pathlib import Path
 
@@ -177,20 +182,55 @@ WantedBy=multi-user.target
 """
 
 
-# The ECS agent (which starts every job's containers) needs the rules: if they fail to load at a
-# boot, it does not start and the instance runs no job (fail closed).
-ECS_DROP_IN = f"/etc/systemd/system/ecs.service.d/10-{UNIT_NAME.removesuffix('.service')}.conf"
-_ECS_REQUIRES = f"""[Unit]
-Requires={UNIT_NAME}
-After={UNIT_NAME}
+# The OCI runtime every container of the instance runs through (infra/oci_runtime.py), by the
+# names Docker knows it by, and the check that Docker really uses it.
+RUNTIME_PATH = "/usr/local/libexec/c2d/oci-runtime"
+RUNTIME_SOURCE = Path(__file__).with_name("oci_runtime.py")
+RUNTIME_LINKS = {"c2d-runc": "/usr/local/sbin/c2d-runc", "c2d-nvidia": "/usr/local/sbin/c2d-nvidia"}
+CHECK_PATH = "/usr/local/sbin/c2d-check-runtime"
+DAEMON_JSON, ECS_CONFIG = "/etc/docker/daemon.json", "/etc/ecs/ecs.config"
+
+
+def runtime_source() -> str:
+    """infra/oci_runtime.py as the instances install it; it is stdlib-only and cannot import the
+    dispatcher, so its algorithm UID is checked against the dispatcher's here."""
+    source = RUNTIME_SOURCE.read_text()
+    if f"\nSEALED_UID = {SEALED_UID}\n" not in source:
+        raise ValueError(f"infra/oci_runtime.py must seal UID {SEALED_UID} (chalicelib.compute.dispatch.SEALED_UID)")
+    return source
+
+
+def check_script() -> str:
+    """Run before the ECS agent at every boot: no agent (so no job) unless Docker's default
+    runtime is the C2D runtime, which works, and, when the agent is told to use c2d-nvidia for
+    GPU containers, Docker knows that runtime too."""
+    return f"""#!/bin/sh
+# The ECS agent starts only if Docker runs containers through the C2D runtime (infra/oci_runtime.py).
+set -eu
+{RUNTIME_LINKS["c2d-runc"]} --version >/dev/null
+default=$(docker info --format '{{{{.DefaultRuntime}}}}')
+if [ "$default" != c2d-runc ]; then
+  echo "c2d: Docker's default runtime is '$default', not c2d-runc: this instance runs no job" >&2
+  exit 1
+fi
+if grep -qx 'ECS_NVIDIA_RUNTIME=c2d-nvidia' {ECS_CONFIG} 2>/dev/null \\
+   && ! docker info --format '{{{{json .Runtimes}}}}' | grep -q '"c2d-nvidia"'; then
+  echo "c2d: Docker has no c2d-nvidia runtime for the agent's GPU containers: this instance runs no job" >&2
+  exit 1
+fi
 """
 
-_DOCKER_NO_NEW_PRIVILEGES = """import json, pathlib
-path = pathlib.Path("/etc/docker/daemon.json")
-config = json.loads(path.read_text() or "{}") if path.exists() else {}
-config["no-new-privileges"] = True
-path.parent.mkdir(parents=True, exist_ok=True)
-path.write_text(json.dumps(config, indent=2) + "\\n")
+
+# The ECS agent (which starts every job's containers) needs the rules and the runtime: if the
+# rules fail to load at a boot, or Docker does not use the runtime, it does not start and the
+# instance runs no job (fail closed).
+ECS_DROP_IN = f"/etc/systemd/system/ecs.service.d/10-{UNIT_NAME.removesuffix('.service')}.conf"
+_ECS_REQUIRES = f"""[Unit]
+Requires={UNIT_NAME} docker.service
+After={UNIT_NAME} docker.service
+
+[Service]
+ExecStartPre={CHECK_PATH}
 """
 
 
@@ -198,25 +238,42 @@ def _heredoc(path: str, body: str, mode: str, tag: str) -> str:
     return f"cat > {path} <<'{tag}'\n{body}{tag}\nchmod {mode} {path}\n"
 
 
+# EC2 limits user data to 16 KB before base64, and AWS Batch adds its own MIME part: the runtime
+# (two thirds of the script as text) is installed gzip-compressed, base64-encoded.
+USER_DATA_LIMIT = 16 * 1024
+
+
+def _compressed(path: str, body: str, mode: str, tag: str) -> str:
+    blob = base64.encodebytes(gzip.compress(body.encode(), compresslevel=9, mtime=0)).decode()
+    return f"base64 -d <<'{tag}' | gunzip > {path}\n{blob}{tag}\nchmod {mode} {path}\n"
+
+
 def boot_script() -> str:
-    """The shell part of the user data: install rules, loader and unit, make the ECS agent require
-    the unit, load the rules now, and make Docker give every container no-new-privileges.
-    cloud-init runs it before the ECS agent starts (ecs.service is ordered after cloud-final), and
-    the agent requires the unit at every boot, so no job runs without the rules."""
+    """The shell part of the user data: install rules, loader and unit; install the OCI runtime
+    and make it Docker's (default and, on GPU instances, the agent's NVIDIA runtime) with
+    daemon-wide no-new-privileges; make the ECS agent require the unit and check the runtime;
+    load the rules now. cloud-init runs it before the ECS agent starts (ecs.service is ordered
+    after cloud-final), and the agent requires the unit and the check at every boot, so no job
+    runs without the rules or the runtime."""
+    links = "".join(f"ln -sf {RUNTIME_PATH} {link}\n" for link in RUNTIME_LINKS.values())
     return "".join([
         "#!/bin/bash\n",
-        "# Compute-to-data: the algorithm UIDs' network rules and Docker's no-new-privileges (infra/network_rules.py).\n",
+        "# Compute-to-data: the algorithm UIDs' network rules and the containers' OCI runtime (infra/network_rules.py).\n",
         "set -euo pipefail\n",
         f"install -d -m 0755 {RULES_DIR}\n",
         _heredoc(f"{RULES_DIR}/{V4_FILE}", ipv4_rules(), "0644", "C2D_EOF"),
         _heredoc(f"{RULES_DIR}/{V6_FILE}", ipv6_rules(), "0644", "C2D_EOF"),
         _heredoc(APPLY_PATH, apply_script(), "0755", "C2D_EOF"),
         _heredoc(f"/etc/systemd/system/{UNIT_NAME}", _unit(), "0644", "C2D_EOF"),
+        f"install -d -m 0755 {RUNTIME_PATH.rsplit('/', 1)[0]}\n",
+        _compressed(RUNTIME_PATH, runtime_source(), "0755", "C2D_EOF"),
+        links,
+        _heredoc(CHECK_PATH, check_script(), "0755", "C2D_EOF"),
         f"install -d -m 0755 {ECS_DROP_IN.rsplit('/', 1)[0]}\n",
         _heredoc(ECS_DROP_IN, _ECS_REQUIRES, "0644", "C2D_EOF"),
         "systemctl daemon-reload\n",
         f"systemctl enable --now {UNIT_NAME}\n",
-        "python3 - <<'C2D_EOF'\n", _DOCKER_NO_NEW_PRIVILEGES, "C2D_EOF\n",
+        f"{RUNTIME_PATH} --c2d-configure {DAEMON_JSON} {ECS_CONFIG}\n",
         "systemctl try-restart docker\n",
     ])
 

@@ -24,6 +24,8 @@ REQUIRED_OUTPUTS = (
     "RunnerRepositoryUri", "BatchJobRoleArn", "BatchExecutionRoleArn", "EventBusName", "CpuJobQueueArn",
 )
 QUEUE_OUTPUTS = ("CpuJobQueueArn", "GpuJobQueueArn")
+# The algorithm containers' log group, which the stack lets the jobs' execution role write.
+LOG_GROUP_OUTPUT = "AlgorithmLogGroup"
 # The queue of network-allowed jobs beside each sealed queue (a compute environment of its own).
 NETWORK_QUEUE_OUTPUTS = {"CpuJobQueueArn": "CpuNetworkJobQueueArn", "GpuJobQueueArn": "GpuNetworkJobQueueArn"}
 LAMBDA_ENV_LIMIT = 4096  # bytes of all keys and values together
@@ -136,6 +138,8 @@ def stage_environment(outputs: Mapping[str, str], *, stage: str, chains: str, pr
     }
     if metadata_url:
         env["METADATA_URL"] = metadata_url.rstrip("/")
+    if outputs.get(LOG_GROUP_OUTPUT):  # a stack from before has none: its execution role writes the default
+        env["ALGORITHM_LOG_GROUP"] = outputs[LOG_GROUP_OUTPUT]
     settings = load_settings(env)
     _check_environments(environments, outputs, settings.chains)
     size = sum(len(key.encode()) + len(value.encode()) for key, value in env.items())

@@ -28,8 +28,9 @@ the ECS agent's dependency handling):
   task, whatever the image's ENTRYPOINT does with our command. So the algorithm runs as a fixed
   non-root UID (C1: 4000 sealed, 4001 when every dataset allows network access) that the Batch
   instances' network rules (infra/network_rules.py) keep away from the metadata and credential
-  endpoints, and that Docker's daemon-wide no-new-privileges keeps from becoming root again through
-  a setuid binary of the image. The credential variables are unset before the entrypoint runs as
+  endpoints, and that the instances' OCI runtime (infra/oci_runtime.py) leaves no capability (so no
+  setuid or file-capped binary of the image makes it root) and, sealed, a network namespace of its
+  own. The credential variables are unset before the entrypoint runs as
   defence in depth only: the rules are what holds.
 - Host networking also means every job on an instance shares one network namespace, where an
   abstract Unix socket (or a loopback port) joins any two processes whatever their UID: iptables

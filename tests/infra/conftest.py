@@ -1,11 +1,15 @@
-"""Fixtures of the deployment checks: the infrastructure template and one `chalice package` run per
-session, on a copy of the project (it vendors requirements.txt with pip: 15 to 20 s)."""
+"""Fixtures of the deployment checks: the infrastructure template, one `chalice package` run per
+session, on a copy of the project (it vendors requirements.txt with pip: 15 to 20 s), and a
+runc lab with the instances' OCI runtime installed."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
-from infra_helpers import TEMPLATE, Package, load_cfn, project_copy, run_package
+from infra_helpers import TEMPLATE, Package, installed_files, launch_template_user_data, load_cfn, project_copy, run_package
+from oci_lab import Lab, unavailable
+
+from infra import network_rules
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +22,30 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Package:
     """The dev stage packaged as `chalice package --merge-template` makes it, in a temporary folder."""
     work = tmp_path_factory.mktemp("chalice-package")
     return run_package(project_copy(work / "project"), work / "out")
+
+
+@pytest.fixture(scope="session")
+def installed_runtime(infra_template: dict[str, Any]) -> str:
+    """The OCI runtime's source as the launch templates' user data installs it."""
+    return installed_files(launch_template_user_data(infra_template, "CpuLaunchTemplate"))[network_rules.RUNTIME_PATH]
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory, installed_runtime: str) -> Iterator[Lab]:
+    """Real runc, a static probe image, and the installed runtime under its names; skipped, with
+    the reason, where containers cannot run (no root, no runc)."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("oci")
+    runtime = root / "libexec" / "oci-runtime"
+    runtime.parent.mkdir()
+    runtime.write_text(installed_runtime)
+    made = Lab(root, runtime)
+    try:
+        reason = made.setup()
+        if reason:
+            pytest.skip(reason)
+        yield made
+    finally:
+        made.cleanup()

@@ -1,9 +1,13 @@
-"""Helpers of the deployment checks: templates as data, cfn-lint, the stages of .chalice/, and
-`chalice package` without credentials."""
+"""Helpers of the deployment checks: templates as data, cfn-lint, the stages of .chalice/,
+`chalice package` without credentials, and the files the Batch instances' user data installs."""
 from __future__ import annotations
 
+import base64
+import email
+import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -102,3 +106,43 @@ def run_package(project: Path, out: Path, stage: str = PACKAGED_STAGE) -> Packag
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     template = json.loads((out / "sam.json").read_text())
     return Package(stage=stage, out=out, template=template, zip_path=out / "deployment.zip", seconds=seconds)
+
+
+def launch_template_user_data(template: dict[str, Any], resource: str) -> str:
+    """A launch template's user data as the template holds it (literal text, base64-encoded by
+    CloudFormation)."""
+    data = template["Resources"][resource]["Properties"]["LaunchTemplateData"]["UserData"]
+    assert set(data) == {"Fn::Base64"}, "the user data is literal text, base64-encoded by CloudFormation"
+    return data["Fn::Base64"]
+
+
+def boot_script(user_data: str) -> str:
+    """The one shell part of the user data's MIME multi-part archive."""
+    message = email.message_from_string(user_data)
+    assert message.is_multipart()
+    shells = [part.get_payload() for part in message.walk() if part.get_content_type() == "text/x-shellscript"]
+    assert len(shells) == 1
+    return shells[0]
+
+
+_PLAIN = re.compile(r"^cat > (\S+) <<'(\w+)'\n(.*?)^\2$", re.S | re.M)
+_COMPRESSED = re.compile(r"^base64 -d <<'(\w+)' \| gunzip > (\S+)\n(.*?)^\1$", re.S | re.M)
+
+
+def installed_files(user_data: str) -> dict[str, str]:
+    """{path: content} of every file the boot script writes: `cat > PATH <<'TAG' ... TAG`, and
+    `base64 -d <<'TAG' | gunzip > PATH ... TAG` decoded as the instance decodes it."""
+    script = boot_script(user_data)
+    files = {path: body for path, _, body in _PLAIN.findall(script)}
+    for _, path, blob in _COMPRESSED.findall(script):
+        files[path] = gzip.decompress(base64.b64decode(blob)).decode()
+    return files
+
+
+def readable(user_data: str) -> str:
+    """The user data with every compressed file shown as the text it decodes to: two zlib builds
+    may compress the same text to different bytes, and the text is what an instance installs."""
+    def decode(found: re.Match[str]) -> str:
+        tag, path, blob = found.groups()
+        return f"base64 -d <<'{tag}' | gunzip > {path}\n{gzip.decompress(base64.b64decode(blob)).decode()}{tag}"
+    return _COMPRESSED.sub(decode, user_data)

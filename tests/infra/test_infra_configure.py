@@ -70,6 +70,37 @@ def test_configure_gives_each_environment_its_network_queue():
     assert all("networkJobQueue" not in e for e in written)
 
 
+def test_the_algorithm_log_group_is_the_one_the_execution_role_writes(infra_template):
+    """configure takes ALGORITHM_LOG_GROUP from the stack, so the group the dispatcher names in
+    the job definition's awslogs options (and the API reads streamable logs from) is the group
+    the stack's execution role may write; a stack from before that output keeps the default,
+    which its role writes."""
+    from fnmatch import fnmatchcase
+
+    from chalicelib.compute.dispatch import DEFAULT_LOG_GROUP, AlgorithmContainer, BatchDispatcher
+    from chalicelib.config import load_settings
+
+    (role_logs,) = [s for p in infra_template["Resources"]["BatchExecutionRole"]["Properties"]["Policies"]
+                    for s in p["PolicyDocument"]["Statement"] if s.get("Sid") == "JobLogs"]
+    for configured in ("/c2d/algorithms", None):
+        outputs = dict(_outputs(), AlgorithmLogGroup=configured) if configured else {
+            k: v for k, v in _outputs().items() if k != stage.LOG_GROUP_OUTPUT}
+        env = _environment(outputs=outputs)
+        group = configured or DEFAULT_LOG_GROUP
+        assert env.get("ALGORITHM_LOG_GROUP") == configured
+        settings = load_settings(env)
+        dispatcher = BatchDispatcher(None, settings.runner_image, settings.bucket, region="us-east-1",
+                                     algorithm_log_group=settings.algorithm_log_group)
+        request = dispatcher.definition_request(AlgorithmContainer(image="python:3.13", entrypoint="python $ALGO"))
+        (algorithm,) = [c for c in request["ecsProperties"]["taskProperties"][0]["containers"] if c["name"] == "algorithm"]
+        assert algorithm["logConfiguration"]["options"]["awslogs-group"] == group
+        writable = role_logs["Resource"]["Fn::Sub"].replace("${AlgorithmLogGroup}", group).replace(
+            "${AWS::Partition}", "aws").replace("${AWS::Region}", "us-east-1").replace("${AWS::AccountId}", "123456789012")
+        assert fnmatchcase(f"arn:aws:logs:us-east-1:123456789012:log-group:{group}:log-stream:c2d/algorithm/0f1e", writable)
+        read = {s["Sid"]: s for s in policies.api_policy(env, "ocean-c2d-provider", "dev")["Statement"]}["ReadAlgorithmLogs"]
+        assert read["Resource"] == [f"arn:aws:logs:us-east-1:123456789012:log-group:{group}:log-stream:c2d/*"]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"environments": [dict(_environments()[0], jobQueue="elsewhere")]}, "job queue 'elsewhere'"),
     ({"environments": [dict(_environments()[0], chainIds=[137])]}, "chains [137]"),

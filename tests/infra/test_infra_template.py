@@ -12,7 +12,7 @@ import pytest
 
 from chalicelib import models
 from chalicelib.payments import models as payment_models
-from chalicelib.compute.dispatch import BatchDispatcher
+from chalicelib.compute.dispatch import DEFAULT_LOG_GROUP, BatchDispatcher, batch_timeout_seconds
 from chalicelib.compute.environments import DEFAULT_FILE, load_environments
 from chalicelib.compute.events import RUNNER_SOURCE
 from chalicelib.config import load_settings
@@ -178,6 +178,36 @@ def test_network_jobs_have_compute_environments_of_their_own(infra_template):
         assert output.get("Condition") == infra_template["Outputs"][f"{kind}JobQueueArn"].get("Condition")
 
 
+# Strategies with which Batch can update a compute environment's instances in place (AWS Batch user
+# guide, "Perform infrastructure updates"; it also needs the service-linked role).
+INFRASTRUCTURE_UPDATE_STRATEGIES = {"BEST_FIT_PROGRESSIVE", "SPOT_CAPACITY_OPTIMIZED", "SPOT_PRICE_CAPACITY_OPTIMIZED"}
+
+
+def test_compute_environments_move_to_the_latest_ami_in_place(infra_template):
+    """Point 6 of issue 18: every infrastructure update (a stack update that changes the launch
+    template, or `aws batch update-compute-environment ... updateToLatestImageVersion=true`)
+    replaces the instances with ones on the latest ECS-optimized AMI Batch supports, in place,
+    after the running jobs had the time of the longest job. Batch ignores the flag if an AMI is
+    named anywhere (botocore's Batch model, ComputeResourceUpdate.updateToLatestImageVersion):
+    none is."""
+    longest = max(batch_timeout_seconds(e.max_job_duration) for path in _environment_files()
+                  for e in load_environments({"COMPUTE_ENVIRONMENTS_FILE": str(path)}).values())
+    assert _default(infra_template, "InstanceUpdateJobMinutes") * 60 >= longest
+    for environment in _resources(infra_template, "AWS::Batch::ComputeEnvironment").values():
+        properties = environment["Properties"]
+        resources = properties["ComputeResources"]
+        assert properties["ReplaceComputeEnvironment"] is False
+        assert properties["UpdatePolicy"] == {"TerminateJobsOnUpdate": False,
+                                              "JobExecutionTimeoutMinutes": {"Ref": "InstanceUpdateJobMinutes"}}
+        assert resources["UpdateToLatestImageVersion"] is True
+        assert "ImageId" not in resources and all(set(c) == {"ImageType"} for c in resources["Ec2Configuration"])
+        launch_template = resources["LaunchTemplate"]["LaunchTemplateId"]["Ref"]
+        assert "ImageId" not in infra_template["Resources"][launch_template]["Properties"]["LaunchTemplateData"]
+        # a changed user data is a new launch template version, hence an infrastructure update
+        assert resources["LaunchTemplate"]["Version"] == {"Fn::GetAtt": [launch_template, "LatestVersionNumber"]}
+        assert "ServiceRole" not in properties and resources["AllocationStrategy"] in INFRASTRUCTURE_UPDATE_STRATEGIES
+
+
 def test_instances_keep_containers_away_from_instance_credentials(infra_template):
     """IMDSv2 and hop limit 1 still apply (they do not stop a host-networked container); the
     algorithm UIDs' rules are the user data (tests/infra/test_network_rules.py applies them)."""
@@ -207,6 +237,27 @@ def test_runner_role_reads_manifests_writes_results_and_sends_its_events_only(in
     (optional,) = [s for s in statements if "Fn::If" in s]
     assert optional["Fn::If"][0] == "WithDataObjects" and optional["Fn::If"][1]["Action"] == "s3:GetObject"
     assert len(statements) == 4
+
+
+def test_the_execution_role_writes_the_configured_algorithm_log_group(infra_template):
+    """Point 8 of issue 18: the ECS agent hands the awslogs driver the task's execution role
+    (amazon-ecs-agent agent/engine/docker_task_engine.go: AWSLogAuthExecutionRole ->
+    Task.ApplyExecutionRoleLogsAuth sets awslogs-credentials-endpoint), so that role, not the
+    instance role, must write ALGORITHM_LOG_GROUP: the stack parameter it writes is the group
+    configure hands the app (output AlgorithmLogGroup), and a group other than Batch's default
+    is created by the stack."""
+    assert _default(infra_template, "AlgorithmLogGroup") == DEFAULT_LOG_GROUP
+    (logs,) = [s for s in _role_statements(infra_template, "BatchExecutionRole") if s.get("Sid") == "JobLogs"]
+    assert sorted(logs["Action"]) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert logs["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:"
+                                           "log-group:${AlgorithmLogGroup}:*"}
+    assert infra_template["Outputs"][stage_module.LOG_GROUP_OUTPUT]["Value"] == {"Ref": "AlgorithmLogGroup"}
+    group = infra_template["Resources"]["AlgorithmLogs"]
+    assert group["Type"] == "AWS::Logs::LogGroup" and group["Condition"] == "OwnAlgorithmLogGroup"
+    assert group["Properties"] == {"LogGroupName": {"Ref": "AlgorithmLogGroup"},
+                                   "RetentionInDays": {"Ref": "AlgorithmLogRetentionDays"}}
+    assert infra_template["Conditions"]["OwnAlgorithmLogGroup"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlgorithmLogGroup"}, DEFAULT_LOG_GROUP]}]}
 
 
 def test_secrets_provider_key_empty_jwt_secret_generated(infra_template):

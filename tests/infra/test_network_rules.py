@@ -10,7 +10,6 @@ nat rule redirecting 169.254.170.2:80 there. All traffic stays inside these name
 """
 from __future__ import annotations
 
-import email
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from infra import network_rules
+from infra_helpers import TEMPLATE, boot_script, installed_files, launch_template_user_data, load_cfn, readable
 
 HERE = Path(__file__).parent
 PROBE = HERE / "netns_probe.py"
@@ -33,40 +33,46 @@ STUB_RESOLVER = "127.0.0.53"
 OUTSIDE6 = "2001:db8::2"  # documentation prefix
 
 
-def _user_data(infra_template, resource: str) -> str:
-    data = infra_template["Resources"][resource]["Properties"]["LaunchTemplateData"]["UserData"]
-    assert set(data) == {"Fn::Base64"}, "the user data is literal text, base64-encoded by CloudFormation"
-    return data["Fn::Base64"]
-
-
-def installed_files(user_data: str) -> dict[str, str]:
-    """{path: content} of every `cat > PATH <<'TAG' ... TAG` in the shell part of the user data."""
-    message = email.message_from_string(user_data)
-    assert message.is_multipart()
-    shells = [part.get_payload() for part in message.walk() if part.get_content_type() == "text/x-shellscript"]
-    assert len(shells) == 1
-    pattern = re.compile(r"^cat > (\S+) <<'(\w+)'\n(.*?)^\2$", re.S | re.M)
-    return {path: body for path, _, body in pattern.findall(shells[0])}
-
-
 def test_both_launch_templates_install_the_generated_rules(infra_template):
     """One source (infra/network_rules.py); the template embeds it verbatim (regenerate with
     `python -m infra user-data --write`)."""
-    cpu = _user_data(infra_template, "CpuLaunchTemplate")
-    assert cpu == _user_data(infra_template, "GpuLaunchTemplate") == network_rules.user_data()
+    cpu = launch_template_user_data(infra_template, "CpuLaunchTemplate")
+    assert cpu == launch_template_user_data(infra_template, "GpuLaunchTemplate")
+    assert readable(cpu) == readable(network_rules.user_data())
+    assert len(cpu.encode()) <= network_rules.USER_DATA_LIMIT - 1024  # room for AWS Batch's own MIME part
     files = installed_files(cpu)
     assert files[f"{network_rules.RULES_DIR}/{network_rules.V4_FILE}"] == network_rules.ipv4_rules()
     assert files[f"{network_rules.RULES_DIR}/{network_rules.V6_FILE}"] == network_rules.ipv6_rules()
     assert files[network_rules.APPLY_PATH] == network_rules.apply_script()
     unit = files[f"/etc/systemd/system/{network_rules.UNIT_NAME}"]
     assert "Before=network-pre.target docker.service ecs.service" in unit  # at every boot, before any job
-    # fail closed: the ECS agent, which starts every job, does not start without the rules
-    assert files[network_rules.ECS_DROP_IN] == (f"[Unit]\nRequires={network_rules.UNIT_NAME}\n"
-                                               f"After={network_rules.UNIT_NAME}\n")
-    script = email.message_from_string(cpu).get_payload()[0].get_payload()
+    # fail closed: the ECS agent, which starts every job, does not start without the rules, nor
+    # unless Docker runs containers through the runtime (infra/oci_runtime.py)
+    assert files[network_rules.ECS_DROP_IN] == (
+        f"[Unit]\nRequires={network_rules.UNIT_NAME} docker.service\nAfter={network_rules.UNIT_NAME} docker.service\n"
+        f"\n[Service]\nExecStartPre={network_rules.CHECK_PATH}\n")
+    assert files[network_rules.CHECK_PATH] == network_rules.check_script()
+    assert files[network_rules.RUNTIME_PATH] == network_rules.RUNTIME_SOURCE.read_text()
+    script = boot_script(cpu)
     assert script.startswith("#!/bin/bash\n") and "set -euo pipefail" in script
     assert f"systemctl enable --now {network_rules.UNIT_NAME}" in script
-    assert 'config["no-new-privileges"] = True' in script and "systemctl try-restart docker" in script
+    for link in network_rules.RUNTIME_LINKS.values():
+        assert f"ln -sf {network_rules.RUNTIME_PATH} {link}\n" in script
+    configure = f"{network_rules.RUNTIME_PATH} --c2d-configure {network_rules.DAEMON_JSON} {network_rules.ECS_CONFIG}\n"
+    assert script.index(configure) < script.index("systemctl try-restart docker\n")
+
+
+def test_the_installed_runtime_decodes_on_the_instance(infra_template, tmp_path):
+    """The runtime is installed by `base64 -d | gunzip` (coreutils, gzip): the shell does it here
+    as the instance does, and gets the source back."""
+    script = boot_script(launch_template_user_data(infra_template, "CpuLaunchTemplate"))
+    start = script.index("base64 -d <<'C2D_EOF' | gunzip > ")
+    end = script.index("C2D_EOF\n", script.index("\n", start) + 1) + len("C2D_EOF\n")
+    target = tmp_path / "oci-runtime"
+    snippet = script[start:end].replace(f" > {network_rules.RUNTIME_PATH}\n", f" > {target}\n", 1)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", snippet], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == network_rules.RUNTIME_SOURCE.read_text()
 
 
 # -- the namespaces -------------------------------------------------------------------------
@@ -159,7 +165,7 @@ def instance(tmp_path_factory, infra_template):
     root = tmp_path_factory.mktemp("netns")
     rules = root / "etc-c2d"
     rules.mkdir()
-    files = installed_files(_user_data(infra_template, "CpuLaunchTemplate"))
+    files = installed_files(launch_template_user_data(infra_template, "CpuLaunchTemplate"))
     for path, body in files.items():
         if path.startswith(network_rules.RULES_DIR + "/"):
             (rules / Path(path).name).write_text(body)
@@ -238,11 +244,12 @@ def test_dns_through_the_stub_resolver_only_for_the_network_uid(instance):
 
 
 def test_the_boot_script_is_valid_bash(infra_template):
-    script = email.message_from_string(_user_data(infra_template, "CpuLaunchTemplate")).get_payload()[0].get_payload()
+    script = boot_script(launch_template_user_data(infra_template, "CpuLaunchTemplate"))
     checked = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=10)
     assert checked.returncode == 0, checked.stderr
-    assert subprocess.run(["sh", "-n"], input=network_rules.apply_script(), capture_output=True, text=True,
-                          timeout=10).returncode == 0
+    for shell_script in (network_rules.apply_script(), network_rules.check_script()):
+        checked = subprocess.run(["sh", "-n"], input=shell_script, capture_output=True, text=True, timeout=10)
+        assert checked.returncode == 0, checked.stderr
 
 
 def test_the_cli_prints_and_rewrites_the_user_data(tmp_path, capsys):
@@ -252,7 +259,11 @@ def test_the_cli_prints_and_rewrites_the_user_data(tmp_path, capsys):
     assert capsys.readouterr().out == network_rules.user_data()
     template = tmp_path / "infra" / "resources.yaml"
     template.parent.mkdir()
-    stale = (HERE.parent.parent / "infra" / "resources.yaml").read_text().replace("C2D-UID-4001", "C2D-UID-STALE")
+    stale = TEMPLATE.read_text().replace("C2D-UID-4001", "C2D-UID-STALE")
     template.write_text(stale)
     assert main(["--project-dir", str(tmp_path), "user-data", "--write"]) == 0
-    assert template.read_text() == (HERE.parent.parent / "infra" / "resources.yaml").read_text()
+    rewritten, committed = load_cfn(template), load_cfn(TEMPLATE)
+    for name in ("CpuLaunchTemplate", "GpuLaunchTemplate"):
+        data = [t["Resources"][name]["Properties"]["LaunchTemplateData"].pop("UserData") for t in (rewritten, committed)]
+        assert readable(data[0]["Fn::Base64"]) == readable(data[1]["Fn::Base64"])
+    assert rewritten == committed
