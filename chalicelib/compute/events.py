@@ -42,7 +42,7 @@ Mapping (DESIGN §4), with the decisions this module takes:
 The first write that moves a job to 40..60 sets runningAt (Batch's startedAt, else now), a
 final Batch event carrying startedAt sets it if nothing did, and a newer attempt's RUNNING event
 resets it to that attempt's start (time lost with an instance is not billed): escrow billing
-counts the run time from it to dateFinished (node.paid). A terminal status sets dateFinished (Batch's stoppedAt, else now) and terminationDetails
+counts the run time from it to dateFinished (payments.settlement). A terminal status sets dateFinished (Batch's stoppedAt, else now) and terminationDetails
 {exitCode: the algorithm container's, reason}; `on_terminal(record)` runs once, on the write
 that first made the job terminal. Results are only entries under jobs/<jobId>/outputs/ (type
 output) and jobs/<jobId>/logs/ (the log types) in our bucket, whatever an event says (never the
@@ -619,15 +619,13 @@ def batch_state_event(job_id: str, batch_job_id: str, job_queue: str, batch_stat
 
 # -- Lambda glue ---------------------------------------------------------------------------
 
-def build_job_events(on_terminal: TerminalHook | None = None) -> JobEvents:
+def build_job_events(results_bucket: str, on_terminal: TerminalHook | None = None) -> JobEvents:
     """JobEvents for this deployment: the queues of the configured environments (sealed and
-    network-allowed), our bucket."""
-    from chalicelib import services
+    network-allowed), our bucket (`services.job_events` passes the settings' one)."""
     from chalicelib.compute.environments import environments, job_queues
 
-    current = services.settings()
     return JobEvents(JobRecord, queues=job_queues(environments().values()),
-                     results_bucket=current.bucket, on_terminal=on_terminal, release_slots=True)
+                     results_bucket=results_bucket, on_terminal=on_terminal, release_slots=True)
 
 
 def handle_lambda_event(event: Any, handler: JobEvents) -> dict[str, Any]:

@@ -126,7 +126,7 @@ class JobService:
               gate: DispatchGate | None = None) -> JobRecord:
         """Reserve, record, [gate], write the manifest, dispatch; undo everything but the record
         on failure. `slots`: further counters the job holds (free compute starts with no order
-        but these). `gate`: what must hold before the dispatch (an escrow lock, node.paid).
+        but these). `gate`: what must hold before the dispatch (an escrow lock, payments.paid_start).
 
         Nothing is reserved unless `deadline` leaves START_RESERVE_SECONDS: a Lambda killed
         between the reservation and SubmitJob would leave the order used and the slot taken

@@ -578,7 +578,7 @@ def test_events_of_the_network_queues_are_the_provider_s_own(aws, monkeypatch):
          "ramGB": 1, "diskGB": 1, "maxJobs": 2, "maxJobDuration": 60}]))
     environments.environments.cache_clear()
     try:
-        handler = build_job_events()
+        handler = build_job_events("test-results")
     finally:
         environments.environments.cache_clear()
     make_job("net", status=1)
