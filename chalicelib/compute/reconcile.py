@@ -36,7 +36,8 @@ from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.compute import status as st
 from chalicelib.compute.dispatch import job_name
-from chalicelib.compute.events import BATCH_DETAIL_TYPE, BATCH_SOURCE, JobEvents
+from chalicelib.compute.event_signals import BATCH_DETAIL_TYPE, BATCH_SOURCE
+from chalicelib.compute.events import JobEvents
 from chalicelib.models import JobRecord
 
 log = logging.getLogger(__name__)

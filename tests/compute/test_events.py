@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from chalicelib.compute import status as st
-from chalicelib.compute.events import JobEvents, JobState, RunnerStage, batch_state_event, plan
+from chalicelib.compute.event_planning import JobState, plan
+from chalicelib.compute.event_signals import RunnerStage, batch_state_event
+from chalicelib.compute.events import JobEvents
 from chalicelib.models import JobRecord
 
 ACCOUNT = "123456789012"
