@@ -28,7 +28,7 @@ class Samples:
 
 def publish_samples(chain: DevChain, encrypt: Encrypt, provider_url: str, files_url: str) -> Samples:
     """Publish the algorithm, then the dataset trusting it, and give the consumer datatokens."""
-    from chalicelib.compute.validation import container_section_checksum, content_checksum
+    from chalicelib.compute.algorithm_rules import container_section_checksum, content_checksum
 
     algorithm_code = (SAMPLE_DIR / "algorithm.py").read_bytes()
 

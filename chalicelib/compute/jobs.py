@@ -27,7 +27,7 @@ from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.paging import MAX_ANSWER_BYTES, PAGE_JOBS, Cursor
 from chalicelib.compute.usage import UsageCounter
-from chalicelib.compute.validation import ComputePlan
+from chalicelib.compute.plan import ComputePlan
 from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
 from chalicelib.models import EnvironmentUsage, JobRecord, OrderUse, owner_document
 from chalicelib.results import JobObjects

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 from chalicelib.compute.environments import Environment, FreeTier
 from chalicelib.compute.jobs import Slot
-from chalicelib.compute.validation import ComputePlan
+from chalicelib.compute.plan import ComputePlan
 from chalicelib.errors import BusinessError
 
 

@@ -98,7 +98,7 @@ def publish_samples(chain: DevChain, encrypt, provider_url: str, allow_raw: bool
         provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
         algorithm={"language": "python", "version": "1", "container": CONTAINER},
     )
-    from chalicelib.compute.validation import container_section_checksum
+    from chalicelib.compute.algorithm_rules import container_section_checksum
 
     dataset = publish_asset(
         chain.w3, chain.publisher, chain.contracts, name="iris", files=[{"type": "url", "url": DATA_URL, "method": "GET"}],
