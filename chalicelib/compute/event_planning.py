@@ -17,7 +17,7 @@ Mapping (DESIGN §4), with the decisions this module takes:
   if known, else 31 (checked first: the algorithm then did not run, publish still published the
   logs); the algorithm's image could not start → 32; publish exit ≠ 0 → 62 (before the algorithm,
   so it agrees with the runner's own 62); algorithm exit 124 → 41 "ran out of time" (maxJobDuration
-  is enforced in its container, dispatch.algorithm_script); algorithm exit ≠ 0 → 41; otherwise
+  is enforced in its container, compute.algorithm_script); algorithm exit ≠ 0 → 41; otherwise
   SUCCEEDED → 70. An algorithm that did not run is never "failed": after a configure failure
   (its script exits 0, or, with a dependsOn SUCCESS definition, the agent force-stops it with 143
   "CannotStartContainerError: dependency graph") the exit code reported is none; exit 143 with a
@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from chalicelib.compute import status as st
-from chalicelib.compute.dispatch import ALGORITHM, CONFIGURE, PUBLISH, TIMED_OUT, is_stop_reason
+from chalicelib.compute.algorithm_script import TIMED_OUT
+from chalicelib.compute.batch_naming import ALGORITHM, CONFIGURE, PUBLISH, is_stop_reason
 from chalicelib.compute.event_signals import (
     BATCH_PROGRESS,
     MAX_REASON,

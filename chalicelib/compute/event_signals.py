@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from chalicelib.compute import status as st
-from chalicelib.compute.dispatch import JOB_ID_PATTERN, JOB_ID_TAG, JOB_NAME_PREFIX
+from chalicelib.compute.batch_naming import JOB_ID_PATTERN, JOB_ID_TAG, JOB_NAME_PREFIX
 
 log = logging.getLogger(__name__)
 

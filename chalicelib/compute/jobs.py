@@ -23,7 +23,8 @@ from chalicelib import budget
 from chalicelib.budget import Deadline
 from chalicelib.compute import status as st
 from chalicelib.compute import transitions
-from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
+from chalicelib.compute.container_rules import AlgorithmContainer
+from chalicelib.compute.dispatch import Dispatcher
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.paging import MAX_ANSWER_BYTES, PAGE_JOBS, Cursor
 from chalicelib.compute.usage import UsageCounter

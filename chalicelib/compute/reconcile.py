@@ -35,7 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.compute import status as st
-from chalicelib.compute.dispatch import job_name
+from chalicelib.compute.batch_naming import job_name
 from chalicelib.compute.event_signals import BATCH_DETAIL_TYPE, BATCH_SOURCE
 from chalicelib.compute.events import JobEvents
 from chalicelib.models import JobRecord
