@@ -14,7 +14,7 @@ from chalice import Response
 
 from chalicelib import budget, services
 from chalicelib.compute.environments import MIN_JOB_SECONDS, Environment, environments, fill_resources
-from chalicelib.compute.jobs import JobPage, status_object
+from chalicelib.compute.job_status import JobPage, status_object
 from chalicelib.compute.requests import ComputeStartRequest, InitializeComputeRequest
 from chalicelib.errors import BusinessError, NotFound
 from chalicelib.http import Call, Operation
