@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from chalicelib.chain.transactions import FINAL, TransactionRejected, TransactionSender
+from chalicelib.chain.transaction_ledger import FINAL
+from chalicelib.chain.transactions import TransactionRejected, TransactionSender
 from chalicelib.errors import BusinessError
 from chalicelib.payments import pricing
 from chalicelib.payments.escrow import EscrowContract, lock_id
