@@ -31,7 +31,8 @@ from chalicelib.models import JobRecord
 from chalicelib.payments.pricing import environment_fees
 
 if TYPE_CHECKING:
-    from chalicelib.payments.service import EscrowPayments, PaymentQuote
+    from chalicelib.payments.quotes import PaymentQuote
+    from chalicelib.payments.service import EscrowPayments
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class EscrowLock:
         self._payments.sender.ensure_can_pay(self._quote.chain_id, LOCK_GAS + CLAIM_GAS)
 
     def before_dispatch(self, job: JobRecord) -> None:
-        from chalicelib.payments.service import PaymentRefused
+        from chalicelib.payments.quotes import PaymentRefused
 
         try:
             self._payments.lock(job_id=job.job_id, payer=self._payer, quote=self._quote)
