@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from devstack.devchain import DevChain
-from devstack.publish import PublishedAsset, mint_datatokens, publish_asset, Encrypt
+from devstack.publish import PublishedAsset, publish_asset, Encrypt
+from devstack.orders import mint_datatokens
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 # The image the algorithm would run in on AWS Batch; locally the host's python runs it.

@@ -11,7 +11,8 @@ import boto3
 from botocore.stub import ANY, Stubber
 
 from devstack.devchain import DevChain
-from devstack.publish import PublishedAsset, mint_datatokens, publish_asset, start_order
+from devstack.publish import PublishedAsset, publish_asset
+from devstack.orders import mint_datatokens, start_order
 from signing import sign
 
 CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim",

@@ -214,7 +214,7 @@ def test_a_job_whose_algorithm_never_ran_is_cancelled_and_one_that_failed_is_cla
     assert job["status"] == 31 and job["payment"]["status"] == "cancelled" and job["payment"]["claimed"] == "0"
     assert funds(chain) == before
     # the algorithm ran and failed: the consumer pays the time it ran
-    from devstack.publish import mint_datatokens
+    from devstack.orders import mint_datatokens
 
     for asset in (published.dataset, published.algorithm):  # a datatoken of each for the next orders
         mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.consumer.address, OCEAN_UNIT)
