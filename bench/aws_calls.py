@@ -97,7 +97,7 @@ def _run_jobs(chain: Any, app_module: Any, services: Any, batch: Any) -> dict[st
     from chalice.test import Client
 
     from bench.consumer import order_and_start_body
-    from chalicelib.compute.events import batch_state_event
+    from chalicelib.compute.event_signals import batch_state_event
     from devstack.publish import ecies_encrypt_for
     from devstack.samples import SAMPLE_DIR, publish_samples
     server, files_url = _static_server(str(SAMPLE_DIR))

@@ -11,7 +11,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import keccak
 
-from devstack.publish import start_order
+from devstack.orders import start_order
 
 
 class StubbedBatch:

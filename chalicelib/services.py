@@ -80,8 +80,7 @@ def job_events() -> "JobEvents":
     environment's slot back (currentJobs) in the same transaction."""
     from chalicelib.compute.events import build_job_events
 
-    settings()
-    return build_job_events(on_terminal=settle_escrow)
+    return build_job_events(settings().bucket, on_terminal=settle_escrow)
 
 
 @lru_cache(maxsize=1)
@@ -179,10 +178,10 @@ def escrow_enabled() -> bool:
 
 def settle_escrow(job: "JobRecord") -> None:
     """The hook of every write that ends a job: claim what it ran from its escrow lock, or
-    cancel the lock (node.paid.settle_job). Without escrow configured nothing is built."""
+    cancel the lock (payments.settlement). Without escrow configured nothing is built."""
     if not escrow_enabled():
         return
-    from chalicelib.node.paid import settle_job
+    from chalicelib.payments.settlement import settle_job
 
     job.refresh(consistent_read=True)  # a transaction's write leaves the in-memory record stale
     settle_job(payments(), job)

@@ -176,3 +176,8 @@ def deploy_ocean_stack(
         ERC721Factory=factory,
         Escrow=escrow,
     )
+
+
+def hex_to_bytes(value: str) -> bytes:
+    """0x-hex (or bare hex) as bytes: signatures, encrypted DDOs and order ids go to contracts so."""
+    return bytes.fromhex(value.removeprefix("0x"))

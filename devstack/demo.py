@@ -24,7 +24,7 @@ from eth_utils import keccak
 from web3 import Web3
 
 from devstack.contracts import contract, send
-from devstack.publish import start_order
+from devstack.orders import start_order
 from devstack.stack import STATE_DIR
 
 TERMINAL = {7, 8, 31, 32, 41, 62, 70}

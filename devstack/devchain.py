@@ -14,7 +14,8 @@ from web3 import Web3
 
 from devstack.anvil import CHAIN_ID, Anvil, ensure_anvil
 from devstack.contracts import OCEAN_UNIT, OceanContracts, as_account, deploy_ocean_stack
-from devstack.publish import Encrypt, ecies_encrypt_for, transfer_ocean
+from devstack.publish import Encrypt, ecies_encrypt_for
+from devstack.orders import transfer_ocean
 
 
 @dataclass

@@ -28,9 +28,10 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Sequence
 
-from chalicelib.compute.dispatch import JOB_ID_PATTERN, STOP_REASON_PREFIX, AlgorithmContainer
+from chalicelib.compute.batch_naming import JOB_ID_PATTERN, STOP_REASON_PREFIX
+from chalicelib.compute.container_rules import AlgorithmContainer
 from chalicelib.compute.environments import Environment
-from chalicelib.compute.events import batch_state_event
+from chalicelib.compute.event_signals import batch_state_event
 from devstack.sandbox import NoSandbox, Sandbox, algorithm_uid, find_sandbox, sandbox_environment, write_user_files
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from devstack.devchain import DevChain
-from devstack.publish import PublishedAsset, mint_datatokens, publish_asset, Encrypt
+from devstack.publish import PublishedAsset, publish_asset, Encrypt
+from devstack.orders import mint_datatokens
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 # The image the algorithm would run in on AWS Batch; locally the host's python runs it.
@@ -28,7 +29,7 @@ class Samples:
 
 def publish_samples(chain: DevChain, encrypt: Encrypt, provider_url: str, files_url: str) -> Samples:
     """Publish the algorithm, then the dataset trusting it, and give the consumer datatokens."""
-    from chalicelib.compute.validation import container_section_checksum, content_checksum
+    from chalicelib.compute.algorithm_rules import container_section_checksum, content_checksum
 
     algorithm_code = (SAMPLE_DIR / "algorithm.py").read_bytes()
 

@@ -61,7 +61,7 @@ import gzip
 import re
 from pathlib import Path
 
-from chalicelib.compute.dispatch import NETWORK_UID, SEALED_UID
+from chalicelib.compute.job_placement import NETWORK_UID, SEALED_UID
 
 RULES_DIR = "/etc/c2d"
 APPLY_PATH = "/usr/local/sbin/c2d-algorithm-rules"

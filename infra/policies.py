@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from chalicelib.compute.dispatch import DEFINITION_PREFIX
+from chalicelib.compute.batch_naming import DEFINITION_PREFIX
 from chalicelib.compute.environments import job_queues, load_environments
 from chalicelib.config import Settings, load_settings
 from chalicelib.errors import ConfigurationError

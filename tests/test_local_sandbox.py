@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.compute.dispatch import AlgorithmContainer
+from chalicelib.compute.container_rules import AlgorithmContainer
 from chalicelib.compute.environments import Environment
 from devstack.local_dispatch import ALGORITHM_LOG_BYTES, REPO_ROOT, LocalDispatcher, detect_sandbox
 

@@ -22,29 +22,18 @@ sender function:
 - Serialisation is per account, not per chain: a FIFO group serialises all sends of a chain
   through one function, while here concurrent senders only retry a ~10 ms conditional write.
 
-How it holds:
+How it holds: every transaction is recorded, with its nonce, before it is broadcast
+(`chain.transaction_ledger`: purposes as idempotency keys, nonces taken atomically with the
+record, a store ahead of the chain followed back), and:
 
-1. **Purpose = idempotency key.** A transaction is recorded under "<chainId>:<purpose>"
-   (`lock:<jobId>`, `claim:<jobId>`, ...). `submit()` with a purpose already recorded returns that
-   record and sends nothing: a transaction is sent at most once per purpose.
-2. **Recorded before broadcast, nonce taken atomically.** The caller signs the transaction with
-   nonce N = max(account's next nonce in DynamoDB, the node's pending count), then one DynamoDB
-   transaction both moves the account's next nonce from N to N+1 (condition: still N) and puts the
-   record with its raw signed transaction (condition: purpose not recorded). A concurrent sender
-   that lost the race re-reads and signs N+1; nobody can take a nonce without its record existing,
-   so a Lambda dying anywhere after that write leaves everything needed to broadcast again.
-3. **Replaced when stuck.** A transaction not mined `stuck_after` seconds after its last broadcast
+1. **Replaced when stuck.** A transaction not mined `stuck_after` seconds after its last broadcast
    is signed again with the same nonce and fees raised by `fee_bump` (at least the node's current
-   fees); the new attempt is appended to the record (conditionally: one healer wins) before it is
-   broadcast. Whichever attempt is mined, the record learns it from the receipts.
-4. **`heal()`** (the reconciler calls it every few minutes): for every open record of the chain
+   fees, `chain.gas_fees`); the new attempt is appended to the record (conditionally: one healer
+   wins) before it is broadcast. Whichever attempt is mined, the record learns it from the receipts.
+2. **`heal()`** (the reconciler calls it every few minutes): for every open record of the chain
    (sparse index `open-by-chain`), broadcast what was never sent, replace what is stuck, record
    what was mined. A nonce the node has mined with none of our attempts is `dropped` (the key was
    used elsewhere): its purpose may then be submitted again with a fresh nonce.
-5. **A store ahead of the chain** (the node's pending count is below the stored next nonce, no
-   transaction of ours is open, and no nonce was taken for `idle_reset` seconds: a dev chain
-   restarted, records deleted by hand) would leave a gap no transaction fills and block every
-   later one; the sender then takes the node's count again.
 
 Statuses: `signed` (recorded, maybe not broadcast) → `pending` (broadcast) → `mined` (receipt
 status 1) | `reverted` (status 0) | `dropped`. Gas is paid by the provider's key: `balance()`
@@ -53,24 +42,19 @@ reads it, and `ensure_can_pay()` refuses (ServiceUnavailable, 503) work it could
 from __future__ import annotations
 
 import logging
-import random
 import time
-from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from chalicelib.chain.gas_fees import Fees, network_fees
+from chalicelib.chain.transaction_ledger import FINAL, TransactionLedger
 from chalicelib.errors import BusinessError, ServiceUnavailable
-from chalicelib.payments.models import Attempt, ChainAccount, ChainTransaction, store_errors
+from chalicelib.payments.models import ChainTransaction, store_errors
 
 if TYPE_CHECKING:
     from web3 import Web3
 
 logger = logging.getLogger(__name__)
-
-OPEN = ("signed", "pending")
-FINAL = ("mined", "reverted", "dropped")
-STATUSES = OPEN + FINAL
-
 
 class TransactionRejected(BusinessError):
     """The node refuses the transaction before it is sent (its gas estimate reverts)."""
@@ -79,25 +63,6 @@ class TransactionRejected(BusinessError):
         self.purpose = purpose
         self.reason = reason
         super().__init__(f"transaction {purpose} would fail: {reason}")
-
-
-@dataclass(frozen=True)
-class Fees:
-    """EIP-1559 fees (priority None: a legacy gasPrice of `max_fee`)."""
-
-    max_fee: int
-    priority_fee: int | None
-
-    def bumped(self, factor: Decimal) -> "Fees":
-        def up(value: int) -> int:
-            return max(value + 1, int((Decimal(value) * factor).to_integral_value(ROUND_CEILING)))
-
-        return Fees(up(self.max_fee), None if self.priority_fee is None else up(self.priority_fee))
-
-    def at_least(self, other: "Fees") -> "Fees":
-        if self.priority_fee is None or other.priority_fee is None:
-            return Fees(max(self.max_fee, other.max_fee), None)
-        return Fees(max(self.max_fee, other.max_fee), max(self.priority_fee, other.priority_fee))
 
 
 class TransactionSender:
@@ -127,8 +92,8 @@ class TransactionSender:
         self.stuck_after = stuck_after
         self.fee_bump = fee_bump
         self.gas_margin = gas_margin
-        self._max_write_attempts = max_write_attempts
-        self.idle_reset = idle_reset
+        self._ledger = TransactionLedger(self._account.address, clock=clock, max_write_attempts=max_write_attempts,
+                                         idle_reset=idle_reset)
 
     @property
     def address(self) -> str:
@@ -160,20 +125,13 @@ class TransactionSender:
 
         w3 = self._web3_for(chain_id)
         with rpc_errors(chain_id):
-            base = w3.eth.get_block("latest").get("baseFeePerGas")
-            if base is None:
-                return Fees(int(w3.eth.gas_price), None)
-            tip = int(w3.eth.max_priority_fee)
-        return Fees(2 * int(base) + tip, tip)
+            return network_fees(w3)
 
     # ---- sending ---------------------------------------------------------------------------
 
     @store_errors
     def find(self, chain_id: int, purpose: str) -> ChainTransaction | None:
-        try:
-            return ChainTransaction.get(_key(chain_id, purpose), consistent_read=True)
-        except ChainTransaction.DoesNotExist:
-            return None
+        return self._ledger.find(chain_id, purpose)
 
     @store_errors
     def submit(self, chain_id: int, purpose: str, to: str, data: str, *, gas: int | None = None,
@@ -197,7 +155,9 @@ class TransactionSender:
                 gas = self._estimate(w3, purpose, to, data, value) + extra_gas
             chain_count = int(w3.eth.get_transaction_count(self.address, "pending"))
         fees = self.current_fees(chain_id)
-        record = self._record(chain_id, purpose, to, data, value, gas, fees, chain_count, replacing=existing)
+        record = self._ledger.record(chain_id, purpose, lambda nonce: self._sign(chain_id, nonce, to, data, value, gas, fees),
+                                     to=to, data=data, value=value, gas=gas, fees=fees, chain_count=chain_count,
+                                     replacing=existing)
         if record.status == "signed":
             self._broadcast(record)
         return record
@@ -210,66 +170,6 @@ class TransactionSender:
         except (w3e.ContractLogicError, w3e.ContractCustomError) as error:
             raise TransactionRejected(purpose, _revert_message(error)) from None
         return int((Decimal(int(estimate)) * self.gas_margin).to_integral_value(ROUND_CEILING))
-
-    def _record(self, chain_id: int, purpose: str, to: str, data: str, value: int, gas: int, fees: Fees,
-                chain_count: int, replacing: ChainTransaction | None) -> ChainTransaction:
-        """Take a nonce and write the record in one DynamoDB transaction, retrying lost races."""
-        from pynamodb.exceptions import TransactWriteError
-        from pynamodb.transactions import TransactWrite
-
-        account_key = f"{chain_id}:{self.address}"
-        for attempt in range(self._max_write_attempts):
-            try:
-                account = ChainAccount.get(account_key, consistent_read=True)
-                stored = int(account.next_nonce)
-            except ChainAccount.DoesNotExist:
-                account, stored = None, None
-            now = self._clock()
-            nonce = max(stored or 0, chain_count)
-            if stored is not None and stored > chain_count and self._store_is_ahead(chain_id, account, now):
-                logger.warning("nonce store of chain %s is ahead of the node (%s > %s) with nothing open: "
-                               "following the node", chain_id, stored, chain_count)
-                nonce = chain_count
-            signed = self._sign(chain_id, nonce, to, data, value, gas, fees)
-            record = ChainTransaction(
-                _key(chain_id, purpose), chain_id=chain_id, purpose=purpose, sender=self.address, nonce=nonce,
-                to=to, data=data, value=value, gas=gas, status="signed", attempts=[_attempt(signed, fees, now)],
-                created_at=now, updated_at=now, open=chain_id,
-            )  # fmt: skip
-            try:
-                with TransactWrite(connection=ChainAccount._get_connection().connection) as transaction:
-                    if account is None:
-                        transaction.save(ChainAccount(account_key, next_nonce=nonce + 1, updated_at=now),
-                                         condition=ChainAccount.account.does_not_exist())
-                    else:
-                        transaction.update(account, actions=[ChainAccount.next_nonce.set(nonce + 1),
-                                                             ChainAccount.updated_at.set(now)],
-                                           condition=ChainAccount.next_nonce == stored)
-                    if replacing is None:
-                        transaction.save(record, condition=ChainTransaction.key.does_not_exist())
-                    else:
-                        transaction.save(record, condition=(ChainTransaction.status == "dropped")
-                                         & (ChainTransaction.nonce == replacing.nonce))
-            except TransactWriteError as error:
-                existing = self.find(chain_id, purpose)
-                if existing is not None and existing.status != "dropped":
-                    return existing  # another sender recorded this purpose first
-                if getattr(error, "cause_response_code", None) not in ("TransactionCanceledException",
-                                                                       "TransactionConflictException"):
-                    raise ServiceUnavailable("the transaction store did not answer") from None
-                time.sleep(random.uniform(0, 0.02 * min(attempt + 1, 10)))
-                continue
-            logger.info("tx %s on chain %s: nonce %s, hash %s recorded", purpose, chain_id, nonce,
-                        record.attempts[0].tx_hash)
-            return record
-        raise ServiceUnavailable(f"too many concurrent transactions on chain {chain_id}; retry")
-
-    def _store_is_ahead(self, chain_id: int, account: ChainAccount, now: float) -> bool:
-        """No nonce taken for idle_reset seconds and none of our transactions open on the chain:
-        the stored nonces above the node's count can never be filled."""
-        if account.updated_at is not None and now - float(account.updated_at) < self.idle_reset:
-            return False
-        return not any(record.sender == self.address for record in self.open_transactions(chain_id))
 
     def _sign(self, chain_id: int, nonce: int, to: str, data: str, value: int, gas: int, fees: Fees) -> Any:
         params: dict[str, Any] = {"chainId": chain_id, "nonce": nonce, "to": to, "data": data, "value": value,
@@ -298,19 +198,7 @@ class TransactionSender:
         except Exception as error:  # noqa: BLE001 - transport failure: heal() retries
             logger.warning("broadcast of %s failed (heal() retries): %s", record.purpose, type(error).__name__)
             return
-        from pynamodb.exceptions import UpdateError
-
-        now = self._clock()
-        index = len(record.attempts) - 1
-        try:
-            record.update(actions=[
-                ChainTransaction.attempts[index].sent_at.set(now),  # type: ignore[index]
-                ChainTransaction.status.set("pending"),
-                ChainTransaction.updated_at.set(now),
-            ], condition=ChainTransaction.status.is_in(*OPEN))  # fmt: skip
-        except UpdateError as error:
-            if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
-                raise  # (a healer finished it meanwhile: nothing to record)
+        self._ledger.mark_sent(record)
 
     # ---- receipts, replacement, healing ----------------------------------------------------
 
@@ -330,17 +218,17 @@ class TransactionSender:
                 if mined_count > record.nonce:
                     receipt = self._receipt(w3, record)  # mined between the two reads?
                     if receipt is None:
-                        return self._finish(record, "dropped", error="nonce used by another transaction")
+                        return self._ledger.finish(record, "dropped", error="nonce used by another transaction")
         if receipt is not None:
             status = "mined" if int(receipt["status"]) == 1 else "reverted"
-            return self._finish(record, status, receipt=receipt)
+            return self._ledger.finish(record, status, receipt=receipt)
         last = record.attempts[-1]
         since = self._clock() - float(last.signed_at if last.sent_at is None else last.sent_at)
         if since >= self.stuck_after:
             self.replace(record)  # stuck in the pool, or refused by the node for that long
         elif last.sent_at is None:
             self._broadcast(record)
-        return ChainTransaction.get(record.key, consistent_read=True)
+        return self._ledger.reread(record)
 
     @store_errors
     def replace(self, record: ChainTransaction) -> ChainTransaction:
@@ -350,20 +238,8 @@ class TransactionSender:
         fees = previous.bumped(self.fee_bump).at_least(self.current_fees(record.chain_id))
         signed = self._sign(record.chain_id, int(record.nonce), record.to, record.data, int(record.value),
                             int(record.gas), fees)
-        now = self._clock()
-        count = len(record.attempts)
-        from pynamodb.exceptions import UpdateError
-        from pynamodb.expressions.condition import size
-
-        try:
-            record.update(actions=[
-                ChainTransaction.attempts.set(ChainTransaction.attempts.append([_attempt(signed, fees, now)])),
-                ChainTransaction.updated_at.set(now),
-            ], condition=ChainTransaction.status.is_in(*OPEN) & (size(ChainTransaction.attempts) == count))  # fmt: skip
-        except UpdateError as lost:
-            if getattr(lost, "cause_response_code", None) != "ConditionalCheckFailedException":
-                raise
-            return ChainTransaction.get(record.key, consistent_read=True)  # someone else replaced or finished it
+        if not self._ledger.add_attempt(record, signed, fees):
+            return self._ledger.reread(record)  # someone else replaced or finished it
         logger.info("tx %s (nonce %s) stuck: replaced by %s at max fee %s", record.purpose, record.nonce,
                     record.attempts[-1].tx_hash, fees.max_fee)
         self._broadcast(record)
@@ -383,7 +259,7 @@ class TransactionSender:
             time.sleep(poll)
 
     def open_transactions(self, chain_id: int) -> Iterable[ChainTransaction]:
-        return ChainTransaction.open_by_chain.query(chain_id)
+        return self._ledger.open_transactions(chain_id)
 
     @store_errors
     def heal(self, chain_ids: Iterable[int]) -> list[ChainTransaction]:
@@ -396,7 +272,7 @@ class TransactionSender:
                     if record.sender != self.address:
                         logger.warning("tx %s was sent by another key (%s): left alone", record.purpose, record.sender)
                         continue
-                    touched.append(self.refresh(ChainTransaction.get(record.key, consistent_read=True)))
+                    touched.append(self.refresh(self._ledger.reread(record)))
             except ServiceUnavailable as error:
                 logger.warning("heal of chain %s skipped: %s", chain_id, error)
         return touched
@@ -412,37 +288,6 @@ class TransactionSender:
             if receipt is not None:
                 return receipt
         return None
-
-    def _finish(self, record: ChainTransaction, status: str, *, receipt: Any = None,
-                error: str | None = None) -> ChainTransaction:
-        now = self._clock()
-        actions = [ChainTransaction.status.set(status), ChainTransaction.updated_at.set(now),
-                   ChainTransaction.open.remove()]
-        if receipt is not None:
-            actions += [ChainTransaction.mined_hash.set("0x" + bytes(receipt["transactionHash"]).hex()),
-                        ChainTransaction.block_number.set(int(receipt["blockNumber"])),
-                        ChainTransaction.gas_used.set(int(receipt["gasUsed"]))]
-        if error:
-            actions.append(ChainTransaction.error.set(error))
-        from pynamodb.exceptions import UpdateError
-
-        try:
-            record.update(actions=actions, condition=ChainTransaction.status.is_in(*OPEN))
-        except UpdateError as lost:
-            if getattr(lost, "cause_response_code", None) != "ConditionalCheckFailedException":
-                raise
-            return ChainTransaction.get(record.key, consistent_read=True)
-        logger.info("tx %s on chain %s: %s", record.purpose, record.chain_id, status)
-        return record
-
-
-def _key(chain_id: int, purpose: str) -> str:
-    return f"{chain_id}:{purpose}"
-
-
-def _attempt(signed: Any, fees: Fees, now: float) -> Attempt:
-    return Attempt(tx_hash="0x" + bytes(signed.hash).hex(), raw="0x" + bytes(signed.raw_transaction).hex(),
-                   max_fee=fees.max_fee, priority_fee=fees.priority_fee, signed_at=now, sent_at=None)
 
 
 def _revert_message(error: Exception) -> str:

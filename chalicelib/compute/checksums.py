@@ -29,7 +29,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from chalicelib.compute.validation import joined_files_checksum
+from chalicelib.compute.algorithm_rules import joined_files_checksum
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.filesources import Budget, Sources
 from chalicelib.netsafe import CHUNK_BYTES, FetchPolicy

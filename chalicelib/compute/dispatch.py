@@ -45,6 +45,11 @@ the ECS agent's dependency handling):
 - The algorithm's stdout goes to CloudWatch through the awslogs driver (group ALGORITHM_LOG_GROUP,
   stream prefix c2d); the driver runs in the Docker daemon, not in the container.
 
+What the shape is built from lives by what it decides: `compute.batch_naming` (names, tags and
+stop reasons events are recognised by), `compute.job_placement` (queue, UID and time limits),
+`compute.algorithm_script` (what runs as the algorithm container's PID 1) and
+`compute.container_rules.AlgorithmContainer` (the image reference Batch pulls).
+
 Per-job values (JOB_ID, MANIFEST_URI, DIDS, C2D_MAX_SECONDS, ...) go in `ecsPropertiesOverride`;
 the manifest itself, which holds decrypted URLs, never reaches Batch: only its S3 URI does.
 """
@@ -53,164 +58,47 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
-import shlex
 import threading
-from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.compute.algorithm_script import DATA_DIR, algorithm_command
+from chalicelib.compute.batch_naming import (
+    ALGORITHM,
+    CONFIGURE,
+    DEFINITION_PREFIX,
+    ENVIRONMENT_TAG,
+    JOB_ID_PATTERN,
+    JOB_ID_TAG,
+    PUBLISH,
+    job_name,
+    stop_reason,
+)
+from chalicelib.compute.container_rules import AlgorithmContainer
 from chalicelib.compute.environments import Environment
-from chalicelib.errors import ServiceUnavailable, ValidationError
+from chalicelib.compute.job_placement import (
+    NETWORK_NOT_GRANTED,
+    algorithm_uid,
+    attempt_seconds,
+    batch_timeout_seconds,
+    job_queue,
+    network_granted,
+)
+from chalicelib.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
 # Bump when the layout below changes, so new definitions are registered instead of reusing old ones.
 LAYOUT_VERSION = "3"
-CONFIGURE, ALGORITHM, PUBLISH = "configure", "algorithm", "publish"
 DATA_VOLUME = "data"
-DATA_DIR = "/data"
 ALGO_PATH = "/data/transformations/algorithm"
 ALGORITHM_LOG = "/data/logs/algorithm.log"
-SEALED_UID, NETWORK_UID = 4000, 4001  # C1; infra/network_rules.py holds the rules for both
 DEFAULT_LOG_GROUP = "/aws/batch/job"
 LOG_STREAM_PREFIX = "c2d"
-TIMED_OUT = 124  # the algorithm's exit code when it ran out of maxJobDuration (as coreutils timeout)
-# Added to the algorithm's time for Batch's attempt timeout: configure's downloads before it and
-# publish's uploads after it (Batch's clock starts at RUNNING, i.e. with configure).
-STAGE_MARGIN_SECONDS = 1800
-KILL_GRACE_SECONDS = 10  # between SIGTERM and SIGKILL of an algorithm that ran out of time
-DEFINITION_PREFIX = "c2d-algo-"
-JOB_NAME_PREFIX = "c2d-"
-JOB_ID_TAG = "c2d:jobId"
-ENVIRONMENT_TAG = "c2d:environment"
-# TerminateJob's reason becomes the job's statusReason; the prefix tells the event handler that
-# the owner stopped the job (status 7) rather than it failing.
-STOP_REASON_PREFIX = "c2d-stop: "
-MIN_ATTEMPT_SECONDS = 60  # Batch refuses shorter timeouts
 ATTEMPTS = 3
-# ECS hands the task role's credentials to every container of the task; the algorithm is
-# untrusted code, so its shell starts without the variables that locate them.
-CREDENTIAL_VARIABLES = (
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-    "ECS_CONTAINER_METADATA_URI",
-    "ECS_CONTAINER_METADATA_URI_V4",
-)
 
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # what the runner accepts
-MAX_ENTRYPOINT = 4096
 UNAVAILABLE = "The compute backend is unavailable, try again later"
-NETWORK_NOT_GRANTED = ("network access was not granted on this environment: every dataset allows it, but this "
-                       "environment runs no network-allowed jobs, so the algorithm runs without network")
-
-
-@dataclass(frozen=True)
-class AlgorithmContainer:
-    """The DDO's `algorithm.container`: image, tag, checksum (sha256:...), entrypoint."""
-
-    image: str
-    entrypoint: str
-    tag: str = ""
-    checksum: str = ""
-
-    @classmethod
-    def from_metadata(cls, container: Mapping[str, Any] | None) -> "AlgorithmContainer":
-        """Build and validate from DDO metadata; ValidationError names what is wrong."""
-        if not isinstance(container, Mapping):
-            raise ValidationError.field("algorithm", "the algorithm has no container")
-        values = {k: container.get(k) or "" for k in ("image", "entrypoint", "tag", "checksum")}
-        if not all(isinstance(v, str) for v in values.values()):
-            raise ValidationError.field("algorithm", "container image, tag, checksum and entrypoint must be text")
-        made = cls(image=values["image"].strip(), entrypoint=values["entrypoint"].strip(),
-                   tag=values["tag"].strip(), checksum=values["checksum"].strip().lower())
-        made.reference()
-        return made
-
-    def reference(self) -> str:
-        """The image as Batch pulls it: `image@sha256:...` when a checksum pins it, else
-        `image:tag` (`latest` when neither the image nor the DDO names a tag)."""
-        if not self.entrypoint or len(self.entrypoint) > MAX_ENTRYPOINT or "\x00" in self.entrypoint:
-            raise ValidationError.field("algorithm", "container entrypoint is missing or malformed")
-        name, _, digest = self.image.partition("@")
-        if not _IMAGE.fullmatch(name) or "//" in name or name.endswith(("/", ":")):
-            raise ValidationError.field("algorithm", "container image is missing or malformed")
-        checksum = (self.checksum or digest).lower()
-        if checksum:
-            if not _DIGEST.fullmatch(checksum) or (digest and digest.lower() != checksum):
-                raise ValidationError.field("algorithm", "container checksum must be sha256:<64 hex digits>")
-            reference = f"{_without_tag(name)}@{checksum}"
-        elif _has_tag(name):
-            reference = name
-        else:
-            tag = self.tag or "latest"
-            if not _TAG.fullmatch(tag):
-                raise ValidationError.field("algorithm", "container tag is malformed")
-            reference = f"{name}:{tag}"
-        if len(reference) > 255:
-            raise ValidationError.field("algorithm", "container image reference is too long")
-        return reference
-
-
-def _has_tag(name: str) -> bool:
-    return ":" in name.rsplit("/", 1)[-1]
-
-
-def _without_tag(name: str) -> str:
-    return name.rsplit(":", 1)[0] if _has_tag(name) else name
-
-
-def job_name(job_id: str) -> str:
-    """Batch job names allow [A-Za-z0-9_-]; the exact id travels in the c2d:jobId tag."""
-    return (JOB_NAME_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", job_id))[:128]
-
-
-def stop_reason(reason: str) -> str:
-    return (STOP_REASON_PREFIX + (reason or "Job stopped"))[:255]
-
-
-def is_stop_reason(status_reason: object) -> bool:
-    return isinstance(status_reason, str) and status_reason.startswith(STOP_REASON_PREFIX)
-
-
-def attempt_seconds(environment: Environment, requested: int | None) -> int:
-    """The algorithm's time: what the consumer asked for, never above maxJobDuration."""
-    limit = max(MIN_ATTEMPT_SECONDS, int(environment.max_job_duration))
-    if requested is None or requested <= 0:
-        return limit
-    return max(MIN_ATTEMPT_SECONDS, min(int(requested), limit))
-
-
-def batch_timeout_seconds(algorithm_seconds: int) -> int:
-    """Batch's attempt timeout: the algorithm's time plus the margin for configure and publish, so
-    Batch stops a job only when a runner stage hangs, never before publish had its turn."""
-    return int(algorithm_seconds) + STAGE_MARGIN_SECONDS
-
-
-def algorithm_uid(allow_network: bool) -> int:
-    return NETWORK_UID if allow_network else SEALED_UID
-
-
-def network_granted(environment: Environment, allow_network: bool) -> bool:
-    """Whether a job that the datasets allow the network (`allow_network`, C8) gets it on Batch:
-    only on an environment with a network queue, whose instances run no sealed job."""
-    return allow_network and environment.offers_network
-
-
-def job_queue(environment: Environment, allow_network: bool) -> str:
-    """The queue of a job: the network queue for a network-allowed job, else the sealed one."""
-    return environment.network_job_queue if network_granted(environment, allow_network) else environment.job_queue
 
 
 def _env(values: Mapping[str, str]) -> list[dict[str, str]]:
@@ -223,124 +111,6 @@ def _resources(vcpus: float, memory_mib: int, gpus: int = 0) -> list[dict[str, s
     if gpus:
         resources.append({"type": "GPU", "value": str(int(gpus))})
     return resources
-
-
-_SCRIPT = """\
-B={busybox}
-LOG={log}
-say() {{ echo "c2d: $*"; echo "c2d: $*" 2>/dev/null >>"$LOG"; }}
-if [ ! -f {ready} ]; then
-  say "the algorithm was not run: the job's inputs were not provisioned"
-  exit 0
-fi
-unset {unset}
-ENTRY={entrypoint}
-LIMIT=${{C2D_MAX_SECONDS:-}}
-case $LIMIT in ''|*[!0-9]*) LIMIT={default_limit};; esac
-# stop SIGNAL: as PID 1 (the container) every process but this shell and the log's tee, wherever
-# the algorithm moved them (setsid, double fork); else (not in a PID namespace of its own) the
-# process groups of this shell's children.
-stop() {{
-  sig=$1
-  for p in /proc/[0-9]*; do
-    p=${{p#/proc/}}
-    case $p in "$$"|"$job") continue;; esac
-    read -r stat 2>/dev/null <"/proc/$p/stat" || continue
-    set -- ${{stat##*") "}}
-    [ "$2" = "$job" ] && continue
-    if [ "$$" = 1 ]; then kill -"$sig" "$p" 2>/dev/null
-    elif [ "$2" = "$$" ]; then kill -"$sig" -"$p" 2>/dev/null; kill -"$sig" "$p" 2>/dev/null
-    fi
-  done
-}}
-# The clock: /proc/uptime and `read -t` on a FIFO only this shell holds (made before the algorithm
-# starts, its name removed at once), so keeping the time needs no child the algorithm could kill,
-# stop (SIGSTOP) or keep from forking; a child's end (CHLD) wakes the read early.
-clock() {{ read -r now _ </proc/uptime; now=${{now%.*}}${{now#*.}}; }}  # hundredths of a second
-# Without the FIFO (its name taken by an image ENTRYPOINT that then exec'd us) the clock spins on
-# /dev/null rather than wait on a child the algorithm could stop.
-FIFO={fifo}-$$-$RANDOM$RANDOM
-if "$B" mkfifo -m 600 "$FIFO" 2>/dev/null && exec 3<>"$FIFO" && [ -p /proc/self/fd/3 ]; then
-  tick() {{ read -r -t 1 _ <&3; }}
-else
-  tick() {{ read -r -t 1 _ </dev/null; }}
-fi
-"$B" rm -f "$FIFO"
-# wait_until DEADLINE (on the clock): 0 with $code set once the algorithm's output ended (all its writers closed;
-# what is left of it is stopped), 1 at DEADLINE.
-wait_until() {{
-  while kill -0 "$job" 2>/dev/null; do
-    clock
-    [ "$now" -ge "$1" ] && return 1
-    tick
-  done
-  stop KILL
-  wait "$job"
-  code=$?
-  return 0
-}}
-trap 'woke=1' CHLD
-set -o pipefail
-clock
-started=$now
-"$B" setsid "$B" sh -c "$ENTRY" </dev/null 3>&- 2>&1 | {{ "$B" tee -a "$LOG"; true; }} 3>&- &
-job=$!
-if ! wait_until $((started + LIMIT * 100)); then
-  stop TERM
-  [ "$$" = 1 ] && kill -CONT -1  # what the algorithm stopped (SIGSTOP) takes its TERM, the tee drains
-  if ! wait_until $((started + (LIMIT + {grace}) * 100)); then
-    stop KILL; stop KILL; stop KILL
-    if ! wait_until $((started + (LIMIT + {grace} + 5) * 100)) && [ "$$" = 1 ]; then kill -KILL -1; wait "$job"; fi
-  fi
-  say "the algorithm ran out of time (maxJobDuration $LIMIT s) and was stopped"
-  code={timed_out}
-fi
-stop KILL
-exit "$code"
-"""
-
-
-def algorithm_script(entrypoint: str, data_dir: str = DATA_DIR, default_limit: int = 3600) -> str:
-    """The busybox sh script of the algorithm container (C3).
-
-    Without /data/.c2d/ready (configure failed) it runs nothing and exits 0. Otherwise it runs the
-    entrypoint (`sh -c`, so `$ALGO` etc. expand) in its own session without the credential
-    variables, output appended to logs/algorithm.log and copied to stdout (CloudWatch), and exits
-    with the entrypoint's code; at C2D_MAX_SECONDS (the job's maxJobDuration) it sends SIGTERM,
-    KILL_GRACE_SECONDS later SIGKILL, and exits 124. Only busybox applets are used, so an image
-    without a shell (distroless) works.
-
-    Every process of the container has the algorithm's UID, so the algorithm can kill or stop
-    any of them but PID 1 (the kernel drops signals sent to a namespace's init from inside it):
-    the script itself keeps the time with builtins only (/proc/uptime, `read -t` on a FIFO it
-    alone holds), so there is no watcher to kill or SIGSTOP and no fork to starve, and, as PID 1,
-    stops every process of the namespace but the log's tee, wherever the algorithm moved it
-    (setsid, double fork), and whatever is left when the algorithm's output ends. Run as anything but PID 1
-    (tests; an image ENTRYPOINT that does not exec its arguments) it stops the process groups of
-    its children only; Batch's attempt timeout is then the bound.
-
-    configure installs busybox execute-only (0711) and the script starts by exec'ing it again
-    as the algorithm's UID: a process that execs a file it cannot read is not dumpable, so the
-    algorithm can neither ptrace PID 1 (freeze it, and with it the time limit) nor read its
-    /proc files (its environment holds the task role's credential URI)."""
-    c2d = f"{data_dir}/.c2d"
-    busybox = shlex.quote(f"{c2d}/busybox")
-    script = _SCRIPT.format(busybox=busybox, log=shlex.quote(f"{data_dir}/logs/algorithm.log"),
-                            ready=shlex.quote(f"{c2d}/ready"), unset=" ".join(CREDENTIAL_VARIABLES),
-                            fifo=shlex.quote(f"{data_dir}/outputs/.c2d-clock"),
-                            entrypoint=shlex.quote(entrypoint), default_limit=int(default_limit),
-                            grace=KILL_GRACE_SECONDS, timed_out=TIMED_OUT)
-    # The container runtime may still hold capabilities when it execs PID 1, so the kernel may
-    # find the execute-only busybox readable and leave PID 1 dumpable; exec'd again by the
-    # algorithm's UID itself, it is not: no ptrace of PID 1, its /proc files root's.
-    return f"exec {busybox} sh -c {shlex.quote(script)} c2d-algorithm"
-
-
-def algorithm_command(entrypoint: str, data_dir: str = DATA_DIR) -> list[str]:
-    """The algorithm container's command (C3): the static busybox configure placed in /data/.c2d
-    runs `algorithm_script`. An image ENTRYPOINT, if any, still prefixes it (Batch cannot override
-    it): whatever it does, it runs as the algorithm's UID under the instance's network rules."""
-    return [f"{data_dir}/.c2d/busybox", "sh", "-c", algorithm_script(entrypoint, data_dir)]
 
 
 class Dispatcher(Protocol):

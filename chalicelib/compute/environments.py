@@ -15,11 +15,12 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-from chalicelib.errors import ConfigurationError
+from chalicelib.errors import BusinessError, ConfigurationError, ValidationError
 
 DEFAULT_FILE = Path(__file__).with_name("environments.json")
+MIN_JOB_SECONDS = 60  # the shortest job a consumer pays for (v4 order time, escrow billing, Ocean Node's minJobDuration)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,32 @@ class Environment:
             "lastSeen": 0,
             "free": self.free,
         }
+
+
+def job_size(environment: Environment) -> dict[str, float]:
+    """What one job gets, by Ocean Node's resource ids (ram and disk in GB): a job always gets its
+    environment's whole size, which is what the Batch job is submitted with and what is priced."""
+    size: dict[str, float] = {"cpu": environment.n_cpu, "ram": environment.ram_gb, "disk": environment.disk_gb}
+    if environment.n_gpu:
+        size["gpu"] = environment.n_gpu
+    return size
+
+
+def fill_resources(environment: Environment, requested: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """The resources a job will get: each of the environment's, a request raised to its size;
+    an unknown resource, one asked twice, or more than the size is refused (400)."""
+    size = job_size(environment)
+    asked: dict[str, float] = {}
+    for item in requested or ():
+        if item.id not in size:
+            raise ValidationError.field("resources", f"unknown resource {item.id!r}; this environment has {', '.join(size)}")
+        if item.id in asked:
+            raise ValidationError.field("resources", f"resource {item.id!r} requested twice")
+        asked[item.id] = item.amount
+    for resource, amount in asked.items():
+        if amount > size[resource]:
+            raise BusinessError(f"Not enough {resource} resources. Requested {amount:g}, but max is {size[resource]:g}")
+    return [{"id": resource, "amount": amount} for resource, amount in size.items()]
 
 
 def parse_environments(raw: list[Mapping[str, Any]]) -> dict[str, Environment]:

@@ -8,7 +8,7 @@ from chalice import Response
 from chalicelib import services
 from chalicelib import budget
 from chalicelib.compute.environments import environments, listing
-from chalicelib.compute.jobs import status_object
+from chalicelib.compute.job_status import status_object
 from chalicelib.compute.paging import NEXT_HEADER, Cursor
 from chalicelib.errors import NotFound, ValidationError
 from chalicelib.http import Call, json_response

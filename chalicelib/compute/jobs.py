@@ -4,75 +4,43 @@ Starting is one DynamoDB transaction (take an environment slot, mark every order
 the job record), then the inputs manifest to S3, then one SubmitJob. If anything after the
 transaction fails, the start is undone in one more transaction (slot back, orders released, job
 ended with a failure status), so a failed dispatch never consumes an order nor leaves a job
-without a terminal state.
+without a terminal state. The transactions themselves are `compute.job_reservations`; what the
+owner is shown of a job is `compute.job_status`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from chalicelib import budget
 from chalicelib.budget import Deadline
 from chalicelib.compute import status as st
 from chalicelib.compute import transitions
-from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
+from chalicelib.compute.container_rules import AlgorithmContainer
+from chalicelib.compute.dispatch import Dispatcher
 from chalicelib.compute.environments import Environment
-from chalicelib.compute.paging import MAX_ANSWER_BYTES, PAGE_JOBS, Cursor
+from chalicelib.compute.job_reservations import (
+    DISPATCH_FAILED,
+    UNAVAILABLE,
+    JobReservations,
+    Order,
+    Slot,
+    unique_orders,
+)
+from chalicelib.compute.job_status import STATUS_ATTRIBUTES, JobPage, page_cursor, status_page
+from chalicelib.compute.paging import PAGE_JOBS, Cursor
+from chalicelib.compute.plan import ComputePlan
 from chalicelib.compute.usage import UsageCounter
-from chalicelib.compute.validation import ComputePlan
 from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
-from chalicelib.models import EnvironmentUsage, JobRecord, OrderUse, owner_document
+from chalicelib.models import JobRecord, OrderUse, owner_document
 from chalicelib.results import JobObjects
 
 log = logging.getLogger(__name__)
-
-UNAVAILABLE = "Job store is unavailable, try again later"
-DISPATCH_FAILED = "The job could not be dispatched to the compute backend"
-
-
-@dataclass(frozen=True)
-class Order:
-    """One paid input of a job: its resource name (for errors) and its on-chain order tx."""
-
-    resource: str
-    chain_id: int
-    tx_id: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.chain_id}:{self.tx_id.lower()}"
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A counter a job holds besides its environment's slot (a free tier's, a consumer's free
-    jobs): taken under `limit` in the start transaction, refused with `refusal` when full, and
-    given back by the write that ends the job (compute.transitions)."""
-
-    key: str
-    limit: int
-    refusal: str
-
-
-# What status_object reads of a record (DynamoDB names), for listings.
-STATUS_ATTRIBUTES = ["jobId", "owner", "documentId", "dateCreated", "dateFinished", "status", "statusText", "results",
-                     "inputDIDs", "algoDID", "agreementId", "environment", "terminationDetails"]
-
-
-@dataclass(frozen=True)
-class JobPage:
-    """Some of the owner's jobs, newest first; `next` continues with older ones (None: no more)."""
-
-    jobs: list[JobRecord]
-    next: Cursor | None = None
 
 
 class DispatchGate(Protocol):
@@ -111,9 +79,8 @@ class JobService:
         (the escrow claim); the event handler has its own hook for the ends it writes."""
         self._objects = objects
         self._dispatcher = dispatcher
-        self._usage = usage or UsageCounter()
         self._jobs = jobs
-        self._orders = orders
+        self._reservations = JobReservations(usage or UsageCounter(), jobs, orders, clock)
         self._clock = clock
         self._new_id = new_id
         self._record_retention = record_retention
@@ -126,7 +93,7 @@ class JobService:
               gate: DispatchGate | None = None) -> JobRecord:
         """Reserve, record, [gate], write the manifest, dispatch; undo everything but the record
         on failure. `slots`: further counters the job holds (free compute starts with no order
-        but these). `gate`: what must hold before the dispatch (an escrow lock, node.paid).
+        but these). `gate`: what must hold before the dispatch (an escrow lock, payments.paid_start).
 
         Nothing is reserved unless `deadline` leaves START_RESERVE_SECONDS: a Lambda killed
         between the reservation and SubmitJob would leave the order used and the slot taken
@@ -139,7 +106,7 @@ class JobService:
         job = self._new_record(plan, owner, orders)
         if slots:
             job.usage_keys = [slot.key for slot in slots]
-        self._reserve(job, plan.environment, orders, slots)
+        self._reservations.reserve(job, plan.environment, orders, slots)
         gated = False
         try:
             if gate is not None:
@@ -165,13 +132,7 @@ class JobService:
     def order_used(self, chain_id: int, tx_id: str) -> bool:
         """Whether this order already started a job: initializeCompute must then ask for a
         reuseOrder (a new transferTxId) instead of offering the order as is."""
-        try:
-            self._orders.get(Order("", chain_id, tx_id).key)
-        except DoesNotExist:
-            return False
-        except PynamoDBException as error:
-            raise ServiceUnavailable(UNAVAILABLE) from error
-        return True
+        return self._reservations.order_used(chain_id, tx_id)
 
     def _new_record(self, plan: ComputePlan, owner: str, orders: Sequence[Order]) -> JobRecord:
         now = int(self._clock())
@@ -198,32 +159,12 @@ class JobService:
                 now + environment.max_job_duration + environment.storage_expiry + self._record_retention, timezone.utc),
         )
 
-    def _reserve(self, job: JobRecord, environment: Environment, orders: Sequence[Order], slots: Sequence[Slot] = ()) -> None:
-        """One transaction: a slot of the environment (and of each of `slots`), every order
-        marked used, the job record."""
-        unique = _unique(orders)
-        actions, condition = self._usage.reserve(environment.max_jobs)
-        try:
-            with self._transaction() as transaction:
-                transaction.update(EnvironmentUsage(environment.id), actions=actions, condition=condition)
-                for slot in slots:
-                    slot_actions, slot_condition = self._usage.reserve(slot.limit)
-                    transaction.update(EnvironmentUsage(slot.key), actions=slot_actions, condition=slot_condition)
-                for order in unique:
-                    used = self._orders(order.key, job_id=job.job_id, created_at=job.date_created)
-                    transaction.save(used, condition=self._orders.order_id.does_not_exist())
-                transaction.save(job, condition=self._jobs.job_id.does_not_exist())
-        except TransactWriteError as error:
-            raise _reservation_refusal(error, environment, unique, slots) from None
-        except PynamoDBException as error:
-            raise ServiceUnavailable(UNAVAILABLE) from error
-
     def _undo(self, job: JobRecord, environment: Environment, orders: Sequence[Order], cause: Exception,
               slots: Sequence[Slot] = (), reason: str = DISPATCH_FAILED) -> None:
         log.warning("job %s: start failed (%s); releasing its orders and slot", job.job_id, type(cause).__name__)
         try:
-            self._release(job, environment.id, [order.key for order in _unique(orders)],
-                          slot_keys=[slot.key for slot in slots], reason=reason)
+            self._reservations.release(job, environment.id, [order.key for order in unique_orders(orders)],
+                                       slot_keys=[slot.key for slot in slots], reason=reason)
         except PynamoDBException:
             log.error("job %s: could not undo its start; orders %s stay reserved", job.job_id, job.orders)
         self._delete_manifest(job)
@@ -233,8 +174,8 @@ class JobService:
         SubmitJob): the undo of a failed start, if the job is still at 1 with no Batch job.
         False if it moved meanwhile; PynamoDBException if the store failed (try again later)."""
         try:
-            self._release(job, job.environment, list(dict.fromkeys(job.orders or [])),
-                          self._jobs.batch_job_id.does_not_exist(), slot_keys=list(job.usage_keys or []))
+            self._reservations.release(job, job.environment, list(dict.fromkeys(job.orders or [])),
+                                       self._jobs.batch_job_id.does_not_exist(), slot_keys=list(job.usage_keys or []))
         except TransactWriteError as error:
             if any(getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in error.cancellation_reasons or []):
                 return False
@@ -242,27 +183,6 @@ class JobService:
         log.warning("job %s: start abandoned before dispatch; orders %s and its slot given back", job.job_id, job.orders)
         self._delete_manifest(job)
         return True
-
-    def _release(self, job: JobRecord, environment_id: str, order_keys: Sequence[str],
-                 condition: Any = None, *, slot_keys: Sequence[str] = (), reason: str = DISPATCH_FAILED) -> None:
-        """One transaction: the slot back (the environment's and each of `slot_keys`), the orders
-        released, the job ended with 31, if the job is still at 1 (and `condition` holds)."""
-        now = int(self._clock())
-        guard = self._jobs.status == st.WARMING_UP
-        with self._transaction() as transaction:
-            transaction.update(EnvironmentUsage(environment_id), actions=[EnvironmentUsage.running.add(-1)])
-            for key in slot_keys:
-                transaction.update(EnvironmentUsage(key), actions=[EnvironmentUsage.running.add(-1)])
-            for key in order_keys:
-                transaction.delete(self._orders(key), condition=self._orders.job_id == job.job_id)
-            transaction.update(job, actions=[
-                self._jobs.status.set(st.DATA_FAILED),
-                self._jobs.status_text.set(st.status_text(st.DATA_FAILED)),
-                self._jobs.date_finished.set(now),
-                self._jobs.updated_at.set(now),
-                self._jobs.termination_details.set({"exitCode": None, "reason": reason}),
-                self._jobs.active_environment.remove(),
-            ], condition=guard if condition is None else guard & condition)
 
     def _delete_manifest(self, job: JobRecord) -> None:
         try:
@@ -291,9 +211,6 @@ class JobService:
             "algorithm": {**plan.algorithm.manifest(), "checksums": list(plan.algorithm.checksums)},
         }
 
-    def _transaction(self) -> TransactWrite:
-        return TransactWrite(connection=self._jobs._get_connection().connection)
-
     # -- find, stop, delete ----------------------------------------------------------------
 
     def find(self, owner: str, job_id: str | None = None, document_id: str | None = None,
@@ -321,7 +238,7 @@ class JobService:
         except PynamoDBException as error:
             raise ServiceUnavailable(UNAVAILABLE) from error
         jobs = [job for job in jobs if job.owner == owner]
-        return JobPage(jobs, _cursor(jobs[-1]) if more and jobs else None)
+        return JobPage(jobs, page_cursor(jobs[-1]) if more and jobs else None)
 
     def find_one(self, owner: str, job_id: str) -> JobRecord:
         jobs = self.find(owner, job_id=job_id).jobs
@@ -409,88 +326,6 @@ class JobService:
         return self._objects.presigned_download(match[0]["key"], match[0].get("filename", "result"))
 
     def status_objects(self, page: JobPage, with_urls: bool) -> tuple[list[dict[str, Any]], Cursor | None]:
-        """The page's status objects within MAX_ANSWER_BYTES of JSON, and where the answer
-        continues: a page whose jobs carry long results lists ends early, at the last job that fits."""
-        answer: list[dict[str, Any]] = []
-        size = 2
-        for position, job in enumerate(page.jobs):
-            body = status_object(job, self._objects if with_urls else None, MAX_ANSWER_BYTES - size)
-            size += len(json.dumps(body)) + 2
-            if answer and size > MAX_ANSWER_BYTES:
-                return answer, _cursor(page.jobs[position - 1])
-            answer.append(body)
-        return answer, page.next
-
-
-def _cursor(job: JobRecord) -> Cursor:
-    return Cursor(int(job.date_created), job.job_id)
-
-
-def status_object(job: JobRecord, objects: JobObjects | None, url_bytes: int = MAX_ANSWER_BYTES) -> dict[str, Any]:
-    """The status object of DESIGN §3.6; presigned URLs only for an authenticated owner, and
-    only while they fit in `url_bytes` (a job with thousands of outputs: the rest through
-    computeResult by index, which `results` lists in full)."""
-    results = [
-        {"filename": item.get("filename", ""), "filesize": item.get("filesize", 0), "type": item.get("type", "output"),
-         "index": int(item.get("index", position))}
-        for position, item in enumerate(job.results or [])
-    ]
-    body: dict[str, Any] = {
-        "owner": job.owner,
-        "documentId": job.document_id,
-        "did": job.document_id,
-        "jobId": job.job_id,
-        "dateCreated": str(int(job.date_created)),
-        "dateFinished": str(int(job.date_finished)) if job.date_finished else None,
-        "status": int(job.status),
-        "statusText": job.status_text,
-        "algorithmLogUrl": None,
-        "resultsUrls": [],
-        "resultsDid": "",
-        "results": results,
-        "inputDID": list(job.input_dids or []),
-        "algoDID": job.algo_did,
-        "agreementId": job.agreement_id,
-        "environment": job.environment,
-    }
-    if job.termination_details:
-        body["terminationDetails"] = job.termination_details.as_dict()
-    if objects is not None and int(job.status) != st.DELETED:
-        room = url_bytes - len(json.dumps(body))
-        for position, item in enumerate(job.results or []):
-            url = objects.presigned_download(item["key"], item.get("filename", "result"))
-            room -= len(url) + 4
-            if room < 0:
-                break
-            if item.get("type") == "algorithmLog":
-                body["algorithmLogUrl"] = url
-            elif item.get("type", "output") == "output":
-                body["resultsUrls"].append(url)
-    return body
-
-
-def _unique(orders: Sequence[Order]) -> list[Order]:
-    seen: dict[str, Order] = {}
-    for order in orders:
-        seen.setdefault(order.key, order)
-    return list(seen.values())
-
-
-def _reservation_refusal(error: TransactWriteError, environment: Environment, orders: Sequence[Order],
-                         slots: Sequence[Slot] = ()) -> Exception:
-    """Which condition refused the start. PynamoDB sends a transaction's puts before its updates,
-    so the reasons come as: each order (puts), the job (put), the environment slot, then each
-    further slot (updates). An order already used wins over a full environment: retrying cannot help it."""
-    failed = [getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in (error.cancellation_reasons or [])]
-    if len(failed) == len(orders) + 2 + len(slots):
-        for order, refused in zip(orders, failed):
-            if refused:
-                return BusinessError({f"{order.resource}.transferTxId": "order_already_used"})
-        if failed[len(orders) + 1]:
-            return BusinessError(f"Environment {environment.id} is at capacity ({environment.max_jobs} jobs); try again later")
-        for slot, refused in zip(slots, failed[len(orders) + 2:]):
-            if refused:
-                return BusinessError(slot.refusal)
-    if getattr(error, "cause_response_code", None) in ("TransactionCanceledException", "TransactionConflictException"):
-        return ServiceUnavailable("The job could not be recorded because of a concurrent change; try again")
-    return ServiceUnavailable(UNAVAILABLE)
+        """The page's status objects within MAX_ANSWER_BYTES of JSON, and where the answer continues
+        (compute.job_status.status_page); URLs only when `with_urls` (an authenticated owner)."""
+        return status_page(page, self._objects if with_urls else None)

@@ -17,7 +17,7 @@ Two things can leave a job that nothing will ever move again:
   open provider transaction and payment (locks to confirm, claims and cancels to send, stuck
   transactions to replace), then every lock still held is compared with its job: a job that
   ended (its terminal event or hook was lost, or a start abandoned above) is settled as its
-  terminal hook would have (node.paid.settle_job), a job that does not exist is cancelled.
+  terminal hook would have (payments.settlement.settle_job), a job that does not exist is cancelled.
   A job locked but never dispatched (its start died after the lock) is abandoned above after
   STUCK_AFTER and settled (cancelled) on the next run.
 
@@ -35,8 +35,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.compute import status as st
-from chalicelib.compute.dispatch import job_name
-from chalicelib.compute.events import BATCH_DETAIL_TYPE, BATCH_SOURCE, JobEvents
+from chalicelib.compute.batch_naming import job_name
+from chalicelib.compute.event_signals import BATCH_DETAIL_TYPE, BATCH_SOURCE
+from chalicelib.compute.events import JobEvents
 from chalicelib.models import JobRecord
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Reconciler:
                  settle: Callable[[Any, JobRecord], None] | None = None, chain_ids: Iterable[int] = ()) -> None:
         """`environments`: (environment id, its job queues: the sealed one, then the network
         queue if it has one); `abandon`: JobService.abandon; `payments` (EscrowPayments, None
-        without escrow) and `settle(payments, job)` (node.paid.settle_job) for the payments on
+        without escrow) and `settle(payments, job)` (payments.settlement.settle_job) for the payments on
         `chain_ids`."""
         self._events = events
         self._batch = batch
@@ -237,7 +238,7 @@ def build_reconciler() -> Reconciler:
 
     escrow: dict[str, Any] = {}
     if services.escrow_enabled():
-        from chalicelib.node.paid import settle_job
+        from chalicelib.payments.settlement import settle_job
         from chalicelib.payments.setup import escrow_addresses
 
         escrow = {"payments": services.payments(), "settle": settle_job, "chain_ids": sorted(escrow_addresses())}

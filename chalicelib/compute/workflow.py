@@ -12,13 +12,15 @@ from chalicelib.assets.files import FilesUnavailable
 from chalicelib.budget import Deadline
 from chalicelib.chain.fees import ProviderFees
 from chalicelib.chain.orders import OrderVerifier, VerifiedOrder, ensure_fees_paid
-from chalicelib.compute.jobs import DispatchGate, JobService, Order
+from chalicelib.compute.environments import MIN_JOB_SECONDS
+from chalicelib.compute.job_reservations import Order
+from chalicelib.compute.jobs import DispatchGate, JobService
 from chalicelib.compute.requests import AlgorithmInput, ComputeStartRequest, DatasetInput, InitializeComputeRequest
-from chalicelib.compute.validation import ComputePlan, ComputeValidator, PlannedOrder, Resolved, find_service, input_resource
+from chalicelib.compute.input_rules import find_service
+from chalicelib.compute.plan import ComputePlan, PlannedOrder, Resolved, input_resource
+from chalicelib.compute.validation import ComputeValidator
 from chalicelib.errors import BusinessError
 from chalicelib.models import JobRecord
-
-MIN_JOB_SECONDS = 60
 
 
 class ComputeWorkflow:

@@ -8,35 +8,16 @@ the running jobs. Requests below the size are raised to it, as Ocean Node fills 
 small request up to `min`; above it they are refused.
 
 Fees are `fees{chainId: [{feeToken, prices: [{id, price}]}]}`, price per unit per minute (the
-shape escrow pricing needs): the configuration's `prices` per resource, or the environment's
-priceMin spread over its CPUs.
+shape escrow pricing needs), decided by the core (`payments.pricing.environment_fees`).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
-from chalicelib.compute.environments import Environment, FreeTier
-from chalicelib.errors import BusinessError, ValidationError
+from chalicelib.compute.environments import MIN_JOB_SECONDS, Environment, FreeTier, job_size
+from chalicelib.payments.pricing import environment_fees
 
-MIN_JOB_SECONDS = 60  # as compute.workflow's shortest paid job
 PLATFORM = {"architecture": "x86_64", "os": "linux"}
-
-
-def job_size(environment: Environment) -> dict[str, float]:
-    """What one job gets, by Ocean Node's resource ids (ram and disk in GB)."""
-    size: dict[str, float] = {"cpu": environment.n_cpu, "ram": environment.ram_gb, "disk": environment.disk_gb}
-    if environment.n_gpu:
-        size["gpu"] = environment.n_gpu
-    return size
-
-
-def prices(environment: Environment) -> list[dict[str, Any]]:
-    if environment.free:
-        return [{"id": resource, "price": 0} for resource in job_size(environment)]
-    if environment.resource_prices:
-        return [{"id": resource, "price": price} for resource, price in environment.resource_prices.items()]
-    per_cpu = environment.price_min / max(1, environment.n_cpu)
-    return [{"id": "cpu", "price": per_cpu}, *({"id": r, "price": 0} for r in job_size(environment) if r != "cpu")]
 
 
 def resources(environment: Environment, max_jobs: int, running: int) -> list[dict[str, Any]]:
@@ -72,8 +53,7 @@ def node_view(environment: Environment, chain_ids: Iterable[int], provider_addre
         "description": environment.description,
         "consumerAddress": provider_address,
         "platform": dict(PLATFORM),
-        "fees": {str(chain): [{"feeToken": environment.fee_token(chain), "prices": prices(environment)}]
-                 for chain in chain_ids if chain in environment.chain_ids},
+        "fees": {str(chain): [environment_fees(environment, chain)] for chain in chain_ids if chain in environment.chain_ids},
         "resources": resources(environment, environment.max_jobs, running),
         "maxJobDuration": environment.max_job_duration,
         "minJobDuration": MIN_JOB_SECONDS,
@@ -92,23 +72,6 @@ def node_view(environment: Environment, chain_ids: Iterable[int], provider_addre
     if environment.free_tier is not None:
         view["free"] = free_view(environment, environment.free_tier, running_free)
     return view
-
-
-def fill_resources(environment: Environment, requested: Sequence[Any] | None) -> list[dict[str, Any]]:
-    """The resources a job will get: each of the environment's, a request raised to its size;
-    an unknown resource, one asked twice, or more than the size is refused (400)."""
-    size = job_size(environment)
-    asked: dict[str, float] = {}
-    for item in requested or ():
-        if item.id not in size:
-            raise ValidationError.field("resources", f"unknown resource {item.id!r}; this environment has {', '.join(size)}")
-        if item.id in asked:
-            raise ValidationError.field("resources", f"resource {item.id!r} requested twice")
-        asked[item.id] = item.amount
-    for resource, amount in asked.items():
-        if amount > size[resource]:
-            raise BusinessError(f"Not enough {resource} resources. Requested {amount:g}, but max is {size[resource]:g}")
-    return [{"id": resource, "amount": amount} for resource, amount in size.items()]
 
 
 def listing(configured: Mapping[str, Environment], chain_ids: Iterable[int], provider_address: str,

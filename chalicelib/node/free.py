@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from chalicelib.compute.environments import Environment, FreeTier
-from chalicelib.compute.jobs import Slot
-from chalicelib.compute.validation import ComputePlan
+from chalicelib.compute.job_reservations import Slot
+from chalicelib.compute.plan import ComputePlan
 from chalicelib.errors import BusinessError
 
 

@@ -13,14 +13,15 @@ from typing import Any, Iterable
 from chalice import Response
 
 from chalicelib import budget, services
-from chalicelib.compute.environments import Environment, environments
-from chalicelib.compute.jobs import JobPage, status_object
+from chalicelib.compute.environments import MIN_JOB_SECONDS, Environment, environments, fill_resources
+from chalicelib.compute.job_status import JobPage, status_object
 from chalicelib.compute.requests import ComputeStartRequest, InitializeComputeRequest
 from chalicelib.errors import BusinessError, NotFound
 from chalicelib.http import Call, Operation
 from chalicelib.node import PREFIX, is_node_operation
 from chalicelib.node import environments as views
-from chalicelib.node import free, paid
+from chalicelib.node import free
+from chalicelib.payments import paid_start
 from chalicelib.root import SOFTWARE, VERSION
 
 NO_LOG = "No log exists for this job yet"
@@ -49,7 +50,7 @@ def compute_environments(call: Call) -> list[dict[str, Any]]:
     keys = [*configured, *(free.free_key(e) for e in configured.values() if e.free_tier)]
     counts = services.usage_counter().current(keys)
     listed = views.listing(configured, services.settings().chain_ids, services.provider_address(), counts, free.free_key)
-    escrow_chains = [chain for chain in services.settings().chain_ids if paid.escrow_chain(chain)]
+    escrow_chains = [chain for chain in services.settings().chain_ids if paid_start.escrow_chain(chain)]
     if escrow_chains and listed:
         # the provider's gas (wei) per escrow chain: what pays for its locks and claims
         balances = services.payments().gas_balances(escrow_chains)
@@ -68,19 +69,19 @@ def initialize(call: Call, deadline: budget.Deadline) -> dict[str, Any]:
     params = call.params
     environment = _environment(params.environment)
     payment = params.payment
-    views.fill_resources(environment, payment.resources if payment else None)
+    fill_resources(environment, payment.resources if payment else None)
     seconds = min(params.maxJobDuration or environment.max_job_duration, environment.max_job_duration)
     request = InitializeComputeRequest.model_validate({
         "datasets": [d.model_dump(exclude_none=True) for d in params.datasets],
         "algorithm": params.algorithm.model_dump(exclude_none=True),
-        "compute": {"env": environment.id, "validUntil": int(time.time()) + max(views.MIN_JOB_SECONDS, seconds)},
+        "compute": {"env": environment.id, "validUntil": int(time.time()) + max(MIN_JOB_SECONDS, seconds)},
         "consumerAddress": params.consumerAddress,
         "chainId": params.payment.chainId if params.payment else None,
     })
     answer = services.compute_workflow().initialize(request)
-    if payment is not None and paid.wants_escrow(environment, payment.chainId, payment.token):
-        answer["payment"] = paid.quote(services.payments(), environment, payment.chainId, payment.token,
-                                       payment.resources, params.maxJobDuration).public()
+    if payment is not None and paid_start.wants_escrow(environment, payment.chainId, payment.token):
+        answer["payment"] = paid_start.quote(services.payments(), environment, payment.chainId, payment.token,
+                                             payment.resources, params.maxJobDuration).public()
     return answer
 
 
@@ -88,14 +89,15 @@ def initialize(call: Call, deadline: budget.Deadline) -> dict[str, Any]:
 def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     """Paid start with orders, as v4's (the job's time is what the provider fee paid for); with
     `payment{chainId, token}` on an escrow chain, the job is also locked in escrow before it is
-    dispatched (node.paid)."""
+    dispatched (payments.paid_start)."""
     consumer = services.authenticate(call)
     params = call.params
     environment = _environment(params.environment)
     payment = params.payment
     requested = params.resources or (payment.resources if payment else None)
-    views.fill_resources(environment, requested)
-    gate = paid.escrow_lock(environment, payment, params.chainId, params.maxJobDuration, requested, consumer, deadline)
+    fill_resources(environment, requested)
+    gate = paid_start.escrow_lock(services.payments, environment, payment, params.chainId, params.maxJobDuration,
+                                  requested, consumer, deadline)
     first, *more = params.datasets
     # the v4 request the workflow takes; the caller is already authenticated (its nonce, if any,
     # consumed above), so the nonce here is only a placeholder the model requires
@@ -117,7 +119,7 @@ def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     params = call.params
     environment = _environment(params.environment)
     tier = free.tier_of(environment, consumer)
-    views.fill_resources(environment, params.resources)
+    fill_resources(environment, params.resources)
     # no order pays for a free job: an order id sent along is dropped, never shown as its agreement
     datasets = [dataset.model_copy(update={"transferTxId": None}) for dataset in params.datasets]
     algorithm = params.algorithm.model_copy(update={"transferTxId": None})

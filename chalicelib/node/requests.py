@@ -68,7 +68,7 @@ PaidDatasets = Annotated[list[DatasetInput], Field(min_length=1, max_length=1 + 
 
 
 class Payment(Params):
-    """Ocean Node's `payment` (escrow): the chain and token the job is paid in (node.paid)."""
+    """Ocean Node's `payment` (escrow): the chain and token the job is paid in (payments.paid_start)."""
 
     chainId: Optional[StrictInt] = None
     token: Optional[Annotated[str, StringConstraints(max_length=64)]] = None

@@ -119,7 +119,7 @@ class HeldPayments(GlobalSecondaryIndex):
 
 
 class EscrowPayment(Model):
-    """A job's escrow payment; statuses in payments.service.PAYMENT_STATUSES. Amounts are
+    """A job's escrow payment; statuses in payments.progress.PAYMENT_STATUSES. Amounts are
     strings of the token's smallest unit (they overflow DynamoDB's 38 digits no sooner than
     uint256, but a string never rounds)."""
 

@@ -17,6 +17,10 @@ smallest units in every amount (`payment.amount`, locks, claims).
     claim amount    = charge(clamp(run time, minJobDuration, maxJobDuration))   ≤ lock amount
 
 A resource the price list does not name costs nothing (Ocean Node's behaviour).
+
+An environment's prices (`environment_prices`) are the configuration's `prices` per resource, or
+its v4 `priceMin` spread over its CPUs; a free environment's are all 0. Both protocol edges show
+them (Ocean Node's `fees`) and the escrow quote charges them, so they are decided here, once.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping
 
+from chalicelib.compute.environments import Environment, job_size
 from chalicelib.errors import BusinessError, ConfigurationError, ValidationError
 
 
@@ -43,6 +48,21 @@ class PriceList:
             price = self.prices.get(str(resource["id"]), Decimal(0))
             total += price * _amount(resource.get("amount"))
         return total * (Decimal(10) ** decimals)
+
+
+def environment_prices(environment: Environment) -> list[dict[str, Any]]:
+    """`[{id, price}]`: whole tokens per unit of each resource per minute on `environment`."""
+    if environment.free:
+        return [{"id": resource, "price": 0} for resource in job_size(environment)]
+    if environment.resource_prices:
+        return [{"id": resource, "price": price} for resource, price in environment.resource_prices.items()]
+    per_cpu = environment.price_min / max(1, environment.n_cpu)
+    return [{"id": "cpu", "price": per_cpu}, *({"id": r, "price": 0} for r in job_size(environment) if r != "cpu")]
+
+
+def environment_fees(environment: Environment, chain_id: int) -> dict[str, Any]:
+    """One chain's entry of Ocean Node's `fees`: the environment's fee token there and its prices."""
+    return {"feeToken": environment.fee_token(chain_id), "prices": environment_prices(environment)}
 
 
 def price_list(fees: Mapping[Any, Any], chain_id: int, token: str) -> PriceList:

@@ -10,7 +10,8 @@ from chalicelib.chain.orders import OrderVerifier, VerifiedOrder
 from chalicelib.chain.web3access import Chains
 from chalicelib.compute.environments import Environment
 from devstack.devchain import DevChain
-from devstack.publish import PublishedAsset, mint_datatokens, publish_asset, start_order
+from devstack.publish import PublishedAsset, publish_asset
+from devstack.orders import mint_datatokens, start_order
 
 PROVIDER_URL = "http://127.0.0.1:8030"
 FILES = [{"type": "url", "url": "https://example.com/data.csv", "method": "GET"}]

@@ -10,7 +10,7 @@ from web3 import Web3
 
 from chalicelib.chain.fees import ProviderFees, fee_message_hash, provider_data_json
 from chalicelib.errors import ConfigurationError
-from devstack.publish import sign_provider_fee
+from devstack.orders import sign_provider_fee
 from chain_helpers import environment
 
 KEY = "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6"  # anvil dev key #9

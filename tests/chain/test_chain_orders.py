@@ -14,7 +14,7 @@ from chalicelib.chain.web3access import Chains
 from chalicelib.errors import BusinessError, ServiceUnavailable, ValidationError
 from devstack.contracts import CALL_GAS, OCEAN_UNIT, ZERO_ADDRESS, contract
 from devstack.processes import free_port
-from devstack.publish import reuse_order
+from devstack.orders import reuse_order
 
 
 def refused(provider: Provider, asset, tx: str, reason: str, **overrides) -> OrderRefused:

@@ -11,7 +11,8 @@ import boto3
 from botocore.stub import ANY, Stubber
 
 from devstack.devchain import DevChain
-from devstack.publish import PublishedAsset, mint_datatokens, publish_asset, start_order
+from devstack.publish import PublishedAsset, publish_asset
+from devstack.orders import mint_datatokens, start_order
 from signing import sign
 
 CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim",
@@ -98,7 +99,7 @@ def publish_samples(chain: DevChain, encrypt, provider_url: str, allow_raw: bool
         provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
         algorithm={"language": "python", "version": "1", "container": CONTAINER},
     )
-    from chalicelib.compute.validation import container_section_checksum
+    from chalicelib.compute.algorithm_rules import container_section_checksum
 
     dataset = publish_asset(
         chain.w3, chain.publisher, chain.contracts, name="iris", files=[{"type": "url", "url": DATA_URL, "method": "GET"}],

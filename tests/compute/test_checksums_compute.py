@@ -68,7 +68,8 @@ def test_ten_unsigned_initialize_calls_fetch_the_algorithm_at_most_once(server):
                                          start_request, with_files)
 
     from chalicelib.compute.requests import InitializeComputeRequest
-    from chalicelib.compute.validation import ComputeValidator, Resolved
+    from chalicelib.compute.plan import Resolved
+    from chalicelib.compute.validation import ComputeValidator
     from chalicelib.http import validate
 
     algorithm = make_algorithm(11)

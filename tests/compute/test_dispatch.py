@@ -10,15 +10,11 @@ import pytest
 from botocore.config import Config
 from botocore.stub import ANY, Stubber
 
-from chalicelib.compute.dispatch import (
-    NETWORK_NOT_GRANTED,
-    AlgorithmContainer,
-    BatchDispatcher,
-    algorithm_command,
-    attempt_seconds,
-    batch_timeout_seconds,
-    is_stop_reason,
-)
+from chalicelib.compute.algorithm_script import algorithm_command
+from chalicelib.compute.batch_naming import is_stop_reason
+from chalicelib.compute.container_rules import AlgorithmContainer
+from chalicelib.compute.dispatch import BatchDispatcher
+from chalicelib.compute.job_placement import NETWORK_NOT_GRANTED, attempt_seconds, batch_timeout_seconds
 from chalicelib.compute.environments import job_queues, parse_environments
 from chalicelib.errors import ConfigurationError, ServiceUnavailable, ValidationError
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.compute.dispatch import SEALED_UID, algorithm_command
+from chalicelib.compute.algorithm_script import algorithm_command
+from chalicelib.compute.job_placement import SEALED_UID
 
 BUSYBOX = shutil.which("busybox")
 pytestmark = pytest.mark.skipif(

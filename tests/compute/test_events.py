@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from chalicelib.compute import status as st
-from chalicelib.compute.events import JobEvents, JobState, RunnerStage, batch_state_event, plan
+from chalicelib.compute.event_planning import JobState, plan
+from chalicelib.compute.event_signals import RunnerStage, batch_state_event
+from chalicelib.compute.events import JobEvents
 from chalicelib.models import JobRecord
 
 ACCOUNT = "123456789012"
@@ -578,7 +580,7 @@ def test_events_of_the_network_queues_are_the_provider_s_own(aws, monkeypatch):
          "ramGB": 1, "diskGB": 1, "maxJobs": 2, "maxJobDuration": 60}]))
     environments.environments.cache_clear()
     try:
-        handler = build_job_events()
+        handler = build_job_events("test-results")
     finally:
         environments.environments.cache_clear()
     make_job("net", status=1)

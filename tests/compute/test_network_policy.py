@@ -18,7 +18,7 @@ from test_validation_compute import (
     with_files,
 )
 
-from chalicelib.compute.validation import Resolved
+from chalicelib.compute.plan import Resolved
 
 ALLOWED = {"allowRawAlgorithm": True, "allowNetworkAccess": True}
 

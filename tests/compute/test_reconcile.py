@@ -76,7 +76,7 @@ def _slots() -> int:
 def test_a_start_killed_before_submit_is_ended_and_its_order_and_slot_given_back(client, provider, monkeypatch):
     chain, batch, published = provider
     from chalicelib import services
-    from chalicelib.compute.dispatch import job_name
+    from chalicelib.compute.batch_naming import job_name
     from chalicelib.models import JobRecord, OrderUse
 
     account = chain.consumer
@@ -245,7 +245,7 @@ def test_an_undispatched_job_is_looked_for_in_the_network_queue_too(aws):
     id is found in its environment's network queue, and followed, not ended."""
     from chalicelib.compute.events import JobEvents
     from chalicelib.compute.reconcile import Reconciler
-    from chalicelib.compute.dispatch import job_name
+    from chalicelib.compute.batch_naming import job_name
     from chalicelib.models import JobRecord
 
     now = int(time.time())

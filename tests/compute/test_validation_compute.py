@@ -14,14 +14,10 @@ import pytest
 from chalicelib.assets.ddo import Asset
 from chalicelib.compute.environments import parse_environments
 from chalicelib.compute.requests import ComputeStartRequest, InitializeComputeRequest
-from chalicelib.compute.validation import (
-    ComputeValidator,
-    Resolved,
-    container_section_checksum,
-    content_checksum,
-    joined_files_checksum,
-    same_endpoint,
-)
+from chalicelib.compute.algorithm_rules import container_section_checksum, content_checksum, joined_files_checksum
+from chalicelib.compute.input_rules import same_endpoint
+from chalicelib.compute.plan import Resolved
+from chalicelib.compute.validation import ComputeValidator
 from chalicelib.errors import BusinessError, ServiceUnavailable
 from chalicelib.http import error_response, validate
 from devstack.publish import build_ddo

@@ -16,18 +16,8 @@ from web3 import Web3
 from devstack.anvil import Anvil, find_anvil, revert, rpc_call, snapshot
 from devstack.contracts import OCEAN_UNIT, contract, decode_events
 from devstack.devchain import DevChain
-from devstack.publish import (
-    FLAG_ECIES,
-    FLAG_LZMA,
-    PublishedAsset,
-    mint_datatokens,
-    provider_data,
-    publish_asset,
-    reuse_order,
-    set_ddo,
-    sign_provider_fee,
-    start_order,
-)
+from devstack.publish import FLAG_ECIES, FLAG_LZMA, PublishedAsset, publish_asset, set_ddo
+from devstack.orders import mint_datatokens, provider_data, reuse_order, sign_provider_fee, start_order
 
 PROVIDER_URL = "http://127.0.0.1:8000"
 FILES = [{"type": "url", "url": "https://example.com/data.csv", "method": "GET"}]

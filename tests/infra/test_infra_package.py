@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from infra_helpers import CHALICE_DIR, chalice_config, lint
 
-from chalicelib.compute.events import BATCH_DETAIL_TYPE, BATCH_SOURCE, RUNNER_DETAIL_TYPE, RUNNER_SOURCE
+from chalicelib.compute.event_signals import BATCH_DETAIL_TYPE, BATCH_SOURCE, RUNNER_DETAIL_TYPE, RUNNER_SOURCE
 from infra import gateway, policies
 
 pytestmark = pytest.mark.timeout(300)

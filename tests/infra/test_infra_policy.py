@@ -13,7 +13,7 @@ import pytest
 from infra_helpers import CHALICE_DIR, DEPLOYED_STAGES, ROOT, chalice_config, stage_env
 
 import app as app_module
-from chalicelib.compute.dispatch import DEFINITION_PREFIX
+from chalicelib.compute.batch_naming import DEFINITION_PREFIX
 from chalicelib.compute.environments import load_environments
 from chalicelib.config import load_settings
 from chalicelib.errors import ConfigurationError

@@ -14,7 +14,7 @@ from chalicelib import models
 from chalicelib.payments import models as payment_models
 from chalicelib.compute.dispatch import DEFAULT_LOG_GROUP, BatchDispatcher, batch_timeout_seconds
 from chalicelib.compute.environments import DEFAULT_FILE, load_environments
-from chalicelib.compute.events import RUNNER_SOURCE
+from chalicelib.compute.event_signals import RUNNER_SOURCE
 from chalicelib.config import load_settings
 from infra import stage as stage_module
 from infra_helpers import ROOT, TEMPLATE, lint

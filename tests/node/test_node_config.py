@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from chalicelib.compute.environments import load_environments
+from chalicelib.compute.environments import fill_resources, load_environments
 from chalicelib.config import load_settings
 from chalicelib.errors import BusinessError, ConfigurationError, ValidationError
 from chalicelib.node import environments as views
 from chalicelib.node.requests import ResourceRequest
+from chalicelib.payments.pricing import environment_prices
 
 BASE = {"id": "gpu", "chainIds": [1], "jobQueue": "q", "nCPU": 4, "nGPU": 1, "gpuType": "A10G", "ramGB": 16,
         "diskGB": 100, "priceMin": 8, "maxJobs": 3, "maxJobDuration": 600}
@@ -33,11 +34,11 @@ def test_free_tier_and_prices_are_read_and_checked():
 
 
 def test_prices_per_resource_per_minute():
-    assert views.prices(environment()) == [{"id": "cpu", "price": 2.0}, {"id": "ram", "price": 0},
-                                           {"id": "disk", "price": 0}, {"id": "gpu", "price": 0}]
-    assert views.prices(environment(prices={"gpu": 7, "cpu": 0.25})) == [{"id": "gpu", "price": 7.0},
-                                                                         {"id": "cpu", "price": 0.25}]
-    assert {p["price"] for p in views.prices(environment(free=True))} == {0}
+    assert environment_prices(environment()) == [{"id": "cpu", "price": 2.0}, {"id": "ram", "price": 0},
+                                                 {"id": "disk", "price": 0}, {"id": "gpu", "price": 0}]
+    assert environment_prices(environment(prices={"gpu": 7, "cpu": 0.25})) == [{"id": "gpu", "price": 7.0},
+                                                                               {"id": "cpu", "price": 0.25}]
+    assert {p["price"] for p in environment_prices(environment(free=True))} == {0}
 
 
 def test_resources_of_a_gpu_environment():
@@ -48,15 +49,15 @@ def test_resources_of_a_gpu_environment():
 
 def test_requested_resources_are_raised_to_the_job_size_and_never_above():
     env = environment()
-    filled = views.fill_resources(env, [ResourceRequest(id="cpu", amount=1)])
+    filled = fill_resources(env, [ResourceRequest(id="cpu", amount=1)])
     assert filled == [{"id": "cpu", "amount": 4}, {"id": "ram", "amount": 16.0}, {"id": "disk", "amount": 100.0},
                       {"id": "gpu", "amount": 1}]
     with pytest.raises(BusinessError, match="Not enough gpu resources. Requested 2, but max is 1"):
-        views.fill_resources(env, [ResourceRequest(id="gpu", amount=2)])
+        fill_resources(env, [ResourceRequest(id="gpu", amount=2)])
     with pytest.raises(ValidationError, match="twice"):
-        views.fill_resources(env, [ResourceRequest(id="cpu", amount=1), ResourceRequest(id="cpu", amount=2)])
+        fill_resources(env, [ResourceRequest(id="cpu", amount=1), ResourceRequest(id="cpu", amount=2)])
     with pytest.raises(ValidationError, match="unknown resource"):
-        views.fill_resources(env, [ResourceRequest(id="tpu", amount=1)])
+        fill_resources(env, [ResourceRequest(id="tpu", amount=1)])
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -214,7 +214,7 @@ def test_a_job_whose_algorithm_never_ran_is_cancelled_and_one_that_failed_is_cla
     assert job["status"] == 31 and job["payment"]["status"] == "cancelled" and job["payment"]["claimed"] == "0"
     assert funds(chain) == before
     # the algorithm ran and failed: the consumer pays the time it ran
-    from devstack.publish import mint_datatokens
+    from devstack.orders import mint_datatokens
 
     for asset in (published.dataset, published.algorithm):  # a datatoken of each for the next orders
         mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.consumer.address, OCEAN_UNIT)
@@ -233,7 +233,7 @@ def test_a_job_whose_algorithm_never_ran_is_cancelled_and_one_that_failed_is_cla
 
 def test_no_gas_is_a_503_before_the_job_and_a_lock_not_mined_in_time_is_released(client, paid, monkeypatch):
     from chalicelib import services
-    from chalicelib.node import paid as paid_module
+    from chalicelib.payments import paid_start
     from escrow_fixtures import automine_off, rpc
 
     chain, batch, published = paid
@@ -249,7 +249,7 @@ def test_no_gas_is_a_503_before_the_job_and_a_lock_not_mined_in_time_is_released
     assert status == 503 and "cannot pay for transactions" in body["error"], body
     assert services.job_service().find(chain.consumer.address).jobs == []  # nothing reserved
     # the chain does not mine the lock within the start's time: released, the start undone, 503
-    monkeypatch.setattr(paid_module, "MAX_LOCK_WAIT", 1.0)
+    monkeypatch.setattr(paid_start, "MAX_LOCK_WAIT", 1.0)
     with automine_off(chain) as chain_paused:
         (status, body), _ = _start(client, chain, published, quote, orders=orders)
         assert status == 503 and "not mined in time" in body["error"], body

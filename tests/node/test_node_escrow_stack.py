@@ -13,7 +13,7 @@ from web3 import Web3
 from devstack.anvil import dev_accounts
 from devstack.contracts import contract, send
 from devstack.demo import Consumer, _node_token
-from devstack.publish import mint_datatokens, start_order
+from devstack.orders import mint_datatokens, start_order
 
 STARTS = 20  # the environment's maxJobs locally: every slot taken at once
 SECONDS = 60  # one minute locked per job

@@ -15,7 +15,7 @@ from lifecycle_helpers import (
 )
 from signing import sign
 
-from chalicelib.compute.dispatch import batch_timeout_seconds
+from chalicelib.compute.job_placement import batch_timeout_seconds
 from test_events import batch_event, runner_event
 
 JOB_QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/ocean-c2d-cpu"

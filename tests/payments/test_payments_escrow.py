@@ -8,7 +8,7 @@ import pytest
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.payments.escrow import lock_id
 from chalicelib.payments.models import ChainTransaction, EscrowPayment
-from chalicelib.payments.service import PaymentRefused
+from chalicelib.payments.quotes import PaymentRefused
 from devstack.contracts import OCEAN_UNIT, send
 from escrow_fixtures import automine_off, rpc
 from escrow_helpers import (

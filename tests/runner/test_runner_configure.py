@@ -119,7 +119,7 @@ def test_rawcode_algorithm(stage, http_server) -> None:
 def test_the_dispatcher_s_notice_is_in_the_consumer_visible_log(stage, http_server) -> None:
     """C2D_NOTICE (e.g. the dispatcher's "network access was not granted on this environment")
     reaches configure.log as one line; without it configure says nothing of the kind."""
-    from chalicelib.compute.dispatch import NETWORK_NOT_GRANTED
+    from chalicelib.compute.job_placement import NETWORK_NOT_GRANTED
 
     http_server.files["/files/a.csv"] = b"1"
     inputs = [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}]

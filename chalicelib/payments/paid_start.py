@@ -1,5 +1,6 @@
-"""Ocean Node's escrow payment on the `/node` routes: initializeCompute's `payment`, the lock a
-paid computeStart takes before its job reaches Batch, and the claim when the job ends.
+"""The escrow side of a paid compute start (Ocean Node's pay-per-minute): which starts pay through
+escrow, what they lock (initializeCompute's `payment`), and the lock a start takes before its job
+reaches Batch. Both protocol edges reach escrow only through here and `payments.settlement`.
 
 A paid start (`payment{chainId, token}` on a chain with an Escrow, in a token the environment
 is priced in) goes: validate and verify the orders (the v4 path), check the consumer's escrow
@@ -16,32 +17,28 @@ the JobService's `DispatchGate`, so the start path is v4's with one hook:
   blocks of a few seconds the lock is mined well within the ~10 s a start leaves for it;
 - dispatch fails after the lock -> the lock is cancelled.
 
-The claim: `settle_job(job)` from the terminal write's hook (event handler, stop, delete), once
-per job: billed time = the run time (runningAt -> dateFinished, i.e. from the job's containers
-starting, so configure and publish seconds are included) clamped to [minJobDuration,
-maxJobDuration]; a job whose algorithm never ran (31/32, or never reached 40) is cancelled.
+The claim when the job ends is `payments.settlement`.
 """
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from chalicelib import budget, services
-from chalicelib.compute import status as st
-from chalicelib.compute.environments import Environment
+from chalicelib import budget
+from chalicelib.compute.environments import MIN_JOB_SECONDS, Environment, fill_resources
 from chalicelib.errors import BusinessError, ServiceUnavailable
 from chalicelib.models import JobRecord
-from chalicelib.node import environments as views
+from chalicelib.payments.pricing import environment_fees
 
 if TYPE_CHECKING:
-    from chalicelib.payments.service import EscrowPayments, PaymentQuote
+    from chalicelib.payments.quotes import PaymentQuote
+    from chalicelib.payments.service import EscrowPayments
 
 log = logging.getLogger(__name__)
 
 LOCK_SECONDS = 5.0  # what a start needs for the lock beyond its own reserve: checks, record, send
 MAX_LOCK_WAIT = 10.0  # the longest a start waits for its lock to be mined (within what the request has left)
 NOT_MINED = "The escrow lock was not mined in time; it is being released. Try again"
-NEVER_RAN = (st.DATA_FAILED, st.ALGORITHM_PROVISIONING_FAILED)
 
 
 class LockFailed(BusinessError):
@@ -77,23 +74,25 @@ def quote(payments: "EscrowPayments", environment: Environment, chain_id: int, t
     """What a job of `max_job_duration` s (capped by the environment) on the resources it gets
     will lock, at the prices the environment's v2 view shows."""
     seconds = min(max_job_duration or environment.max_job_duration, environment.max_job_duration)
-    fees = {str(chain_id): [{"feeToken": environment.fee_token(chain_id), "prices": views.prices(environment)}]}
-    return payments.quote(chain_id=chain_id, token=token, fees=fees, resources=views.fill_resources(environment, requested),
-                          max_job_duration=max(views.MIN_JOB_SECONDS, seconds), min_job_duration=views.MIN_JOB_SECONDS)
+    fees = {str(chain_id): [environment_fees(environment, chain_id)]}
+    return payments.quote(chain_id=chain_id, token=token, fees=fees, resources=fill_resources(environment, requested),
+                          max_job_duration=max(MIN_JOB_SECONDS, seconds), min_job_duration=MIN_JOB_SECONDS)
 
 
-def escrow_lock(environment: Environment, payment: Any, chain_id: Optional[int], max_job_duration: Optional[int],
-                requested: Any, consumer: str, deadline: budget.Deadline) -> "EscrowLock | None":
+def escrow_lock(payments: Callable[[], "EscrowPayments"], environment: Environment, payment: Any,
+                chain_id: Optional[int], max_job_duration: Optional[int], requested: Any, consumer: str,
+                deadline: budget.Deadline) -> "EscrowLock | None":
     """The gate of a computeStart whose `payment` goes through escrow, else None (v4 orders only).
-    ocean.js sends chainId and maxJobDuration both at the top and in `payment`."""
+    ocean.js sends chainId and maxJobDuration both at the top and in `payment`. `payments` is
+    called only for an escrow start, so other starts never build the payments stack."""
     if payment is None:
         return None
     chain_id = payment.chainId or chain_id
     if not wants_escrow(environment, chain_id, payment.token):
         return None
-    payments = services.payments()
+    service = payments()
     seconds = max_job_duration or payment.maxJobDuration
-    return EscrowLock(payments, consumer, quote(payments, environment, int(chain_id), payment.token, requested, seconds),
+    return EscrowLock(service, consumer, quote(service, environment, int(chain_id), payment.token, requested, seconds),
                       deadline)
 
 
@@ -122,7 +121,7 @@ class EscrowLock:
         self._payments.sender.ensure_can_pay(self._quote.chain_id, LOCK_GAS + CLAIM_GAS)
 
     def before_dispatch(self, job: JobRecord) -> None:
-        from chalicelib.payments.service import PaymentRefused
+        from chalicelib.payments.quotes import PaymentRefused
 
         try:
             self._payments.lock(job_id=job.job_id, payer=self._payer, quote=self._quote)
@@ -151,20 +150,3 @@ class EscrowLock:
         except Exception as error:  # noqa: BLE001 - the start's own error is what the consumer must see
             log.error("job %s: escrow cancel failed (%s); the reconciler will settle it", job.job_id,
                       type(error).__name__)
-
-
-def run_seconds(job: JobRecord) -> float | None:
-    """The job's billed run time before clamping: runningAt -> dateFinished; None when its
-    algorithm never ran (configure failed, or the job never reached 40)."""
-    if int(job.status) in NEVER_RAN or not job.running_at:
-        return None
-    end = job.date_finished or job.updated_at or job.running_at
-    return max(1.0, float(end) - float(job.running_at))
-
-
-def settle_job(payments: "EscrowPayments", job: JobRecord) -> None:
-    """The terminal write's hook: claim what the job ran, or cancel (a job without escrow
-    payment: one read, nothing else)."""
-    settled = payments.settle(job.job_id, run_seconds(job))
-    if settled is not None:
-        log.info("job %s: escrow %s (claimed %s of %s)", job.job_id, settled.status, settled.claimed, settled.amount)
