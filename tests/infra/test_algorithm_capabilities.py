@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from oci_lab import DOCKER_DEFAULT_CAPABILITIES, Lab, capability_names, exec_process, status_fields
 
-from chalicelib.compute.dispatch import NETWORK_UID, SEALED_UID, algorithm_uid
+from chalicelib.compute.job_placement import NETWORK_UID, SEALED_UID, algorithm_uid
 from infra import network_rules
 from infra_helpers import ROOT
 

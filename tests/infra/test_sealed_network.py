@@ -22,7 +22,7 @@ from typing import Iterator
 import pytest
 from oci_lab import Lab, exec_process
 
-from chalicelib.compute.dispatch import NETWORK_UID, SEALED_UID
+from chalicelib.compute.job_placement import NETWORK_UID, SEALED_UID
 
 pytestmark = pytest.mark.timeout(240)
 PROBE = Path(__file__).with_name("netns_probe.py")
