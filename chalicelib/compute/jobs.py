@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
@@ -27,10 +27,12 @@ from chalicelib.compute.dispatch import AlgorithmContainer, Dispatcher
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.paging import MAX_ANSWER_BYTES, PAGE_JOBS, Cursor
 from chalicelib.compute.usage import UsageCounter
-from chalicelib.compute.validation import ComputePlan
 from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
 from chalicelib.models import EnvironmentUsage, JobRecord, OrderUse, owner_document
 from chalicelib.results import JobObjects
+
+if TYPE_CHECKING:  # the request checks load with the routes that start jobs, not with every job read
+    from chalicelib.compute.validation import ComputePlan
 
 log = logging.getLogger(__name__)
 
