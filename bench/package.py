@@ -10,6 +10,9 @@ processes for:
 - the interpreter alone (`-c pass`, spawn to exit): the floor of any cold start;
 - `import botocore.session`: the floor of `import app`, since PynamoDB needs botocore on every
   signed route;
+- `import botocore.session` with the other libraries every request needs: PynamoDB, Chalice and
+  pydantic with a model class (every route validates its parameters with pydantic; app.py's
+  models build their validators on first use, so this one does too);
 - `import app`;
 - the first DynamoDB call of a fresh process (client built, one GetItem): the floor of the first
   signed request, which consumes a nonce with one conditional write;
@@ -46,6 +49,10 @@ IGNORES = shutil.ignore_patterns(".git", ".venv", "node_modules", ".local", ".hy
 
 TIMED_IMPORT = "import sys, time; sys.path.insert(0, sys.argv[1]); t = time.perf_counter(); import {module}; " \
                "print((time.perf_counter() - t) * 1000)"
+LIBRARIES = ("import sys, time; sys.path.insert(0, sys.argv[1]); t = time.perf_counter(); import botocore.session, "
+             "pynamodb.models, chalice.app, pydantic\nclass Model(pydantic.BaseModel):\n"
+             "    model_config = pydantic.ConfigDict(defer_build=True)\n    field: int\n"
+             "print((time.perf_counter() - t) * 1000)")
 FIRST_DYNAMODB_CALL = r"""
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -176,6 +183,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
                     found.setdefault("interpreter_ms", []).append(_interpreter_ms(python))
                     found.setdefault("botocore_ms", []).append(
                         _timed(python, folder, TIMED_IMPORT.format(module="botocore.session"), env))
+                    found.setdefault("libraries_ms", []).append(_timed(python, folder, LIBRARIES, env))
                     found.setdefault("import_ms", []).append(_timed(python, folder, TIMED_IMPORT.format(module="app"), env))
                     found.setdefault("first_dynamodb_ms", []).append(_timed(python, folder, FIRST_DYNAMODB_CALL, env))
                     for key, value in _first_requests(backends, folder, _start_body(backends)).items():
@@ -185,6 +193,8 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
         medians[name].update(sizes[name])
         medians[name]["ratio"] = statistics.median(
             a / b for a, b in zip(samples[name]["import_ms"], samples[name]["botocore_ms"]))
+        medians[name]["libraries_ratio"] = statistics.median(
+            a / b for a, b in zip(samples[name]["import_ms"], samples[name]["libraries_ms"]))
     return medians
 
 
@@ -197,6 +207,9 @@ def run() -> list[tuple[str, float, str, float]]:
     print(f"    cold import app {this['import_ms']:.0f} ms (main {main['import_ms']:.0f}); floors: import botocore.session "
           f"{this['botocore_ms']:.0f} ms (main's package {main['botocore_ms']:.0f}), interpreter alone "
           f"{this['interpreter_ms']:.0f} ms; import app / botocore.session {this['ratio']:.2f}x (main {main['ratio']:.2f}x)")
+    print(f"    the libraries every request needs (botocore, PynamoDB, Chalice, pydantic and a model class): {this['libraries_ms']:.0f} ms "
+          f"(main's package {main['libraries_ms']:.0f}); import app / that {this['libraries_ratio']:.2f}x "
+          f"(main {main['libraries_ratio']:.2f}x)")
     print(f"    first signed request (stop) {this['stop_ms']:.0f} ms (main {main['stop_ms']:.0f}); floor: first DynamoDB "
           f"call of a fresh process {this['first_dynamodb_ms']:.0f} ms (main's package {main['first_dynamodb_ms']:.0f})")
     print(f"    first POST /compute after it {this['start_ms']:.0f} ms (main {main['start_ms']:.0f})")

@@ -35,7 +35,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 AWS_SERVICES: dict[str, str] = {
     "batch": "chalicelib.services.dispatcher and algorithm_logs, chalicelib.compute.reconcile",
@@ -70,9 +70,14 @@ class Plan:
 
     dropped: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     rewritten: dict[str, bytes] = field(default_factory=dict)
+    _dropped_names: set[str] = field(default_factory=set)
+
+    def drop(self, name: str, why: str) -> None:
+        self.dropped[why].append(name)
+        self._dropped_names.add(name)
 
     def drops(self, name: str) -> bool:
-        return any(name in names for names in self.dropped.values())
+        return name in self._dropped_names
 
 
 def _latest_versions(names: Iterable[str], root: str) -> dict[str, str]:
@@ -151,7 +156,7 @@ def slim_endpoints(data: bytes, prefixes: set[str]) -> bytes:
     return json.dumps(endpoints, indent=None, separators=(",", ":"), sort_keys=True).encode()
 
 
-def plan(names: list[str], read, keep: Iterable[str] = AWS_SERVICES) -> Plan:
+def plan(names: list[str], read: Callable[[str], bytes], keep: Iterable[str] = AWS_SERVICES) -> Plan:
     """The plan for a package holding `names`, `read(name)` giving a file's bytes."""
     kept = set(keep)
     latest = {root: _latest_versions(names, root) for root in ("botocore/data/", "boto3/data/")}
@@ -159,9 +164,9 @@ def plan(names: list[str], read, keep: Iterable[str] = AWS_SERVICES) -> Plan:
     for name in names:
         why = _rule(name, latest, kept)
         if why:
-            result.dropped[why].append(name)
-    models = [name for name in names if name.startswith("botocore/data/") and name.endswith(("/service-2.json.gz", "/service-2.json"))
-              and not result.drops(name)]
+            result.drop(name, why)
+    models = [name for name in names if name.startswith("botocore/data/") and not result.drops(name)
+              and name.endswith(("/service-2.json.gz", "/service-2.json"))]
     missing = kept - {name.split("/")[2] for name in models}
     if missing:
         raise SystemExit(f"botocore has no model for {sorted(missing)}: check AWS_SERVICES in infra/lean.py")
