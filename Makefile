@@ -21,7 +21,7 @@ PORT ?= 8030
 
 STAGE ?= dev
 
-.PHONY: install venv-python run demo test bench package deploy clean
+.PHONY: install venv-python run demo test bench package deploy clean lock
 
 install: venv-python $(VENV)/.installed node_modules/.installed
 
@@ -37,8 +37,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	  echo "and python$(PYTHON_VERSION)-venv packages), or run: make PYTHON=/path/to/python$(PYTHON_VERSION)" >&2; \
 	  exit 1; fi
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -64,6 +63,20 @@ package: install
 
 deploy: install
 	$(PY) -m infra.bytecode --stage $(STAGE) -- deploy
+
+# The locks: exact versions with hashes, compiled by uv (pinned in requirements-dev.txt) from the
+# ranges of the .in files. `make lock` takes the newest versions the ranges allow;
+# `make lock PACKAGES="boto3 botocore"` moves only those (and adds what an edited .in needs).
+# Then `make test` and `make bench`, and read the diff of the locks (README, "Locked dependencies").
+LOCK_PYTHON_PLATFORM := x86_64-manylinux2014
+COMPAT_PYTHON_VERSION := 3.11
+COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock" \
+          $(if $(PACKAGES),$(addprefix --upgrade-package ,$(PACKAGES)),--upgrade)
+lock: install
+	$(COMPILE) --python-version $(PYTHON_VERSION) --python-platform $(LOCK_PYTHON_PLATFORM) requirements.in -o requirements.txt
+	$(COMPILE) --universal --python-version $(PYTHON_VERSION) requirements-dev.in -o requirements-dev.txt
+	$(COMPILE) --universal --python-version $(COMPAT_PYTHON_VERSION) tests/compat/requirements-ocean-py.in -o tests/compat/requirements-ocean-py.txt
+	$(MAKE) install
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache

@@ -1,16 +1,29 @@
-"""Routes and event handlers of the provider: each maps a request to chalicelib and nothing more."""
+"""Routes and event handlers of the provider: each maps a request to chalicelib and nothing more.
+
+`import app` is the Lambda's init, paid once per container before its first request. It imports
+what every request needs: Chalice, botocore (PynamoDB, on every signed route), pydantic and the
+request models (every route validates its parameters; each model builds its validator when first
+used). The route modules are imported by the first request that calls them (chalicelib.lazy): `/`
+and the nonce never pay for the compute workflow, nor the v4 routes for Ocean Node's.
+"""
 from __future__ import annotations
+
+import os
 
 from chalice import Chalice, CORSConfig, Rate
 
-from chalicelib import schemas, services
-from chalicelib.compute import handlers as compute
+from chalicelib import lazy, schemas, services
 from chalicelib.compute import requests as compute_requests
 from chalicelib.http import Api, Call
-from chalicelib.node import handlers as node
+from chalicelib.node import is_node_operation
 from chalicelib.node import requests as node_requests
-from chalicelib.openapi import build_document
-from chalicelib.root import SOFTWARE, VERSION, root_document
+from chalicelib.root import root_document
+
+# No pydantic plugin is installed: without this, pydantic reads every installed distribution's
+# entry points when it builds its first validator, in the first request of every container.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+compute = lazy.module("chalicelib.compute.handlers")
+node = lazy.module("chalicelib.node.handlers")
 
 app = Chalice(app_name="ocean-c2d-provider")
 # Browsers may call every route from any origin, as the original Provider allows; ocean.js sends
@@ -24,7 +37,7 @@ _cache: dict[str, object] = {}
 def root(call: Call) -> object:
     if "root" not in _cache:
         current = services.settings()
-        v4 = [op for op in api.operations if not node.is_node_operation(op)]
+        v4 = [op for op in api.operations if not is_node_operation(op)]
         _cache["root"] = root_document(v4, current.chain_ids, services.provider_address())
     return _cache["root"]
 
@@ -32,6 +45,9 @@ def root(call: Call) -> object:
 @api.route("/spec", "GET", endpoint="", summary="This OpenAPI document")
 def spec(call: Call) -> object:
     if "spec" not in _cache:
+        from chalicelib.openapi import build_document
+        from chalicelib.root import SOFTWARE, VERSION
+
         _cache["spec"] = build_document(api.operations, SOFTWARE, VERSION)
     return _cache["spec"]
 

@@ -38,9 +38,11 @@ Nonce = Annotated[
 
 
 class Params(BaseModel):
-    """Base: unknown fields are ignored (clients send extras), strings are bounded."""
+    """Base: unknown fields are ignored (clients send extras), strings are bounded. A model's
+    validator is built when it first validates (defer_build): a cold start builds its route's
+    model only, not all forty."""
 
-    model_config = ConfigDict(extra="ignore", str_max_length=65536)
+    model_config = ConfigDict(extra="ignore", str_max_length=65536, defer_build=True)
 
 
 class SignedParams(Params):

@@ -12,11 +12,11 @@ from chalicelib import config, models
 from chalicelib.auth.authenticator import Authenticator, bearer_token
 from chalicelib.auth.nonces import NonceStore
 from chalicelib.auth.signatures import address_of_key, to_checksum_address
-from chalicelib.auth.tokens import TokenService
 from chalicelib.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from chalicelib.assets.resolver import AssetResolver
+    from chalicelib.auth.tokens import TokenService
     from chalicelib.chain.web3access import Chains
     from chalicelib.compute.dispatch import Dispatcher
     from chalicelib.compute.events import JobEvents
@@ -48,7 +48,10 @@ def nonce_store() -> NonceStore:
 
 
 @lru_cache(maxsize=1)
-def token_service() -> TokenService:
+def token_service() -> "TokenService":
+    """Auth tokens (PyJWT imported here: a signed request without a token never needs it)."""
+    from chalicelib.auth.tokens import TokenService
+
     current = settings()
     return TokenService(current.jwt_secret(), current.token_max_lifetime)
 

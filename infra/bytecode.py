@@ -1,21 +1,25 @@
-"""Bytecode in the Lambda deployment package, for `chalice deploy` and `chalice package` alike.
+"""The Lambda deployment package as it ships, for `chalice deploy` and `chalice package` alike:
+exactly the locked versions, only what runs (infra.lean), and bytecode.
 
 Chalice ships sources only, and Lambda's code directory is read-only, so every cold start
 compiles every module it imports (`import app` 0.7 s instead of 0.3 s). Both `chalice deploy`
 and `chalice package` build the package through the same step, which first looks for its cache,
 `.chalice/deployments/<hash of requirements, app code and vendor/>-<runtime>.zip`, and reuses it
 as is when it exists. So this step builds that very file with Chalice's own packager (same
-dependency builder, same name), adds `__pycache__/*.cpython-3XX.pyc` compiled with
-`--invalidation-mode unchecked-hash` (Lambda never looks at mtimes, which zips do not keep
-anyway), and then runs the Chalice command, which picks the compiled package up. A later code
-change gives another hash: Chalice would build a fresh package without bytecode, which is why
-`make deploy` / `make package` always run this step first (and `package` checks the result).
+dependency builder, same name), checks that it vendors exactly the versions of requirements.txt
+(the lock), removes what the functions never import, read or call (infra.lean: botocore's models
+of services no function calls, test suites, C sources...), adds `__pycache__/*.cpython-3XX.pyc`
+compiled with `--invalidation-mode unchecked-hash` (Lambda never looks at mtimes, which zips do
+not keep anyway), and then runs the Chalice command, which picks the finished package up. A
+later code change gives another hash: Chalice would build a fresh package, neither lean nor
+compiled, which is why `make deploy` / `make package` always run this step first (and `package`
+checks the result).
 
 Bytecode is only valid for the Python minor that wrote it, and Chalice deploys the runtime of the
 Python it runs on, so the compiling interpreter is the runtime's by construction; the step still
 refuses to run if the two ever differ.
 
-    python -m infra.bytecode --stage dev                     # build and compile the cached package
+    python -m infra.bytecode --stage dev                     # build the cached package
     python -m infra.bytecode --stage dev -- deploy           # ... then `chalice deploy --stage dev`
     python -m infra.bytecode --stage dev -- package OUT/ ... # ... then `chalice package --stage dev OUT/ ...`
 """
@@ -31,8 +35,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from infra import lean, locks
+
 MARKER = ".bytecode-compiled"
-"""An entry of the zip saying its pycs were added (the step is idempotent on a cached package)."""
+"""An entry of the zip saying it was finished here: what was removed, how many pycs were added
+(the step is idempotent on a cached package)."""
 
 
 def runtime_tag() -> str:
@@ -68,8 +75,10 @@ def cached_package(project_dir: Path, stage: str) -> Path:
 
 
 # What a Lambda of this app imports: `import app`, every chalicelib module (each route's lazy
-# imports), the chain stack and the AWS clients the provider builds. Run with only the unzipped
-# package and the standard library on the path, it also proves the package imports on its own.
+# imports), every route's request model built (pydantic builds them on first use) and the OpenAPI
+# document, a signature recovered, an ECIES round trip, a JWT, the chain stack and a client of each
+# AWS service the provider calls. Run with only the unzipped package and the standard library on
+# the path, it also proves the finished package imports on its own and builds those clients.
 IMPORTS = r"""
 import importlib, json, pkgutil, sys
 sys.path.insert(0, sys.argv[1])
@@ -77,9 +86,28 @@ import app
 import chalicelib
 for found in pkgutil.walk_packages(chalicelib.__path__, "chalicelib."):
     importlib.import_module(found.name)
+from chalicelib import http
+for operation in app.api.operations:
+    if operation.model is not None:
+        try:
+            http.validate(operation.model, {})
+        except Exception:
+            pass
+app.spec(None)
+import time
+from chalicelib.auth import signatures, tokens
+from chalicelib.assets import ecies as provider_ecies
+key = "0x" + "2a" * 32
+signatures.recover_address("m", "0x" + "11" * 65)
+provider_ecies.decrypt(key, provider_ecies.encrypt(provider_ecies.public_key_of(key), b"x"))
+secret = "a-secret-that-is-long-enough-for-the-probe-0123"
+token = tokens.TokenService(secret, 600).create(signatures.address_of_key(key), int(time.time()) + 60)
+tokens.jwt.decode(token, secret, algorithms=[tokens.ALGORITHM])
 import chalicelib.chain.web3access, web3, eth_account
+from eth_account.messages import encode_defunct
+eth_account.Account.from_key(key).sign_message(encode_defunct(text="m"))
 import boto3
-for service in ("dynamodb", "s3", "batch", "ssm", "secretsmanager", "events"):
+for service in json.loads(sys.argv[2]):
     boto3.session.Session().client(service, region_name="us-east-1")
 print(json.dumps(sorted({getattr(m, "__file__", None) or "" for m in list(sys.modules.values())})))
 """
@@ -87,44 +115,63 @@ print(json.dumps(sorted({getattr(m, "__file__", None) or "" for m in list(sys.mo
 
 def imported_modules(folder: Path) -> list[Path]:
     """The package's own .py files that the provider imports (see IMPORTS), relative to `folder`."""
-    done = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", IMPORTS, str(folder)], capture_output=True, text=True,
-                          timeout=300, cwd=folder.parent, env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", IMPORTS, str(folder), json.dumps(sorted(lean.AWS_SERVICES))],
+                          capture_output=True, text=True, timeout=300, cwd=folder.parent,
+                          env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "probe",
+                               "AWS_SECRET_ACCESS_KEY": "probe", "AWS_CONFIG_FILE": "/nonexistent",
+                               "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"})
     if done.returncode != 0:
         raise SystemExit("the package does not import on its own:\n" + done.stderr[-3000:])
     files = [Path(name) for name in json.loads(done.stdout.strip().splitlines()[-1]) if name.endswith(".py")]
     return sorted(path.relative_to(folder) for path in files if path.is_relative_to(folder))
 
 
-def add_bytecode(package: Path) -> int:
-    """Add an unchecked-hash pyc for every module the provider imports; return how many.
+def finish(package: Path) -> dict:
+    """Check the versions, remove what never runs, add an unchecked-hash pyc for every module the
+    provider imports; return what was done ({} when the package was finished before).
 
-    Only those: bytecode for all of the package (botocore, pycryptodome's self-tests, aiohttp...)
-    would add 7 MB to a 35 MB zip whose budget is 40 MB, for modules a Lambda never loads. A
-    module outside the list still works; Python compiles it in memory if it is ever imported."""
+    Only those modules get bytecode: all of the package (botocore, pydantic's unused parts...)
+    would add megabytes for modules a Lambda never loads. A module outside the list still works;
+    Python compiles it in memory if it is ever imported."""
     with zipfile.ZipFile(package) as archive:
-        names = set(archive.namelist())
+        names = archive.namelist()
         if MARKER in names:
-            return 0
+            return {}
+        differences = locks.vendoring_differences(names)
+        if differences:
+            raise SystemExit("the package does not vendor the locked versions (requirements.txt):\n  "
+                             + "\n  ".join(differences))
+        plan = lean.plan(names, archive.read)
         with tempfile.TemporaryDirectory() as temporary_folder:
             root = Path(temporary_folder) / "task"
-            archive.extractall(root)
+            kept = [info for info in archive.infolist() if not plan.drops(info.filename)]
+            archive.extractall(root, members=kept)
+            for name, data in plan.rewritten.items():
+                (root / name).write_bytes(data)
+            names_kept = {info.filename for info in kept}
             added: list[tuple[Path, str]] = []
             for module in imported_modules(root):
                 cached = Path(importlib.util.cache_from_source(str(module)))
-                if cached.as_posix() in names:
+                if cached.as_posix() in names_kept:
                     continue
                 py_compile.compile(str(root / module), cfile=str(root / cached), dfile=f"/var/task/{module.as_posix()}",
                                    doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
                 added.append((root / cached, cached.as_posix()))
-            temporary = package.with_suffix(".bytecode.tmp")
+            summary = {"runtime": runtime_tag(), "pycs": len(added),
+                       "removed": {rule: {"files": len(dropped), "zipped_bytes": sum(archive.getinfo(n).compress_size
+                                                                                      for n in dropped)}
+                                   for rule, dropped in sorted(plan.dropped.items())},
+                       "rewritten": sorted(plan.rewritten)}
+            temporary = package.with_suffix(".finishing.tmp")
             with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as out:
-                for info in archive.infolist():
-                    out.writestr(info, archive.read(info.filename))
+                for info in kept:
+                    data = plan.rewritten.get(info.filename)
+                    out.writestr(info, data if data is not None else archive.read(info.filename))
                 for path, name in added:
                     out.write(path, name)
-                out.writestr(MARKER, f"{runtime_tag()} unchecked-hash, {len(added)} modules\n")
+                out.writestr(MARKER, json.dumps(summary, indent=1) + "\n")
     temporary.replace(package)
-    return len(added)
+    return summary
 
 
 def pyc_count(package: Path) -> int:
@@ -155,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     chalice_args = args.chalice[1:] if args.chalice[:1] == ["--"] else args.chalice
     project_dir = args.project_dir.resolve()
     package = cached_package(project_dir, args.stage)
-    added = add_bytecode(package)
-    print(f"{package.name}: {pyc_count(package)} modules with {runtime_tag()} bytecode ({added} added now)")
+    summary = finish(package)
+    for rule, removed in summary.get("removed", {}).items():
+        print(f"  removed {removed['files']} files, {removed['zipped_bytes'] / 1e6:.2f} MB zipped: {rule}")
+    print(f"{package.name}: {package.stat().st_size / 1e6:.1f} MB, {pyc_count(package)} modules with {runtime_tag()} "
+          f"bytecode ({summary.get('pycs', 0)} added now)")
     if not chalice_args:
         return 0
     if chalice_args[0] not in ("deploy", "package"):

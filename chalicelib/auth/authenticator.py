@@ -5,12 +5,14 @@ side effect; only then is the nonce consumed, and that happens before the route 
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from chalicelib.auth.nonces import NonceStore, parse_nonce
 from chalicelib.auth.signatures import is_address, recover_address, to_checksum_address
-from chalicelib.auth.tokens import TokenService
 from chalicelib.errors import InvalidSignature, Unauthorized, ValidationError
+
+if TYPE_CHECKING:  # PyJWT is imported with the token service, by the first request that uses a token
+    from chalicelib.auth.tokens import TokenService
 
 
 class Authenticator:

@@ -1,8 +1,10 @@
 """ocean.py (`ocean-lib` from PyPI, unchanged) runs the whole compute flow against `make run`'s stack.
 
-ocean-lib pins web3 6 / eth-account 0.11 (the project uses 7 / 8), so it lives in its own
-virtualenv under .local/, created once and reused (`make clean` removes it); the install comes
-from PyPI. It runs on Python 3.11, not the project's 3.13: ocean-lib pins coincurve 18, which has
+ocean-lib pins web3 6 / eth-account 0.11 (the project uses 8 / 0.14), so it lives in its own
+virtualenv under .local/, created once and reused until its lock changes (`make clean` removes
+it); it installs from its lock, requirements-ocean-py.txt beside this file (exact versions with
+hashes, pip --require-hashes; `make lock` updates it). It runs on Python 3.11, not the project's
+3.13: ocean-lib pins coincurve 18, which has
 no 3.13 wheel and does not build there. The 3.11 is found as make finds 3.13 (`python3.11` if it
 runs, else pyenv's 3.11), or given as OCEAN_PY_PYTHON. tests/compat/ocean_py_driver.py runs in
 that venv and writes what every `DataServiceProvider` call answered; this test checks it.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +27,7 @@ import pytest
 OCEAN_LIB_VERSION = "3.1.2"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("ocean_py_driver.py")
+LOCK_FILE = Path(__file__).with_name("requirements-ocean-py.txt")
 INSTALL_TIMEOUT = 900
 COMPAT_PYTHON = "3.11"  # what ocean-lib's pins install on
 # The first test builds the venv (about 40 s here, more on a cold pip cache) and starts the stack.
@@ -51,9 +55,11 @@ def compat_python() -> str:
 
 
 def ocean_lib_venv() -> tuple[Path, float]:
-    """The venv's python, and how many seconds the install took (0 when it was already there)."""
+    """The venv's python, and how many seconds the install took (0 when it was already there).
+    The venv is made again whenever the lock file changed since it was installed."""
     venv = REPO_ROOT / ".local" / f"ocean-lib-{OCEAN_LIB_VERSION}-py311-venv"
-    marker = venv / ".installed"
+    digest = hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()[:16]
+    marker = venv / f".installed-{digest}"
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / f"ocean-lib-{OCEAN_LIB_VERSION}-py311-venv.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once build it once
@@ -64,10 +70,10 @@ def ocean_lib_venv() -> tuple[Path, float]:
         subprocess.run([compat_python(), "-m", "venv", str(venv)], check=True, timeout=300)
         install = subprocess.run(
             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             f"ocean-lib=={OCEAN_LIB_VERSION}"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
-        assert install.returncode == 0, f"pip install ocean-lib=={OCEAN_LIB_VERSION} failed:\n{install.stderr[-3000:]}"
+             "--require-hashes", "-r", str(LOCK_FILE)], capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
+        assert install.returncode == 0, f"pip install -r {LOCK_FILE.name} failed:\n{install.stderr[-3000:]}"
         took = time.monotonic() - began
-        marker.write_text(f"ocean-lib=={OCEAN_LIB_VERSION} installed in {took:.0f} s\n")
+        marker.write_text(f"{LOCK_FILE.name} installed in {took:.0f} s\n")
         return venv / "bin" / "python", took
 
 

@@ -1,6 +1,7 @@
-"""Fixtures of the deployment checks: the infrastructure template, one `chalice package` run per
-session, on a copy of the project (it vendors requirements.txt with pip: 15 to 20 s), and a
-runc lab with the instances' OCI runtime installed."""
+"""Fixtures of the deployment checks: the infrastructure template, one package built as `make
+package` builds it per session, on a copy of the project (Chalice vendors requirements.txt with
+pip, then infra.bytecode finishes the zip: 20 to 40 s), and a runc lab with the instances' OCI
+runtime installed."""
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -19,7 +20,8 @@ def infra_template() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Package:
-    """The dev stage packaged as `chalice package --merge-template` makes it, in a temporary folder."""
+    """The dev stage packaged as `make package` makes it (infra.bytecode, then `chalice package
+    --merge-template`), in a temporary folder."""
     work = tmp_path_factory.mktemp("chalice-package")
     return run_package(project_copy(work / "project"), work / "out")
 
