@@ -33,6 +33,7 @@ from chalicelib.compute import transitions
 from chalicelib.compute.event_planning import JobState, Plan, plan
 from chalicelib.compute.event_signals import Malformed, Signal, parse
 from chalicelib.models import JobRecord
+from chalicelib.observability import jobs as job_report
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,8 @@ class JobEvents:
             log.info("job %s: results attached (status %s)", record.job_id, state.status)
             return Outcome("attached", record.job_id, state.status)
         log.info("job %s: status %s -> %s", record.job_id, state.status, change.status)
+        job_report.moved(record, state.status, change.status, started_at=change.started_at,
+                         finished_at=change.finished_at)
         if st.is_terminal(change.status) and not st.is_terminal(state.status) and self._on_terminal:
             try:
                 self._on_terminal(record)
