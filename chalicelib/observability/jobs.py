@@ -12,13 +12,18 @@ from chalicelib.observability.context import annotate, record
 from chalicelib.observability.requests import known_environment
 
 
+_UNSET: Any = object()
+
+
 def moved(job: Any, before: int, after: int, *, started_at: float | None = None,
-          finished_at: float | None = None) -> None:
-    """`job` as it was read before the write (its runningAt then), `before` -> `after` written."""
+          finished_at: float | None = None, running_before: Any = _UNSET) -> None:
+    """`before` -> `after` written for `job`; `running_before`: its runningAt before the write
+    (default: the record's, for writes that never set it)."""
     now = time.time()
     environment = known_environment(getattr(job, "environment", None))
     annotate(jobId=job.job_id, environment=getattr(job, "environment", None), jobStatus=after)
-    running_before = getattr(job, "running_at", None)
+    if running_before is _UNSET:
+        running_before = getattr(job, "running_at", None)
     runs = st.rank(st.RUNNING) <= st.rank(after) <= st.rank(st.PUBLISHING)
     if runs and not running_before and st.rank(before) < st.rank(st.RUNNING):
         started = started_at or now
