@@ -228,23 +228,30 @@ def node_invalidate_auth_token(call: Call) -> object:
 
 # -- the operator's console: the page at /admin, its API at /admin/api (chalicelib.admin) -----------
 
-def _console_asset(name: str):  # type: ignore[no-untyped-def]
-    from chalicelib.admin.page import asset
+_ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
+def _console_asset(name: str):  # type: ignore[no-untyped-def]
+    """GET only; every method is routed (as the API's paths are) so another gets our JSON 405."""
+    from chalicelib.admin.page import asset
+    from chalicelib.errors import MethodNotAllowed
+    from chalicelib.http import error_response
+
+    if app.current_request.method != "GET":
+        return error_response(MethodNotAllowed("Method not allowed; use GET"), {"Allow": "GET"})
     return asset(name)
 
 
-@app.route("/admin", methods=["GET"])
+@app.route("/admin", methods=_ALL_METHODS)
 def admin_page():  # type: ignore[no-untyped-def]
     return _console_asset("index.html")
 
 
-@app.route("/admin/{name}", methods=["GET"])
+@app.route("/admin/{name}", methods=_ALL_METHODS)
 def admin_file(name: str):  # type: ignore[no-untyped-def]
     return _console_asset(name)
 
 
-@app.route("/admin/vendor/{name}", methods=["GET"])
+@app.route("/admin/vendor/{name}", methods=_ALL_METHODS)
 def admin_vendor_file(name: str):  # type: ignore[no-untyped-def]
     return _console_asset("vendor/" + name)
 
