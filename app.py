@@ -13,6 +13,8 @@ import os
 from chalice import Chalice, CORSConfig, Rate
 
 from chalicelib import lazy, schemas, services
+from chalicelib.observability import context as observability
+from chalicelib.admin import requests as admin_requests
 from chalicelib.compute import requests as compute_requests
 from chalicelib.http import Api, Call
 from chalicelib.node import is_node_operation
@@ -24,6 +26,7 @@ from chalicelib.root import root_document
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 compute = lazy.module("chalicelib.compute.handlers")
 node = lazy.module("chalicelib.node.handlers")
+admin = lazy.module("chalicelib.admin.handlers")
 
 app = Chalice(app_name="ocean-c2d-provider")
 # Browsers may call every route from any origin, as the original Provider allows; ocean.js sends
@@ -223,29 +226,120 @@ def node_invalidate_auth_token(call: Call) -> object:
     return node.invalidate_token(call)
 
 
+# -- the operator's console: the page at /admin, its API at /admin/api (chalicelib.admin) -----------
+
+_ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
+
+def _console_asset(name: str):  # type: ignore[no-untyped-def]
+    """GET only; every method is routed (as the API's paths are) so another gets our JSON 405."""
+    from chalicelib.admin.page import asset
+    from chalicelib.errors import MethodNotAllowed
+    from chalicelib.http import error_response
+
+    if app.current_request.method != "GET":
+        return error_response(MethodNotAllowed("Method not allowed; use GET"), {"Allow": "GET"})
+    return asset(name)
+
+
+@app.route("/admin", methods=_ALL_METHODS)
+def admin_page():  # type: ignore[no-untyped-def]
+    return _console_asset("index.html")
+
+
+@app.route("/admin/{name}", methods=_ALL_METHODS)
+def admin_file(name: str):  # type: ignore[no-untyped-def]
+    return _console_asset(name)
+
+
+@app.route("/admin/vendor/{name}", methods=_ALL_METHODS)
+def admin_vendor_file(name: str):  # type: ignore[no-untyped-def]
+    return _console_asset("vendor/" + name)
+
+
+@api.route("/admin/api/session", "POST", endpoint="", in_body=True, signed=True, model=admin_requests.SignInRequest,
+           summary="Operator sign-in (signed: address + nonce + adminSignIn): an admin session token")
+def admin_sign_in(call: Call) -> object:
+    return admin.sign_in(call)
+
+
+@api.route("/admin/api/session", "DELETE", endpoint="", signed=True, model=admin_requests.SignOutRequest,
+           summary="Operator sign-out: revoke the session (Authorization) it carries")
+def admin_sign_out(call: Call) -> object:
+    return admin.sign_out(call)
+
+
+@api.route("/admin/api/overview", "GET", endpoint="", signed=True, model=admin_requests.OverviewQuery,
+           summary="Operator: environments and their load, drains, free tiers, the provider's gas per chain")
+def admin_overview(call: Call) -> object:
+    return admin.overview(call)
+
+
+@api.route("/admin/api/jobs", "GET", endpoint="", signed=True, model=admin_requests.JobsQuery,
+           summary="Operator: every job, newest first, by environment, status or consumer (paged: next)")
+def admin_jobs(call: Call) -> object:
+    return admin.jobs(call)
+
+
+@api.route("/admin/api/jobs/stop", "POST", endpoint="", in_body=True, signed=True, model=admin_requests.StopJobRequest,
+           summary="Operator: stop any job", responses={"404": "Unknown job"})
+def admin_stop_job(call: Call) -> object:
+    return admin.stop_job(call)
+
+
+@api.route("/admin/api/environments/drain", "POST", endpoint="", in_body=True, signed=True,
+           model=admin_requests.DrainRequest,
+           summary="Operator: drain an environment (no new starts; running jobs finish) or accept starts again",
+           responses={"404": "Unknown environment"})
+def admin_drain(call: Call) -> object:
+    return admin.drain(call)
+
+
+@api.route("/admin/api/payments", "GET", endpoint="", signed=True, model=admin_requests.PaymentsQuery,
+           summary="Operator: escrow payments per chain (newest first): earnings, claims, cancels, failures")
+def admin_payments(call: Call) -> object:
+    return admin.payments(call)
+
+
+@api.route("/admin/api/free", "GET", endpoint="", signed=True, model=admin_requests.FreeTierQuery,
+           summary="Operator: the free tiers' use per consumer")
+def admin_free_tier(call: Call) -> object:
+    return admin.free_tier(call)
+
+
 @app.on_cw_event({"source": ["aws.batch"], "detail-type": ["Batch Job State Change"]}, name="batch_job_events")
 def batch_job_events(event: object) -> object:
     """AWS Batch state changes of our jobs -> job status (compute.events)."""
-    from chalicelib.compute.events import handle_lambda_event
-
-    return handle_lambda_event(event, services.job_events())
+    return _job_event("batch_job_events", event)
 
 
 @app.on_cw_event({"source": ["ocean.c2d.runner"], "detail-type": ["Compute Job Stage Change"]},
                  name="runner_stage_events")
 def runner_stage_events(event: object) -> object:
     """The job runner's stage events (configure/publish) -> job status and results."""
+    return _job_event("runner_stage_events", event)
+
+
+def _job_event(function: str, event: object) -> dict:
+    """One event, one log line (chalicelib.observability): the job, what the event did, its status."""
     from chalicelib.compute.events import handle_lambda_event
 
-    return handle_lambda_event(event, services.job_events())
+    with observability.invocation("event", function, function=function):
+        answer = handle_lambda_event(event, services.job_events())
+        observability.annotate(jobId=answer.get("jobId"), action=answer.get("action"), jobStatus=answer.get("status"),
+                               outcome="ok")
+        return answer
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_jobs")
 def reconcile_jobs(event: object) -> dict:
     """Every 5 minutes: end starts killed before dispatch, apply Batch states whose events were lost."""
     from chalicelib.compute.reconcile import build_reconciler
+    from chalicelib.observability import health
 
-    return build_reconciler().run().as_dict()
+    with observability.invocation("schedule", "reconcile_jobs", function="reconcile_jobs"):
+        report = build_reconciler().run()
+        health.after_reconcile(report)  # repairs, jobs past deadline, gas balances: what the alarms read
+        return report.as_dict()
 
 
 @app.lambda_function(name="register_asset")
@@ -254,4 +348,5 @@ def register_asset(event: dict, context: object) -> dict:
     so its DDO resolves on chain: `aws lambda invoke` does what `python -m chalicelib.assets.register` does."""
     from chalicelib.assets.register import handle_event
 
-    return handle_event(event)
+    with observability.invocation("invoke", "register_asset", function="register_asset"):
+        return handle_event(event)

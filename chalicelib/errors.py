@@ -57,6 +57,13 @@ class Unauthorized(ProviderError):
     status_code = 401
 
 
+class Forbidden(ProviderError):
+    """A proven caller who may not do this (an address that is not one of the operator's
+    ADMIN_ADDRESSES on an admin route): 403 `{"error": "<message>"}`."""
+
+    status_code = 403
+
+
 class NotFound(ProviderError):
     status_code = 404
 

@@ -17,7 +17,9 @@ from chalice import Chalice, Response
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from chalicelib.observability import context as observability
 from chalicelib.errors import MethodNotAllowed, PayloadTooLarge, ProviderError, ValidationError
+from chalicelib.observability import requests as request_report
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +114,29 @@ class Api:
 
 
 def handle(operation: Operation, request: Any) -> Response:
+    """Answer one request; its log line and metrics (chalicelib.observability) are written as it ends."""
+    context = getattr(request, "context", None) or {}
+    with observability.invocation("request", f"{operation.method} {operation.path}", route=operation.path,
+                                  method=operation.method, requestId=context.get("requestId")) as served:
+        result: Any = None
+        response = _answer(operation, request)
+        if isinstance(response, tuple):
+            response, result = response
+        request_report.answered(served, operation.endpoint, operation.path, response.status_code, result)
+        return response
+
+
+def _answer(operation: Operation, request: Any) -> Response | tuple[Response, Any]:
     try:
         body = _body_bytes(request.raw_body)
         raw = read_params(request.query_params, None if operation.raw_body else body)
         params = validate(operation.model, raw) if operation.model else raw
+        if operation.model:
+            request_report.parameters(params)
         headers = dict(request.headers or {})
         result = operation.function(Call(params, headers, request.method, body if operation.raw_body else b""))
     except ProviderError as error:
+        request_report.refused(error)
         if error.status_code >= 500:
             cause = error.__cause__
             logger.warning("%s %s: %s (%s)", operation.method, operation.path, error, type(cause).__name__ if cause else "-")
@@ -126,10 +144,11 @@ def handle(operation: Operation, request: Any) -> Response:
     except Exception as error:  # the last line of defence: never a traceback to the caller
         # Frames and the type only: an unexpected error's message might carry request data
         # (a decrypted URL, a token), which must never reach a log line.
+        request_report.refused(error)
         logger.error("Unhandled %s in %s %s\n%s", type(error).__name__, operation.method, operation.path,
                      "".join(traceback.format_tb(error.__traceback__)))
         return json_response({"error": "Internal error"}, 500)
-    return result if isinstance(result, Response) else json_response(result)
+    return (result, None) if isinstance(result, Response) else (json_response(result), result)
 
 
 def read_params(query: Any, raw_body: bytes | None) -> dict[str, Any]:

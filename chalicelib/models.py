@@ -99,6 +99,18 @@ class JobsByOwnerDocument(GlobalSecondaryIndex):
     date_created = NumberAttribute(range_key=True, attr_name="dateCreated")
 
 
+class JobsByEnvironment(GlobalSecondaryIndex):
+    """Every job of an environment, newest first: the operator's listing (chalicelib.admin), paged
+    and bounded, whatever the job's status or owner; never a scan of the table."""
+
+    class Meta:
+        index_name = "by-environment"
+        projection = AllProjection()
+
+    environment = UnicodeAttribute(hash_key=True)
+    date_created = NumberAttribute(range_key=True, attr_name="dateCreated")
+
+
 def owner_document(owner: str, document_id: str) -> str:
     """The by-owner-document key: owners are 0x addresses, so the first space ends them."""
     return f"{owner} {document_id}"
@@ -153,6 +165,7 @@ class JobRecord(Model):
     by_document = JobsByDocument()
     by_owner_document = JobsByOwnerDocument()
     active = ActiveJobs()
+    by_environment = JobsByEnvironment()
 
 
 class OrderUse(Model):
@@ -200,6 +213,9 @@ class EnvironmentUsage(Model):
 
     environment = UnicodeAttribute(hash_key=True)
     running = NumberAttribute(default=0)
+    # Set on an environment's own item while the operator drains it (chalicelib.admin): the start
+    # transaction's condition refuses new jobs then; running jobs finish as usual.
+    drained_at = NumberAttribute(null=True, attr_name="drainedAt")
 
 
 ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord, EnvironmentUsage)

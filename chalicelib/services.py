@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Callable, Optional
 
 from chalicelib import config, models
+from chalicelib.observability import context as observability
 from chalicelib.auth.authenticator import Authenticator, bearer_token
 from chalicelib.auth.nonces import NonceStore
 from chalicelib.auth.signatures import address_of_key, to_checksum_address
@@ -223,6 +224,11 @@ def reset() -> None:
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()
+    import sys
+
+    console_auth = sys.modules.get("chalicelib.admin.auth")  # built from these settings, if ever used
+    if console_auth is not None:
+        console_auth.reset()
 
 
 def checksum(address: str) -> str:
@@ -237,8 +243,10 @@ def authenticate(call: "Call", allow_token: bool = True) -> str:
     params = call.params
     authorization = call.header("Authorization")
     if allow_token and not params.signature and not call.header("AuthToken") and bearer_token(authorization):
-        return authenticator().authenticate_bearer(params.signer(), authorization or "", params.nonce)
-    return authenticator().authenticate(
+        caller = authenticator().authenticate_bearer(params.signer(), authorization or "", params.nonce)
+        observability.annotate(consumer=caller)
+        return caller
+    caller = authenticator().authenticate(
         address=params.signer(),
         nonce=params.nonce,
         signature=params.signature,
@@ -248,6 +256,8 @@ def authenticate(call: "Call", allow_token: bool = True) -> str:
         message_suffix=params.message_suffix(),
         nonceless_message=params.nonceless_message(),
     )
+    observability.annotate(consumer=caller)  # the request's line names who it was, proven
+    return caller
 
 
 def presented_token(call: "Call") -> str | None:

@@ -83,7 +83,7 @@ def background_stack(state_dir: Path, timeout: float = 300.0) -> Iterator[dict]:
     """`python -m devstack` on free loopback ports, its state in `state_dir`; yields what it
     wrote to stack.json and stops it (SIGTERM, then SIGKILL) afterwards. For tests and benchmarks."""
     ports = {flag: free_port() for flag in ("--port", "--moto-port", "--chain-port", "--files-port")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHAINS", "PROVIDER_", "JWT_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHAINS", "PROVIDER_", "JWT_", "ADMIN_"))}
     env["DEVSTACK_STATE_DIR"] = str(state_dir)
     argv = [sys.executable, "-m", "devstack", *[part for flag, port in ports.items() for part in (flag, str(port))]]
     log = state_dir / "stack.out"

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from chalicelib.auth.signatures import address_of_key
 from devstack.processes import ProcessGroup, wait_for_http
 from devstack.samples import SAMPLE_DIR, publish_samples
 
@@ -83,6 +84,9 @@ class LocalStack:
         self.provider_url = f"http://127.0.0.1:{port}"
         self.moto_url = f"http://127.0.0.1:{moto_port}"
         self.env: dict[str, str] = {}
+        # A key of this run only (never a deployed provider's): `make run` prints a console URL
+        # that signs in with it from the page, on loopback (chalicelib/admin/static/console.js).
+        self.admin_key = os.environ.get("ADMIN_PRIVATE_KEY") or "0x" + secrets.token_hex(32)
 
     def start(self) -> dict:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +108,9 @@ class LocalStack:
                     "ALLOW_PRIVATE_NETWORKS": "1",
                     # the sample dataset's publisher may be computed on for free (Ocean Node protocol)
                     "FREE_COMPUTE_PUBLISHERS": self.chain.publisher.address,
-                    "DEVSTACK_STATE_DIR": str(STATE_DIR)}
+                    "DEVSTACK_STATE_DIR": str(STATE_DIR),
+                    # the operator's console (/admin): this stack's own admin key, made for this run
+                    "ADMIN_ADDRESSES": address_of_key(self.admin_key)}
         os.environ.update(self.env)
         from chalicelib.bootstrap import bootstrap
         from chalicelib.config import load_settings
@@ -139,6 +145,9 @@ class LocalStack:
             "algorithm": asset(samples.algorithm),
             "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken", "Escrow")},
             "awsEndpoint": self.moto_url,
+            "adminPrivateKey": self.admin_key,
+            "adminAddress": address_of_key(self.admin_key),
+            "consoleUrl": f"{self.provider_url}/admin#localKey={self.admin_key}",
         }
 
     def stop(self) -> None:
@@ -170,6 +179,8 @@ def summary(info: dict) -> str:
         f"  Provider address {info['providerAddress']}",
         f"  Sample dataset   {info['dataset']['did']}",
         f"  Sample algorithm {info['algorithm']['did']}",
+        f"  Operator console {info['consoleUrl']}",
+        f"                   (signs in as {info['adminAddress']}, this run's local admin key)",
         f"  Contracts        {json.dumps(info['contracts'])}",
         "  Written to .local/stack.json; logs in .local/logs/. Try `make demo` in another terminal.",
     ])

@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     configure.add_argument("--environments", type=Path, help=f"compute environments file (default: the stage's current ones, else {DEFAULT_ENVIRONMENTS})")
     configure.add_argument("--runner-tag", default="latest", help="tag of the runner image in the stack's repository")
     configure.add_argument("--token-max-lifetime", type=int, help="TOKEN_MAX_LIFETIME in seconds")
+    configure.add_argument("--admin-addresses", help="ADMIN_ADDRESSES: the operators' addresses, comma-separated "
+                                                     "(the console at /admin; default: the stage's current ones)")
 
     responses = commands.add_parser("gateway-responses", help="after chalice deploy: JSON 404 for unknown routes")
     responses.add_argument("--stage", required=True)
@@ -87,6 +89,7 @@ def configure(args: argparse.Namespace) -> list[Path]:
         environments=environments, runner_tag=args.runner_tag,
         metadata_url=current.get("METADATA_URL") if args.metadata_url is None else args.metadata_url,
         token_max_lifetime=args.token_max_lifetime or int(current.get("TOKEN_MAX_LIFETIME", "86400")),
+        admin_addresses=current.get("ADMIN_ADDRESSES") if args.admin_addresses is None else args.admin_addresses,
     )
     return stage.write_stage(args.project_dir, args.stage, env)
 

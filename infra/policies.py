@@ -6,8 +6,8 @@ variables the functions read, so a policy names exactly the tables, bucket, secr
 roles that the stage's code is configured to use, and nothing else:
 
 - `policy-<stage>.json`, the API handler: items of the six tables and of the three escrow
-  payment tables (payments.models), Query on the jobs table's two indexes and the payment
-  tables' three, objects under `jobs/` of the results bucket (manifest put, presigned result downloads,
+  payment tables (payments.models), Query on the jobs table's indexes (the consumers' two, and
+  the operator console's active-by-update and by-environment) and the payment tables' four, objects under `jobs/` of the results bucket (manifest put, presigned result downloads,
   deletion), the two secrets, Batch job definitions named `c2d-algo-*`, submit and terminate on
   the stage's queues (every jobQueue and networkJobQueue), PassRole of the two Batch job roles.
 - `policy-<stage>-events.json`, the two event handlers: read and update job records, update the
@@ -40,6 +40,7 @@ from chalicelib.payments import models as payment_models
 WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs"})
 RECONCILE_WILDCARD_ACTIONS = frozenset({"batch:DescribeJobs", "batch:ListJobs"})
 ACTIVE_JOBS_INDEX = "active-by-update"  # models.ActiveJobs
+API_JOB_INDEXES = ("by-owner", "by-owner-document", ACTIVE_JOBS_INDEX, "by-environment")
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,14 @@ def _payment_tables(env: Mapping[str, str]) -> list[str]:
     return [names[model] for model in payment_models.PAYMENT_MODELS]
 
 
-def _payment_indexes(where: Account, env: Mapping[str, str]) -> list[str]:
+CONSOLE_PAYMENT_INDEXES = frozenset({"by-chain"})  # read by the operator's console (the API) only
+
+
+def _payment_indexes(where: Account, env: Mapping[str, str], console: bool = True) -> list[str]:
     names = payment_models.table_names(env)
     return [f"{_table(where, names[model])}/index/{index.Meta.index_name}"
-            for model in payment_models.PAYMENT_MODELS for index in model._indexes.values()]
+            for model in payment_models.PAYMENT_MODELS for index in model._indexes.values()
+            if console or index.Meta.index_name not in CONSOLE_PAYMENT_INDEXES]
 
 
 def _escrow(where: Account, env: Mapping[str, str], secret: str) -> list[dict[str, Any]]:
@@ -112,7 +117,7 @@ def _escrow(where: Account, env: Mapping[str, str], secret: str) -> list[dict[st
         _statement("EscrowPayments", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                       "dynamodb:ConditionCheckItem"],
                    [_table(where, name) for name in _payment_tables(env)]),
-        _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env)),
+        _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env, console=False)),
         _statement("ProviderKey", ["secretsmanager:GetSecretValue"], [secret]),
     ]
 
@@ -144,8 +149,9 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _logs(where, app_name, stage),
         _statement("Items", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
                              "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"], tables),
+        # by-owner(-document): consumers' listings; active-by-update and by-environment: the operator's console
         _statement("JobIndexes", ["dynamodb:Query"],
-                   [f"{_table(where, settings.jobs_table)}/index/{index}" for index in ("by-owner", "by-owner-document")]),
+                   [f"{_table(where, settings.jobs_table)}/index/{index}" for index in API_JOB_INDEXES]),
         _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env)),
         _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
         _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),

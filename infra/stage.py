@@ -28,6 +28,7 @@ QUEUE_OUTPUTS = ("CpuJobQueueArn", "GpuJobQueueArn")
 LOG_GROUP_OUTPUT = "AlgorithmLogGroup"
 # The queue of network-allowed jobs beside each sealed queue (a compute environment of its own).
 NETWORK_QUEUE_OUTPUTS = {"CpuJobQueueArn": "CpuNetworkJobQueueArn", "GpuJobQueueArn": "GpuNetworkJobQueueArn"}
+METRICS_NAMESPACE = "OceanC2D"  # the namespace of the stack's alarms (infra/resources.yaml)
 LAMBDA_ENV_LIMIT = 4096  # bytes of all keys and values together
 DAY = 86400
 
@@ -112,7 +113,8 @@ def _check_environments(raw: Sequence[Mapping[str, Any]], outputs: Mapping[str, 
 
 def stage_environment(outputs: Mapping[str, str], *, stage: str, chains: str, provider_url: str,
                       environments: Sequence[Mapping[str, Any]], runner_tag: str = "latest",
-                      metadata_url: str | None = None, token_max_lifetime: int = 86400) -> dict[str, str]:
+                      metadata_url: str | None = None, token_max_lifetime: int = 86400,
+                      admin_addresses: str | None = None) -> dict[str, str]:
     """The Lambda environment of a stage; ConfigurationError names what does not fit."""
     missing = [key for key in REQUIRED_OUTPUTS if not outputs.get(key)]
     if missing:
@@ -135,7 +137,12 @@ def stage_environment(outputs: Mapping[str, str], *, stage: str, chains: str, pr
         "BATCH_JOB_ROLE_ARN": outputs["BatchJobRoleArn"],
         "BATCH_EXECUTION_ROLE_ARN": outputs["BatchExecutionRoleArn"],
         "EVENT_BUS_NAME": outputs["EventBusName"],
+        # the functions' metrics: what the stack's alarms and dashboard read (chalicelib/observability)
+        "POWERTOOLS_SERVICE_NAME": outputs["ResourcePrefix"],
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
     }
+    if admin_addresses:
+        env["ADMIN_ADDRESSES"] = admin_addresses
     if metadata_url:
         env["METADATA_URL"] = metadata_url.rstrip("/")
     if outputs.get(LOG_GROUP_OUTPUT):  # a stack from before has none: its execution role writes the default

@@ -221,7 +221,9 @@ class TransactionSender:
                         return self._ledger.finish(record, "dropped", error="nonce used by another transaction")
         if receipt is not None:
             status = "mined" if int(receipt["status"]) == 1 else "reverted"
-            return self._ledger.finish(record, status, receipt=receipt)
+            finished = self._ledger.finish(record, status, receipt=receipt)
+            _gas_spent(record.chain_id, receipt)
+            return finished
         last = record.attempts[-1]
         since = self._clock() - float(last.signed_at if last.sent_at is None else last.sent_at)
         if since >= self.stuck_after:
@@ -293,3 +295,14 @@ class TransactionSender:
 def _revert_message(error: Exception) -> str:
     message = getattr(error, "message", None) or str(error)
     return message.removeprefix("execution reverted: ").strip()[:200] or "reverted"
+
+
+def _gas_spent(chain_id: int, receipt: Any) -> None:
+    """ProviderGasSpent per chain, in the chain's native unit (gas used x its effective price)."""
+    from chalicelib.observability.context import record
+
+    try:
+        wei = int(receipt["gasUsed"]) * int(receipt.get("effectiveGasPrice") or 0)
+    except (KeyError, TypeError, ValueError):
+        return
+    record("ProviderGasSpent", wei / 10**18, "None", chain=str(int(chain_id)))

@@ -33,6 +33,7 @@ from chalicelib.compute import transitions
 from chalicelib.compute.event_planning import JobState, Plan, plan
 from chalicelib.compute.event_signals import Malformed, Signal, parse
 from chalicelib.models import JobRecord
+from chalicelib.observability import jobs as job_report
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,14 @@ class JobEvents:
             change = plan(state, signal)
             if change is None:
                 return Outcome("unchanged", signal.job_id, state.status)
+            running_before = record.running_at  # the write refreshes the record
             try:
                 self._write(record, state, change)
             except transitions.ConditionFailed:
                 continue  # another event changed the job since we read it: re-plan
+            if change.status is not None:  # metrics: queue wait, ends by status, algorithm seconds
+                job_report.moved(record, state.status, change.status, started_at=change.started_at,
+                                 finished_at=change.finished_at, running_before=running_before)
             return self._after_write(record, state, change)
         log.warning("job %s: gave up after %d concurrent changes", signal.job_id, WRITE_ATTEMPTS)
         return Outcome("error", signal.job_id, detail="too many concurrent changes")

@@ -70,10 +70,14 @@ def reservation_refusal(error: TransactWriteError, environment: Environment, ord
             if refused:
                 return BusinessError({f"{order.resource}.transferTxId": "order_already_used"})
         if failed[len(orders) + 1]:
-            return BusinessError(f"Environment {environment.id} is at capacity ({environment.max_jobs} jobs); try again later")
+            full = BusinessError(f"Environment {environment.id} is at capacity ({environment.max_jobs} jobs); try again later")
+            full.reason = "capacity"  # type: ignore[attr-defined]  # what the StartsRefused metric counts it as
+            return full
         for slot, refused in zip(slots, failed[len(orders) + 2:]):
             if refused:
-                return BusinessError(slot.refusal)
+                tier_full = BusinessError(slot.refusal)
+                tier_full.reason = "free_tier_full"  # type: ignore[attr-defined]
+                return tier_full
     if getattr(error, "cause_response_code", None) in ("TransactionCanceledException", "TransactionConflictException"):
         return ServiceUnavailable("The job could not be recorded because of a concurrent change; try again")
     return ServiceUnavailable(UNAVAILABLE)
@@ -116,7 +120,12 @@ class JobReservations:
                     transaction.save(used, condition=self._orders.order_id.does_not_exist())
                 transaction.save(job, condition=self._jobs.job_id.does_not_exist())
         except TransactWriteError as error:
-            raise reservation_refusal(error, environment, unique, slots) from None
+            refusal = reservation_refusal(error, environment, unique, slots)
+            if getattr(refusal, "reason", None) == "capacity" and self._usage.drained(environment.id):
+                refusal = BusinessError(f"Environment {environment.id} is not accepting new jobs (drained by its operator); "
+                                        "try another environment or later")
+                refusal.reason = "drained"  # type: ignore[attr-defined]
+            raise refusal from None
         except PynamoDBException as error:
             raise ServiceUnavailable(UNAVAILABLE) from error
 

@@ -38,9 +38,12 @@ from chalicelib.compute.plan import ComputePlan
 from chalicelib.compute.usage import UsageCounter
 from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
 from chalicelib.models import JobRecord, OrderUse, owner_document
+from chalicelib.observability import jobs as job_report
 from chalicelib.results import JobObjects
 
 log = logging.getLogger(__name__)
+
+STOPPED_BY_OWNER = "Job stopped by its owner"
 
 
 class DispatchGate(Protocol):
@@ -246,13 +249,15 @@ class JobService:
             raise NotFound("Job not found")
         return jobs[0]
 
-    def stop(self, owner: str, job_id: str | None, document_id: str | None, after: Cursor | None = None) -> JobPage:
-        """Stop one page of the owner's matching jobs (see find): a request stays within its time."""
+    def stop(self, owner: str, job_id: str | None, document_id: str | None, after: Cursor | None = None, *,
+             reason: str = STOPPED_BY_OWNER) -> JobPage:
+        """Stop one page of the owner's matching jobs (see find): a request stays within its time.
+        `reason`: what the job's terminationDetails say (the operator's console gives its own)."""
         page = self._require(owner, job_id, document_id, after)
         for job in page.jobs:
             if not st.is_terminal(int(job.status)):
-                self._terminate(job)
-                self._move(job, st.STOPPED)
+                self._terminate(job, reason)
+                self._move(job, st.STOPPED, reason=reason)
         return page
 
     def delete(self, owner: str, job_id: str | None, document_id: str | None, after: Cursor | None = None) -> JobPage:
@@ -270,11 +275,11 @@ class JobService:
             raise NotFound("Job not found")
         return page
 
-    def _terminate(self, job: JobRecord) -> None:
+    def _terminate(self, job: JobRecord, reason: str = STOPPED_BY_OWNER) -> None:
         if job.batch_job_id:
-            self._dispatcher().terminate(job.batch_job_id, "Job stopped by its owner")
+            self._dispatcher().terminate(job.batch_job_id, reason)
 
-    def _move(self, job: JobRecord, target: int, attempts: int = 3) -> None:
+    def _move(self, job: JobRecord, target: int, attempts: int = 3, reason: str = STOPPED_BY_OWNER) -> None:
         """Move to `target` conditioned on the exact status read; the write that ends a running
         job gives its slot back in the same transaction (compute.transitions)."""
         for _ in range(attempts):
@@ -289,12 +294,13 @@ class JobService:
                 self._jobs.updated_at.set(now),
             ]
             if target == st.STOPPED:
-                actions.append(self._jobs.termination_details.set({"exitCode": None, "reason": "Job stopped by its owner"}))
+                actions.append(self._jobs.termination_details.set({"exitCode": None, "reason": reason}))
             try:
                 ends_job = not st.is_terminal(before)
                 transitions.write(job, actions, self._jobs.status == before, ends_job=ends_job)
                 if ends_job:
                     job.refresh(consistent_read=True)  # the status object shows the new state
+                    job_report.moved(job, before, target)
                     self._ended(job)
                 return
             except transitions.ConditionFailed:

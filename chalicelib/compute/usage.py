@@ -28,6 +28,16 @@ class UsageCounter:
         return counts
 
     def reserve(self, max_jobs: int) -> tuple[list[Action], Condition]:
-        """The update and condition that take one slot, for use inside the start transaction."""
+        """The update and condition that take one slot, for use inside the start transaction;
+        an environment the operator drains (drainedAt set) gives none."""
         running = self._model.running
-        return [running.add(1)], running.does_not_exist() | (running < max_jobs)
+        return [running.add(1)], (running.does_not_exist() | (running < max_jobs)) & self._model.drained_at.does_not_exist()
+
+    def drained(self, environment_id: str) -> bool:
+        """Whether the operator drains the environment (read after a refused start, to say why)."""
+        try:
+            return self._model.get(environment_id, consistent_read=True).drained_at is not None
+        except self._model.DoesNotExist:
+            return False
+        except PynamoDBException as error:
+            raise ServiceUnavailable("Job store is unavailable, try again later") from error

@@ -118,6 +118,18 @@ class HeldPayments(GlobalSecondaryIndex):
     created_at = NumberAttribute(range_key=True, attr_name="createdAt")
 
 
+class PaymentsByChain(GlobalSecondaryIndex):
+    """Every payment of a chain, newest first: the operator's earnings and claims
+    (chalicelib.admin), read in bounded pages instead of scanning the table."""
+
+    class Meta:
+        index_name = "by-chain"
+        projection = AllProjection()
+
+    chain_id = NumberAttribute(hash_key=True, attr_name="chainId")
+    created_at = NumberAttribute(range_key=True, attr_name="createdAt")
+
+
 class EscrowPayment(Model):
     """A job's escrow payment; statuses in payments.progress.PAYMENT_STATUSES. Amounts are
     strings of the token's smallest unit (they overflow DynamoDB's 38 digits no sooner than
@@ -152,6 +164,7 @@ class EscrowPayment(Model):
 
     open_payments = OpenPayments()
     held_payments = HeldPayments()
+    by_chain = PaymentsByChain()
 
 
 PAYMENT_MODELS: tuple[type[Model], ...] = (ChainAccount, ChainTransaction, EscrowPayment)

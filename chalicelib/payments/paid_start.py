@@ -28,6 +28,8 @@ from chalicelib import budget
 from chalicelib.compute.environments import MIN_JOB_SECONDS, Environment, fill_resources
 from chalicelib.errors import BusinessError, ServiceUnavailable
 from chalicelib.models import JobRecord
+from chalicelib.observability.context import annotate, record
+from chalicelib.observability.requests import known_environment
 from chalicelib.payments.pricing import environment_fees
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ def escrow_lock(payments: Callable[[], "EscrowPayments"], environment: Environme
     if not wants_escrow(environment, chain_id, payment.token):
         return None
     service = payments()
+    annotate(payment="escrow")
     seconds = max_job_duration or payment.maxJobDuration
     return EscrowLock(service, consumer, quote(service, environment, int(chain_id), payment.token, requested, seconds),
                       deadline)
@@ -135,6 +138,7 @@ class EscrowLock:
             self.cancel(job, "the start failed while locking")
             raise
         if payment.status == "locked":
+            record("EscrowLocks", environment=known_environment(job.environment))
             return
         if payment.status == "lock_failed":
             raise LockFailed(payment.reason or "the lock did not go through")

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from chalicelib.chain.transaction_ledger import FINAL
 from chalicelib.chain.transactions import TransactionRejected, TransactionSender
 from chalicelib.payments.escrow import EscrowContract
+from chalicelib.observability.context import record
 from chalicelib.payments.models import EscrowPayment
 from chalicelib.payments.quotes import PaymentRefused
 
@@ -155,6 +156,9 @@ class PaymentProgress:
             return self.reload(payment)
         if to is not None:
             logger.info("payment of job %s: %s", payment.job_id, to)
+            failure = {"settle_failed": "EscrowClaimFailures", "lock_failed": "EscrowLockFailures"}.get(to)
+            if failure:  # the failed-claims alarm reads EscrowClaimFailures
+                record(failure, chain=str(int(payment.chain_id)))
         return payment
 
     def reload(self, payment: EscrowPayment) -> EscrowPayment:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from chalicelib.compute import status as st
 from chalicelib.models import JobRecord
+from chalicelib.observability.context import record
+from chalicelib.observability.requests import known_environment
 
 if TYPE_CHECKING:
     from chalicelib.payments.service import EscrowPayments
@@ -38,3 +40,7 @@ def settle_job(payments: "EscrowPayments", job: JobRecord) -> None:
     settled = payments.settle(job.job_id, run_seconds(job))
     if settled is not None:
         log.info("job %s: escrow %s (claimed %s of %s)", job.job_id, settled.status, settled.claimed, settled.amount)
+        kind = {"claiming": "EscrowClaims", "claimed": "EscrowClaims", "cancelling": "EscrowCancels",
+                "cancelled": "EscrowCancels"}.get(settled.status)
+        if kind:
+            record(kind, environment=known_environment(job.environment))

@@ -118,9 +118,9 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
     assert sorted(statements["Items"]["Resource"]) == sorted(table(n) for n in names + payments)
     assert sorted(statements["EscrowPaymentIndexes"]["Resource"]) == sorted([
         f"{table(payments[1])}/index/open-by-chain", f"{table(payments[2])}/index/open-payments",
-        f"{table(payments[2])}/index/held-payments"])
+        f"{table(payments[2])}/index/held-payments", f"{table(payments[2])}/index/by-chain"])
     assert sorted(statements["JobIndexes"]["Resource"]) == sorted(
-        f"{table(settings.jobs_table)}/index/{i}" for i in ("by-owner", "by-owner-document"))
+        f"{table(settings.jobs_table)}/index/{i}" for i in ("by-owner", "by-owner-document", "active-by-update", "by-environment"))
     assert statements["JobObjects"]["Resource"] == [f"arn:aws:s3:::{settings.bucket}/jobs/*"]
     assert statements["ListJobObjects"]["Condition"] == {"StringLike": {"s3:prefix": ["jobs/*"]}}
     assert statements["Secrets"]["Resource"] == [env["PROVIDER_KEY_SECRET"], env["JWT_SECRET_NAME"]]

@@ -288,3 +288,47 @@ def test_repository_for_the_runner_image(infra_template):
     (repository,) = _resources(infra_template, "AWS::ECR::Repository").values()
     assert _sub(repository["Properties"]["RepositoryName"]) == f"{PREFIX}-runner"
     assert (ROOT / "runner" / "Dockerfile").exists()
+
+
+def test_alarms_read_what_the_functions_write_and_tell_the_topic(infra_template):
+    """Every alarm reads a metric of the functions' namespace with the stage's service dimension
+    (what configure gives POWERTOOLS_SERVICE_NAME), names a metric the code records, and
+    notifies the operator's topic when it fires and when it clears."""
+    import re
+
+    from chalicelib.observability.emit import NAMESPACE
+
+    code = "\n".join(path.read_text() for path in (ROOT / "chalicelib").rglob("*.py"))
+    recorded = set(re.findall(r'record\(\s*"([A-Za-z]+)"', code)) | set(re.findall(r'"(Escrow[A-Za-z]+)"', code))
+    assert stage_module.METRICS_NAMESPACE == NAMESPACE
+    (topic,) = _resources(infra_template, "AWS::SNS::Topic")
+    alarms = _resources(infra_template, "AWS::CloudWatch::Alarm")
+    expected = {"ServerErrors", "Requests", "ReconcilerRuns", "ReconcilerErrors", "ReconcilerRepairs", "JobsPastDeadline",
+                "ChainsLowOnGas", "EscrowClaimFailures"}
+    read = set()
+    for name, alarm in alarms.items():
+        properties = alarm["Properties"]
+        assert properties["AlarmActions"] == properties["OKActions"] == [{"Ref": topic}], name
+        stats = [m["MetricStat"]["Metric"] for m in properties.get("Metrics", []) if "MetricStat" in m] or [properties]
+        for metric in stats:
+            assert metric["Namespace"] == NAMESPACE
+            assert metric["Dimensions"] == [{"Name": "service", "Value": {"Ref": "ResourcePrefix"}}]
+            read.add(metric["MetricName"])
+    assert read == expected and read <= recorded
+    assert alarms["ReconcilerNotRunningAlarm"]["Properties"]["TreatMissingData"] == "breaching"  # a dead reconciler writes nothing
+    outputs = {"ResourcePrefix": PREFIX, "ResultsBucketName": "b", "JobDataExpirationDays": "7",
+               "ProviderKeySecretArn": "arn:aws:secretsmanager:us-east-1:1:secret:k", "JwtSecretArn": "arn:j",
+               "RunnerRepositoryUri": "1.dkr.ecr.us-east-1.amazonaws.com/r", "BatchJobRoleArn": "arn:r",
+               "BatchExecutionRoleArn": "arn:e", "EventBusName": "default",
+               "CpuJobQueueArn": "arn:aws:batch:us-east-1:1:job-queue/q"}
+    environments = [{"id": "e", "chainIds": [1], "jobQueue": "q", "nCPU": 1, "ramGB": 1, "diskGB": 1, "maxJobs": 1,
+                     "maxJobDuration": 60, "storageExpiry": 60}]
+    env = stage_module.stage_environment(outputs, stage="dev", chains='{"1": "https://rpc.invalid"}',
+                                         provider_url="https://p.example", environments=environments)
+    assert env["POWERTOOLS_SERVICE_NAME"] == PREFIX and env["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
+    (dashboard,) = _resources(infra_template, "AWS::CloudWatch::Dashboard").values()
+    body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    json.loads(body[0].replace("${", "").replace("}\"", "\""))  # the body is JSON once substituted
+    for metric in ("JobsStarted", "JobsEnded", "StartsRefused", "AlgorithmSeconds", "QueueWaitSeconds", "EscrowLocks",
+                   "EscrowClaims", "EscrowCancels", "ProviderGasBalance", "ProviderGasSpent", "ReconcilerRepairs"):
+        assert metric in body[0] and metric in recorded, metric

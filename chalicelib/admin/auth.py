@@ -1,0 +1,118 @@
+"""Who may use the console: the addresses of ADMIN_ADDRESSES, proven per request.
+
+A request is signed by its `address` (`address + nonce + command`), or carries an admin session
+token (`Authorization`) created by a signed sign-in; either way the shared authenticator checks
+the proof and spends the nonce first, and only then is the address compared with the operator's
+list (a refused caller has spent its nonce: a signature is good once, whatever the answer).
+
+Session tokens are the provider's auth tokens (chalicelib.auth.tokens: HS256, expiry, revocation
+by jti) signed with a key derived from the JWT secret for this one use (HMAC-SHA256 of a fixed
+label), so a consumer's token is never accepted here and a session is never a consumer's token.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Mapping
+
+from chalicelib import services
+from chalicelib.observability import context as observability
+from chalicelib.auth.authenticator import Authenticator, bearer_token
+from chalicelib.auth.signatures import is_address, to_checksum_address
+from chalicelib.errors import ConfigurationError, Forbidden, InvalidSignature, Unauthorized
+
+if TYPE_CHECKING:
+    from chalicelib.auth.tokens import TokenService
+    from chalicelib.http import Call
+
+SESSION_LABEL = b"ocean-c2d operator console session v1"
+DEFAULT_SESSION_SECONDS = 3600
+
+
+def admin_addresses(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    """ADMIN_ADDRESSES: addresses separated by commas or spaces, or a JSON list; checksummed."""
+    env = os.environ if env is None else env
+    raw = (env.get("ADMIN_ADDRESSES") or "").strip()
+    if not raw:
+        return frozenset()
+    try:
+        items = json.loads(raw) if raw.startswith("[") else raw.replace(",", " ").split()
+    except ValueError:
+        raise ConfigurationError("ADMIN_ADDRESSES must be addresses separated by commas, or a JSON list") from None
+    if not all(is_address(item) for item in items):
+        raise ConfigurationError("ADMIN_ADDRESSES must hold 0x-prefixed 20-byte addresses only")
+    return frozenset(to_checksum_address(item) for item in items)
+
+
+def session_seconds(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    try:
+        seconds = int(env.get("ADMIN_SESSION_SECONDS") or DEFAULT_SESSION_SECONDS)
+    except ValueError:
+        raise ConfigurationError("ADMIN_SESSION_SECONDS must be a whole number of seconds") from None
+    if not 60 <= seconds <= 86400:
+        raise ConfigurationError("ADMIN_SESSION_SECONDS must be between 60 and 86400")
+    return seconds
+
+
+@lru_cache(maxsize=1)
+def sessions() -> "TokenService":
+    from chalicelib.auth.tokens import TokenService
+
+    current = services.settings()
+    key = hmac.new(current.jwt_secret().encode(), SESSION_LABEL, hashlib.sha256).hexdigest()
+    return TokenService(key, session_seconds())
+
+
+@lru_cache(maxsize=1)
+def _session_authenticator() -> Authenticator:
+    return Authenticator(services.nonce_store(), sessions)
+
+
+def authenticate(call: "Call", allow_session: bool = True) -> str:
+    """The operator making this call, its nonce spent; 401 for a bad session, 403 for an
+    address that is not an operator's."""
+    params = call.params
+    session = bearer_token(call.header("Authorization"))
+    if params.signature or not allow_session or not session:
+        caller = services.authenticator().authenticate(
+            address=params.signer(), nonce=params.nonce, signature=params.signature,
+            message_prefix=params.message_prefix(), allow_token=False, message_suffix=params.message_suffix())
+    else:
+        try:
+            caller = _session_authenticator().authenticate(
+                address=params.signer(), nonce=params.nonce, signature=None, message_prefix=params.message_prefix(),
+                auth_token=session, allow_token=True, message_suffix=params.message_suffix())
+        except InvalidSignature as refusal:
+            if "nonce" in refusal.errors:
+                raise
+            raise Unauthorized("The session is invalid, expired or signed out: sign in again") from None
+    observability.annotate(consumer=caller)
+    if caller not in admin_addresses():
+        raise Forbidden("This address is not an operator of this provider (ADMIN_ADDRESSES)")
+    return caller
+
+
+def sign_in(call: "Call") -> dict[str, Any]:
+    """A session token for the operator who signed this sign-in."""
+    operator = authenticate(call, allow_session=False)
+    expires = int(time.time()) + session_seconds()
+    return {"address": operator, "token": sessions().create(operator, expires), "expiresAt": expires}
+
+
+def sign_out(call: "Call") -> dict[str, Any]:
+    """Revoke the session the call carries (it is proven first)."""
+    operator = authenticate(call)
+    token = bearer_token(call.header("Authorization"))
+    if token:
+        sessions().revoke(sessions().verify(token, operator))
+    return {"success": True}
+
+
+def reset() -> None:
+    sessions.cache_clear()
+    _session_authenticator.cache_clear()
