@@ -42,6 +42,21 @@ class NonceRecord(Model):
     nonce = NumberAttribute()
 
 
+class UsedMessage(Model):
+    """A signed message whose nonce could be read elsewhere in it, kept in the nonces table under
+    "signed:<keccak of the message>" (auth.nonces): v4 messages put text that may end in digits
+    (a jobId, a did, a result index) right before the nonce, so `...job-7` + `1000` is also
+    `...job-` + `71000`, a greater nonce. Never expires: such a replay's nonce stays greater."""
+
+    class Meta(TableMeta):
+        table_name = "nonces"
+        billing_mode = "PAY_PER_REQUEST"
+
+    key = UnicodeAttribute(hash_key=True, attr_name="address")
+    signer = UnicodeAttribute()
+    nonce = NumberAttribute()  # the nonce it was used with
+
+
 class RevokedToken(Model):
     """A deleted auth token, kept until it would have expired anyway (TTL)."""
 
@@ -218,6 +233,7 @@ def bind(settings: Settings) -> None:
         AssetRecord: settings.assets_table,
         EnvironmentUsage: settings.counters_table,
     }
+    names[UsedMessage] = settings.nonces_table  # a second kind of item in the nonces table
     for model, name in names.items():
         model.Meta.table_name = name
         model.Meta.region = settings.region
@@ -231,10 +247,12 @@ def _share_one_client(models: list[type[Model]]) -> None:
     paid twice on a cold start. Table connections are built here (no network) and then share
     the first one's Connection, which keeps each table's schema."""
     shared = None
+    added: set[str] = set()
     for model in models:
         table = model._get_connection()
         if shared is None:
             shared = table.connection
-        else:
+        elif model.Meta.table_name not in added:  # two models of one table share its schema
             shared.add_meta_table(table.get_meta_table())
-            table.connection = shared
+        table.connection = shared
+        added.add(model.Meta.table_name)

@@ -6,14 +6,14 @@ builds only what the route it serves needs (the chain stack is never built for `
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from chalicelib import config, models
-from chalicelib.auth.authenticator import Authenticator, bearer_token
-from chalicelib.auth.nonces import NonceStore
-from chalicelib.auth.signatures import address_of_key, to_checksum_address
+from chalicelib.auth.authenticator import Authenticator, bearer_token, header
+from chalicelib.auth.nonces import NonceStore, is_nonce
+from chalicelib.auth.signatures import address_of_key, is_address, is_signature, to_checksum_address
 from chalicelib.auth.tokens import TokenService
-from chalicelib.errors import ConfigurationError
+from chalicelib.errors import ConfigurationError, ValidationError
 
 if TYPE_CHECKING:
     from chalicelib.assets.resolver import AssetResolver
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from chalicelib.models import JobRecord
     from chalicelib.node.logs import AlgorithmLogs
     from chalicelib.payments.service import EscrowPayments
+    from chalicelib.schemas import SignedParams, SignedParts
 
 
 @lru_cache(maxsize=1)
@@ -226,25 +227,56 @@ def checksum(address: str) -> str:
     return to_checksum_address(address)
 
 
-def authenticate(call: "Call", allow_token: bool = True) -> str:
-    """The checksummed caller of a validated signed call, its nonce consumed.
+def authenticate_request(model: type["SignedParams"], raw: Mapping[str, Any], headers: Mapping[str, str], *,
+                         early: bool) -> str | None:
+    """The checksummed caller of a signed route, its nonce consumed (chalicelib.http calls this
+    for every signed operation, before the route does anything).
+
+    `early`: called on the request as sent, before its model validates it. The nonce is then
+    spent at once if the signed parts are complete and well formed (a signer, a nonce where the
+    route requires one, and a proof), so that no later check of any other field can refuse the
+    request with its signature still unspent: a signature is good once, on one route. Otherwise
+    (None) the model reports what is missing or malformed, and the call after validation
+    (`early=False`) refuses what is left, e.g. no proof at all.
 
     Proof, in order: a signature; an `AuthToken` header (v4: the nonce is still required); an
-    `Authorization: <jwt>` header (Ocean Node's: no nonce needed, refusals are 401)."""
-    params = call.params
-    authorization = call.header("Authorization")
-    if allow_token and not params.signature and not call.header("AuthToken") and bearer_token(authorization):
-        return authenticator().authenticate_bearer(params.signer(), authorization or "", params.nonce)
+    `Authorization: <jwt>` header (Ocean Node's: no nonce needed, refusals are 401). A route
+    whose proof is optional (`proof_optional`, v4 status) gets None without one."""
+    parts = model.signed_parts(raw)
+    auth_token = header(headers, "AuthToken") if model.allow_token else None
+    authorization = bearer_token(header(headers, "Authorization")) if model.allow_token else None
+    has_signature = parts is not None and parts.signature not in (None, "")
+    if model.proof_optional and not (has_signature or auth_token or authorization):
+        return None
+    if early and not _complete(model, parts, bool(auth_token or authorization)):
+        return None
+    if parts is None:  # validated by now: the model refuses what is not text
+        raise ValidationError.field("signature", "the signed fields must be text")
+    if not has_signature and not auth_token and authorization:
+        return authenticator().authenticate_bearer(parts.signer, authorization, parts.nonce)
     return authenticator().authenticate(
-        address=params.signer(),
-        nonce=params.nonce,
-        signature=params.signature,
-        message_prefix=params.message_prefix(),
-        auth_token=call.header("AuthToken"),
-        allow_token=allow_token,
-        message_suffix=params.message_suffix(),
-        nonceless_message=params.nonceless_message(),
+        address=parts.signer,
+        nonce=parts.nonce,
+        signature=parts.signature,
+        message_prefix=parts.before,
+        auth_token=auth_token,
+        allow_token=model.allow_token,
+        message_suffix=parts.after,
+        nonceless_message=parts.nonceless,
     )
+
+
+def _complete(model: type["SignedParams"], parts: Optional["SignedParts"], token: bool) -> bool:
+    """Whether a request as sent names a well-formed signer, a nonce where the route requires one,
+    and a proof (a well-formed signature, or a token where the route takes one)."""
+    if parts is None or not is_address(parts.signer):
+        return False
+    if parts.signature not in (None, ""):
+        proven = is_signature(parts.signature)
+    else:
+        proven = token
+    nonce_given = is_nonce(parts.nonce) or (parts.nonce is None and not model.model_fields["nonce"].is_required())
+    return proven and nonce_given
 
 
 def presented_token(call: "Call") -> str | None:

@@ -139,6 +139,7 @@ class LocalStack:
             "algorithm": asset(samples.algorithm),
             "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken", "Escrow")},
             "awsEndpoint": self.moto_url,
+            "logDir": str(self.log_dir),
         }
 
     def stop(self) -> None:

@@ -90,7 +90,7 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     """Paid start with orders, as v4's (the job's time is what the provider fee paid for); with
     `payment{chainId, token}` on an escrow chain, the job is also locked in escrow before it is
     dispatched (payments.paid_start)."""
-    consumer = services.authenticate(call)
+    consumer = call.caller
     params = call.params
     environment = _environment(params.environment)
     payment = params.payment
@@ -115,7 +115,7 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
 @budget.with_deadline
 def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     """A job on the environment's free tier: no order, the tier's limits, allowed publishers only."""
-    consumer = services.authenticate(call)
+    consumer = call.caller
     params = call.params
     environment = _environment(params.environment)
     tier = free.tier_of(environment, consumer)
@@ -160,7 +160,7 @@ def _is_owner(call: Call, address: str) -> bool:
 
 
 def stop(call: Call) -> list[dict[str, Any]]:
-    owner = services.authenticate(call)
+    owner = call.caller
     params = call.params
     job = services.job_service().find_one(owner, params.jobId)
     if params.agreementId and (job.agreement_id or "").lower() != params.agreementId.lower():
@@ -170,15 +170,13 @@ def stop(call: Call) -> list[dict[str, Any]]:
 
 def result(call: Call) -> Response:
     """302 to a short-lived URL of result `index` (the order of the status object's `results`)."""
-    owner = services.authenticate(call)
-    url = services.job_service().result_url(owner, call.params.jobId, call.params.index_value)
+    url = services.job_service().result_url(call.caller, call.params.jobId, call.params.index_value)
     return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
 
 
 def streamable_logs(call: Call) -> Response:
     """The algorithm's log so far, to its owner only; 404 while none exists."""
-    owner = services.authenticate(call)
-    job = services.job_service().find_one(owner, call.params.jobId)
+    job = services.job_service().find_one(call.caller, call.params.jobId)
     content = services.algorithm_logs().read(job)
     if content is None:
         raise NotFound(NO_LOG)
@@ -191,15 +189,12 @@ def streamable_logs(call: Call) -> Response:
 def create_token(call: Call) -> dict[str, Any]:
     tokens = services.token_service()
     expiration = tokens.check_expiration(_expiration(call.params.validUntil, services.settings().token_max_lifetime))
-    address = services.authenticate(call, allow_token=False)
-    return {"token": tokens.create(address, expiration)}
+    return {"token": tokens.create(call.caller, expiration)}
 
 
 def invalidate_token(call: Call) -> dict[str, Any]:
     tokens = services.token_service()
-    claims = tokens.revocable_claims(call.params.token, call.params.address)
-    services.authenticate(call, allow_token=False)
-    tokens.revoke(claims)
+    tokens.revoke(tokens.revocable_claims(call.params.token, call.caller))
     return {"success": True}
 
 

@@ -197,6 +197,11 @@ def test_token_create_validates_its_signature_and_expiry(client, aws):
     assert status == 400 and "expiration" in body["errors"]
     status, body = post(client, "/auth/token", {"address": consumer, "nonce": str(nonce), "signature": good,
                                                 "validUntil": (int(time.time()) + 300) * 1000})
+    assert status == 400 and "nonce" in body["errors"], "the refused request spent the nonce: the signature is used"
+    nonce += 1
+    good = sign(CONSUMER_KEY, consumer + str(nonce) + "createAuthToken")
+    status, body = post(client, "/auth/token", {"address": consumer, "nonce": str(nonce), "signature": good,
+                                                "validUntil": (int(time.time()) + 300) * 1000})
     assert status == 200
     import jwt
 
