@@ -205,6 +205,18 @@ class AssetRecord(Model):
     updated_at = NumberAttribute(attr_name="updatedAt")
 
 
+class NftCreator(Model):
+    """Who created a data NFT (assets.creators), kept in the assets table under
+    "creator:<chainId>:<nft>": it never changes. "" for an NFT the factory did not create."""
+
+    class Meta(TableMeta):
+        table_name = "assets"
+        billing_mode = "PAY_PER_REQUEST"
+
+    key = UnicodeAttribute(hash_key=True, attr_name="did")
+    creator = UnicodeAttribute(default="")
+
+
 class EnvironmentUsage(Model):
     """Jobs currently counted against an environment's maxJobs; changed only by conditional
     updates when a job starts (or its start is undone) and when it first reaches a terminal state."""
@@ -234,6 +246,7 @@ def bind(settings: Settings) -> None:
         EnvironmentUsage: settings.counters_table,
     }
     names[UsedMessage] = settings.nonces_table  # a second kind of item in the nonces table
+    names[NftCreator] = settings.assets_table  # and in the assets table
     for model, name in names.items():
         model.Meta.table_name = name
         model.Meta.region = settings.region

@@ -16,6 +16,7 @@ from chalicelib.auth.tokens import TokenService
 from chalicelib.errors import ConfigurationError, ValidationError
 
 if TYPE_CHECKING:
+    from chalicelib.assets.creators import NftCreators
     from chalicelib.assets.resolver import AssetResolver
     from chalicelib.chain.web3access import Chains
     from chalicelib.compute.dispatch import Dispatcher
@@ -73,6 +74,14 @@ def asset_resolver() -> "AssetResolver":
     from chalicelib.assets.resolver import build_resolver
 
     return build_resolver(settings(), chains())
+
+
+@lru_cache(maxsize=1)
+def nft_creators() -> "NftCreators":
+    """Who created a data NFT, per the chain's ERC721Factory (NFT_FACTORIES); cached for good."""
+    from chalicelib.assets.creators import NftCreators
+
+    return NftCreators(chains(), settings().nft_factories)
 
 
 @lru_cache(maxsize=1)
@@ -217,7 +226,7 @@ def reset() -> None:
     for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
         accessor.cache_clear()
-    for accessor in (provider_public_key, algorithm_logs, payments):
+    for accessor in (provider_public_key, algorithm_logs, payments, nft_creators):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()

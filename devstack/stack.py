@@ -104,6 +104,7 @@ class LocalStack:
                     "ALLOW_PRIVATE_NETWORKS": "1",
                     # the sample dataset's publisher may be computed on for free (Ocean Node protocol)
                     "FREE_COMPUTE_PUBLISHERS": self.chain.publisher.address,
+                    "NFT_FACTORIES": json.dumps({str(self.chain.chain_id): self.chain.contracts.ERC721Factory}),
                     "DEVSTACK_STATE_DIR": str(STATE_DIR)}
         os.environ.update(self.env)
         from chalicelib.bootstrap import bootstrap

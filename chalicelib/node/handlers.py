@@ -124,7 +124,7 @@ def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     datasets = [dataset.model_copy(update={"transferTxId": None}) for dataset in params.datasets]
     algorithm = params.algorithm.model_copy(update={"transferTxId": None})
     plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm)
-    free.check_publishers(plan, services.settings().free_compute_publishers)
+    free.check_publishers(plan, services.settings().free_compute_publishers, services.nft_creators())
     job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
                                        slots=free.slots(environment, tier, consumer), deadline=deadline)
     return [status_object(job, None)]

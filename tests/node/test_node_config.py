@@ -65,11 +65,20 @@ def test_requested_resources_are_raised_to_the_job_size_and_never_above():
     ("0xA 0xB", ("0xa", "0xb")),
 ])
 def test_free_compute_publishers_setting(raw, expected):
-    env = {"CHAINS": '{"1": "http://x"}', "RESULTS_BUCKET": "b", "FREE_COMPUTE_PUBLISHERS": raw}
+    env = {"CHAINS": '{"1": "http://x"}', "RESULTS_BUCKET": "b", "FREE_COMPUTE_PUBLISHERS": raw,
+           "NFT_FACTORIES": '{"1": "0x' + "ab" * 20 + '"}'}
     assert load_settings(env).free_compute_publishers == expected
 
 
-def test_free_compute_publishers_malformed():
-    env = {"CHAINS": '{"1": "http://x"}', "RESULTS_BUCKET": "b", "FREE_COMPUTE_PUBLISHERS": '["x"'}
-    with pytest.raises(ConfigurationError, match="FREE_COMPUTE_PUBLISHERS"):
+def test_publishers_need_the_factory_that_records_who_created_an_nft():
+    """A publisher is an NFT's creator (NFTCreated of the chain's ERC721Factory), never its
+    current owner: without a factory to read it from, naming publishers is a mistake."""
+    env = {"CHAINS": '{"1": "http://x"}', "RESULTS_BUCKET": "b", "FREE_COMPUTE_PUBLISHERS": "0xAB, did:op:1"}
+    with pytest.raises(ConfigurationError, match="NFT_FACTORIES"):
         load_settings(env)
+    assert load_settings({**env, "FREE_COMPUTE_PUBLISHERS": "did:op:1"}).nft_factories == {}
+    factory = "0x" + "Cd" * 20
+    assert load_settings({**env, "NFT_FACTORIES": '{"1": "%s"}' % factory}).nft_factories == {1: factory}
+    for bad in ('{"1": "0x12"}', "[1]", '{"x": "%s"}' % factory, "{"):
+        with pytest.raises(ConfigurationError, match="NFT_FACTORIES"):
+            load_settings({**env, "NFT_FACTORIES": bad})

@@ -35,7 +35,8 @@ def free_environments(chain, per_consumer=1, max_free=2, access=()) -> str:
 def node(aws, chain, client, monkeypatch):
     """A provider whose cpu environment has a free tier and whose operator allows the chain's
     publisher's datasets for free compute."""
-    env = {"FREE_COMPUTE_PUBLISHERS": chain.publisher.address}
+    env = {"FREE_COMPUTE_PUBLISHERS": chain.publisher.address,
+           "NFT_FACTORIES": json.dumps({str(chain.chain_id): chain.contracts.ERC721Factory})}
     with stubbed_provider(chain, monkeypatch, free_environments(chain), allow_raw=True, env=env) as (batch, published):
         monkeypatch.setattr("chalicelib.aws.client", _clients(batch.client))
         yield chain, batch, published

@@ -1,0 +1,149 @@
+"""Who gets free (and paid) compute, on anvil with real transactions (issue 20 observations 3, 4):
+
+- FREE_COMPUTE_PUBLISHERS trusts what cannot be handed over: a did, or the creator of a data NFT
+  as the chain's ERC721Factory recorded it, never its current owner (anyone can transfer an NFT
+  to an allowed publisher) nor the `admin` its creator names;
+- environments restrict paid and free jobs apart with Ocean Node's `access {addresses,
+  accessLists}`, checked against real AccessList contracts;
+- provider-wide and per-consumer rates of free starts keep throwaway keys from holding the tier.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+
+import pytest
+from eth_account import Account
+
+from devstack.contracts import DEPLOY_GAS, ZERO_ADDRESS, contract, decode_events, deploy, send
+from devstack.publish import ecies_encrypt_for, publish_asset
+from lifecycle_helpers import (
+    CONTAINER, DATA_URL, initialize, order_both, post_start, start_body, stubbed_provider,
+)
+from signing import sign
+from test_node_protocol import _clients, free_body, free_environments, get, post
+
+ENV = "ocean-c2d-cpu"
+
+
+def factories(chain) -> str:
+    return json.dumps({str(chain.chain_id): chain.contracts.ERC721Factory})
+
+
+@pytest.fixture
+def provider(aws, chain, client, monkeypatch):
+    """The sample dataset's publisher allowed for free compute (by creator), a free tier of
+    `free_environments`, Batch behind the Stubber; yields (chain, batch, published, configure):
+    `configure(environments=..., **settings)` changes the configuration in place."""
+    settings = {"FREE_COMPUTE_PUBLISHERS": chain.publisher.address, "NFT_FACTORIES": factories(chain)}
+    with stubbed_provider(chain, monkeypatch, free_environments(chain, per_consumer=2, max_free=4), allow_raw=True,
+                          env=settings) as (batch, published):
+        monkeypatch.setattr("chalicelib.aws.client", _clients(batch.client))
+
+        def configure(environments: str | None = None, **changes: str) -> None:
+            from chalicelib import config, services
+            from chalicelib.compute import environments as configured
+
+            if environments is not None:
+                monkeypatch.setenv("COMPUTE_ENVIRONMENTS", environments)
+            for name, value in changes.items():
+                monkeypatch.setenv(name, value)
+            config.settings.cache_clear()
+            configured.environments.cache_clear()
+            for accessor in (services.settings, services.chains, services.asset_resolver, services.nft_creators,
+                             services.compute_workflow):
+                accessor.cache_clear()  # what reads the settings changed (Batch stays the Stubber's)
+
+        yield chain, batch, published, configure
+
+
+def start_free(client, batch, published, account, dataset=None, first=False):
+    if first:
+        batch.expect_new_definition()
+    batch.expect_submit("batch-free")
+    body = free_body(published, account)
+    if dataset is not None:
+        body["datasets"] = [{"documentId": dataset.did, "serviceId": dataset.serviceId}]
+    return post(client, "/freeCompute", body)
+
+
+def publish_dataset_of(chain, published, account, name="theirs"):
+    """A dataset `account` publishes (and so creates the NFT of), the samples' algorithm trusted."""
+    from chalicelib import services
+    from chalicelib.compute.algorithm_rules import container_section_checksum
+
+    return publish_asset(
+        chain.w3, account, chain.contracts, name=name, files=[{"type": "url", "url": DATA_URL, "method": "GET"}],
+        provider_url=services.settings().provider_url, provider_address=chain.provider.address,
+        encrypt=ecies_encrypt_for(chain.provider_public_key),
+        compute={"allowRawAlgorithm": True, "publisherTrustedAlgorithmPublishers": [],
+                 "publisherTrustedAlgorithms": [{"did": published.algorithm.did, "filesChecksum": "",
+                                                 "containerSectionChecksum": container_section_checksum(CONTAINER)}]},
+    )
+
+
+# -- observation 3: the free tier is keyed on the NFT's creator -------------------------------
+
+def test_an_nft_transferred_to_an_allowed_publisher_gets_no_free_compute(client, provider):
+    """`other` publishes its own dataset and transfers the data NFT to the allowed publisher
+    (who does not consent): the provider sees the publisher as owner, and still no free compute."""
+    chain, batch, published, _ = provider
+    from chalicelib import services
+
+    theirs = publish_dataset_of(chain, published, chain.other)
+    nft = contract(chain.w3, "ERC721Template", theirs.nftAddress)
+    send(chain.w3, chain.other, nft.functions.transferFrom(chain.other.address, chain.publisher.address, 1))
+    assert nft.functions.ownerOf(1).call() == chain.publisher.address
+    asset = services.asset_resolver().register(chain.chain_id, theirs.nftAddress)
+    assert asset.owner == chain.publisher.address, "the NFT's owner is now the allowed publisher"
+    status, body = post(client, "/freeCompute", {**free_body(published, chain.other),
+                                                 "datasets": [{"documentId": theirs.did, "serviceId": theirs.serviceId}]})
+    assert (status, body) == (400, {"error": {"dataset": "not_free_compute_dataset"}})
+    assert services.nft_creators().creator(chain.chain_id, theirs.nftAddress) == chain.other.address
+    # the publisher's own dataset is free, to `other` as to anyone
+    status, body = start_free(client, batch, published, chain.other, first=True)
+    assert status == 200, body
+
+
+def test_the_creator_is_who_called_the_factory_not_the_admin_it_named(client, provider):
+    """ERC721Factory.deployERC721Contract lets its caller name any `owner` (the event's `admin`):
+    only the caller (`creator`) is the publisher."""
+    chain, _, _, _ = provider
+    from chalicelib import services
+
+    factory = contract(chain.w3, "ERC721Factory", chain.contracts.ERC721Factory)
+    receipt = send(chain.w3, chain.other, factory.functions.deployERC721Contract(
+        "Named", "NM", 1, ZERO_ADDRESS, chain.other.address, "", True, chain.publisher.address), gas=DEPLOY_GAS)
+    (created,) = decode_events(chain.w3, receipt, "ERC721Factory", "NFTCreated", chain.contracts.ERC721Factory)
+    assert created["args"]["admin"] == chain.publisher.address and created["args"]["creator"] == chain.other.address
+    nft = created["args"]["newTokenAddress"]
+    assert contract(chain.w3, "ERC721Template", nft).functions.ownerOf(1).call() == chain.publisher.address
+    assert services.nft_creators().creator(chain.chain_id, nft, receipt["blockNumber"] + 5) == chain.other.address
+
+
+def test_the_creator_is_read_once_and_kept(client, provider):
+    """It never changes: read from the chain once, then from the assets table, even by a new
+    container (a chain that no longer answers is never asked again)."""
+    chain, batch, published, configure = provider
+    from chalicelib import services
+    from chalicelib.models import NftCreator
+
+    status, body = start_free(client, batch, published, chain.consumer, first=True)
+    assert status == 200, body
+    key = f"creator:{chain.chain_id}:{published.dataset.nftAddress.lower()}"
+    assert NftCreator.get(key).creator == chain.publisher.address
+    configure(CHAINS=json.dumps({str(chain.chain_id): "http://127.0.0.1:9"}))  # an RPC that refuses connections
+    assert services.nft_creators().creator(chain.chain_id, published.dataset.nftAddress) == chain.publisher.address
+
+
+def test_only_the_configured_factory_names_creators(client, provider):
+    """An NFTCreated event counts only from the chain's configured ERC721Factory: with another
+    address configured, the publisher's own dataset has no creator and is not free (dids still are)."""
+    chain, batch, published, configure = provider
+    configure(NFT_FACTORIES=json.dumps({str(chain.chain_id): chain.contracts.FactoryRouter}))
+    status, body = post(client, "/freeCompute", free_body(published, chain.consumer))
+    assert (status, body) == (400, {"error": {"dataset": "not_free_compute_dataset"}})
+    configure(FREE_COMPUTE_PUBLISHERS=published.dataset.did)
+    status, body = start_free(client, batch, published, chain.consumer, first=True)
+    assert status == 200, body
