@@ -57,6 +57,13 @@ class Unauthorized(ProviderError):
     status_code = 401
 
 
+class Forbidden(ProviderError):
+    """The caller is who it says, but may not do this (an environment's access list): 403, as
+    Ocean Node answers `{"error": "Access denied"}`."""
+
+    status_code = 403
+
+
 class NotFound(ProviderError):
     status_code = 404
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from chalicelib.assets.creators import NftCreators
     from chalicelib.assets.resolver import AssetResolver
     from chalicelib.chain.web3access import Chains
+    from chalicelib.compute.access import AccessLists
     from chalicelib.compute.dispatch import Dispatcher
     from chalicelib.compute.events import JobEvents
     from chalicelib.compute.jobs import JobService
@@ -82,6 +83,14 @@ def nft_creators() -> "NftCreators":
     from chalicelib.assets.creators import NftCreators
 
     return NftCreators(chains(), settings().nft_factories)
+
+
+@lru_cache(maxsize=1)
+def access_lists() -> "AccessLists":
+    """Who an environment's `access` admits, its AccessList contracts read on chain."""
+    from chalicelib.compute.access import AccessLists
+
+    return AccessLists(chains(), settings().chain_ids)
 
 
 @lru_cache(maxsize=1)
@@ -226,7 +235,7 @@ def reset() -> None:
     for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
         accessor.cache_clear()
-    for accessor in (provider_public_key, algorithm_logs, payments, nft_creators):
+    for accessor in (provider_public_key, algorithm_logs, payments, nft_creators, access_lists):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()

@@ -34,6 +34,9 @@ def initialize(call: Call, deadline: budget.Deadline) -> dict[str, Any]:
 def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     """Chain calls stay within the request's deadline and nothing is reserved without the time
     to finish."""
+    environment = environments().get(call.params.environment)
+    if environment is not None:  # an unknown one is the validator's to refuse, with its code
+        services.access_lists().require(environment.access, call.caller, f"compute environment {environment.id}")
     return [status_object(services.compute_workflow().start(call.params, call.caller, deadline), None)]
 
 

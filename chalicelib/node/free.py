@@ -22,6 +22,7 @@ from chalicelib.errors import BusinessError
 
 if TYPE_CHECKING:
     from chalicelib.assets.creators import NftCreators
+    from chalicelib.compute.access import AccessLists
 
 
 def free_key(environment: Environment) -> str:
@@ -32,13 +33,12 @@ def consumer_key(environment: Environment, consumer: str) -> str:
     return f"{environment.id}#free#{consumer.lower()}"
 
 
-def tier_of(environment: Environment, consumer: str) -> FreeTier:
-    """The environment's free tier, if it has one that admits `consumer`."""
+def tier_of(environment: Environment, consumer: str, access: AccessLists) -> FreeTier:
+    """The environment's free tier, if it has one whose `access` admits `consumer` (403 if not)."""
     tier = environment.free_tier
     if tier is None:
         raise BusinessError(f"Environment {environment.id} offers no free compute")
-    if not tier.admits(consumer):
-        raise BusinessError("Access denied")
+    access.require(tier.access, consumer, f"the free tier of compute environment {environment.id}")
     return tier
 
 

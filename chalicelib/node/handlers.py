@@ -93,6 +93,7 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     consumer = call.caller
     params = call.params
     environment = _environment(params.environment)
+    services.access_lists().require(environment.access, consumer, f"compute environment {environment.id}")
     payment = params.payment
     requested = params.resources or (payment.resources if payment else None)
     fill_resources(environment, requested)
@@ -114,11 +115,12 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
 
 @budget.with_deadline
 def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
-    """A job on the environment's free tier: no order, the tier's limits, allowed publishers only."""
+    """A job on the environment's free tier: no order, the tier's access and limits, allowed
+    publishers' datasets only."""
     consumer = call.caller
     params = call.params
     environment = _environment(params.environment)
-    tier = free.tier_of(environment, consumer)
+    tier = free.tier_of(environment, consumer, services.access_lists())
     fill_resources(environment, params.resources)
     # no order pays for a free job: an order id sent along is dropped, never shown as its agreement
     datasets = [dataset.model_copy(update={"transferTxId": None}) for dataset in params.datasets]

@@ -52,7 +52,7 @@ def provider(aws, chain, client, monkeypatch):
             config.settings.cache_clear()
             configured.environments.cache_clear()
             for accessor in (services.settings, services.chains, services.asset_resolver, services.nft_creators,
-                             services.compute_workflow):
+                             services.access_lists, services.compute_workflow):
                 accessor.cache_clear()  # what reads the settings changed (Batch stays the Stubber's)
 
         yield chain, batch, published, configure
@@ -147,3 +147,89 @@ def test_only_the_configured_factory_names_creators(client, provider):
     configure(FREE_COMPUTE_PUBLISHERS=published.dataset.did)
     status, body = start_free(client, batch, published, chain.consumer, first=True)
     assert status == 200, body
+
+
+# -- environments' access lists ---------------------------------------------------------------
+
+def deploy_access_list(chain, users) -> str:
+    """A real AccessList through the AccessListFactory (ocean-contracts), listing `users`."""
+    template = deploy(chain.w3, chain.deployer, "AccessList")
+    factory_address = deploy(chain.w3, chain.deployer, "AccessListFactory", template)
+    factory = contract(chain.w3, "AccessListFactory", factory_address)
+    receipt = send(chain.w3, chain.deployer, factory.functions.deployAccessListContract(
+        "Allowed", "ALW", False, chain.deployer.address, [user.address for user in users], ["" for _ in users]),
+        gas=DEPLOY_GAS)
+    (created,) = decode_events(chain.w3, receipt, "AccessListFactory", "NewAccessList", factory_address)
+    return created["args"]["contractAddress"]
+
+
+def with_access(chain, paid=None, free=None) -> str:
+    configured = json.loads(free_environments(chain, per_consumer=2, max_free=4))
+    if paid is not None:
+        configured[0]["access"] = paid
+    if free is not None:
+        configured[0]["freeCompute"]["access"] = free
+    return json.dumps(configured)
+
+
+def test_a_free_tier_restricted_to_an_access_list(client, provider):
+    """Holding a token of the AccessList (balanceOf > 0) is being on it, read at every start:
+    a consumer unlisted by the list's owner (burn) is refused from then on."""
+    chain, batch, published, configure = provider
+    listed = deploy_access_list(chain, [chain.consumer])
+    access = {"addresses": [], "accessLists": [{str(chain.chain_id): [listed]}]}
+    configure(environments=with_access(chain, free=access))
+    (view,) = json.loads(get(client, "/computeEnvironments").body)
+    assert view["free"]["access"] == access and view["access"] == {"addresses": [], "accessLists": None}
+    status, body = post(client, "/freeCompute", free_body(published, chain.other))
+    assert (status, body) == (403, {"error": "Access denied"})
+    status, body = start_free(client, batch, published, chain.consumer, first=True)
+    assert status == 200, body
+    access_list = contract(chain.w3, "AccessList", listed)
+    send(chain.w3, chain.deployer, access_list.functions.mint(chain.other.address, ""))
+    status, body = start_free(client, batch, published, chain.other)
+    assert status == 200, body
+    token = access_list.functions.tokenOfOwnerByIndex(chain.consumer.address, 0).call()
+    send(chain.w3, chain.deployer, access_list.functions.burn(token))
+    status, body = post(client, "/freeCompute", free_body(published, chain.consumer))
+    assert (status, body) == (403, {"error": "Access denied"})
+
+
+def test_paid_and_free_access_apart_on_both_protocols(client, provider):
+    """The environment's `access` restricts paid starts (v4 and Ocean Node's), its free tier's
+    the free ones: listed by address for paid jobs here, anyone for free jobs."""
+    chain, batch, published, configure = provider
+    listed = deploy_access_list(chain, [chain.other])
+    paid = {"addresses": [chain.consumer.address.lower()], "accessLists": [{str(chain.chain_id): [listed]}]}
+    configure(environments=with_access(chain, paid=paid))
+    (view,) = json.loads(get(client, "/computeEnvironments").body)
+    assert view["access"] == {"addresses": [chain.consumer.address], "accessLists": [{str(chain.chain_id): [listed]}]}
+    stranger = Account.create()
+    quote = initialize(client, published, chain.consumer.address)
+    dataset_tx, algorithm_tx = order_both(chain, published, quote)
+    nonce = time.time_ns()
+    status, body = post_start(client, {**start_body(published, stranger, nonce, dataset_tx, algorithm_tx),
+                                       "signature": sign("0x" + bytes(stranger.key).hex(),
+                                                         stranger.address + published.dataset.did + str(nonce))})
+    assert (status, body) == (403, {"error": "Access denied"}), "v4 start, before any order is looked at"
+    nonce += 1
+    node_start = {"consumerAddress": stranger.address, "nonce": str(nonce),
+                  "signature": sign("0x" + bytes(stranger.key).hex(), stranger.address + str(nonce) + "startCompute"),
+                  "environment": ENV, "datasets": [{"documentId": published.dataset.did, "serviceId": "x",
+                                                    "transferTxId": dataset_tx}],
+                  "algorithm": {"documentId": published.algorithm.did}}
+    assert post(client, "/compute", node_start) == (403, {"error": "Access denied"})
+    batch.expect_new_definition()
+    batch.expect_submit("batch-paid")
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 200, body
+    status, body = start_free(client, batch, published, stranger)
+    assert status == 200, "the free tier's access is its own: open here"
+
+
+def test_an_access_list_on_a_chain_not_served_is_a_configuration_error(client, provider):
+    chain, _, published, configure = provider
+    configure(environments=with_access(chain, free={"addresses": [], "accessLists": [{"1": [chain.contracts.Escrow]}]}))
+    status, body = post(client, "/freeCompute", free_body(published, chain.consumer))
+    assert status == 503 and body == {"error": "the free tier of compute environment ocean-c2d-cpu: an access list is "
+                                               "on chain 1, which CHAINS does not name"}
