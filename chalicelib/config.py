@@ -179,6 +179,10 @@ class Settings:
     # which anyone can make anyone by a transfer; `nft_factories` names the factory per chain.
     free_compute_publishers: tuple[str, ...] = ()
     nft_factories: Mapping[int, str] = field(default_factory=dict)
+    # Free starts taken across the provider per minute, and by one consumer per hour (0: no limit):
+    # what keeps throwaway keys from holding the free tier (node.free).
+    free_starts_per_minute: int = 30
+    free_starts_per_consumer_per_hour: int = 10
     algorithm_log_group: str = "/aws/batch/job"  # CloudWatch group of the algorithm containers (awslogs)
     # How long a job record outlives its environment's storageExpiry (DynamoDB TTL, see models).
     job_record_retention: int = 30 * 86400
@@ -304,6 +308,13 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _limit(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip() or str(default)
+    if not raw.isascii() or not raw.isdigit():
+        raise ConfigurationError(f"{name} must be a whole number (0: no limit), got {raw!r}")
+    return int(raw)
+
+
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = env.get(name, "").strip() or default
     if value not in allowed:
@@ -351,6 +362,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         algorithm_registries=ImageRegistries.parse(env.get("ALGORITHM_REGISTRIES", "")),
         free_compute_publishers=free_publishers,
         nft_factories=factories,
+        free_starts_per_minute=_limit(env, "FREE_STARTS_PER_MINUTE", 30),
+        free_starts_per_consumer_per_hour=_limit(env, "FREE_STARTS_PER_CONSUMER_PER_HOUR", 10),
         algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),
         _secrets=SecretSource(env),

@@ -16,6 +16,10 @@ class ProviderError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": str(self)}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the error answers with besides the body's."""
+        return {}
+
 
 class ValidationError(ProviderError):
     """A request field is missing or malformed."""
@@ -74,6 +78,19 @@ class MethodNotAllowed(ProviderError):
 
 class PayloadTooLarge(ProviderError):
     status_code = 413
+
+
+class TooManyRequests(ProviderError):
+    """A rate limit refused the request: 429, with when to try again (Retry-After, seconds)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int):
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ServiceUnavailable(ProviderError):

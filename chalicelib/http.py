@@ -249,4 +249,4 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 def error_response(error: ProviderError, headers: Mapping[str, str] | None = None) -> Response:
-    return json_response(error.body(), error.status_code, headers)
+    return json_response(error.body(), error.status_code, {**error.headers(), **(headers or {})})

@@ -218,8 +218,10 @@ class NftCreator(Model):
 
 
 class EnvironmentUsage(Model):
-    """Jobs currently counted against an environment's maxJobs; changed only by conditional
-    updates when a job starts (or its start is undone) and when it first reaches a terminal state."""
+    """Counters changed only by conditional updates. Jobs currently counted against an
+    environment's maxJobs (or a free tier's), changed when a job starts (or its start is undone)
+    and when it first reaches a terminal state; these never expire. And free starts per time
+    window (compute.start_rate, keys "rate#..."), which expire with their window (TTL)."""
 
     class Meta(TableMeta):
         table_name = "counters"
@@ -227,12 +229,13 @@ class EnvironmentUsage(Model):
 
     environment = UnicodeAttribute(hash_key=True)
     running = NumberAttribute(default=0)
+    expires_at = TTLAttribute(null=True, attr_name="expiresAt")
 
 
 ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord, EnvironmentUsage)
 
 # Tables whose records carry a TTL attribute, with that attribute's name.
-TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt"}
+TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt", EnvironmentUsage: "expiresAt"}
 
 
 def bind(settings: Settings) -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from chalicelib.assets.resolver import AssetResolver
     from chalicelib.chain.web3access import Chains
     from chalicelib.compute.access import AccessLists
+    from chalicelib.compute.start_rate import StartRates
     from chalicelib.compute.dispatch import Dispatcher
     from chalicelib.compute.events import JobEvents
     from chalicelib.compute.jobs import JobService
@@ -91,6 +92,14 @@ def access_lists() -> "AccessLists":
     from chalicelib.compute.access import AccessLists
 
     return AccessLists(chains(), settings().chain_ids)
+
+
+@lru_cache(maxsize=1)
+def start_rates() -> "StartRates":
+    from chalicelib.compute.start_rate import StartRates
+
+    settings()
+    return StartRates()
 
 
 @lru_cache(maxsize=1)
@@ -235,7 +244,7 @@ def reset() -> None:
     for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
         accessor.cache_clear()
-    for accessor in (provider_public_key, algorithm_logs, payments, nft_creators, access_lists):
+    for accessor in (provider_public_key, algorithm_logs, payments, nft_creators, access_lists, start_rates):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 from chalicelib.compute.environments import Environment, FreeTier
 from chalicelib.compute.job_reservations import Slot
 from chalicelib.compute.plan import ComputePlan
+from chalicelib.compute.start_rate import Rate
 from chalicelib.errors import BusinessError
 
 if TYPE_CHECKING:
@@ -58,6 +59,17 @@ def slots(environment: Environment, tier: FreeTier, consumer: str) -> list[Slot]
     ]
 
 
+def start_rates(consumer: str, per_minute: int, per_consumer_per_hour: int) -> list[Rate]:
+    """The rates a free start is taken under (compute.start_rate): provider-wide per minute,
+    whatever the number of keys, and per consumer per hour, so one key cannot hold the tier."""
+    return [
+        Rate("free", per_minute, 60,
+             "Too many free jobs are starting on this provider (at most {limit} a minute); try again in {retry} s"),
+        Rate(f"free#{consumer.lower()}", per_consumer_per_hour, 3600,
+             "You started {limit} free jobs this hour, the most one consumer may; try again in {retry} s"),
+    ]
+
+
 def check_publishers(plan: ComputePlan, allowed: Iterable[str], creators: NftCreators) -> None:
     """Every dataset must be an allowed did, or its data NFT created by an allowed publisher."""
     names = {name.lower() for name in allowed}
@@ -72,4 +84,4 @@ def check_publishers(plan: ComputePlan, allowed: Iterable[str], creators: NftCre
             raise BusinessError({dataset.resource: "not_free_compute_dataset"})
 
 
-__all__: Sequence[str] = ("check_publishers", "consumer_key", "free_key", "job_seconds", "slots", "tier_of")
+__all__: Sequence[str] = ("check_publishers", "consumer_key", "free_key", "job_seconds", "slots", "start_rates", "tier_of")

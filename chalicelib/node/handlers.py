@@ -116,7 +116,7 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
 @budget.with_deadline
 def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     """A job on the environment's free tier: no order, the tier's access and limits, allowed
-    publishers' datasets only."""
+    publishers' datasets only, within the provider's free-start rates (429 beyond them)."""
     consumer = call.caller
     params = call.params
     environment = _environment(params.environment)
@@ -126,9 +126,16 @@ def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     datasets = [dataset.model_copy(update={"transferTxId": None}) for dataset in params.datasets]
     algorithm = params.algorithm.model_copy(update={"transferTxId": None})
     plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm)
-    free.check_publishers(plan, services.settings().free_compute_publishers, services.nft_creators())
-    job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
-                                       slots=free.slots(environment, tier, consumer), deadline=deadline)
+    current = services.settings()
+    free.check_publishers(plan, current.free_compute_publishers, services.nft_creators())
+    rates = services.start_rates()
+    taken = rates.take(free.start_rates(consumer, current.free_starts_per_minute, current.free_starts_per_consumer_per_hour))
+    try:
+        job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
+                                           slots=free.slots(environment, tier, consumer), deadline=deadline)
+    except Exception:
+        rates.give_back(taken)  # a start refused (a full tier) or failed takes nothing from the rate
+        raise
     return [status_object(job, None)]
 
 

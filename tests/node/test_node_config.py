@@ -104,3 +104,20 @@ def test_publishers_need_the_factory_that_records_who_created_an_nft():
     for bad in ('{"1": "0x12"}', "[1]", '{"x": "%s"}' % factory, "{"):
         with pytest.raises(ConfigurationError, match="NFT_FACTORIES"):
             load_settings({**env, "NFT_FACTORIES": bad})
+
+
+@pytest.mark.parametrize("name", ["FREE_STARTS_PER_MINUTE", "FREE_STARTS_PER_CONSUMER_PER_HOUR"])
+def test_free_start_rates(name):
+    env = {"CHAINS": '{"1": "http://x"}', "RESULTS_BUCKET": "b"}
+    defaults = load_settings(env)
+    assert (defaults.free_starts_per_minute, defaults.free_starts_per_consumer_per_hour) == (30, 10)
+    assert getattr(load_settings({**env, name: "0"}), name.lower()) == 0
+    for bad in ("-1", "1.5", "many"):
+        with pytest.raises(ConfigurationError, match=name):
+            load_settings({**env, name: bad})
+
+
+def test_free_compute_publishers_malformed():
+    env = {"CHAINS": '{"1": "http://x"}', "RESULTS_BUCKET": "b", "FREE_COMPUTE_PUBLISHERS": '["x"'}
+    with pytest.raises(ConfigurationError, match="FREE_COMPUTE_PUBLISHERS"):
+        load_settings(env)

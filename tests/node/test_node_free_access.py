@@ -227,9 +227,90 @@ def test_paid_and_free_access_apart_on_both_protocols(client, provider):
     assert status == 200, "the free tier's access is its own: open here"
 
 
+# -- observation 4: free-start rates ----------------------------------------------------------
+
+def stop(client, batch, account, job_id):
+    from lifecycle_helpers import consumer_key
+
+    batch.expect_terminate()
+    nonce = time.time_ns()
+    query = {"consumerAddress": account.address, "nonce": nonce, "jobId": job_id,
+             "signature": sign(consumer_key(account), account.address + str(nonce) + "stopCompute")}
+    assert client.http.put("/node/api/services/compute?" + urllib.parse.urlencode(query)).status_code == 200
+
+
+def throwaway_body(published):
+    return free_body(published, Account.create())  # a new key: a new consumer, at no cost
+
+
+def test_one_key_cannot_take_the_free_tier_back_as_soon_as_its_job_ends(client, provider):
+    """Observation 4: maxJobsPerConsumer bounds one key's jobs at a time, not how often it takes
+    them; FREE_STARTS_PER_CONSUMER_PER_HOUR does, and answers 429 with Retry-After."""
+    chain, batch, published, configure = provider
+    configure(FREE_STARTS_PER_CONSUMER_PER_HOUR="2")
+    jobs = []
+    for first in (True, False):
+        status, body = start_free(client, batch, published, chain.consumer, first=first)
+        assert status == 200, body
+        jobs.append(body[0]["jobId"])
+    for job_id in jobs:
+        stop(client, batch, chain.consumer, job_id)
+    response = client.http.post("/node/api/services/freeCompute", body=json.dumps(free_body(published, chain.consumer)),
+                                headers={"Content-Type": "application/json"})
+    assert response.status_code == 429
+    assert json.loads(response.body)["error"].startswith("You started 2 free jobs this hour, the most one consumer may")
+    assert 0 < int(response.headers["Retry-After"]) <= 3600
+    status, body = start_free(client, batch, published, chain.other)
+    assert status == 200, "another consumer is not held back"
+
+
+def test_throwaway_keys_cannot_take_more_than_the_provider_wide_rate(client, provider):
+    """Every throwaway key is a new consumer: FREE_STARTS_PER_MINUTE bounds them all together,
+    whatever the tier's slots. A refused start takes nothing: not a slot, not the rate."""
+    chain, batch, published, configure = provider
+    configure(FREE_STARTS_PER_MINUTE="3")
+    from chalicelib import services
+
+    batch.expect_new_definition()
+    for _ in range(3):
+        batch.expect_submit("batch-free")
+        status, body = post(client, "/freeCompute", throwaway_body(published))
+        assert status == 200, body
+    response = client.http.post("/node/api/services/freeCompute", body=json.dumps(throwaway_body(published)),
+                                headers={"Content-Type": "application/json"})
+    assert response.status_code == 429, response.body
+    assert json.loads(response.body) == {"error": "Too many free jobs are starting on this provider (at most 3 a "
+                                                  f"minute); try again in {response.headers['Retry-After']} s"}
+    assert services.usage_counter().current([ENV, f"{ENV}#free"]) == {ENV: 3, f"{ENV}#free": 3}
+
+
+def test_a_start_the_tier_refuses_gives_the_rate_back(client, provider):
+    chain, batch, published, configure = provider
+    configure(environments=free_environments(chain, per_consumer=1, max_free=4), FREE_STARTS_PER_MINUTE="2")
+    status, body = start_free(client, batch, published, chain.consumer, first=True)
+    assert status == 200, body
+    for _ in range(3):  # refused by the tier (one job per consumer): no rate taken
+        status, body = post(client, "/freeCompute", free_body(published, chain.consumer))
+        assert status == 400 and "already run 1 free job" in body["error"]
+    status, body = start_free(client, batch, published, chain.other)
+    assert status == 200, body
+
+
 def test_an_access_list_on_a_chain_not_served_is_a_configuration_error(client, provider):
     chain, _, published, configure = provider
     configure(environments=with_access(chain, free={"addresses": [], "accessLists": [{"1": [chain.contracts.Escrow]}]}))
     status, body = post(client, "/freeCompute", free_body(published, chain.consumer))
     assert status == 503 and body == {"error": "the free tier of compute environment ocean-c2d-cpu: an access list is "
                                                "on chain 1, which CHAINS does not name"}
+
+
+def test_a_rate_of_zero_is_no_limit(aws):
+    from chalicelib.compute.start_rate import Rate, StartRates
+
+    rates = StartRates()
+    for _ in range(50):
+        assert rates.take([Rate("free", 0, 60, "")]).keys == ()
+    taken = rates.take([Rate("free", 0, 60, ""), Rate("free#x", 1, 3600, "{limit} {retry}")])
+    assert len(taken.keys) == 1
+    rates.give_back(taken)
+    rates.take([Rate("free#x", 1, 3600, "{limit} {retry}")])
