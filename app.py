@@ -32,7 +32,7 @@ app = Chalice(app_name="ocean-c2d-provider")
 # Browsers may call every route from any origin, as the original Provider allows; ocean.js sends
 # Content-Type: application/json even on GETs, so every call is preflighted (OPTIONS).
 app.api.cors = CORSConfig(allow_origin="*", allow_headers=["AuthToken"], max_age=600)
-api = Api(app)
+api = Api(app, authenticate=services.authenticate_request)  # signed routes: the nonce is spent first
 _cache: dict[str, object] = {}
 
 
@@ -65,18 +65,14 @@ def nonce(call: Call) -> object:
            signed=True, summary="Create an auth token that replaces signatures until it expires")
 def create_auth_token(call: Call) -> object:
     tokens = services.token_service()
-    expiration = tokens.check_expiration(call.params.expiration)
-    address = services.authenticate(call, allow_token=False)
-    return {"token": tokens.create(address, expiration)}
+    return {"token": tokens.create(call.caller, tokens.check_expiration(call.params.expiration))}
 
 
 @api.route("/api/services/deleteAuthToken", "DELETE", endpoint="delete_auth_token", model=schemas.DeleteAuthTokenQuery,
            signed=True, summary="Revoke an auth token before it expires")
 def delete_auth_token(call: Call) -> object:
     tokens = services.token_service()
-    claims = tokens.revocable_claims(call.params.token, call.params.address)
-    services.authenticate(call, allow_token=False)
-    tokens.revoke(claims)
+    tokens.revoke(tokens.revocable_claims(call.params.token, call.caller))
     return {"success": "Token has been deactivated."}
 
 

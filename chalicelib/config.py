@@ -173,9 +173,16 @@ class Settings:
     arweave_gateway: str
     s3_file_sources: S3FileSources = field(default_factory=S3FileSources)
     algorithm_registries: ImageRegistries = field(default_factory=ImageRegistries)
-    # Ocean Node's free compute runs only on datasets these publishers (data NFT owners) or
-    # these dids put up (lower case); empty: no dataset may be computed for free.
+    # Ocean Node's free compute runs only on datasets these publishers or these dids put up
+    # (lower case); empty: no dataset may be computed for free. A publisher is the creator of the
+    # data NFT as the chain's ERC721Factory recorded it (NFTCreated), never its current owner,
+    # which anyone can make anyone by a transfer; `nft_factories` names the factory per chain.
     free_compute_publishers: tuple[str, ...] = ()
+    nft_factories: Mapping[int, str] = field(default_factory=dict)
+    # Free starts taken across the provider per minute, and by one consumer per hour (0: no limit):
+    # what keeps throwaway keys from holding the free tier (node.free).
+    free_starts_per_minute: int = 30
+    free_starts_per_consumer_per_hour: int = 10
     algorithm_log_group: str = "/aws/batch/job"  # CloudWatch group of the algorithm containers (awslogs)
     # How long a job record outlives its environment's storageExpiry (DynamoDB TTL, see models).
     job_record_retention: int = 30 * 86400
@@ -268,6 +275,21 @@ def _name_list(raw: str) -> tuple[str, ...]:
     return tuple(str(item).strip().lower() for item in items if str(item).strip())
 
 
+def chain_addresses(env: Mapping[str, str], name: str) -> dict[int, str]:
+    """A setting mapping chain ids to contract addresses: JSON {"<chainId>": "0x..."}."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+        addresses = {int(chain): str(address) for chain, address in parsed.items()}
+    except (ValueError, TypeError, AttributeError):
+        raise ConfigurationError(f'{name} must be a JSON object {{"<chainId>": "0x<address>"}}') from None
+    if not all(_ADDRESS.match(address) for address in addresses.values()):
+        raise ConfigurationError(f"{name} must map chain ids to 0x-addresses")
+    return addresses
+
+
 def _positive_number(env: Mapping[str, str], name: str, default: str, kind: type = int) -> float:
     raw = env.get(name, default)
     try:
@@ -286,6 +308,13 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _limit(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip() or str(default)
+    if not raw.isascii() or not raw.isdigit():
+        raise ConfigurationError(f"{name} must be a whole number (0: no limit), got {raw!r}")
+    return int(raw)
+
+
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = env.get(name, "").strip() or default
     if value not in allowed:
@@ -301,6 +330,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not bucket:
         raise ConfigurationError("RESULTS_BUCKET is not set")
     metadata_url = env.get("METADATA_URL", "").strip().rstrip("/") or None
+    free_publishers = _name_list(env.get("FREE_COMPUTE_PUBLISHERS", ""))
+    factories = chain_addresses(env, "NFT_FACTORIES")
+    if any(name.startswith("0x") for name in free_publishers) and not factories:
+        raise ConfigurationError("FREE_COMPUTE_PUBLISHERS names publishers, but NFT_FACTORIES names no ERC721Factory "
+                                 "to tell who created a data NFT")
     return Settings(
         chains=_parse_chains(env.get("CHAINS", "")),
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -326,7 +360,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         arweave_gateway=(env.get("ARWEAVE_GATEWAY", "").strip() or "https://arweave.net").rstrip("/"),
         s3_file_sources=S3FileSources.parse(env.get("S3_FILE_SOURCES", "")),
         algorithm_registries=ImageRegistries.parse(env.get("ALGORITHM_REGISTRIES", "")),
-        free_compute_publishers=_name_list(env.get("FREE_COMPUTE_PUBLISHERS", "")),
+        free_compute_publishers=free_publishers,
+        nft_factories=factories,
+        free_starts_per_minute=_limit(env, "FREE_STARTS_PER_MINUTE", 30),
+        free_starts_per_consumer_per_hour=_limit(env, "FREE_STARTS_PER_CONSUMER_PER_HOUR", 10),
         algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),
         _secrets=SecretSource(env),

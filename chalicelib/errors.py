@@ -16,6 +16,10 @@ class ProviderError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": str(self)}
 
+    def headers(self) -> dict[str, str]:
+        """Response headers the error answers with besides the body's."""
+        return {}
+
 
 class ValidationError(ProviderError):
     """A request field is missing or malformed."""
@@ -58,8 +62,9 @@ class Unauthorized(ProviderError):
 
 
 class Forbidden(ProviderError):
-    """A proven caller who may not do this (an address that is not one of the operator's
-    ADMIN_ADDRESSES on an admin route): 403 `{"error": "<message>"}`."""
+    """A proven caller who may not do this: 403 `{"error": "<message>"}`. An environment's access
+    list refuses as Ocean Node answers (`"Access denied"`); an address that is not one of the
+    operator's ADMIN_ADDRESSES may not use an admin route."""
 
     status_code = 403
 
@@ -74,6 +79,19 @@ class MethodNotAllowed(ProviderError):
 
 class PayloadTooLarge(ProviderError):
     status_code = 413
+
+
+class TooManyRequests(ProviderError):
+    """A rate limit refused the request: 429, with when to try again (Retry-After, seconds)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int):
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ServiceUnavailable(ProviderError):

@@ -3,6 +3,11 @@ error into the contract's envelope. It is the only place where exceptions become
 
 Every path is registered for all methods so a wrong method answers our own JSON 405 (API Gateway
 would otherwise answer 403 "Missing Authentication Token").
+
+A signed operation is authenticated here, before its route runs and before anything but its
+signed parts is checked, so its nonce is spent first whatever refuses the request afterwards
+(DESIGN §3.2: a signature is good once, on one route). Nothing here logs a query string, a body
+or a header: signatures and tokens travel in them.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import logging
 import re
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from chalice import Chalice, Response
 from pydantic import BaseModel
@@ -38,12 +43,15 @@ _DEEP_RUN = re.compile(rb"[\[{]{%d}" % (MAX_JSON_DEPTH + 1))
 @dataclass
 class Call:
     """What a route function gets: validated parameters and the request headers (and, for a
-    `raw_body` operation, the request body as bytes)."""
+    `raw_body` operation, the request body as bytes); for a signed operation, `caller`, the
+    checksummed address whose signature or token was checked and whose nonce was spent (None
+    only where the proof is optional and none was given)."""
 
     params: Any
     headers: Mapping[str, str]
     method: str
     body: bytes = b""
+    caller: str | None = None
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()
@@ -64,11 +72,20 @@ class Operation:
     raw_body: bool = False
 
 
+class Authenticate(Protocol):
+    """Who calls a signed operation (services.authenticate_request): with `early`, on the request
+    as sent (None: its signed parts are incomplete, the model will say why); afterwards, on the
+    validated request (None only where the proof is optional). Refusals are raised."""
+
+    def __call__(self, model: Any, raw: Mapping[str, Any], headers: Mapping[str, str], *, early: bool) -> str | None: ...
+
+
 class Api:
     """Collects operations, then registers one Chalice view per path that dispatches by method."""
 
-    def __init__(self, app: Chalice):
+    def __init__(self, app: Chalice, authenticate: Authenticate | None = None):
         self.app = app
+        self.authenticate = authenticate
         self.operations: list[Operation] = []
         self._paths: dict[str, dict[str, Operation]] = {}
 
@@ -86,6 +103,9 @@ class Api:
     ) -> Callable[[Callable[[Call], Any]], Callable[[Call], Any]]:
         """Register `function` for `path` and `method`. With `raw_body` the body is not parsed as
         JSON: `model` validates the query string only and the function gets the bytes in `Call.body`."""
+
+        if signed and (model is None or self.authenticate is None):
+            raise TypeError(f"signed operation {method} {path} needs a request model and the Api's authenticate")
 
         def register(function: Callable[[Call], Any]) -> Callable[[Call], Any]:
             operation = Operation(
@@ -107,34 +127,38 @@ class Api:
             if operation is None:
                 allowed = ", ".join(sorted(self._paths[path]))
                 return error_response(MethodNotAllowed(f"Method {request.method} not allowed; use {allowed}"), {"Allow": allowed})
-            return handle(operation, request)
+            return handle(operation, request, self.authenticate)
 
         view.__name__ = "view_" + (path.strip("/").replace("/", "_") or "root")
         self.app.route(path, methods=METHODS, content_types=CONTENT_TYPES)(view)
 
 
-def handle(operation: Operation, request: Any) -> Response:
+def handle(operation: Operation, request: Any, authenticate: Authenticate | None = None) -> Response:
     """Answer one request; its log line and metrics (chalicelib.observability) are written as it ends."""
     context = getattr(request, "context", None) or {}
     with observability.invocation("request", f"{operation.method} {operation.path}", route=operation.path,
                                   method=operation.method, requestId=context.get("requestId")) as served:
         result: Any = None
-        response = _answer(operation, request)
+        response = _answer(operation, request, authenticate)
         if isinstance(response, tuple):
             response, result = response
         request_report.answered(served, operation.endpoint, operation.path, response.status_code, result)
         return response
 
 
-def _answer(operation: Operation, request: Any) -> Response | tuple[Response, Any]:
+def _answer(operation: Operation, request: Any, authenticate: Authenticate | None) -> Response | tuple[Response, Any]:
     try:
         body = _body_bytes(request.raw_body)
         raw = read_params(request.query_params, None if operation.raw_body else body)
+        headers = dict(request.headers or {})
+        signed = operation.signed  # registered only with an authenticate (Api.route)
+        caller = authenticate(operation.model, raw, headers, early=True) if signed else None  # type: ignore[misc]
         params = validate(operation.model, raw) if operation.model else raw
+        if signed and caller is None:
+            caller = authenticate(operation.model, raw, headers, early=False)  # type: ignore[misc]
         if operation.model:
             request_report.parameters(params)
-        headers = dict(request.headers or {})
-        result = operation.function(Call(params, headers, request.method, body if operation.raw_body else b""))
+        result = operation.function(Call(params, headers, request.method, body if operation.raw_body else b"", caller))
     except ProviderError as error:
         request_report.refused(error)
         if error.status_code >= 500:
@@ -244,4 +268,4 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 def error_response(error: ProviderError, headers: Mapping[str, str] | None = None) -> Response:
-    return json_response(error.body(), error.status_code, headers)
+    return json_response(error.body(), error.status_code, {**error.headers(), **(headers or {})})

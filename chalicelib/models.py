@@ -42,6 +42,21 @@ class NonceRecord(Model):
     nonce = NumberAttribute()
 
 
+class UsedMessage(Model):
+    """A signed message whose nonce could be read elsewhere in it, kept in the nonces table under
+    "signed:<keccak of the message>" (auth.nonces): v4 messages put text that may end in digits
+    (a jobId, a did, a result index) right before the nonce, so `...job-7` + `1000` is also
+    `...job-` + `71000`, a greater nonce. Never expires: such a replay's nonce stays greater."""
+
+    class Meta(TableMeta):
+        table_name = "nonces"
+        billing_mode = "PAY_PER_REQUEST"
+
+    key = UnicodeAttribute(hash_key=True, attr_name="address")
+    signer = UnicodeAttribute()
+    nonce = NumberAttribute()  # the nonce it was used with
+
+
 class RevokedToken(Model):
     """A deleted auth token, kept until it would have expired anyway (TTL)."""
 
@@ -203,9 +218,23 @@ class AssetRecord(Model):
     updated_at = NumberAttribute(attr_name="updatedAt")
 
 
+class NftCreator(Model):
+    """Who created a data NFT (assets.creators), kept in the assets table under
+    "creator:<chainId>:<nft>": it never changes. "" for an NFT the factory did not create."""
+
+    class Meta(TableMeta):
+        table_name = "assets"
+        billing_mode = "PAY_PER_REQUEST"
+
+    key = UnicodeAttribute(hash_key=True, attr_name="did")
+    creator = UnicodeAttribute(default="")
+
+
 class EnvironmentUsage(Model):
-    """Jobs currently counted against an environment's maxJobs; changed only by conditional
-    updates when a job starts (or its start is undone) and when it first reaches a terminal state."""
+    """Counters changed only by conditional updates. Jobs currently counted against an
+    environment's maxJobs (or a free tier's), changed when a job starts (or its start is undone)
+    and when it first reaches a terminal state; these never expire. And free starts per time
+    window (compute.start_rate, keys "rate#..."), which expire with their window (TTL)."""
 
     class Meta(TableMeta):
         table_name = "counters"
@@ -216,12 +245,13 @@ class EnvironmentUsage(Model):
     # Set on an environment's own item while the operator drains it (chalicelib.admin): the start
     # transaction's condition refuses new jobs then; running jobs finish as usual.
     drained_at = NumberAttribute(null=True, attr_name="drainedAt")
+    expires_at = TTLAttribute(null=True, attr_name="expiresAt")
 
 
 ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord, EnvironmentUsage)
 
 # Tables whose records carry a TTL attribute, with that attribute's name.
-TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt"}
+TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt", EnvironmentUsage: "expiresAt"}
 
 
 def bind(settings: Settings) -> None:
@@ -234,6 +264,8 @@ def bind(settings: Settings) -> None:
         AssetRecord: settings.assets_table,
         EnvironmentUsage: settings.counters_table,
     }
+    names[UsedMessage] = settings.nonces_table  # a second kind of item in the nonces table
+    names[NftCreator] = settings.assets_table  # and in the assets table
     for model, name in names.items():
         model.Meta.table_name = name
         model.Meta.region = settings.region
@@ -247,10 +279,12 @@ def _share_one_client(models: list[type[Model]]) -> None:
     paid twice on a cold start. Table connections are built here (no network) and then share
     the first one's Connection, which keeps each table's schema."""
     shared = None
+    added: set[str] = set()
     for model in models:
         table = model._get_connection()
         if shared is None:
             shared = table.connection
-        else:
+        elif model.Meta.table_name not in added:  # two models of one table share its schema
             shared.add_meta_table(table.get_meta_table())
-            table.connection = shared
+        table.connection = shared
+        added.add(model.Meta.table_name)

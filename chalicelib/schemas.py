@@ -3,9 +3,13 @@ from them, so the documentation cannot drift from the checks."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Mapping, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, WithJsonSchema
+
+if TYPE_CHECKING:
+    from chalicelib.auth.authenticator import Authenticator
 
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 NONCE_PATTERN = r"^[0-9]{1,38}$"
@@ -45,40 +49,92 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="ignore", str_max_length=65536, defer_build=True)
 
 
+@dataclass(frozen=True)
+class SignedParts:
+    """What authenticates a signed request, read from the request as sent (DESIGN §3.2, §3.8):
+    the signer, the nonce and the signature, and the signed message around the nonce."""
+
+    signer: object
+    nonce: object  # None: not sent
+    signature: object  # None: not sent (a token may prove the caller instead)
+    before: str  # the message before the nonce, the signer's own field first
+    after: str = ""  # the message after the nonce (Ocean Node's command)
+    nonceless: str = ""  # a message without the nonce that is accepted too ("" for none)
+
+
 class SignedParams(Params):
-    """A signed request: says who signs it and what the message is before the nonce (DESIGN §3.2)."""
+    """A signed request: says who signs it and what the message is (DESIGN §3.2).
+
+    The message is declared, not computed by each route, so the nonce can be spent from the
+    request as sent before anything else of it is checked (services.authenticate_request): the
+    values of `message_fields` (dotted paths, a missing one counting as ""), the nonce, then
+    `command`."""
 
     nonce: Nonce
     signature: Signature | None = None
 
+    signer_field: ClassVar[str] = "consumerAddress"
+    message_fields: ClassVar[tuple[str, ...]] = ("consumerAddress",)
+    command: ClassVar[str] = ""
+    # A message signed without the nonce that is accepted too, only when all these fields are
+    # given: only where a client of the protocol signs so and a replay can change nothing (see
+    # ComputeStopQuery). The nonce is still required and consumed.
+    nonceless_fields: ClassVar[tuple[str, ...]] = ()
+    allow_token: ClassVar[bool] = True  # may an auth token replace the signature
+    proof_optional: ClassVar[bool] = False  # unsigned, the route answers a reduced view (v4 status)
+
+    @classmethod
+    def signed_parts(cls, raw: Mapping[str, Any]) -> SignedParts | None:
+        """The signed parts of a request as sent (query string and JSON body merged), or None
+        if a signed field holds something no client signs (neither text nor a whole number)."""
+        before = _signed_text(raw, cls.message_fields)
+        if before is None:
+            return None
+        nonceless = ""
+        if cls.nonceless_fields and all(_signed_text(raw, (path,)) for path in cls.nonceless_fields):
+            nonceless = _signed_text(raw, cls.nonceless_fields) or ""
+        return SignedParts(raw.get(cls.signer_field), raw.get("nonce"), raw.get("signature"), before, cls.command,
+                           nonceless)
+
+    @classmethod
+    def session_authenticator(cls) -> "Authenticator | None":
+        """Who checks the session an `Authorization` header carries on this route, with its nonce
+        (the operator's console, chalicelib.admin); None: the provider's auth tokens."""
+        return None
+
     def signer(self) -> str:
-        raise NotImplementedError
+        return getattr(self, self.signer_field)
 
     def message_prefix(self) -> str:
-        raise NotImplementedError
+        """What precedes the nonce in the signed message (the command follows it)."""
+        return _signed_text(self, self.message_fields) or ""
 
-    def message_suffix(self) -> str:
-        """What follows the nonce in the signed message: nothing in v4, the command in Ocean Node's."""
-        return ""
 
-    def nonceless_message(self) -> str:
-        """A message signed without the nonce that is accepted too ("" for none): only where a
-        client of the protocol signs so and a replay can change nothing (see ComputeStopQuery).
-        The nonce is still required and consumed."""
-        return ""
+def _signed_text(source: Any, paths: tuple[str, ...]) -> str | None:
+    """The values at `paths` joined as the signer wrote them; a missing value counts as "".
+    None if one is neither text nor a whole number (nothing a client signs)."""
+    text = []
+    for path in paths:
+        value = source
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            return None
+        text.append(str(value))
+    return "".join(text)
 
 
 class _AddressSigned(SignedParams):
-    """The auth-token calls: signed by `address` over address + nonce, signature mandatory."""
+    """The auth-token calls: signed by `address` over address + nonce, signature mandatory, no token."""
 
     address: Address
     signature: Signature
 
-    def signer(self) -> str:
-        return self.address
-
-    def message_prefix(self) -> str:
-        return self.address
+    signer_field: ClassVar[str] = "address"
+    message_fields: ClassVar[tuple[str, ...]] = ("address",)
+    allow_token: ClassVar[bool] = False
 
 
 class NonceQuery(Params):

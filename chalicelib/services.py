@@ -6,19 +6,22 @@ builds only what the route it serves needs (the chain stack is never built for `
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from chalicelib import config, models
+from chalicelib.auth.authenticator import Authenticator, bearer_token, header
+from chalicelib.auth.nonces import NonceStore, is_nonce
+from chalicelib.auth.signatures import address_of_key, is_address, is_signature, to_checksum_address
+from chalicelib.errors import ConfigurationError, InvalidSignature, Unauthorized, ValidationError
 from chalicelib.observability import context as observability
-from chalicelib.auth.authenticator import Authenticator, bearer_token
-from chalicelib.auth.nonces import NonceStore
-from chalicelib.auth.signatures import address_of_key, to_checksum_address
-from chalicelib.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from chalicelib.assets.creators import NftCreators
     from chalicelib.assets.resolver import AssetResolver
     from chalicelib.auth.tokens import TokenService
     from chalicelib.chain.web3access import Chains
+    from chalicelib.compute.access import AccessLists
+    from chalicelib.compute.start_rate import StartRates
     from chalicelib.compute.dispatch import Dispatcher
     from chalicelib.compute.events import JobEvents
     from chalicelib.compute.jobs import JobService
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from chalicelib.models import JobRecord
     from chalicelib.node.logs import AlgorithmLogs
     from chalicelib.payments.service import EscrowPayments
+    from chalicelib.schemas import SignedParams, SignedParts
 
 
 @lru_cache(maxsize=1)
@@ -76,6 +80,30 @@ def asset_resolver() -> "AssetResolver":
     from chalicelib.assets.resolver import build_resolver
 
     return build_resolver(settings(), chains())
+
+
+@lru_cache(maxsize=1)
+def nft_creators() -> "NftCreators":
+    """Who created a data NFT, per the chain's ERC721Factory (NFT_FACTORIES); cached for good."""
+    from chalicelib.assets.creators import NftCreators
+
+    return NftCreators(chains(), settings().nft_factories)
+
+
+@lru_cache(maxsize=1)
+def access_lists() -> "AccessLists":
+    """Who an environment's `access` admits, its AccessList contracts read on chain."""
+    from chalicelib.compute.access import AccessLists
+
+    return AccessLists(chains(), settings().chain_ids)
+
+
+@lru_cache(maxsize=1)
+def start_rates() -> "StartRates":
+    from chalicelib.compute.start_rate import StartRates
+
+    settings()
+    return StartRates()
 
 
 @lru_cache(maxsize=1)
@@ -220,7 +248,7 @@ def reset() -> None:
     for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
         accessor.cache_clear()
-    for accessor in (provider_public_key, algorithm_logs, payments):
+    for accessor in (provider_public_key, algorithm_logs, payments, nft_creators, access_lists, start_rates):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()
@@ -235,29 +263,74 @@ def checksum(address: str) -> str:
     return to_checksum_address(address)
 
 
-def authenticate(call: "Call", allow_token: bool = True) -> str:
-    """The checksummed caller of a validated signed call, its nonce consumed.
+def authenticate_request(model: type["SignedParams"], raw: Mapping[str, Any], headers: Mapping[str, str], *,
+                         early: bool) -> str | None:
+    """The checksummed caller of a signed route, its nonce consumed (chalicelib.http calls this
+    for every signed operation, before the route does anything).
+
+    `early`: called on the request as sent, before its model validates it. The nonce is then
+    spent at once if the signed parts are complete and well formed (a signer, a nonce where the
+    route requires one, and a proof), so that no later check of any other field can refuse the
+    request with its signature still unspent: a signature is good once, on one route. Otherwise
+    (None) the model reports what is missing or malformed, and the call after validation
+    (`early=False`) refuses what is left, e.g. no proof at all.
 
     Proof, in order: a signature; an `AuthToken` header (v4: the nonce is still required); an
-    `Authorization: <jwt>` header (Ocean Node's: no nonce needed, refusals are 401)."""
-    params = call.params
-    authorization = call.header("Authorization")
-    if allow_token and not params.signature and not call.header("AuthToken") and bearer_token(authorization):
-        caller = authenticator().authenticate_bearer(params.signer(), authorization or "", params.nonce)
-        observability.annotate(consumer=caller)
-        return caller
-    caller = authenticator().authenticate(
-        address=params.signer(),
-        nonce=params.nonce,
-        signature=params.signature,
-        message_prefix=params.message_prefix(),
-        auth_token=call.header("AuthToken"),
-        allow_token=allow_token,
-        message_suffix=params.message_suffix(),
-        nonceless_message=params.nonceless_message(),
-    )
+    `Authorization: <jwt>` header (Ocean Node's: no nonce needed, refusals are 401). A route
+    whose proof is optional (`proof_optional`, v4 status) gets None without one."""
+    parts = model.signed_parts(raw)
+    sessions = model.session_authenticator() if model.allow_token else None
+    auth_token = header(headers, "AuthToken") if model.allow_token and sessions is None else None
+    authorization = bearer_token(header(headers, "Authorization")) if model.allow_token else None
+    has_signature = parts is not None and parts.signature not in (None, "")
+    if model.proof_optional and not (has_signature or auth_token or authorization):
+        return None
+    if early and not _complete(model, parts, bool(auth_token or authorization)):
+        return None
+    if parts is None:  # validated by now: the model refuses what is not text
+        raise ValidationError.field("signature", "the signed fields must be text")
+    if not has_signature and sessions is not None and authorization:
+        caller = _session_caller(sessions, parts, authorization)
+    elif not has_signature and not auth_token and authorization:
+        caller = authenticator().authenticate_bearer(parts.signer, authorization, parts.nonce)
+    else:
+        caller = authenticator().authenticate(
+            address=parts.signer,
+            nonce=parts.nonce,
+            signature=parts.signature,
+            message_prefix=parts.before,
+            auth_token=auth_token,
+            allow_token=model.allow_token,
+            message_suffix=parts.after,
+            nonceless_message=parts.nonceless,
+        )
     observability.annotate(consumer=caller)  # the request's line names who it was, proven
     return caller
+
+
+def _session_caller(sessions: Authenticator, parts: "SignedParts", session: str) -> str:
+    """The caller a route's own session proves (SignedParams.session_authenticator), its nonce
+    spent as with a v4 auth token; 401 for a session that is bad, expired or signed out."""
+    try:
+        return sessions.authenticate(address=parts.signer, nonce=parts.nonce, signature=None, message_prefix=parts.before,
+                                     auth_token=session, allow_token=True, message_suffix=parts.after)
+    except InvalidSignature as refusal:
+        if "nonce" in refusal.errors:
+            raise
+        raise Unauthorized("The session is invalid, expired or signed out: sign in again") from None
+
+
+def _complete(model: type["SignedParams"], parts: Optional["SignedParts"], token: bool) -> bool:
+    """Whether a request as sent names a well-formed signer, a nonce where the route requires one,
+    and a proof (a well-formed signature, or a token where the route takes one)."""
+    if parts is None or not is_address(parts.signer):
+        return False
+    if parts.signature not in (None, ""):
+        proven = is_signature(parts.signature)
+    else:
+        proven = token
+    nonce_given = is_nonce(parts.nonce) or (parts.nonce is None and not model.model_fields["nonce"].is_required())
+    return proven and nonce_given
 
 
 def presented_token(call: "Call") -> str | None:

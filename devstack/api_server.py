@@ -2,12 +2,15 @@
 answers like our deployed API does: unknown routes get a JSON 404 (deployed, an API Gateway
 gateway response does the same), and a malformed Content-Length or an oversized body gets a 4xx
 instead of a dropped connection. It also keeps concurrent requests apart (`per_thread_requests`,
-and each request on a keep-alive connection reads its own body)."""
+and each request on a keep-alive connection reads its own body), and its request log lines carry
+no query string: v4's token routes send their signatures there (ocean.py does), and a log line
+must not hold a signature that a replay could use."""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
 import sys
 import threading
 
@@ -22,6 +25,12 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 # socketserver listens with a backlog of 5: a burst of new connections (a page's assets, a load
 # test, 64 consumers polling) overflowed it and got resets and SYN-retry stalls of a second or more.
 LISTEN_BACKLOG = 1024
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def without_query(text: str) -> str:
+    """`text` with every query string (from "?" to the next space or quote) cut to "?…"."""
+    return _QUERY.sub("?…", text)
 
 
 class _JsonError(LocalGatewayException):
@@ -74,6 +83,10 @@ class _Handler(ChaliceRequestHandler):
             del self._parse_payload
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _guarded_handle  # noqa: N815
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's name
+        """Every log line of the server (requests and errors) without the query strings it names."""
+        super().log_message(format, *(without_query(arg) if isinstance(arg, str) else arg for arg in args))
 
     def _send_http_response(self, code, headers, body):  # type: ignore[override]
         """No body after a HEAD, whatever the app answered: the client reads none, and the bytes

@@ -108,6 +108,7 @@ class LocalStack:
                     "ALLOW_PRIVATE_NETWORKS": "1",
                     # the sample dataset's publisher may be computed on for free (Ocean Node protocol)
                     "FREE_COMPUTE_PUBLISHERS": self.chain.publisher.address,
+                    "NFT_FACTORIES": json.dumps({str(self.chain.chain_id): self.chain.contracts.ERC721Factory}),
                     "DEVSTACK_STATE_DIR": str(STATE_DIR),
                     # the operator's console (/admin): this stack's own admin key, made for this run
                     "ADMIN_ADDRESSES": address_of_key(self.admin_key)}
@@ -148,6 +149,7 @@ class LocalStack:
             "adminPrivateKey": self.admin_key,
             "adminAddress": address_of_key(self.admin_key),
             "consoleUrl": f"{self.provider_url}/admin#localKey={self.admin_key}",
+            "logDir": str(self.log_dir),
         }
 
     def stop(self) -> None:

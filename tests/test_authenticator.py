@@ -151,3 +151,44 @@ def test_conditional_path_deterministically(aws):
     store.consume(CONSUMER, 11)
     store.consume(CONSUMER, 10**37)
     assert store.current(CONSUMER) == 10**37
+
+
+def test_a_message_split_elsewhere_is_refused_whatever_its_nonce(auth):
+    """v4 result signs consumer + jobId + index + nonce: `...job-1` + `0` + `1000` is also the
+    status of job `...job-1` with nonce `01000`, or of `...job-` with nonce `101000` (greater).
+    The first use records the message, so no other split of it passes (issue 20 #2)."""
+    message = CONSUMER + "job-1" + "0" + "1000"
+    signature = sign(CONSUMER_KEY, message)
+    assert auth.authenticate(CONSUMER, "1000", signature, CONSUMER + "job-10") == CONSUMER
+    for prefix, nonce in ((CONSUMER + "job-1", "01000"), (CONSUMER + "job-", "101000")):
+        with pytest.raises(InvalidSignature) as refused:
+            auth.authenticate(CONSUMER, nonce, signature, prefix)
+        assert "nonce" in refused.value.errors
+    assert NonceStore().current(CONSUMER) == 1000
+
+
+def test_splitting_a_message_the_other_way_only_lowers_its_nonce(auth):
+    """Digits moved out of the nonce into the text before it make the nonce smaller: the stored
+    nonce refuses that, no record needed (a one-digit nonce after a letter is neither recorded
+    nor checked)."""
+    signature = sign(CONSUMER_KEY, CONSUMER + "job-a" + "57")
+    auth.authenticate(CONSUMER, "57", signature, CONSUMER + "job-a")
+    with pytest.raises(InvalidSignature, match="not above"):
+        auth.authenticate(CONSUMER, "7", signature, CONSUMER + "job-a5")
+
+
+def test_message_use_is_what_the_split_needs():
+    from chalicelib.auth.authenticator import message_use
+
+    assert message_use("m", CONSUMER, "1700000000", CONSUMER).record is False, "may be a recorded message split later"
+    assert message_use("m", CONSUMER + "job-1", "5", CONSUMER).record is True, "its nonce could be read as 15"
+    assert message_use("m", CONSUMER + "job-a", "5", CONSUMER) is None
+    assert message_use("m", CONSUMER, "5", CONSUMER) is None, "an address never gives its digits away"
+
+
+def test_a_stale_nonce_with_a_checked_message_is_a_stale_nonce(auth):
+    auth.authenticate(CONSUMER, "50", sign(CONSUMER_KEY, CONSUMER + "50"), CONSUMER)
+    with pytest.raises(InvalidSignature, match="not above"):
+        auth.authenticate(CONSUMER, "40", sign(CONSUMER_KEY, CONSUMER + "40"), CONSUMER)
+    with pytest.raises(InvalidSignature, match="not above"):
+        auth.authenticate(CONSUMER, "4", sign(CONSUMER_KEY, CONSUMER + "j1" + "4"), CONSUMER + "j1")

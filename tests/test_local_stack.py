@@ -6,6 +6,7 @@ import concurrent.futures
 import socket
 import threading
 import time
+from pathlib import Path
 
 import requests
 
@@ -32,6 +33,20 @@ def test_root_nonce_token_lifecycle_over_http(local_stack):
         "address": CONSUMER, "nonce": nonce, "token": token, "signature": sign(CONSUMER_KEY, CONSUMER + str(nonce))})
     assert deleted.json() == {"success": "Token has been deactivated."}
     assert requests.get(base + "/api/services/nonce", params={"userAddress": CONSUMER}, timeout=10).json() == {"nonce": nonce}
+
+
+def test_the_request_log_holds_no_query_string(local_stack):
+    """ocean.py sends v4's token routes their signature in the query string; the local server's
+    request log names the route without it (issue 20 #2)."""
+    base = local_stack["providerUrl"]
+    nonce = requests.get(base + "/api/services/nonce", params={"userAddress": CONSUMER}, timeout=10).json()["nonce"] + 1
+    signature = sign(CONSUMER_KEY, CONSUMER + str(nonce))
+    answer = requests.get(base + "/api/services/createAuthToken", timeout=10, params={
+        "address": CONSUMER, "nonce": nonce, "signature": signature, "expiration": int(time.time()) + 300})
+    assert answer.status_code == 200
+    log = (Path(local_stack["logDir"]) / "api.log").read_text(errors="replace")
+    assert '"GET /api/services/createAuthToken?… HTTP/1.1" 200' in log
+    assert signature[2:] not in log
 
 
 def test_unknown_route_wrong_method_and_bad_input_are_json_4xx(local_stack):

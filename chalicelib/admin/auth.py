@@ -1,9 +1,10 @@
 """Who may use the console: the addresses of ADMIN_ADDRESSES, proven per request.
 
 A request is signed by its `address` (`address + nonce + command`), or carries an admin session
-token (`Authorization`) created by a signed sign-in; either way the shared authenticator checks
-the proof and spends the nonce first, and only then is the address compared with the operator's
-list (a refused caller has spent its nonce: a signature is good once, whatever the answer).
+token (`Authorization`) created by a signed sign-in; either way chalicelib.http checks the proof
+and spends the nonce first, as for every signed route (AdminSigned.session_authenticator), and
+only then is the address compared with the operator's list (a refused caller has spent its
+nonce: a signature is good once, whatever the answer).
 
 Session tokens are the provider's auth tokens (chalicelib.auth.tokens: HS256, expiry, revocation
 by jti) signed with a key derived from the JWT secret for this one use (HMAC-SHA256 of a fixed
@@ -20,10 +21,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Mapping
 
 from chalicelib import services
-from chalicelib.observability import context as observability
 from chalicelib.auth.authenticator import Authenticator, bearer_token
 from chalicelib.auth.signatures import is_address, to_checksum_address
-from chalicelib.errors import ConfigurationError, Forbidden, InvalidSignature, Unauthorized
+from chalicelib.errors import ConfigurationError, Forbidden
 
 if TYPE_CHECKING:
     from chalicelib.auth.tokens import TokenService
@@ -69,44 +69,30 @@ def sessions() -> "TokenService":
 
 
 @lru_cache(maxsize=1)
-def _session_authenticator() -> Authenticator:
+def session_authenticator() -> Authenticator:
+    """Checks admin sessions, with the nonces every signed route spends (services.authenticate_request)."""
     return Authenticator(services.nonce_store(), sessions)
 
 
-def authenticate(call: "Call", allow_session: bool = True) -> str:
-    """The operator making this call, its nonce spent; 401 for a bad session, 403 for an
-    address that is not an operator's."""
-    params = call.params
-    session = bearer_token(call.header("Authorization"))
-    if params.signature or not allow_session or not session:
-        caller = services.authenticator().authenticate(
-            address=params.signer(), nonce=params.nonce, signature=params.signature,
-            message_prefix=params.message_prefix(), allow_token=False, message_suffix=params.message_suffix())
-    else:
-        try:
-            caller = _session_authenticator().authenticate(
-                address=params.signer(), nonce=params.nonce, signature=None, message_prefix=params.message_prefix(),
-                auth_token=session, allow_token=True, message_suffix=params.message_suffix())
-        except InvalidSignature as refusal:
-            if "nonce" in refusal.errors:
-                raise
-            raise Unauthorized("The session is invalid, expired or signed out: sign in again") from None
-    observability.annotate(consumer=caller)
-    if caller not in admin_addresses():
+def authorize(call: "Call") -> str:
+    """The operator making this call: chalicelib.http proved the caller (signature or session) and
+    spent its nonce before the route ran; 403 for an address that is not an operator's."""
+    caller = call.caller
+    if caller is None or caller not in admin_addresses():
         raise Forbidden("This address is not an operator of this provider (ADMIN_ADDRESSES)")
     return caller
 
 
 def sign_in(call: "Call") -> dict[str, Any]:
-    """A session token for the operator who signed this sign-in."""
-    operator = authenticate(call, allow_session=False)
+    """A session token for the operator who signed this sign-in (a signature only, SignInRequest)."""
+    operator = authorize(call)
     expires = int(time.time()) + session_seconds()
     return {"address": operator, "token": sessions().create(operator, expires), "expiresAt": expires}
 
 
 def sign_out(call: "Call") -> dict[str, Any]:
     """Revoke the session the call carries (it is proven first)."""
-    operator = authenticate(call)
+    operator = authorize(call)
     token = bearer_token(call.header("Authorization"))
     if token:
         sessions().revoke(sessions().verify(token, operator))
@@ -115,4 +101,4 @@ def sign_out(call: "Call") -> dict[str, Any]:
 
 def reset() -> None:
     sessions.cache_clear()
-    _session_authenticator.cache_clear()
+    session_authenticator.cache_clear()

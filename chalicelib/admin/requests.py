@@ -3,12 +3,15 @@ command` (the command names the route, so a signature is good for one route and 
 carries `Authorization: <admin session token>` with its nonce."""
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Optional, Union
+from typing import TYPE_CHECKING, Annotated, ClassVar, Optional, Union
 
 from pydantic import Field, StrictBool, StrictInt, StringConstraints
 
 from chalicelib.compute.requests import EnvironmentId, JobId
 from chalicelib.schemas import Address, Signature, SignedParams
+
+if TYPE_CHECKING:
+    from chalicelib.auth.authenticator import Authenticator
 
 StatusFilter = Annotated[str, StringConstraints(pattern=r"^(active|ended|failed|[0-9]{1,2})$")]
 Cursor = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -16,20 +19,20 @@ ChainId = Union[StrictInt, Annotated[str, StringConstraints(pattern=r"^[0-9]{1,1
 
 
 class AdminSigned(SignedParams):
-    """A call of the operator: `address` signs `address + nonce + command`."""
+    """A call of the operator: `address` signs `address + nonce + command`, or an admin session
+    (`Authorization`, chalicelib.admin.auth) proves it with its nonce; a consumer's auth token never does."""
 
     address: Address = Field(description="The operator's address (one of ADMIN_ADDRESSES)")
     signature: Optional[Signature] = None
-    command: ClassVar[str] = ""
 
-    def signer(self) -> str:
-        return self.address
+    signer_field: ClassVar[str] = "address"
+    message_fields: ClassVar[tuple[str, ...]] = ("address",)
 
-    def message_prefix(self) -> str:
-        return self.address
+    @classmethod
+    def session_authenticator(cls) -> "Authenticator":
+        from chalicelib.admin.auth import session_authenticator
 
-    def message_suffix(self) -> str:
-        return self.command
+        return session_authenticator()
 
 
 class SignInRequest(AdminSigned):
@@ -37,6 +40,7 @@ class SignInRequest(AdminSigned):
 
     command: ClassVar[str] = "adminSignIn"
     signature: Signature
+    allow_token: ClassVar[bool] = False
 
 
 class SignOutRequest(AdminSigned):

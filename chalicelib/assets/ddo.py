@@ -64,6 +64,7 @@ class Asset:
     state: int = 0
     source: str = "chain"
     owner: str | None = None  # the data NFT's owner (trusted publishers are checked against it)
+    metadata_block: int | None = None  # a block of the DDO's metadata event: the NFT existed by then
 
     @property
     def metadata(self) -> dict[str, Any]:

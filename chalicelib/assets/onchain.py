@@ -66,7 +66,7 @@ class MetadataReader:
 
         w3 = self._web3_for(chain_id)
         nft = self._contract(w3, nft_address)
-        topics = [[_hex(nft.events[name].topic) for name in METADATA_EVENTS]]
+        topics = [[hex_text(nft.events[name].topic) for name in METADATA_EVENTS]]
         end = to_block
         while end >= from_block:
             start = max(from_block, end - self._window + 1)
@@ -91,10 +91,10 @@ class MetadataReader:
                 receipt = w3.eth.get_transaction_receipt(tx_hash)
             except TransactionNotFound:
                 return None
-        wanted = {_hex(nft.events[name].topic) for name in METADATA_EVENTS}
+        wanted = {hex_text(nft.events[name].topic) for name in METADATA_EVENTS}
         logs = [
             log for log in receipt["logs"]
-            if log["address"].lower() == nft.address.lower() and log["topics"] and _hex(log["topics"][0]) in wanted
+            if log["address"].lower() == nft.address.lower() and log["topics"] and hex_text(log["topics"][0]) in wanted
         ]  # fmt: skip
         return _decode(nft, logs[-1]) if logs else None
 
@@ -118,8 +118,8 @@ class MetadataReader:
 
 
 def _decode(nft: Any, log: Any) -> MetadataEvent:
-    topic = _hex(log["topics"][0])
-    name = next(n for n in METADATA_EVENTS if _hex(nft.events[n].topic) == topic)
+    topic = hex_text(log["topics"][0])
+    name = next(n for n in METADATA_EVENTS if hex_text(nft.events[n].topic) == topic)
     args = nft.events[name]().process_log(log)["args"]
     flags = bytes(args["flags"])
     return MetadataEvent(
@@ -132,7 +132,7 @@ def _decode(nft: Any, log: Any) -> MetadataEvent:
     )
 
 
-def _hex(value: Any) -> str:
+def hex_text(value: Any) -> str:
     """Topics come as HexBytes, bytes or str depending on the path; compare them as 0x-hex."""
     if isinstance(value, (bytes, bytearray)):
         return "0x" + bytes(value).hex()

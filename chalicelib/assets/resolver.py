@@ -103,7 +103,10 @@ class AssetResolver:
         check_identity(ddo, did, chain_id, nft, resource)
         nft_info = ddo.get("nft")
         state = as_int(nft_info.get("state")) if isinstance(nft_info, dict) else 0
-        return Asset(did, chain_id, to_checksum_address(nft), ddo, 0 if state is None else state, "metadata")
+        event = ddo.get("event")
+        block = as_int(event.get("block")) if isinstance(event, dict) else None  # a hint only (assets.creators)
+        return Asset(did, chain_id, to_checksum_address(nft), ddo, 0 if state is None else state, "metadata",
+                     metadata_block=block)
 
     def _cached(self, did: str) -> AssetRecord | None:
         try:
@@ -215,6 +218,7 @@ def _asset_of(record: AssetRecord) -> Asset:
         state=int(record.state or 0),
         source="chain",
         owner=record.owner,
+        metadata_block=int(record.block_number or 0) or None,
     )
 
 

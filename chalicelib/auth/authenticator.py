@@ -1,14 +1,16 @@
 """The one check every signed route goes through (DESIGN §3.2, §3.3).
 
 Order matters: the signature (or token) is checked first, because it costs nothing and has no
-side effect; only then is the nonce consumed, and that happens before the route does anything.
+side effect (a bad signature must not burn a consumer's nonce); only then is the nonce consumed,
+and that happens before the route checks anything else (chalicelib.http), so a signature is good
+once, on one route, whatever refuses the request after it.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from chalicelib.auth.nonces import NonceStore, parse_nonce
-from chalicelib.auth.signatures import is_address, recover_address, to_checksum_address
+from chalicelib.auth.nonces import MessageUse, NonceStore, parse_nonce
+from chalicelib.auth.signatures import is_address, keccak256, recover_address, to_checksum_address
 from chalicelib.errors import InvalidSignature, Unauthorized, ValidationError
 
 if TYPE_CHECKING:  # PyJWT is imported with the token service, by the first request that uses a token
@@ -36,7 +38,7 @@ class Authenticator:
 
         The signed message is `message_prefix + nonce + message_suffix`: v4 calls put everything
         before the nonce, Ocean Node's calls put their command after it. `nonceless_message`, if
-        given, is accepted as well (SignedParams.nonceless_message says where).
+        given, is accepted as well (SignedParams.nonceless_fields says where).
 
         A signature sent without a nonce (ocean.js 3.x's delete signs one but does not send it)
         is taken to sign the next nonce, stored + 1; it is consumed like any other, so the
@@ -45,9 +47,12 @@ class Authenticator:
         if nonce in (None, "") and signature not in (None, ""):
             nonce = self._nonces.current(checksummed) + 1  # what a client that sends none signed
         nonce_text, nonce_value = parse_nonce(nonce)
+        use = None  # what to record or check of the message with the nonce: see message_use()
         if signature not in (None, ""):
-            messages = [message_prefix + nonce_text + message_suffix] + ([nonceless_message] if nonceless_message else [])
-            if all(recover_address(message, signature) != checksummed for message in messages):  # type: ignore[arg-type]
+            message = message_prefix + nonce_text + message_suffix
+            if recover_address(message, signature) == checksummed:  # type: ignore[arg-type]
+                use = message_use(message, message_prefix, nonce_text, str(address))
+            elif not nonceless_message or recover_address(nonceless_message, signature) != checksummed:  # type: ignore[arg-type]
                 raise InvalidSignature("Invalid signature provided.")
         elif allow_token and auth_token:
             if self._tokens is None:
@@ -55,7 +60,7 @@ class Authenticator:
             self._tokens().verify(auth_token, checksummed)
         else:
             raise ValidationError.field("signature", "signature is required")
-        self._nonces.consume(checksummed, nonce_value)
+        self._nonces.consume(checksummed, nonce_value, use)
         return checksummed
 
     def authenticate_bearer(self, address: object, token: str, nonce: object = None) -> str:
@@ -74,6 +79,22 @@ class Authenticator:
         if nonce not in (None, ""):
             self._nonces.consume(checksummed, parse_nonce(nonce)[1])
         return checksummed
+
+
+def message_use(message: str, message_prefix: str, nonce_text: str, signer: str) -> MessageUse | None:
+    """What the nonce store must do with a signed message besides its nonce (auth.nonces).
+
+    A message can be split elsewhere when the text before its nonce ends with a digit that is
+    not the signer's own (an address has a fixed length, so its digits never move): the same
+    message split a few digits earlier carries a greater nonce, which the stored nonce cannot
+    refuse. Such a message is recorded; and one whose nonce has more than one digit may be a
+    recorded one split that way, so it is checked. A one-digit nonce after a non-digit is
+    neither."""
+    if len(message_prefix) > len(signer) and message_prefix[-1:].isdigit():
+        return MessageUse(keccak256(message.encode()), record=True)
+    if len(nonce_text) > 1:
+        return MessageUse(keccak256(message.encode()), record=False)
+    return None
 
 
 def require_address(value: object, field: str = "consumerAddress") -> str:

@@ -23,6 +23,11 @@ def is_address(value: object) -> bool:
     return isinstance(value, str) and bool(_ADDRESS.match(value))
 
 
+def is_signature(value: object) -> bool:
+    """Whether `value` is 65 bytes of hex (r, s, v), 0x-prefixed or not."""
+    return isinstance(value, str) and bool(_SIGNATURE.match(value))
+
+
 def to_checksum_address(address: str) -> str:
     """EIP-55 checksum; written here because eth_utils costs ~0.2 s of cold import."""
     if not is_address(address):

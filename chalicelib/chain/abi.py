@@ -36,7 +36,12 @@ FRAGMENTS: dict[str, tuple[str, ...]] = {
         "ownerOf",
         "isDeployed",
         "getId",
+        "Transfer",
     ),
+    # Who created a data NFT (the free tier is keyed on it, not on the transferable owner).
+    "ERC721Factory": ("NFTCreated",),
+    # Ocean's access lists (environments' `access`): holding one of its tokens lists an address.
+    "AccessList": ("balanceOf",),
     # Ocean Node's escrow payments (issue 14): what the provider (payee) sends and checks.
     "Escrow": (
         "Lock",

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from chalicelib.auth.signatures import is_address, to_checksum_address
 from chalicelib.errors import BusinessError, ConfigurationError, ValidationError
 
 DEFAULT_FILE = Path(__file__).with_name("environments.json")
@@ -24,19 +25,38 @@ MIN_JOB_SECONDS = 60  # the shortest job a consumer pays for (v4 order time, esc
 
 
 @dataclass(frozen=True)
+class Access:
+    """Who may start jobs: Ocean Node's `access {addresses, accessLists}`, per environment for
+    paid jobs and per free tier for free ones. Open when both are empty; otherwise a consumer
+    must be one of `addresses` (lower case) or hold a token of one of the AccessList contracts
+    `lists` names as (chainId, address), checked on chain when a job starts (compute.access)."""
+
+    addresses: tuple[str, ...] = ()
+    lists: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def is_open(self) -> bool:
+        return not self.addresses and not self.lists
+
+    def view(self) -> dict[str, Any]:
+        """As Ocean Node shows it: `accessLists` an array of {chainId: [contracts]}, or null."""
+        by_chain: dict[str, list[str]] = {}
+        for chain_id, address in self.lists:
+            by_chain.setdefault(str(chain_id), []).append(address)
+        return {"addresses": [to_checksum_address(a) for a in self.addresses], "accessLists": [by_chain] if by_chain else None}
+
+
+@dataclass(frozen=True)
 class FreeTier:
     """Ocean Node's free compute on an environment ("freeCompute" in the configuration): jobs
     without payment, each limited to `max_job_duration` seconds, at most `max_jobs` of them at a
-    time and `max_jobs_per_consumer` per consumer; `access`, when not empty, lists the only
-    consumer addresses (lower case) allowed. A free job runs on the environment's own slots."""
+    time and `max_jobs_per_consumer` per consumer, for the consumers `access` admits (its own,
+    apart from the environment's). A free job runs on the environment's own slots."""
 
     max_job_duration: int
     max_jobs: int
     max_jobs_per_consumer: int = 1
-    access: tuple[str, ...] = ()
-
-    def admits(self, consumer: str) -> bool:
-        return not self.access or consumer.lower() in self.access
+    access: Access = field(default_factory=Access)
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,7 @@ class Environment:
     free_tier: FreeTier | None = None
     resource_prices: Mapping[str, float] = field(default_factory=dict)  # per unit per minute, by resource id
     network_job_queue: str = ""  # the queue of network-allowed jobs; "" = this environment runs every job sealed
+    access: Access = field(default_factory=Access)  # who may start paid jobs here
 
     @property
     def offers_network(self) -> bool:
@@ -142,6 +163,7 @@ def parse_environments(raw: list[Mapping[str, Any]]) -> dict[str, Environment]:
                 free_tier=_free_tier(item.get("freeCompute")),
                 resource_prices={str(k): float(v) for k, v in (item.get("prices") or {}).items()},
                 network_job_queue=_network_queue(item.get("networkJobQueue")),
+                access=parse_access(item.get("access")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ConfigurationError(f"compute environment #{index} is malformed: {error!r}") from None
@@ -189,11 +211,35 @@ def _free_tier(raw: Any) -> FreeTier | None:
         max_job_duration=int(raw["maxJobDuration"]),
         max_jobs=int(raw["maxJobs"]),
         max_jobs_per_consumer=int(raw.get("maxJobsPerConsumer", 1)),
-        access=tuple(str(address).lower() for address in raw.get("access") or ()),
+        access=parse_access(raw.get("access")),
     )
     if min(tier.max_job_duration, tier.max_jobs, tier.max_jobs_per_consumer) <= 0:
         raise ValueError("freeCompute limits must be positive")
     return tier
+
+
+def parse_access(raw: Any) -> Access:
+    """Ocean Node's `{"addresses": [...], "accessLists": [{"<chainId>": ["0x<AccessList>", ...]}] | null}`;
+    a bare list of addresses (this provider's earlier free-tier form) is the addresses alone."""
+    if raw in (None, [], {}):
+        return Access()
+    if isinstance(raw, list):
+        raw = {"addresses": raw}
+    if not isinstance(raw, dict) or set(raw) - {"addresses", "accessLists"}:
+        raise ValueError("access must be {addresses, accessLists}")
+    addresses = raw.get("addresses") or []
+    lists = raw.get("accessLists") or []
+    if not isinstance(addresses, list) or not all(is_address(a) for a in addresses):
+        raise ValueError("access.addresses must be a list of 0x-addresses")
+    if not isinstance(lists, list) or not all(isinstance(entry, dict) for entry in lists):
+        raise ValueError("access.accessLists must be a list of {chainId: [AccessList addresses]}")
+    contracts = []
+    for entry in lists:
+        for chain_id, listed in entry.items():
+            if not isinstance(listed, list) or not all(is_address(a) for a in listed):
+                raise ValueError("access.accessLists must map chain ids to lists of 0x-addresses")
+            contracts.extend((int(chain_id), to_checksum_address(address)) for address in listed)
+    return Access(tuple(dict.fromkeys(a.lower() for a in addresses)), tuple(dict.fromkeys(contracts)))
 
 
 def load_environments(env: Mapping[str, str] | None = None) -> dict[str, Environment]:

@@ -34,8 +34,10 @@ def initialize(call: Call, deadline: budget.Deadline) -> dict[str, Any]:
 def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     """Chain calls stay within the request's deadline and nothing is reserved without the time
     to finish."""
-    consumer = services.authenticate(call)
-    return [status_object(services.compute_workflow().start(call.params, consumer, deadline), None)]
+    environment = environments().get(call.params.environment)
+    if environment is not None:  # an unknown one is the validator's to refuse, with its code
+        services.access_lists().require(environment.access, call.caller, f"compute environment {environment.id}")
+    return [status_object(services.compute_workflow().start(call.params, call.caller, deadline), None)]
 
 
 def status(call: Call) -> Response:
@@ -43,8 +45,8 @@ def status(call: Call) -> Response:
     page (compute.paging); download URLs only when one job is asked for, signed: a listing
     presigning two URLs per job would spend its time on URLs nobody follows."""
     params = call.params
-    signed = params.wants_signed_view(services.presented_token(call))
-    owner = services.authenticate(call) if signed else services.checksum(params.consumerAddress)
+    signed = call.caller is not None  # the caller proved who it is (http: its nonce spent first)
+    owner = call.caller or services.checksum(params.consumerAddress)
     jobs = services.job_service()
     page = jobs.find(owner, params.jobId, params.documentId, params.cursor(), for_status=True)
     if params.jobId and not page.jobs:
@@ -53,14 +55,14 @@ def status(call: Call) -> Response:
 
 
 def stop(call: Call) -> Response:
-    owner = services.authenticate(call)
+    owner = call.caller
     jobs = services.job_service()
     page = jobs.stop(owner, call.params.jobId, call.params.documentId, call.params.cursor())
     return _page_response(*jobs.status_objects(page, with_urls=False))
 
 
 def delete(call: Call) -> Response:
-    owner = services.authenticate(call)
+    owner = call.caller
     jobs = services.job_service()
     page = jobs.delete(owner, call.params.jobId, call.params.documentId, call.params.cursor())
     return _page_response(*jobs.status_objects(page, with_urls=False))
@@ -73,6 +75,5 @@ def _page_response(body: list[dict[str, Any]], more: Cursor | None) -> Response:
 
 def result(call: Call) -> Response:
     """302 to a presigned S3 URL: Lambda cannot return more than 6 MB, so results never pass through it."""
-    owner = services.authenticate(call)
-    url = services.job_service().result_url(owner, call.params.jobId, call.params.index_value)
+    url = services.job_service().result_url(call.caller, call.params.jobId, call.params.index_value)
     return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})

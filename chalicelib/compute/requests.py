@@ -14,7 +14,7 @@ with the original Provider's error codes.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, ClassVar, Optional, Union
 
 from pydantic import (
     AfterValidator,
@@ -207,11 +207,7 @@ class ComputeStartRequest(SignedParams):
             raise _invalid("give additional datasets in additionalDatasets or additionalInputs, not both")
         return value
 
-    def signer(self) -> str:
-        return self.consumerAddress
-
-    def message_prefix(self) -> str:
-        return self.consumerAddress + self.dataset.documentId
+    message_fields: ClassVar[tuple[str, ...]] = ("consumerAddress", "dataset.documentId")
 
     @property
     def additional_datasets(self) -> list[DatasetInput]:
@@ -261,31 +257,28 @@ class ComputeJobQuery(SignedParams):
         default=None, description="Without jobId: continue with older jobs, from the Next-Page header of the "
                                   "previous answer (each answer holds the newest 50 jobs at most)")
 
-    def signer(self) -> str:
-        return self.consumerAddress
-
-    def message_prefix(self) -> str:
-        return self.consumerAddress + (self.jobId or "") + (self.documentId or "")
+    message_fields: ClassVar[tuple[str, ...]] = ("consumerAddress", "jobId", "documentId")
+    # Unsigned, the caller gets the reduced view; with a signature or a token it must prove who
+    # it is (the nonce then required and consumed), and a failure is an error, not the reduced view.
+    proof_optional: ClassVar[bool] = True
 
     def cursor(self) -> Cursor | None:
         return Cursor.decode(self.next) if self.next else None
-
-    def wants_signed_view(self, auth_token: str | None) -> bool:
-        """Whether the caller tries to prove who it is: then authenticate, which also requires
-        and consumes the nonce, and a failure is an error rather than the reduced view."""
-        return bool(self.signature) or bool(auth_token)
 
 
 class ComputeJobSignedQuery(ComputeJobQuery):
     """PUT (stop, ComputeStopQuery) /api/services/compute: always signed (or AuthToken)."""
 
     nonce: Nonce
+    proof_optional: ClassVar[bool] = False
 
 
 class ComputeDeleteQuery(ComputeJobQuery):
     """DELETE /api/services/compute: always signed (or AuthToken). The nonce may be left out:
     ocean.js 3.x signs the next one (our nonce + 1) without sending it, and the authenticator
     then verifies and consumes exactly that one."""
+
+    proof_optional: ClassVar[bool] = False
 
 
 class ComputeStopQuery(ComputeJobSignedQuery):
@@ -296,8 +289,7 @@ class ComputeStopQuery(ComputeJobSignedQuery):
     signature can be replayed, but all a replay can do is stop that job, which its owner already
     asked for; stopping every job (no jobId) needs the full message with the nonce."""
 
-    def nonceless_message(self) -> str:
-        return self.consumerAddress + self.jobId if self.jobId else ""
+    nonceless_fields: ClassVar[tuple[str, ...]] = ("consumerAddress", "jobId")
 
 
 def _index_text(value: Union[int, str]) -> str:
@@ -323,11 +315,7 @@ class ComputeResultQuery(SignedParams):
         Field(description="Index of the result in the job's `results` list (0-based)."),
     ]
 
-    def signer(self) -> str:
-        return self.consumerAddress
-
-    def message_prefix(self) -> str:
-        return self.consumerAddress + self.jobId + str(self.index)
+    message_fields: ClassVar[tuple[str, ...]] = ("consumerAddress", "jobId", "index")
 
     @property
     def index_value(self) -> int:

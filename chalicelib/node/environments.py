@@ -41,7 +41,7 @@ def free_view(environment: Environment, tier: FreeTier, running_free: int) -> di
         "maxJobsPerConsumer": tier.max_jobs_per_consumer,
         "storageExpiry": environment.storage_expiry,
         "resources": resources(environment, tier.max_jobs, running_free),
-        "access": {"addresses": list(tier.access), "accessLists": None},
+        "access": tier.access.view(),
     }
 
 
@@ -67,7 +67,7 @@ def node_view(environment: Environment, chain_ids: Iterable[int], provider_addre
         "queMaxWaitTimeFree": 0,
         "runMaxWaitTime": 0,
         "runMaxWaitTimeFree": 0,
-        "access": {"addresses": [], "accessLists": None},
+        "access": environment.access.view(),
     }
     if environment.free_tier is not None:
         view["free"] = free_view(environment, environment.free_tier, running_free)

@@ -1,6 +1,8 @@
 """Free compute (Ocean Node's `freeCompute`): a job on an environment's free tier, with no
 payment and no order, within the tier's limits, and only on datasets the operator lets compute
-for free (FREE_COMPUTE_PUBLISHERS: publisher addresses, i.e. data NFT owners, or dids).
+for free (FREE_COMPUTE_PUBLISHERS: dids, or publishers: the creators of data NFTs as the chain's
+factory recorded them, assets.creators; never an NFT's current owner, which anyone can make an
+allowed publisher by transferring the NFT to it).
 
 Ocean Node lets any dataset be computed for free unless its credentials forbid it; we do not:
 a data owner's dataset is free here only if the operator says so. Everything else (validation,
@@ -11,12 +13,17 @@ given back by the write that ends it, so two concurrent starts cannot both take 
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from chalicelib.compute.environments import Environment, FreeTier
 from chalicelib.compute.job_reservations import Slot
 from chalicelib.compute.plan import ComputePlan
+from chalicelib.compute.start_rate import Rate
 from chalicelib.errors import BusinessError
+
+if TYPE_CHECKING:
+    from chalicelib.assets.creators import NftCreators
+    from chalicelib.compute.access import AccessLists
 
 
 def free_key(environment: Environment) -> str:
@@ -27,13 +34,12 @@ def consumer_key(environment: Environment, consumer: str) -> str:
     return f"{environment.id}#free#{consumer.lower()}"
 
 
-def tier_of(environment: Environment, consumer: str) -> FreeTier:
-    """The environment's free tier, if it has one that admits `consumer`."""
+def tier_of(environment: Environment, consumer: str, access: AccessLists) -> FreeTier:
+    """The environment's free tier, if it has one whose `access` admits `consumer` (403 if not)."""
     tier = environment.free_tier
     if tier is None:
         raise BusinessError(f"Environment {environment.id} offers no free compute")
-    if not tier.admits(consumer):
-        raise BusinessError("Access denied")
+    access.require(tier.access, consumer, f"the free tier of compute environment {environment.id}")
     return tier
 
 
@@ -53,21 +59,29 @@ def slots(environment: Environment, tier: FreeTier, consumer: str) -> list[Slot]
     ]
 
 
-def check_publishers(plan: ComputePlan, allowed: Iterable[str]) -> None:
-    """Every dataset must be put up by an allowed publisher (its data NFT's owner) or be an allowed did."""
+def start_rates(consumer: str, per_minute: int, per_consumer_per_hour: int) -> list[Rate]:
+    """The rates a free start is taken under (compute.start_rate): provider-wide per minute,
+    whatever the number of keys, and per consumer per hour, so one key cannot hold the tier."""
+    return [
+        Rate("free", per_minute, 60,
+             "Too many free jobs are starting on this provider (at most {limit} a minute); try again in {retry} s"),
+        Rate(f"free#{consumer.lower()}", per_consumer_per_hour, 3600,
+             "You started {limit} free jobs this hour, the most one consumer may; try again in {retry} s"),
+    ]
+
+
+def check_publishers(plan: ComputePlan, allowed: Iterable[str], creators: NftCreators) -> None:
+    """Every dataset must be an allowed did, or its data NFT created by an allowed publisher."""
     names = {name.lower() for name in allowed}
     for dataset in plan.datasets:
-        owner = _owner(dataset.asset)
-        if dataset.did.lower() not in names and (not owner or owner.lower() not in names):
+        if dataset.did.lower() in names:
+            continue
+        if not any(name.startswith("0x") for name in names):
+            raise BusinessError({dataset.resource: "not_free_compute_dataset"})
+        asset = dataset.asset
+        creator = creators.creator(asset.chain_id, asset.nft_address, asset.metadata_block)
+        if not creator or creator.lower() not in names:
             raise BusinessError({dataset.resource: "not_free_compute_dataset"})
 
 
-def _owner(asset: object) -> str | None:
-    owner = getattr(asset, "owner", None)
-    if owner:
-        return str(owner)
-    nft = getattr(asset, "ddo", {}).get("nft")
-    return str(nft.get("owner")) if isinstance(nft, dict) and nft.get("owner") else None
-
-
-__all__: Sequence[str] = ("check_publishers", "consumer_key", "free_key", "job_seconds", "slots", "tier_of")
+__all__: Sequence[str] = ("check_publishers", "consumer_key", "free_key", "job_seconds", "slots", "start_rates", "tier_of")

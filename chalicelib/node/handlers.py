@@ -90,9 +90,10 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     """Paid start with orders, as v4's (the job's time is what the provider fee paid for); with
     `payment{chainId, token}` on an escrow chain, the job is also locked in escrow before it is
     dispatched (payments.paid_start)."""
-    consumer = services.authenticate(call)
+    consumer = call.caller
     params = call.params
     environment = _environment(params.environment)
+    services.access_lists().require(environment.access, consumer, f"compute environment {environment.id}")
     payment = params.payment
     requested = params.resources or (payment.resources if payment else None)
     fill_resources(environment, requested)
@@ -114,19 +115,27 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
 
 @budget.with_deadline
 def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
-    """A job on the environment's free tier: no order, the tier's limits, allowed publishers only."""
-    consumer = services.authenticate(call)
+    """A job on the environment's free tier: no order, the tier's access and limits, allowed
+    publishers' datasets only, within the provider's free-start rates (429 beyond them)."""
+    consumer = call.caller
     params = call.params
     environment = _environment(params.environment)
-    tier = free.tier_of(environment, consumer)
+    tier = free.tier_of(environment, consumer, services.access_lists())
     fill_resources(environment, params.resources)
     # no order pays for a free job: an order id sent along is dropped, never shown as its agreement
     datasets = [dataset.model_copy(update={"transferTxId": None}) for dataset in params.datasets]
     algorithm = params.algorithm.model_copy(update={"transferTxId": None})
     plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm)
-    free.check_publishers(plan, services.settings().free_compute_publishers)
-    job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
-                                       slots=free.slots(environment, tier, consumer), deadline=deadline)
+    current = services.settings()
+    free.check_publishers(plan, current.free_compute_publishers, services.nft_creators())
+    rates = services.start_rates()
+    taken = rates.take(free.start_rates(consumer, current.free_starts_per_minute, current.free_starts_per_consumer_per_hour))
+    try:
+        job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
+                                           slots=free.slots(environment, tier, consumer), deadline=deadline)
+    except Exception:
+        rates.give_back(taken)  # a start refused (a full tier) or failed takes nothing from the rate
+        raise
     return [status_object(job, None)]
 
 
@@ -160,7 +169,7 @@ def _is_owner(call: Call, address: str) -> bool:
 
 
 def stop(call: Call) -> list[dict[str, Any]]:
-    owner = services.authenticate(call)
+    owner = call.caller
     params = call.params
     job = services.job_service().find_one(owner, params.jobId)
     if params.agreementId and (job.agreement_id or "").lower() != params.agreementId.lower():
@@ -170,15 +179,13 @@ def stop(call: Call) -> list[dict[str, Any]]:
 
 def result(call: Call) -> Response:
     """302 to a short-lived URL of result `index` (the order of the status object's `results`)."""
-    owner = services.authenticate(call)
-    url = services.job_service().result_url(owner, call.params.jobId, call.params.index_value)
+    url = services.job_service().result_url(call.caller, call.params.jobId, call.params.index_value)
     return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
 
 
 def streamable_logs(call: Call) -> Response:
     """The algorithm's log so far, to its owner only; 404 while none exists."""
-    owner = services.authenticate(call)
-    job = services.job_service().find_one(owner, call.params.jobId)
+    job = services.job_service().find_one(call.caller, call.params.jobId)
     content = services.algorithm_logs().read(job)
     if content is None:
         raise NotFound(NO_LOG)
@@ -191,15 +198,12 @@ def streamable_logs(call: Call) -> Response:
 def create_token(call: Call) -> dict[str, Any]:
     tokens = services.token_service()
     expiration = tokens.check_expiration(_expiration(call.params.validUntil, services.settings().token_max_lifetime))
-    address = services.authenticate(call, allow_token=False)
-    return {"token": tokens.create(address, expiration)}
+    return {"token": tokens.create(call.caller, expiration)}
 
 
 def invalidate_token(call: Call) -> dict[str, Any]:
     tokens = services.token_service()
-    claims = tokens.revocable_claims(call.params.token, call.params.address)
-    services.authenticate(call, allow_token=False)
-    tokens.revoke(claims)
+    tokens.revoke(tokens.revocable_claims(call.params.token, call.caller))
     return {"success": True}
 
 

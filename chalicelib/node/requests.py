@@ -79,18 +79,8 @@ class Payment(Params):
 class NodeSigned(SignedParams):
     """A call signed over `address + nonce + command` (or proven by `Authorization`)."""
 
-    command: ClassVar[str] = ""
     consumerAddress: Address
     nonce: Optional[Nonce] = None
-
-    def signer(self) -> str:
-        return self.consumerAddress
-
-    def message_prefix(self) -> str:
-        return self.consumerAddress
-
-    def message_suffix(self) -> str:
-        return self.command
 
 
 def _datasets_or_dataset(data: Any) -> Any:
@@ -184,11 +174,9 @@ class _AddressSigned(NodeSigned):
     nonce: Nonce
     signature: Annotated[str, StringConstraints(pattern=r"^(0x)?[0-9a-fA-F]{130}$")]
 
-    def signer(self) -> str:
-        return self.address
-
-    def message_prefix(self) -> str:
-        return self.address
+    signer_field: ClassVar[str] = "address"
+    message_fields: ClassVar[tuple[str, ...]] = ("address",)
+    allow_token: ClassVar[bool] = False
 
 
 class NodeCreateTokenRequest(_AddressSigned):

@@ -17,10 +17,10 @@ Settings of its own, read from the environment (so chalicelib.config stays as it
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Mapping
 
+from chalicelib.config import chain_addresses
 from chalicelib.errors import ConfigurationError
 from chalicelib.payments import models
 
@@ -31,18 +31,7 @@ if TYPE_CHECKING:
 
 
 def escrow_addresses(env: Mapping[str, str] | None = None) -> dict[int, str]:
-    env = os.environ if env is None else env
-    raw = env.get("ESCROW_CONTRACTS", "").strip()
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(raw)
-        addresses = {int(chain): str(address) for chain, address in parsed.items()}
-    except (ValueError, TypeError, AttributeError):
-        raise ConfigurationError("ESCROW_CONTRACTS must be a JSON object {chainId: address}") from None
-    if not all(address.startswith("0x") and len(address) == 42 for address in addresses.values()):
-        raise ConfigurationError("ESCROW_CONTRACTS must map chain ids to 0x-addresses")
-    return addresses
+    return chain_addresses(os.environ if env is None else env, "ESCROW_CONTRACTS")
 
 
 def _seconds(env: Mapping[str, str], name: str, default: str) -> int:

@@ -274,9 +274,7 @@ def test_initialize_malformed(changes, field):
 
 def test_unsigned_status_query_as_ocean_js_sends_it():
     query = validate(ComputeJobQuery, {"consumerAddress": CONSUMER, "documentId": DID})
-    assert query.nonce is None and query.signature is None
-    assert not query.wants_signed_view(None)
-    assert query.wants_signed_view("a.jwt.token")
+    assert query.nonce is None and query.signature is None and query.proof_optional
     assert query.message_prefix() == CONSUMER + DID
 
 
@@ -285,7 +283,7 @@ def test_signed_job_query_as_ocean_py_sends_it():
     signature = sign(CONSUMER_KEY, f"{CONSUMER}job-1{DID}5")
     query = validate(ComputeJobSignedQuery, {"consumerAddress": CONSUMER, "documentId": DID, "jobId": "job-1",
                                              "nonce": "5", "signature": signature})
-    assert query.wants_signed_view(None)
+    assert not query.proof_optional
     assert recover_address(query.message_prefix() + query.nonce, query.signature) == CONSUMER
 
 

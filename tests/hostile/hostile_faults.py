@@ -68,8 +68,18 @@ def dynamodb_clients() -> list[Any]:
 
 
 def table_is(name: str) -> Callable[[dict[str, Any]], bool]:
-    """Calls on the table `name`."""
-    return lambda params: params.get("TableName") == name
+    """Calls on the table `name`; a transaction, if any of its items is one of that table's."""
+    def on_table(params: dict[str, Any]) -> bool:
+        actions = [action for item in params.get("TransactItems", []) for action in item.values()]
+        return params.get("TableName") == name or any(action.get("TableName") == name for action in actions)
+
+    return on_table
+
+
+def table_is_not(name: str) -> Callable[[dict[str, Any]], bool]:
+    """Calls on any table but `name` (a transaction: none of whose items is one of its)."""
+    on_table = table_is(name)
+    return lambda params: not on_table(params)
 
 
 @contextmanager

@@ -39,6 +39,21 @@ def test_api_answers_unknown_routes_with_json_404(packaged):
                                                                       "RegisterAsset", "ReconcileJobs"}
 
 
+def test_the_api_logs_no_request_data(packaged):
+    """v4's token routes carry signatures in the query string (ocean.py sends them there): the
+    stage neither writes an access log nor traces request data (issue 20 #2), and the stack made
+    before it (infra/resources.yaml) adds neither."""
+    from infra_helpers import TEMPLATE
+
+    (api,) = _resources(packaged, "AWS::Serverless::Api").values()
+    properties = api["Properties"]
+    assert "AccessLogSetting" not in properties
+    assert not any(setting.get("DataTraceEnabled") for setting in properties.get("MethodSettings", []))
+    assert not _resources(packaged, "AWS::ApiGateway::Stage")
+    stack = TEMPLATE.read_text()
+    assert "AccessLogSetting" not in stack and "DataTraceEnabled" not in stack
+
+
 def test_event_rules_for_batch_state_changes_and_runner_stages(packaged):
     functions = _resources(packaged, "AWS::Serverless::Function")
     patterns = {}

@@ -35,7 +35,8 @@ def free_environments(chain, per_consumer=1, max_free=2, access=()) -> str:
 def node(aws, chain, client, monkeypatch):
     """A provider whose cpu environment has a free tier and whose operator allows the chain's
     publisher's datasets for free compute."""
-    env = {"FREE_COMPUTE_PUBLISHERS": chain.publisher.address}
+    env = {"FREE_COMPUTE_PUBLISHERS": chain.publisher.address,
+           "NFT_FACTORIES": json.dumps({str(chain.chain_id): chain.contracts.ERC721Factory})}
     with stubbed_provider(chain, monkeypatch, free_environments(chain), allow_raw=True, env=env) as (batch, published):
         monkeypatch.setattr("chalicelib.aws.client", _clients(batch.client))
         yield chain, batch, published
@@ -195,6 +196,11 @@ def test_token_create_validates_its_signature_and_expiry(client, aws):
     status, body = post(client, "/auth/token", {"address": consumer, "nonce": str(nonce), "signature": good,
                                                 "validUntil": int(time.time()) + 10**8})
     assert status == 400 and "expiration" in body["errors"]
+    status, body = post(client, "/auth/token", {"address": consumer, "nonce": str(nonce), "signature": good,
+                                                "validUntil": (int(time.time()) + 300) * 1000})
+    assert status == 400 and "nonce" in body["errors"], "the refused request spent the nonce: the signature is used"
+    nonce += 1
+    good = sign(CONSUMER_KEY, consumer + str(nonce) + "createAuthToken")
     status, body = post(client, "/auth/token", {"address": consumer, "nonce": str(nonce), "signature": good,
                                                 "validUntil": (int(time.time()) + 300) * 1000})
     assert status == 200
@@ -371,7 +377,7 @@ def test_free_tier_access_list_and_environment_without_free_tier(client, node, m
     monkeypatch.setenv("COMPUTE_ENVIRONMENTS", free_environments(chain, access=[chain.other.address]))
     environments.environments.cache_clear()
     status, body = post(client, "/freeCompute", free_body(published, chain.consumer))
-    assert (status, body) == (400, {"error": "Access denied"})
+    assert (status, body) == (403, {"error": "Access denied"}), "as Ocean Node answers"
     monkeypatch.setenv("COMPUTE_ENVIRONMENTS", environments_json(chain))
     environments.environments.cache_clear()
     status, body = post(client, "/freeCompute", free_body(published, chain.consumer))
