@@ -21,7 +21,7 @@ PORT ?= 8030
 
 STAGE ?= dev
 
-.PHONY: install venv-python run demo test bench package deploy clean lock
+.PHONY: install venv-python run demo test bench package deploy clean lock canary
 
 install: venv-python $(VENV)/.installed node_modules/.installed
 
@@ -63,6 +63,15 @@ package: install
 
 deploy: install
 	$(PY) -m infra.bytecode --stage $(STAGE) -- deploy
+
+# make canary: a probe job per compute environment, started through the provider's own start path,
+# tries every escape of a sealed job; prints the table, exits 1 on any escape (README, "Canary").
+# Without STAGE (or STAGE=local) it runs against `make run`; with STAGE=dev|prod against that
+# deployed stage (CANARY_PRIVATE_KEY, the canary datasets of `python -m canary publish`, and
+# CANARY_IMAGE pinned by digest). CANARY_ARGS adds options (--path free, --environment ID...).
+CANARY_STAGE = $(if $(filter file,$(origin STAGE)),local,$(STAGE))
+canary: install
+	$(PY) -m canary run --stage $(CANARY_STAGE) $(if $(CANARY_IMAGE),--image $(CANARY_IMAGE)) $(CANARY_ARGS)
 
 # The locks: exact versions with hashes, compiled by uv (pinned in requirements-dev.txt) from the
 # ranges of the .in files. `make lock` takes the newest versions the ranges allow;

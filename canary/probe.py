@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-DATA = "/data"
+DATA = os.environ.get("DATA_DIR") or "/data"  # /data in a job; the job folder where a local job runs unsandboxed
 OUTPUTS = DATA + "/outputs"
 CONFIG = DATA + "/inputs/algoCustomData.json"
 CONNECT_SECONDS = 2.0
@@ -200,7 +200,8 @@ def check_capabilities(report: Report) -> dict[str, int]:
         held = any(masks[name] for name in names)
         report.add(check, "FAIL" if held else "PASS", "; ".join(f"{n} {capability_text(masks[n])}" for n in names))
     report.add("no_new_privs", "PASS" if fields.get("NoNewPrivs", "0").strip() == "1" else "FAIL",
-               f"NoNewPrivs {fields.get('NoNewPrivs', '?').strip()}: setuid and file capabilities grant nothing on exec")
+               f"NoNewPrivs {fields.get('NoNewPrivs', '?').strip()} (with 1, setuid bits and file capabilities grant "
+               "nothing on exec)")
     return masks
 
 
