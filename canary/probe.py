@@ -51,10 +51,12 @@ CREDENTIAL_NAMES = ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CRE
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE|CREDENTIAL|TOKEN|ACCESS_KEY", re.I)
 # AWS access key ids, 0x-hex private keys (not the 64 hex digits of a did), PEM keys
 SECRET_VALUE = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|\b0x[0-9a-fA-F]{64}\b|-----BEGIN")
-# canary/Dockerfile's image: a python copy given cap_setuid,cap_setgid+ep, and a HEALTHCHECK
-# that runs it and leaves these markers in outputs/.
+# canary/Dockerfile's image: a python copy given cap_setuid,cap_setgid+p that runs canary/escalate.py
+# as the image's ENTRYPOINT and HEALTHCHECK; each run appends what it got to a marker in outputs/.
 CANARY_CAPPED = "/usr/local/bin/c2d-canary-capped"
-HEALTHCHECK_RAN, HEALTHCHECK_ROOT = OUTPUTS + "/.c2d-healthcheck-ran", OUTPUTS + "/.c2d-healthcheck-root"
+CANARY_ESCALATE = "/usr/local/lib/c2d-canary/escalate.py"
+MARKERS = {"file_caps.entrypoint": (OUTPUTS + "/.c2d-entrypoint", "ENTRYPOINT"),
+           "file_caps.healthcheck": (OUTPUTS + "/.c2d-healthcheck", "HEALTHCHECK")}
 SCAN_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt")
 SCAN_LIMIT, SCAN_SECONDS = 300_000, 20.0
 CAPABILITY_NAMES = (
@@ -257,24 +259,18 @@ def find_capped(limit: int = SCAN_LIMIT, seconds: float = SCAN_SECONDS) -> tuple
     return found, seen
 
 
-ESCALATE = ("import os\nfor call in (os.setgid, os.setuid):\n    try:\n        call(0)\n    except OSError:\n        pass\n"
-            "f = dict(l.rstrip().split(':\\t', 1) for l in open('/proc/self/status') if ':\\t' in l)\n"
-            "print('uid', os.getuid(), os.geteuid(), 'CapEff', f['CapEff'], 'CapPrm', f['CapPrm'])\n")
-
-
 def exec_capped(path: str) -> tuple[str, str]:
     """Exec one file-capped binary as the algorithm: (PASS|FAIL, what happened). The kernel
     refuses (EPERM) a binary whose file capabilities it cannot grant; if it runs, what it holds
     is read from its /proc status once the exec is done (its name changed)."""
-    if path == CANARY_CAPPED:
+    if path == CANARY_CAPPED and os.path.isfile(CANARY_ESCALATE):
         try:
-            done = subprocess.run([path, "-c", ESCALATE], capture_output=True, text=True, timeout=20)
+            done = subprocess.run([path, CANARY_ESCALATE, "--report"], capture_output=True, text=True, timeout=20)
         except OSError as error:
             return ("PASS" if error.errno in (errno.EPERM, errno.EACCES) else "FAIL",
                     f"exec refused: {errno.errorcode.get(error.errno or 0, type(error).__name__)}")
-        words = done.stdout.split()
-        gained = not words or words[1:3] != [str(os.getuid())] * 2 or int(words[4], 16) or int(words[6], 16)
-        return ("FAIL" if gained else "PASS"), f"ran: {done.stdout.strip() or done.stderr.strip()[:120]}"
+        line = done.stdout.strip() or done.stderr.strip()[-160:]
+        return ("PASS" if line.endswith("gained=no") else "FAIL"), f"ran: {line}"
     try:
         child = subprocess.Popen([path, "--version"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, start_new_session=True)
@@ -315,16 +311,25 @@ def check_file_caps(report: Report) -> None:
     report.add("file_caps.exec", "FAIL" if failed else "PASS", "; ".join(f"{p}: {what}" for p, _, what in results))
 
 
-def check_healthcheck(report: Report, where: str) -> None:
-    if where == "local" or not os.path.isfile(CANARY_CAPPED):
-        report.add("file_caps.healthcheck", "SKIP", "no image HEALTHCHECK here: " + (
-            "local jobs use no image" if where == "local" else "only canary/Dockerfile's image has one"))
-    elif os.path.exists(HEALTHCHECK_ROOT):
-        report.add("file_caps.healthcheck", "FAIL", "the image's HEALTHCHECK became root through its file-capped binary")
-    elif os.path.exists(HEALTHCHECK_RAN):
-        report.add("file_caps.healthcheck", "PASS", "the image's HEALTHCHECK ran and its file-capped binary gained nothing")
-    else:
-        report.add("file_caps.healthcheck", "SKIP", "the image's HEALTHCHECK did not run while the probe ran")
+def check_image_markers(report: Report, where: str) -> None:
+    """What canary/Dockerfile's ENTRYPOINT and HEALTHCHECK got from their file-capped python."""
+    for check, (path, what) in MARKERS.items():
+        if where == "local":
+            report.add(check, "SKIP", f"no image {what} here: local jobs use no image")
+            continue
+        if not os.path.isfile(CANARY_ESCALATE):
+            report.add(check, "SKIP", f"the image has no file-capped {what}: canary/Dockerfile's image has one")
+            continue
+        try:
+            with open(path) as handle:
+                lines = [line.strip() for line in handle if line.startswith("c2d-canary escalate")]
+        except OSError:
+            lines = []
+        if not lines:
+            report.add(check, "SKIP", f"the image's {what} left no marker while the probe ran")
+        else:
+            gained = [line for line in lines if not line.endswith("gained=no")]
+            report.add(check, "FAIL" if gained else "PASS", f"{len(lines)} run(s): " + (gained or lines)[0])
 
 
 # -- the network ---------------------------------------------------------------------------------
@@ -608,7 +613,7 @@ def main() -> int:
     report.guarded("fs", lambda: check_files(report))
     report.guarded("env.credentials", lambda: check_environment(report))
     facts = {"peers": peers.finish() if peers.started else {}}
-    report.guarded("file_caps.healthcheck", lambda: check_healthcheck(report, where))
+    report.guarded("file_caps.markers", lambda: check_image_markers(report, where))
     facts.update({"bootId": boot_id(), "uid": os.getuid(), "python": sys.version.split()[0]})
     result = {"version": 1, "run": config["run"], "role": config["role"], "mode": mode, "where": where,
               "rows": report.rows, "facts": facts}
