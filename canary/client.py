@@ -64,10 +64,11 @@ class Provider:
         answer = self.call("GET", "/api/services/nonce", params={"userAddress": self.address}).json()
         return int(answer["nonce"]) + 1
 
-    def environment_ids(self) -> list[str]:
+    def environments(self) -> dict[str, int]:
+        """The environments on the canary's chain, with their GPUs per job (v4 computeEnvironments)."""
         chain = str(self.chain_id)
         listed = self.call("GET", "/api/services/computeEnvironments", params={"chainId": chain}).json()
-        return [environment["id"] for environment in listed.get(chain, [])]
+        return {environment["id"]: int(environment.get("nGPU") or 0) for environment in listed.get(chain, [])}
 
     # -- paid, Ocean Provider v4 ----------------------------------------------------------------
 
@@ -126,6 +127,18 @@ class Provider:
             "consumerAddress": self.address, "jobId": job_id, "index": index, "nonce": nonce,
             "signature": self.sign(self.address + nonce + "getComputeResult")})
         return self._download(redirect)
+
+    def logs_node(self, job_id: str) -> str | None:
+        """computeStreamableLogs (Ocean Node): the algorithm's log so far; None while there is none."""
+        nonce = str(self.next_nonce())
+        response = requests.get(self.url + "/node/api/services/computeStreamableLogs", timeout=self.timeout, params={
+            "consumerAddress": self.address, "jobId": job_id, "nonce": nonce,
+            "signature": self.sign(self.address + nonce + "getComputeStreamableLogs")})
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise Refused(f"computeStreamableLogs answered {response.status_code}: {response.text[:300]}")
+        return response.text
 
     def _download(self, redirect: requests.Response) -> bytes:
         location = redirect.headers.get("Location")

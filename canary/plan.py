@@ -48,8 +48,10 @@ def new_run_id() -> str:
 
 
 def plan_jobs(environments: Sequence[tuple[str, bool]], *, where: str, run: str, window: float,
-              decoys: dict[str, list] | None = None, rng: random.Random | None = None) -> list[ProbeJob]:
-    """The probe jobs for (environment id, has a network queue) pairs, in start order."""
+              decoys: dict[str, list] | None = None, rng: random.Random | None = None,
+              gpus: dict[str, int] | None = None) -> list[ProbeJob]:
+    """The probe jobs for (environment id, has a network queue) pairs, in start order; `gpus`:
+    the GPUs a job of each environment gets (the probe checks it sees them)."""
     rng = rng or random.SystemRandom()
     ports = rng.sample(range(20000, 61000), 3 * max(1, len(environments)))
     jobs: list[ProbeJob] = []
@@ -59,7 +61,7 @@ def plan_jobs(environments: Sequence[tuple[str, bool]], *, where: str, run: str,
                      for index, (role, _) in enumerate(roles)}
         for role, mode in roles:
             config = {"run": run, "role": role, "mode": mode, "where": where, "window": window,
-                      "environment": environment, "listen": listeners[role],
+                      "environment": environment, "gpus": (gpus or {}).get(environment, 0), "listen": listeners[role],
                       "peers": [listener for other, listener in listeners.items() if other != role],
                       "decoys": decoys or {}}
             jobs.append(ProbeJob(environment, role, mode, config))

@@ -332,6 +332,20 @@ def check_image_markers(report: Report, where: str) -> None:
             report.add(check, "FAIL" if gained else "PASS", f"{len(lines)} run(s): " + (gained or lines)[0])
 
 
+def check_gpus(report: Report, gpus: int, where: str) -> None:
+    """A GPU environment's job must still get its GPU through the runtime chain (c2d-nvidia ->
+    nvidia-container-runtime -> runc) that takes its capabilities and network away."""
+    if not gpus:
+        return
+    if where == "local":
+        report.add("gpu.devices", "SKIP", "local jobs get no GPU")
+        return
+    devices = sorted(name for name in os.listdir("/dev") if name.startswith("nvidia"))
+    cards = [name for name in devices if name[len("nvidia"):].isdigit()]
+    ok = len(cards) >= gpus and "nvidiactl" in devices
+    report.add("gpu.devices", "PASS" if ok else "FAIL", f"{gpus} GPU(s) expected; /dev has {devices or 'no nvidia device'}")
+
+
 # -- the network ---------------------------------------------------------------------------------
 
 def interfaces() -> list[str]:
@@ -600,6 +614,7 @@ def main() -> int:
     with open(CONFIG) as handle:
         config = json.load(handle)["c2dCanary"]
     mode, where = config["mode"], config["where"]
+    print(f"c2d-canary probe {config['role']} started ({mode}, {where})", flush=True)  # for computeStreamableLogs
     expected_uid = 4001 if mode == "network" else 4000
     report = Report()
     peers = Peers(config)
@@ -608,6 +623,7 @@ def main() -> int:
     report.guarded("caps", lambda: check_capabilities(report))
     report.guarded("file_caps.setfcap", lambda: check_setfcap(report))
     report.guarded("file_caps.exec", lambda: check_file_caps(report))
+    report.guarded("gpu.devices", lambda: check_gpus(report, int(config.get("gpus") or 0), where))
     report.guarded("net", lambda: check_network(report, mode, where, config.get("decoys", {})))
     report.guarded("proc.other_processes", lambda: check_processes(report))
     report.guarded("fs", lambda: check_files(report))

@@ -17,6 +17,7 @@ from canary.plan import ProbeJob, algorithm_meta, new_run_id, plan_jobs
 from canary.target import Target, TargetError
 from canary.verdict import SKIP, Outcome, Row, rows_for
 
+RUNNING = 40  # "Running algorithm": from here until it ends, the job has an algorithm log
 CHECK_SECONDS = 120  # the probe's own checks besides the peer window (the image scan is bounded at 20 s)
 
 
@@ -34,14 +35,13 @@ class Settings:
         return int(self.window + CHECK_SECONDS)
 
 
-def chosen_environments(provider: Provider, wanted: Sequence[str]) -> list[str]:
-    offered = provider.environment_ids()
+def chosen_environments(offered: Sequence[str], wanted: Sequence[str], chain_id: int) -> list[str]:
     unknown = [e for e in wanted if e not in offered]
     if unknown:
-        raise TargetError(f"no environment {', '.join(unknown)} on chain {provider.chain_id} (it offers {', '.join(offered)})")
+        raise TargetError(f"no environment {', '.join(unknown)} on chain {chain_id} (it offers {', '.join(offered)})")
     chosen = [e for e in offered if not wanted or e in wanted]
     if not chosen:
-        raise TargetError(f"the provider offers no compute environment on chain {provider.chain_id}")
+        raise TargetError(f"the provider offers no compute environment on chain {chain_id}")
     return chosen
 
 
@@ -109,14 +109,28 @@ def wait_all(provider: Provider, settings: Settings, outcomes: Sequence[Outcome]
                 say(f"  {outcome.job.environment} {outcome.job.label} {outcome.job_id}: "
                     f"{current.get('status')} {current.get('statusText')}")
             outcome.status = current
-            if int(current.get("status", 0)) in TERMINAL:
+            code = int(current.get("status", 0))
+            if code in TERMINAL:
                 waiting.remove(outcome)
+            elif code >= RUNNING and not outcome.log_seen:
+                watch_log(provider, outcome, code)
         if waiting and time.monotonic() > deadline:
             for outcome in waiting:
                 outcome.problem = f"did not end within {settings.timeout:.0f} s (last status {outcome.status})"
             return
         if waiting:
             time.sleep(settings.poll)
+
+
+def watch_log(provider: Provider, outcome: Outcome, code: int) -> None:
+    """Ask for the algorithm's log while the job runs: the probe's first line must show."""
+    outcome.log_polls += 1
+    try:
+        text = provider.logs_node(outcome.job_id) or ""
+    except Refused:
+        return
+    if f"c2d-canary probe {outcome.job.role} started" in text:
+        outcome.log_seen = f"status {code}"
 
 
 def fetch_results(provider: Provider, settings: Settings, outcomes: Sequence[Outcome]) -> None:
@@ -145,11 +159,12 @@ def run(target: Target, settings: Settings, say: Callable[[str], None] = print,
     """Start, wait, fetch, judge; returns the table's rows."""
     provider = Provider(target.provider_url, target.key, target.chain_id)
     starter = Starter(target, provider, settings, order)
-    environments = chosen_environments(provider, settings.environments)
+    gpus = provider.environments()
+    environments = chosen_environments(list(gpus), settings.environments, target.chain_id)
     run_id = new_run_id()
     planted = decoys.start(run_id) if decoys is not None else None
     networked = [(e, target.has_network_queue(e) and target.network is not None) for e in environments]
-    jobs = plan_jobs(networked, where=target.where, run=run_id, window=settings.window, decoys=planted)
+    jobs = plan_jobs(networked, where=target.where, run=run_id, window=settings.window, decoys=planted, gpus=gpus)
     say(f"canary run {run_id}: {len(jobs)} probe jobs on {', '.join(environments)} at {target.provider_url} "
         f"({settings.path} start path, image {settings.image}, as {provider.address})")
     outcomes = starter.start_all(jobs)

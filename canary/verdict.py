@@ -30,6 +30,21 @@ class Outcome:
     status: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     problem: str = ""  # why it did not complete (start refused, timed out, no result)
+    log_polls: int = 0  # computeStreamableLogs asked while the job ran
+    log_seen: str = ""  # the status at which the probe's first line was in it
+
+    def log_row(self) -> Row:
+        """computeStreamableLogs while the algorithm runs (on AWS: read from ALGORITHM_LOG_GROUP,
+        which the jobs' execution role must be able to write)."""
+        job = self.job
+        if self.log_seen:
+            return Row(job.environment, job.label, "logs.while_running", PASS,
+                       f"computeStreamableLogs showed the probe's first line while the job was at {self.log_seen}")
+        if self.log_polls < 3:
+            return Row(job.environment, job.label, "logs.while_running", SKIP,
+                       f"asked only {self.log_polls} time(s) while the job ran: too short to tell")
+        return Row(job.environment, job.label, "logs.while_running", FAIL,
+                   f"asked {self.log_polls} times while the job ran; its log never showed the probe's first line")
 
     @property
     def completed(self) -> bool:
@@ -47,6 +62,7 @@ def rows_for(outcomes: Sequence[Outcome]) -> list[Row]:
                         f"job {outcome.job_id} ended {outcome.status.get('status') if outcome.status else '?'}"))
         rows += [Row(job.environment, job.label, item["check"], item["status"], item["detail"])
                  for item in outcome.result.get("rows", [])]
+        rows.append(outcome.log_row())
     for environment in dict.fromkeys(o.job.environment for o in outcomes):
         rows += cross_job_rows(environment, [o for o in outcomes if o.job.environment == environment])
     return rows

@@ -53,12 +53,14 @@ def test_make_canary_against_the_local_stack(local_stack, tmp_path):
             assert found[(environment, job, "job.completed")]["detail"].endswith("ended 70")
             for check in ("identity.uid", "caps.bounding", "no_new_privs", "net.interfaces", "net.host_loopback",
                           "net.internet", "net.private_ranges", "proc.other_processes", "fs.inputs", "fs.logs",
-                          "fs.system", "env.credentials"):
+                          "fs.system", "env.credentials", "logs.while_running"):
                 assert found[(environment, job, check)]["status"] == "PASS", found[(environment, job, check)]
             for check in ("imds.v1", "imds.v2_token", "ecs.credentials_uri", "ecs.metadata", "ecs.agent_ports"):
                 row = found[(environment, job, check)]
                 assert row["status"] == "SKIP" and "local machine" in row["detail"], row
         assert found[(environment, "sealed-a+sealed-b", "jobs.other_job_listeners")]["status"] == "PASS"
+        if environment == "ocean-c2d-gpu":
+            assert found[(environment, "sealed-a", "gpu.devices")]["status"] == "SKIP"
         assert found[(environment, "network", "jobs.network_mode")]["status"] == "SKIP"
     assert found[("host", "listeners", "host.planted_listeners")]["status"] == "PASS"
 

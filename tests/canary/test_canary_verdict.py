@@ -64,9 +64,18 @@ def test_a_job_that_did_not_complete_fails_the_run_and_the_table_counts():
     lost = Outcome(probe("b").job, problem="did not end within 3600 s")
     rows = rows_for([done, lost])
     assert [(r.job, r.check, r.status) for r in rows] == [
-        ("sealed-a", "job.completed", PASS), ("sealed-a", "caps.bounding", PASS), ("sealed-b", "job.completed", FAIL)]
-    assert failed(rows) and "2 PASS, 1 FAIL, 0 SKIP: FAILED" in render(rows)
-    assert not failed(rows[:2]) and "no escape found" in render(rows[:2])
+        ("sealed-a", "job.completed", PASS), ("sealed-a", "caps.bounding", PASS), ("sealed-a", "logs.while_running", SKIP),
+        ("sealed-b", "job.completed", FAIL)]
+    assert failed(rows) and "2 PASS, 1 FAIL, 1 SKIP: FAILED" in render(rows)
+    assert not failed(rows[:3]) and "no escape found" in render(rows[:3])
+
+
+def test_the_log_must_show_while_the_job_runs():
+    seen, blind, brief = probe("a"), probe("a"), probe("a")
+    seen.log_polls, seen.log_seen = 2, "status 40"
+    blind.log_polls = 5
+    brief.log_polls = 1
+    assert [o.log_row().status for o in (seen, blind, brief)] == [PASS, FAIL, SKIP]
 
 
 def test_each_environment_gets_a_sealed_pair_and_a_network_probe_only_with_a_network_queue():
@@ -78,6 +87,7 @@ def test_each_environment_gets_a_sealed_pair_and_a_network_probe_only_with_a_net
     a = jobs[0].algocustomdata()["c2dCanary"]
     assert {p["role"] for p in a["peers"]} == {"b", "n"} and a["where"] == "aws" and a["window"] == 90
     assert {p["role"] for p in jobs[3].config["peers"]} == {"b"}
+    assert plan_jobs([("gpu", False)], where="aws", run="r2", window=9, gpus={"gpu": 1})[0].config["gpus"] == 1
 
 
 def test_the_probe_runs_as_a_raw_algorithm_in_an_image_pinned_by_digest():
