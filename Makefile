@@ -2,6 +2,7 @@
 #   make run    install, then bring up the whole local stack on http://127.0.0.1:8030
 #   make test   install, then run the whole test suite
 #   make demo   (with `make run` up in another terminal) a consumer runs a real job end to end
+#   make canary (with `make run` up, or STAGE=<deployed stage>) probe every environment for escapes
 #
 # Python 3.13 is the Lambda runtime (Chalice deploys the Python it runs on), so .venv is made with
 # it: `python3.13` if it runs, else pyenv's 3.13 (`pyenv prefix 3.13`, else the newest 3.13.x under

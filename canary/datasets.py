@@ -106,11 +106,12 @@ def register_locally(stack: dict[str, Any]) -> Register:
     return register
 
 
-def register_on_stage(function_name: str) -> Register:
+def register_on_stage(function_name: str, client: Any = None) -> Register:
     """Register through the stage's deployed `register_asset` function (the operator's AWS credentials)."""
-    import boto3
+    if client is None:
+        import boto3
 
-    client = boto3.client("lambda")
+        client = boto3.client("lambda")
 
     def register(chain_id: int, nft: str, tx: str) -> None:
         answer = client.invoke(FunctionName=function_name, Payload=json.dumps(

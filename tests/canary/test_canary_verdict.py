@@ -110,3 +110,37 @@ def test_the_result_is_found_by_its_filename_among_the_outputs():
                           {"type": "output", "filename": "canary.txt", "index": 1},
                           {"type": "output", "filename": "canary.json", "index": 2}]}
     assert result_index(status) == 2 and result_index({"results": []}) is None
+
+
+def test_a_canary_that_cannot_run_says_why_and_exits_2(tmp_path, capsys):
+    from canary.__main__ import main
+
+    assert main(["run", "--stage", "dev", "--datasets", str(tmp_path / "none.json")]) == 2
+    assert "publish the canary datasets first (python -m canary publish --stage dev)" in capsys.readouterr().err
+    assert main(["run", "--stack", str(tmp_path / "stack.json")]) == 2
+    assert "start the local stack with `make run` first" in capsys.readouterr().err
+
+
+def test_publishing_on_a_stage_registers_through_its_function_and_finds_oceans_contracts():
+    import io
+    import json
+
+    import boto3
+    from botocore.stub import Stubber
+
+    from canary.datasets import contracts_of, register_on_stage
+
+    assert contracts_of(11155111).ERC721Factory == "0xEF62FB495266C72a5212A11Dce8baa79Ec0ABeB1"  # Sepolia
+    with pytest.raises(ValueError, match="not in ocean-contracts"):
+        contracts_of(424242)
+    client = boto3.client("lambda", region_name="us-east-1")
+    payload = {"chainId": 11155111, "nftAddress": "0x" + "1" * 40, "txHash": "0x" + "2" * 64}
+    with Stubber(client) as stub:
+        expected = {"FunctionName": "ocean-c2d-provider-dev-register_asset", "Payload": json.dumps(payload).encode()}
+        stub.add_response("invoke", {"StatusCode": 200, "Payload": io.BytesIO(b'{"did": "did:op:x"}')}, expected)
+        stub.add_response("invoke", {"StatusCode": 200, "FunctionError": "Unhandled",
+                                     "Payload": io.BytesIO(b'{"errorMessage": "no such NFT"}')}, expected)
+        register = register_on_stage("ocean-c2d-provider-dev-register_asset", client)
+        register(11155111, payload["nftAddress"], payload["txHash"])
+        with pytest.raises(RuntimeError, match="no such NFT"):
+            register(11155111, payload["nftAddress"], payload["txHash"])
