@@ -19,6 +19,9 @@ from canary.verdict import SKIP, Outcome, Row, rows_for
 
 RUNNING = 40  # "Running algorithm": from here until it ends, the job has an algorithm log
 CHECK_SECONDS = 120  # the probe's own checks besides the peer window (the image scan is bounded at 20 s)
+# A paid job's time is its provider fee's validUntil minus its start: the fee also covers the time
+# the other probes' orders take to be mined before every job starts (one or two blocks each).
+ORDERING_SECONDS = 300
 
 
 @dataclass
@@ -72,7 +75,7 @@ class Starter:
             def ordered(o: Outcome = outcome, n: int = number) -> str:
                 dataset = dataset_for(self.target, o.job)
                 quotes[n] = (dataset, self.provider.quote_and_order(
-                    o.job.environment, dataset, self.meta, self.order, self.settings.job_seconds))
+                    o.job.environment, dataset, self.meta, self.order, self.settings.job_seconds + ORDERING_SECONDS))
                 return ""
             self._guard(outcome, ordered, keep_id=False)
         for number, outcome in enumerate(outcomes):
