@@ -24,6 +24,8 @@ PROBE_FILE = Path(__file__).with_name("probe.py")
 SEALED_ROLES = ("a", "b")
 NETWORK_ROLE = "n"
 ENTRYPOINT = "python $ALGO"
+PORT_CANDIDATES = 3  # a probe listens on the first free one; the others try all
+PORT_RANGE = (20000, 32768)  # below Linux's ephemeral ports (32768-60999), which outgoing connections take
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,15 @@ def plan_jobs(environments: Sequence[tuple[str, bool]], *, where: str, run: str,
     """The probe jobs for (environment id, has a network queue) pairs, in start order; `gpus`:
     the GPUs a job of each environment gets (the probe checks it sees them)."""
     rng = rng or random.SystemRandom()
-    ports = rng.sample(range(20000, 61000), 3 * max(1, len(environments)))
+    ports = rng.sample(range(*PORT_RANGE), PORT_CANDIDATES * 3 * max(1, len(environments)))
     jobs: list[ProbeJob] = []
     for number, (environment, networked) in enumerate(environments):
         roles = [(role, "sealed") for role in SEALED_ROLES] + ([(NETWORK_ROLE, "network")] if networked else [])
-        listeners = {role: {"role": role, "port": ports[3 * number + index], "abstract": f"c2d-canary-{run}-{number}-{role}"}
-                     for index, (role, _) in enumerate(roles)}
+        listeners = {}
+        for index, (role, _) in enumerate(roles):
+            first = PORT_CANDIDATES * (3 * number + index)
+            listeners[role] = {"role": role, "ports": ports[first:first + PORT_CANDIDATES],
+                               "abstract": f"c2d-canary-{run}-{number}-{role}"}
         for role, mode in roles:
             config = {"run": run, "role": role, "mode": mode, "where": where, "window": window,
                       "environment": environment, "gpus": (gpus or {}).get(environment, 0), "listen": listeners[role],

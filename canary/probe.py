@@ -450,6 +450,7 @@ class Peers:
         self.reached: dict[str, list[str]] = {}
         self.heard: dict[str, list[str]] = {}
         self.self_test: dict[str, str] = {}
+        self.port = 0
         self.started = self.ended = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -458,9 +459,7 @@ class Peers:
         return f"c2d-canary {self.run} {self.role}\n".encode()
 
     def start(self) -> None:
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind(("127.0.0.1", int(self.listen["port"])))
+        tcp = self._bind_tcp()
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         unix.bind("\0" + self.listen["abstract"])
         for kind, sock in (("tcp", tcp), ("abstract", unix)):
@@ -468,11 +467,25 @@ class Peers:
             sock.settimeout(0.5)
             threading.Thread(target=self._serve, args=(kind, sock), daemon=True).start()
         self.started = time.time()
-        own = {"tcp": connect("127.0.0.1", int(self.listen["port"]), self.hello()),
+        own = {"tcp": connect("127.0.0.1", self.port, self.hello()),
                "abstract": abstract_connect(self.listen["abstract"], self.hello())}
         self.self_test = {kind: what for kind, (_, what, _) in own.items()}
         self._trier = threading.Thread(target=self._try_peers, daemon=True)
         self._trier.start()
+
+    def _bind_tcp(self) -> socket.socket:
+        """The first of its candidate ports that is free (a network-allowed job shares the
+        instance's loopback, where any of them may be taken); the peers try every candidate."""
+        for port in self.listen["ports"]:
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                tcp.bind(("127.0.0.1", int(port)))
+            except OSError:
+                tcp.close()
+                continue
+            self.port = int(port)
+            return tcp
+        raise OSError(f"every candidate port is taken: {self.listen['ports']}")
 
     def _serve(self, kind: str, sock: socket.socket) -> None:
         while not self._stop.is_set():
@@ -495,11 +508,15 @@ class Peers:
                             kinds.append(kind)
 
     def _attempt(self, peer: dict, kind: str) -> bool:
-        if kind == "tcp":
-            connected, what, _ = connect("127.0.0.1", int(peer["port"]), self.hello(), seconds=1)
-        else:
+        expected = f"c2d-canary {self.run} {peer['role']}"
+        if kind == "abstract":
             connected, what, _ = abstract_connect(peer["abstract"], self.hello())
-        return connected and f"c2d-canary {self.run} {peer['role']}" in what
+            return connected and expected in what
+        for port in peer["ports"]:
+            connected, what, _ = connect("127.0.0.1", int(port), self.hello(), seconds=1)
+            if connected and expected in what:
+                return True
+        return False
 
     def _try_peers(self) -> None:
         while time.time() < self.started + self.window and not self._stop.is_set():
@@ -515,7 +532,7 @@ class Peers:
         self.ended = time.time()
         self._stop.set()
         return {"started": self.started, "ended": self.ended, "reached": self.reached, "heard": self.heard,
-                "selfTest": self.self_test, "listen": self.listen}
+                "selfTest": self.self_test, "listen": {**self.listen, "port": self.port}}
 
 
 # -- processes, files, environment ------------------------------------------------------------

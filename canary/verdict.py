@@ -86,8 +86,8 @@ def _contacts(x: Outcome, y: Outcome) -> list[str]:
 
 
 def _endpoints(outcome: Outcome) -> str:
-    listen = outcome.job.config["listen"]
-    return f"{outcome.job.role}: 127.0.0.1:{listen['port']} and @{listen['abstract']}"
+    listen = _peers(outcome).get("listen") or outcome.job.config["listen"]
+    return f"{outcome.job.role}: 127.0.0.1:{listen.get('port') or listen['ports']} and @{listen['abstract']}"
 
 
 def pair_row(environment: str, x: Outcome, y: Outcome) -> Row:

@@ -82,8 +82,8 @@ def test_each_environment_gets_a_sealed_pair_and_a_network_probe_only_with_a_net
     jobs = plan_jobs([("cpu", True), ("gpu", False)], where="aws", run="r1", window=90)
     assert [(j.environment, j.role, j.mode) for j in jobs] == [
         ("cpu", "a", "sealed"), ("cpu", "b", "sealed"), ("cpu", "n", "network"), ("gpu", "a", "sealed"), ("gpu", "b", "sealed")]
-    ports = [j.config["listen"]["port"] for j in jobs]
-    assert len(set(ports)) == len(ports)
+    ports = [port for j in jobs for port in j.config["listen"]["ports"]]
+    assert len(set(ports)) == len(ports) == 3 * len(jobs)
     a = jobs[0].algocustomdata()["c2dCanary"]
     assert {p["role"] for p in a["peers"]} == {"b", "n"} and a["where"] == "aws" and a["window"] == 90
     assert {p["role"] for p in jobs[3].config["peers"]} == {"b"}
