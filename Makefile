@@ -2,6 +2,7 @@
 #   make run    install, then bring up the whole local stack on http://127.0.0.1:8030
 #   make test   install, then run the whole test suite
 #   make demo   (with `make run` up in another terminal) a consumer runs a real job end to end
+#   make canary (with `make run` up, or STAGE=<deployed stage>) probe every environment for escapes
 #
 # Python 3.13 is the Lambda runtime (Chalice deploys the Python it runs on), so .venv is made with
 # it: `python3.13` if it runs, else pyenv's 3.13 (`pyenv prefix 3.13`, else the newest 3.13.x under
@@ -21,7 +22,7 @@ PORT ?= 8030
 
 STAGE ?= dev
 
-.PHONY: install venv-python run demo test bench package deploy clean lock
+.PHONY: install venv-python run demo test bench package deploy clean lock canary
 
 install: venv-python $(VENV)/.installed node_modules/.installed
 
@@ -63,6 +64,15 @@ package: install
 
 deploy: install
 	$(PY) -m infra.bytecode --stage $(STAGE) -- deploy
+
+# make canary: a probe job per compute environment, started through the provider's own start path,
+# tries every escape of a sealed job; prints the table, exits 1 on any escape (README, "Canary").
+# Without STAGE (or STAGE=local) it runs against `make run`; with STAGE=dev|prod against that
+# deployed stage (CANARY_PRIVATE_KEY, the canary datasets of `python -m canary publish`, and
+# CANARY_IMAGE pinned by digest). CANARY_ARGS adds options (--path free, --environment ID...).
+CANARY_STAGE = $(if $(filter file,$(origin STAGE)),local,$(STAGE))
+canary: install
+	$(PY) -m canary run --stage $(CANARY_STAGE) $(if $(CANARY_IMAGE),--image $(CANARY_IMAGE)) $(CANARY_ARGS)
 
 # The locks: exact versions with hashes, compiled by uv (pinned in requirements-dev.txt) from the
 # ranges of the .in files. `make lock` takes the newest versions the ranges allow;
