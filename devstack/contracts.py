@@ -123,6 +123,8 @@ class OceanContracts:
     ERC721Template: str
     ERC721Factory: str
     Escrow: str = ""  # Ocean Node's compute payments: Escrow(factoryRouter, opcCollector)
+    Dispenser: str = ""  # free datatokens (Ocean Market's "free" pricing), known to the router
+    FixedPrice: str = ""  # FixedRateExchange: datatokens for a base token at a fixed rate
 
     def as_dict(self) -> dict[str, str]:
         """Plain {contract name: address}."""
@@ -140,6 +142,8 @@ class OceanContracts:
                 "ERC20Template": {"1": self.ERC20Template},
                 "ERC721Template": {"1": self.ERC721Template},
                 "Escrow": self.Escrow,
+                "Dispenser": self.Dispenser,
+                "FixedPrice": self.FixedPrice,
                 "startBlock": 0,
             }
         }
@@ -148,7 +152,9 @@ class OceanContracts:
 def deploy_ocean_stack(
     w3: Web3, deployer: LocalAccount | str, initial_ocean: int = 1_000_000 * OCEAN_UNIT
 ) -> OceanContracts:
-    """Deploy OceanToken, fee collector, router, both templates, the NFT factory and the Escrow.
+    """Deploy OceanToken, fee collector, router, both templates, the NFT factory, the Escrow, and
+    the Dispenser and FixedRateExchange (registered with the router, as Ocean's deployment does:
+    clients buy datatokens only through them).
 
     The order and constructor arguments are those of Ocean's own deployment (DESIGN §6);
     the factory registers the templates as index 1 in its constructor, and the router must
@@ -164,6 +170,11 @@ def deploy_ocean_stack(
     factory = deploy(w3, owner, "ERC721Factory", erc721_tpl, erc20_tpl, router)
     send(w3, owner, contract(w3, "FactoryRouter", router).functions.addFactory(factory))
     escrow = deploy(w3, owner, "Escrow", router, collector)
+    dispenser = deploy(w3, owner, "Dispenser", router)
+    fixed_price = deploy(w3, owner, "FixedRateExchange", router)
+    router_contract = contract(w3, "FactoryRouter", router)
+    send(w3, owner, router_contract.functions.addDispenserContract(dispenser))
+    send(w3, owner, router_contract.functions.addFixedRateContract(fixed_price))
     if initial_ocean:
         mint = contract(w3, "OceanToken", ocean).functions.mint(owner.address, initial_ocean)
         send(w3, owner, mint)
@@ -175,6 +186,8 @@ def deploy_ocean_stack(
         ERC721Template=erc721_tpl,
         ERC721Factory=factory,
         Escrow=escrow,
+        Dispenser=dispenser,
+        FixedPrice=fixed_price,
     )
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from devstack.devchain import DevChain
-from devstack.publish import PublishedAsset, publish_asset, Encrypt
 from devstack.orders import mint_datatokens
+from devstack.pricing import create_dispenser, create_fixed_rate
+from devstack.publish import PublishedAsset, publish_asset, Encrypt
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 # The image the algorithm would run in on AWS Batch; locally the host's python runs it.
@@ -28,7 +29,11 @@ class Samples:
 
 
 def publish_samples(chain: DevChain, encrypt: Encrypt, provider_url: str, files_url: str) -> Samples:
-    """Publish the algorithm, then the dataset trusting it, and give the consumer datatokens."""
+    """Publish the algorithm, then the dataset trusting it, with `serviceEndpoint` `<api>/node`
+    (ocean.js >= 4 and Ocean's CLI then speak Ocean Node's protocol there, ocean.py and ocean.js
+    3 drop the path and use `/`: one asset serves both); give each datatoken a Dispenser and a
+    fixed-rate exchange in OCEAN (how Ocean's clients get datatokens), and the consumer some."""
+    provider_url = provider_url.rstrip("/") + "/node"
     from chalicelib.compute.algorithm_rules import container_section_checksum, content_checksum
 
     algorithm_code = (SAMPLE_DIR / "algorithm.py").read_bytes()
@@ -54,4 +59,6 @@ def publish_samples(chain: DevChain, encrypt: Encrypt, provider_url: str, files_
     )
     for asset in (dataset, algorithm):
         mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.consumer.address, 10 * 10**18)
+        create_dispenser(chain.w3, chain.publisher, chain.contracts, asset.datatoken)
+        create_fixed_rate(chain.w3, chain.publisher, chain.contracts, asset.datatoken)
     return Samples(dataset, algorithm)

@@ -126,7 +126,19 @@ class LocalStack:
 
         for asset in (self.samples.dataset, self.samples.algorithm):
             register_asset(self.chain.chain_id, asset.nftAddress)
+        self.write_address_file()
         return self.describe()
+
+    @property
+    def address_file(self) -> Path:
+        return STATE_DIR / "address.json"
+
+    def write_address_file(self) -> None:
+        """Ocean's address file (ocean-contracts' `address.json` layout): what Ocean's CLI and
+        ocean.js read through ADDRESS_FILE to find the Ocean token, factory, Dispenser,
+        FixedRateExchange and Escrow of the chain (network name `development`, chain 8996)."""
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self.address_file.write_text(json.dumps(self.chain.contracts.address_file(self.chain.chain_id), indent=2))
 
     def describe(self) -> dict:
         chain, samples = self.chain, self.samples
@@ -144,7 +156,10 @@ class LocalStack:
             "consumerPrivateKey": "0x" + bytes(chain.consumer.key).hex(),
             "dataset": asset(samples.dataset),
             "algorithm": asset(samples.algorithm),
-            "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken", "Escrow")},
+            "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken", "Escrow",
+                                                             "Dispenser", "FixedPrice")},
+            "addressFile": str(self.address_file),
+            "filesUrl": f"http://127.0.0.1:{self.files_port}",
             "awsEndpoint": self.moto_url,
             "adminPrivateKey": self.admin_key,
             "adminAddress": address_of_key(self.admin_key),
@@ -184,6 +199,10 @@ def summary(info: dict) -> str:
         f"  Operator console {info['consoleUrl']}",
         f"                   (signs in as {info['adminAddress']}, this run's local admin key)",
         f"  Contracts        {json.dumps(info['contracts'])}",
+        f"  Address file     {info['addressFile']}   (Ocean's format: ADDRESS_FILE of ocean.js and Ocean's CLI)",
+        "  Ocean's CLI / ocean.js:",
+        f"    export RPC={info['rpcUrl']} NODE_URL={info['providerUrl']}/node ADDRESS_FILE={info['addressFile']}",
+        "    export PRIVATE_KEY=<a funded key: the consumer's is consumerPrivateKey in stack.json>",
         "  Written to .local/stack.json; logs in .local/logs/. Try `make demo` in another terminal.",
     ])
 
