@@ -27,6 +27,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 compute = lazy.module("chalicelib.compute.handlers")
 node = lazy.module("chalicelib.node.handlers")
 admin = lazy.module("chalicelib.admin.handlers")
+node_assets = lazy.module("chalicelib.node.assets")
 
 app = Chalice(app_name="ocean-c2d-provider")
 # Browsers may call every route from any origin, as the original Provider allows; ocean.js sends
@@ -300,6 +301,23 @@ def admin_payments(call: Call) -> object:
            summary="Operator: the free tiers' use per consumer")
 def admin_free_tier(call: Call) -> object:
     return admin.free_tier(call)
+@api.route("/node/api/aquarius/assets/ddo/{did}", "GET", endpoint="", model=node_requests.DdoPath,
+           summary="An asset's DDO in Ocean Node's shape (datatokens, indexedMetadata); unsigned, read-only",
+           responses={"404": "Unknown asset"})
+def node_ddo(call: Call) -> object:
+    return node_assets.ddo(call)
+
+
+@api.route("/node/api/aquarius/assets/metadata/{did}", "GET", endpoint="", model=node_requests.DdoPath,
+           summary="The same as assets/ddo/{did}, as Ocean Node answers it", responses={"404": "Unknown asset"})
+def node_ddo_metadata(call: Call) -> object:
+    return node_assets.ddo(call)
+
+
+@api.route("/node/directCommand", "POST", endpoint="", in_body=True, model=node_requests.DirectCommandRequest,
+           summary="Ocean Node's command envelope: only {\"command\": \"status\"} (the node's peer id, keys, chains)")
+def node_direct_command(call: Call) -> object:
+    return node_assets.direct_command(call)
 
 
 @app.on_cw_event({"source": ["aws.batch"], "detail-type": ["Batch Job State Change"]}, name="batch_job_events")

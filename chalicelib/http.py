@@ -121,7 +121,7 @@ class Api:
         return register
 
     def _register_path(self, path: str) -> None:
-        def view() -> Response:
+        def view(**path_params: str) -> Response:  # path parameters are read from the request
             request = self.app.current_request
             operation = self._paths[path].get(request.method)
             if operation is None:
@@ -149,7 +149,7 @@ def handle(operation: Operation, request: Any, authenticate: Authenticate | None
 def _answer(operation: Operation, request: Any, authenticate: Authenticate | None) -> Response | tuple[Response, Any]:
     try:
         body = _body_bytes(request.raw_body)
-        raw = read_params(request.query_params, None if operation.raw_body else body)
+        raw = read_params(request.query_params, None if operation.raw_body else body, getattr(request, "uri_params", None))
         headers = dict(request.headers or {})
         signed = operation.signed  # registered only with an authenticate (Api.route)
         caller = authenticate(operation.model, raw, headers, early=True) if signed else None  # type: ignore[misc]
@@ -175,13 +175,14 @@ def _answer(operation: Operation, request: Any, authenticate: Authenticate | Non
     return (result, None) if isinstance(result, Response) else (json_response(result), result)
 
 
-def read_params(query: Any, raw_body: bytes | None) -> dict[str, Any]:
-    """Query string and JSON body merged; a key given twice (or in both) is refused."""
-    params: dict[str, Any] = {}
+def read_params(query: Any, raw_body: bytes | None, path: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Path parameters, query string and JSON body merged; a key given twice (or in two of them)
+    is refused."""
+    params: dict[str, Any] = dict(path or {})
     if query:
         for key in query.keys():
             values = query.getlist(key) if hasattr(query, "getlist") else [query[key]]
-            if len(values) > 1:
+            if len(values) > 1 or key in params:
                 raise ValidationError.field(key, "given more than once")
             params[key] = values[0]
     body = _parse_body(raw_body)
@@ -251,7 +252,7 @@ def _field_errors(error: PydanticValidationError) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     for item in error.errors(include_url=False, include_input=False):
         location = ".".join(str(part) for part in item["loc"] if not _is_union_branch(part)) or "body"
-        message = "required" if item["type"] == "missing" else item["msg"]
+        message = {"missing": "required", "extra_forbidden": "not supported by this provider"}.get(item["type"], item["msg"])
         errors.setdefault(location, [])
         if message not in errors[location]:
             errors[location].append(message)

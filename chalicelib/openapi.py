@@ -4,6 +4,7 @@ It documents both protocols: Ocean Provider v4 at `/` (ocean.py, ocean.js 3.x) a
 at `/node` (ocean.js >= 4, Ocean CLI); operation ids of the latter start with `node_`."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from chalicelib.http import Operation
@@ -91,7 +92,12 @@ NODE_OK_BODIES: dict[str, dict[str, Any]] = {
     "computeStart": _JOBS, "freeCompute": _JOBS, "computeStatus": _JOBS, "computeStop": _JOBS,
     "generateAuthToken": _object(["token"], token=_TEXT),
     "invalidateAuthToken": _object(["success"], success={"type": "boolean"}),
+    "node_ddo": _object(["id", "services", "datatokens", "indexedMetadata"], id=_TEXT,
+                   services=_list({"type": "object"}), datatokens=_list({"type": "object"}),
+                   indexedMetadata={"type": "object"}),
+    "node_direct_command": _object(["id", "publicKey", "address"], id=_TEXT, publicKey=_TEXT, address=_TEXT),
 }
+NODE_OK_BODIES["node_ddo_metadata"] = NODE_OK_BODIES["node_ddo"]
 _is_node = is_node_operation
 
 
@@ -140,8 +146,10 @@ def _operation(operation: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
         }
     else:
         required = set(schema.get("required", []))
+        in_path = set(re.findall(r"\{(\w+)\}", operation.path))
         document["parameters"] = [
-            {"name": name, "in": "query", "required": name in required, "schema": _query_schema(prop)}
+            {"name": name, "in": "path" if name in in_path else "query", "required": name in required or name in in_path,
+             "schema": _query_schema(prop)}
             for name, prop in schema.get("properties", {}).items()
         ]
     return document

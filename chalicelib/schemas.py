@@ -60,6 +60,7 @@ class SignedParts:
     before: str  # the message before the nonce, the signer's own field first
     after: str = ""  # the message after the nonce (Ocean Node's command)
     nonceless: str = ""  # a message without the nonce that is accepted too ("" for none)
+    other_after: tuple[str, ...] = ()  # other forms of `after` that other client versions sign
 
 
 class SignedParams(Params):
@@ -94,7 +95,13 @@ class SignedParams(Params):
         if cls.nonceless_fields and all(_signed_text(raw, (path,)) for path in cls.nonceless_fields):
             nonceless = _signed_text(raw, cls.nonceless_fields) or ""
         return SignedParts(raw.get(cls.signer_field), raw.get("nonce"), raw.get("signature"), before, cls.command,
-                           nonceless)
+                           nonceless, cls.other_commands())
+
+    @classmethod
+    def other_commands(cls) -> tuple[str, ...]:
+        """Other texts that may follow the nonce, where client versions sign the call differently
+        (Ocean Node's token calls); the one nonce is spent whichever form is signed."""
+        return ()
 
     @classmethod
     def session_authenticator(cls) -> "Authenticator | None":

@@ -229,6 +229,14 @@ def provider_public_key() -> str:
 
 
 @lru_cache(maxsize=1)
+def provider_peer_id() -> str:
+    """The provider's libp2p peer id (`16Uiu2HA…`), as Ocean Node derives its own from its key."""
+    from chalicelib.node.identity import peer_id
+
+    return peer_id(settings().provider_private_key())
+
+
+@lru_cache(maxsize=1)
 def algorithm_logs() -> "AlgorithmLogs":
     """A job's algorithm log so far (Ocean Node's computeStreamableLogs): the local dispatcher's,
     else CloudWatch's (its client built on the first read there), else the published log."""
@@ -248,7 +256,8 @@ def reset() -> None:
     for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
         accessor.cache_clear()
-    for accessor in (provider_public_key, algorithm_logs, payments, nft_creators, access_lists, start_rates):
+    for accessor in (provider_public_key, provider_peer_id, algorithm_logs, payments, nft_creators, access_lists,
+                     start_rates):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()
@@ -302,6 +311,7 @@ def authenticate_request(model: type["SignedParams"], raw: Mapping[str, Any], he
             auth_token=auth_token,
             allow_token=model.allow_token,
             message_suffix=parts.after,
+            other_suffixes=parts.other_after,
             nonceless_message=parts.nonceless,
         )
     observability.annotate(consumer=caller)  # the request's line names who it was, proven

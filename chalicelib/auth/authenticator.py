@@ -7,7 +7,7 @@ once, on one route, whatever refuses the request after it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from chalicelib.auth.nonces import MessageUse, NonceStore, parse_nonce
 from chalicelib.auth.signatures import is_address, keccak256, recover_address, to_checksum_address
@@ -33,12 +33,16 @@ class Authenticator:
         allow_token: bool = True,
         message_suffix: str = "",
         nonceless_message: str = "",
+        other_suffixes: Sequence[str] = (),
     ) -> str:
         """The checksummed caller, once its signature or token is valid and its nonce consumed.
 
         The signed message is `message_prefix + nonce + message_suffix`: v4 calls put everything
-        before the nonce, Ocean Node's calls put their command after it. `nonceless_message`, if
-        given, is accepted as well (SignedParams.nonceless_fields says where).
+        before the nonce, Ocean Node's calls put their command after it; `other_suffixes` are
+        other forms of what follows the nonce, where client versions sign a call differently
+        (ocean.js 9 appends the node's peer id to createAuthToken). Whichever form is signed, the
+        one nonce is consumed once. `nonceless_message`, if given, is accepted as well
+        (SignedParams.nonceless_fields says where).
 
         A signature sent without a nonce (ocean.js 3.x's delete signs one but does not send it)
         is taken to sign the next nonce, stored + 1; it is consumed like any other, so the
@@ -49,9 +53,11 @@ class Authenticator:
         nonce_text, nonce_value = parse_nonce(nonce)
         use = None  # what to record or check of the message with the nonce: see message_use()
         if signature not in (None, ""):
-            message = message_prefix + nonce_text + message_suffix
-            if recover_address(message, signature) == checksummed:  # type: ignore[arg-type]
-                use = message_use(message, message_prefix, nonce_text, str(address))
+            signed = next((message_prefix + nonce_text + suffix for suffix in (message_suffix, *other_suffixes)
+                           if recover_address(message_prefix + nonce_text + suffix, signature) == checksummed),  # type: ignore[arg-type]
+                          None)
+            if signed is not None:
+                use = message_use(signed, message_prefix, nonce_text, str(address))
             elif not nonceless_message or recover_address(nonceless_message, signature) != checksummed:  # type: ignore[arg-type]
                 raise InvalidSignature("Invalid signature provided.")
         elif allow_token and auth_token:

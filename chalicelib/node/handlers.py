@@ -198,6 +198,8 @@ def streamable_logs(call: Call) -> Response:
 def create_token(call: Call) -> dict[str, Any]:
     tokens = services.token_service()
     expiration = tokens.check_expiration(_expiration(call.params.validUntil, services.settings().token_max_lifetime))
+    # ocean.js 8 signs `address + nonce + createAuthToken`, ocean.js 9 appends the node's peer id
+    # (NodeCreateTokenRequest.other_commands); the http layer checked either and spent the nonce
     return {"token": tokens.create(call.caller, expiration)}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Optional, Union
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StringConstraints, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 from chalicelib.compute.requests import (
     MAX_ADDITIONAL_DATASETS,
@@ -34,6 +34,7 @@ COMMANDS = {
     "result": "getComputeResult",
     "logs": "getComputeStreamableLogs",
     "token": "createAuthToken",
+    "invalidate": "invalidateAuthToken",
 }
 
 ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=32)]
@@ -85,14 +86,24 @@ class NodeSigned(SignedParams):
 
 def _datasets_or_dataset(data: Any) -> Any:
     """ocean.js sends `datasets` and, for old providers, `dataset` = datasets[0]; either will do."""
-    if isinstance(data, dict) and not data.get("datasets") and isinstance(data.get("dataset"), dict):
-        return {**data, "datasets": [data["dataset"]]}
+    if isinstance(data, dict) and "dataset" in data:
+        data = dict(data)
+        dataset = data.pop("dataset")
+        if not data.get("datasets") and isinstance(dataset, dict):
+            data["datasets"] = [dataset]
     return data
+
+
+# A start option this provider does not honour is refused with a 400 naming it, never dropped:
+# Ocean Node's `output`, `outputBucketId`, `metadata`, `additionalViewers`, `queueMaxWaitTime`,
+# `encryptedDockerRegistryAuth` and `policyServer` among them (ocean.js 8 sends them when given).
+STRICT = ConfigDict(extra="forbid", str_max_length=65536)
 
 
 class FreeComputeRequest(NodeSigned):
     """POST /node/api/services/freeCompute, command `freeStartCompute`: no payment, no order."""
 
+    model_config = STRICT
     command: ClassVar[str] = COMMANDS["free"]
     environment: EnvironmentId
     datasets: Datasets
@@ -107,6 +118,7 @@ class PaidComputeRequest(NodeSigned):
     """POST /node/api/services/compute, command `startCompute`: datasets (and a published
     algorithm) paid with orders, as v4's start."""
 
+    model_config = STRICT
     command: ClassVar[str] = COMMANDS["start"]
     environment: EnvironmentId
     datasets: PaidDatasets
@@ -183,20 +195,44 @@ class NodeCreateTokenRequest(_AddressSigned):
     """POST /node/api/services/auth/token {address, signature, nonce[, validUntil]}, command `createAuthToken`."""
 
     command: ClassVar[str] = COMMANDS["token"]
+
+    @classmethod
+    def other_commands(cls) -> tuple[str, ...]:
+        """ocean.js 9 signs `address + nonce + createAuthToken + <the node's peer id>`."""
+        from chalicelib import services
+
+        return (cls.command + services.provider_peer_id(),)
+
     validUntil: Optional[Union[StrictInt, Annotated[str, StringConstraints(pattern=r"^[0-9]{1,13}$")]]] = Field(
         default=None, description="Expiry (Unix seconds or ms); default and cap: the provider's maximum token lifetime.")
 
 
+class DdoPath(Params):
+    """GET /node/api/aquarius/assets/ddo/{did} (and .../metadata/{did})."""
+
+    did: Annotated[str, StringConstraints(pattern=r"^did:op:[0-9a-fA-F]{64}$")]
+
+
+class DirectCommandRequest(Params):
+    """POST /node/directCommand: Ocean Node's command envelope; only `status` is served here."""
+
+    command: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class NodeInvalidateTokenRequest(_AddressSigned):
     """POST /node/api/services/auth/token/invalidate {address, signature, nonce, token}: ocean.js
-    signs `address + nonce`, with no command."""
+    8 signs `address + nonce`, with no command; ocean.js 9 `address + nonce + invalidateAuthToken`."""
 
     command: ClassVar[str] = ""
     token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
+    @classmethod
+    def other_commands(cls) -> tuple[str, ...]:
+        return (COMMANDS["invalidate"],)
+
 
 __all__ = [
-    "COMMANDS", "FreeComputeRequest", "NodeCreateTokenRequest", "NodeInitializeRequest", "NodeInvalidateTokenRequest",
+    "COMMANDS", "DdoPath", "DirectCommandRequest", "FreeComputeRequest", "NodeCreateTokenRequest", "NodeInitializeRequest", "NodeInvalidateTokenRequest",
     "NodeLogsQuery", "NodeResultQuery", "NodeSigned", "NodeStatusQuery", "NodeStopQuery", "PaidComputeRequest",
     "Payment", "ResourceRequest", "TxId",
 ]
