@@ -356,6 +356,15 @@ def reconcile_jobs(event: object) -> dict:
         return report.as_dict()
 
 
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="index_assets")
+def index_assets(event: object) -> dict:
+    """Every minute: the chains' metadata events since the last run; assets whose services
+    point at this provider are registered (chalicelib.assets.indexer)."""
+    from chalicelib.assets.indexer import build_indexer
+
+    return {"chains": build_indexer().run()}
+
+
 @app.lambda_function(name="register_asset")
 def register_asset(event: dict, context: object) -> dict:
     """Operators register a published NFT ({"chainId", "nftAddress", "txHash"?, "fromBlock"?})

@@ -216,6 +216,8 @@ class AssetRecord(Model):
     state = NumberAttribute(default=0)
     owner = UnicodeAttribute(null=True)
     updated_at = NumberAttribute(attr_name="updatedAt")
+    # an indexer's view beside the DDO (chalicelib.assets.indexed): datatokens, indexedMetadata
+    indexed = JSONAttribute(null=True)
 
 
 class NftCreator(Model):
@@ -248,6 +250,21 @@ class EnvironmentUsage(Model):
     expires_at = TTLAttribute(null=True, attr_name="expiresAt")
 
 
+class IndexerCursor(Model):
+    """The asset indexer's progress on one chain (chalicelib.assets.indexer), kept in the counters
+    table under the key `indexer#<chainId>`: the last block whose metadata events were all read,
+    and that block's hash (a reorg below it is seen and the cursor steps back)."""
+
+    class Meta(TableMeta):
+        table_name = "counters"
+        billing_mode = "PAY_PER_REQUEST"
+
+    key = UnicodeAttribute(hash_key=True, attr_name="environment")  # the counters table's key
+    block = NumberAttribute()
+    block_hash = UnicodeAttribute(attr_name="blockHash", default="")
+    updated_at = NumberAttribute(attr_name="updatedAt", default=0)
+
+
 ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord, EnvironmentUsage)
 
 # Tables whose records carry a TTL attribute, with that attribute's name.
@@ -263,6 +280,7 @@ def bind(settings: Settings) -> None:
         OrderUse: settings.orders_table,
         AssetRecord: settings.assets_table,
         EnvironmentUsage: settings.counters_table,
+        IndexerCursor: settings.counters_table,
     }
     names[UsedMessage] = settings.nonces_table  # a second kind of item in the nonces table
     names[NftCreator] = settings.assets_table  # and in the assets table

@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +75,36 @@ def http_encrypt(provider_url: str):
     return encrypt
 
 
+class IndexerLoop:
+    """What the scheduled `index_assets` Lambda does on AWS every minute, every INTERVAL seconds
+    here: an asset published against this stack (Ocean's CLI, ocean.js) is found on chain and
+    becomes computable without an operator step."""
+
+    INTERVAL = 5.0
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="asset-indexer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _loop(self) -> None:
+        from chalicelib.assets.indexer import build_indexer
+
+        indexer = build_indexer()
+        with open(self.log_path, "a") as log:
+            while not self._stopped.wait(self.INTERVAL):
+                for chain in indexer.run():
+                    if chain["registered"] or chain["forgotten"] or chain.get("error"):
+                        log.write(json.dumps(chain) + "\n")
+                        log.flush()
+
+
 class LocalStack:
     def __init__(self, port: int, moto_port: int, chain_port: int, files_port: int, log_dir: Path):
         self.port, self.moto_port, self.chain_port, self.files_port = port, moto_port, chain_port, files_port
@@ -87,6 +118,7 @@ class LocalStack:
         # A key of this run only (never a deployed provider's): `make run` prints a console URL
         # that signs in with it from the page, on loopback (chalicelib/admin/static/console.js).
         self.admin_key = os.environ.get("ADMIN_PRIVATE_KEY") or "0x" + secrets.token_hex(32)
+        self.indexer = IndexerLoop(log_dir / "indexer.log")
 
     def start(self) -> dict:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +141,8 @@ class LocalStack:
                     # the sample dataset's publisher may be computed on for free (Ocean Node protocol)
                     "FREE_COMPUTE_PUBLISHERS": self.chain.publisher.address,
                     "NFT_FACTORIES": json.dumps({str(self.chain.chain_id): self.chain.contracts.ERC721Factory}),
+                    # the asset indexer reads the dev chain from its first block
+                    "INDEXER_START_BLOCKS": json.dumps({str(self.chain.chain_id): 0}),
                     "DEVSTACK_STATE_DIR": str(STATE_DIR),
                     # the operator's console (/admin): this stack's own admin key, made for this run
                     "ADMIN_ADDRESSES": address_of_key(self.admin_key)}
@@ -127,6 +161,7 @@ class LocalStack:
         for asset in (self.samples.dataset, self.samples.algorithm):
             register_asset(self.chain.chain_id, asset.nftAddress)
         self.write_address_file()
+        self.indexer.start()
         return self.describe()
 
     @property
@@ -168,6 +203,7 @@ class LocalStack:
         }
 
     def stop(self) -> None:
+        self.indexer.stop()
         self.group.stop()
         if self.chain is not None:
             self.chain.stop()

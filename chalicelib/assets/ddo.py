@@ -65,6 +65,7 @@ class Asset:
     source: str = "chain"
     owner: str | None = None  # the data NFT's owner (trusted publishers are checked against it)
     metadata_block: int | None = None  # a block of the DDO's metadata event: the NFT existed by then
+    indexed: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # datatokens, indexedMetadata
 
     @property
     def metadata(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class MetadataEvent:
     flags: int
     data: bytes
     metadata_hash: bytes
+    tx_hash: str = ""
 
 
 class MetadataReader:
@@ -129,6 +130,7 @@ def _decode(nft: Any, log: Any) -> MetadataEvent:
         flags=flags[0] if flags else 0,
         data=bytes(args["data"]),
         metadata_hash=bytes(args["metaDataHash"]),
+        tx_hash=hex_text(log["transactionHash"]) if log.get("transactionHash") is not None else "",
     )
 
 

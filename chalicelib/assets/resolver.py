@@ -27,6 +27,7 @@ from chalicelib.assets.ddo import (
     is_did,
     parse_ddo,
 )
+from chalicelib.assets.indexed import IndexedMetadataReader
 from chalicelib.assets.metadata_service import MetadataService
 from chalicelib.assets.onchain import MetadataEvent, MetadataReader, plain_document
 from chalicelib.auth.signatures import is_address, to_checksum_address
@@ -46,6 +47,8 @@ class AssetResolver:
     metadata: an Aquarius-compatible service (None when METADATA_URL is not set).
     private_key: returns the provider key (read lazily: it may come from Secrets Manager).
     records: the PynamoDB model of the cache. clock: Unix seconds.
+    indexer: reads what an indexer shows beside the DDO (datatokens, indexedMetadata) when an
+    asset is registered or its DDO changes (None: not kept).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class AssetResolver:
         records: type[AssetRecord] = AssetRecord,
         clock: Callable[[], float] = time.time,
         max_age: float = DEFAULT_MAX_AGE,
+        indexer: IndexedMetadataReader | None = None,
     ):
         self._chain_ids = frozenset(int(c) for c in chain_ids)
         self._reader = reader
@@ -66,6 +70,7 @@ class AssetResolver:
         self._records = records
         self._clock = clock
         self._max_age = max_age
+        self._indexer = indexer
 
     # ------------------------------------------------------------------ resolution
 
@@ -129,6 +134,10 @@ class AssetResolver:
             record.block_number = event.block_number
             logger.info("asset %s updated from block %s", record.did, event.block_number)
         record.state, record.owner = reader.status(chain_id, nft)
+        if event is not None:
+            record.indexed = self._indexed(chain_id, nft, record.ddo, event, record.state, record.owner)
+        elif record.indexed:
+            record.indexed = _with_state(record.indexed, record.state, record.owner)
         record.scanned_block = max(head, scanned)
         record.updated_at = int(self._clock())
         self._save(record)
@@ -170,6 +179,11 @@ class AssetResolver:
             raise BusinessError("this NFT has published no DDO (no MetadataCreated/MetadataUpdated event)")
         ddo = self._checked_ddo(event, did, chain_id, nft, "asset")
         state, owner = reader.status(chain_id, nft)
+        current = self._cached(did)
+        if current is not None and current.metadata_hash == event.metadata_hash.hex() \
+                and int(current.block_number or 0) == event.block_number and current.indexed \
+                and int(current.state or 0) == state and current.owner == owner:
+            return _asset_of(current)  # nothing changed: an indexer's second look writes nothing
         record = self._records(
             did,
             chain_id=chain_id,
@@ -181,10 +195,17 @@ class AssetResolver:
             state=state,
             owner=owner,
             updated_at=int(self._clock()),
+            indexed=self._indexed(chain_id, nft, ddo, event, state, owner),
         )
         self._save(record)
         logger.info("registered asset %s (chain %s, NFT %s, block %s)", did, chain_id, nft, event.block_number)
         return _asset_of(record)
+
+    def _indexed(self, chain_id: int, nft: str, ddo: dict[str, Any], event: MetadataEvent, state: int,
+                 owner: str) -> dict[str, Any] | None:
+        if self._indexer is None:
+            return None
+        return self._indexer.read(chain_id, nft, ddo, event, state, owner)
 
     def unregister(self, did: str) -> bool:
         """Forget a registered asset; True if it was registered."""
@@ -219,7 +240,15 @@ def _asset_of(record: AssetRecord) -> Asset:
         source="chain",
         owner=record.owner,
         metadata_block=int(record.block_number or 0) or None,
+        indexed=record.indexed,
     )
+
+
+def _with_state(indexed: dict[str, Any], state: int, owner: str | None) -> dict[str, Any]:
+    """The indexed view with the NFT's current state and owner (they change without a new DDO)."""
+    metadata = dict(indexed.get("indexedMetadata") or {})
+    metadata["nft"] = {**(metadata.get("nft") or {}), "state": state, "owner": owner}
+    return {**indexed, "indexedMetadata": metadata}
 
 
 def build_resolver(settings: Any, web3_for: Callable[[int], Any], max_age: float = DEFAULT_MAX_AGE) -> AssetResolver:
@@ -231,4 +260,5 @@ def build_resolver(settings: Any, web3_for: Callable[[int], Any], max_age: float
         metadata=metadata,
         private_key=settings.provider_private_key,
         max_age=max_age,
+        indexer=IndexedMetadataReader(web3_for),
     )

@@ -27,6 +27,11 @@ FRAGMENTS: dict[str, tuple[str, ...]] = {
         "getId",
         "getERC721Address",
         "decimals",
+        # what an indexer shows of a datatoken (chalicelib.assets.indexed)
+        "name",
+        "symbol",
+        "getFixedRates",
+        "getDispensers",
     ),
     # Where DDOs are published and read back (MetadataCreated/Updated carry the DDO).
     "ERC721Template": (
@@ -37,11 +42,17 @@ FRAGMENTS: dict[str, tuple[str, ...]] = {
         "isDeployed",
         "getId",
         "Transfer",
+        "MetadataState",
+        "name",
+        "symbol",
+        "tokenURI",
     ),
     # Who created a data NFT (the free tier is keyed on it, not on the transferable owner).
     "ERC721Factory": ("NFTCreated",),
     # Ocean's access lists (environments' `access`): holding one of its tokens lists an address.
     "AccessList": ("balanceOf",),
+    # a datatoken's fixed price (chalicelib.assets.indexed)
+    "FixedRateExchange": ("getExchange",),
     # Ocean Node's escrow payments (issue 14): what the provider (payee) sends and checks.
     "Escrow": (
         "Lock",
