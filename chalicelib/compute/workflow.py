@@ -43,15 +43,19 @@ class ComputeWorkflow:
         self._clock = clock
 
     def start(self, request: ComputeStartRequest, consumer: str, deadline: Deadline | None = None, *,
-              gate: DispatchGate | None = None, max_seconds: int | None = None) -> JobRecord:
+              gate: DispatchGate | None = None, max_seconds: int | None = None,
+              compute_in_fee: bool = True) -> JobRecord:
         """Validate everything, verify every order, then start the job (one order, one job) if
         `deadline` leaves the time a start needs once it has reserved. `gate`: what must hold
-        before the dispatch (an escrow lock); `max_seconds`: a further cap of the job's time."""
+        before the dispatch (an escrow lock); `max_seconds`: a further cap of the job's time.
+        `compute_in_fee` False: the compute is paid elsewhere (Ocean Node's escrow), so the
+        orders' providerFee need not carry its price (one price, paid once)."""
         plan = self._validator.validate_start(request, self._resolve_datasets(request.all_datasets),
                                               self._resolve_algorithm(request.algorithm))
         now = int(self._clock())
         verified = [(order, self._verify(order, plan, consumer)) for order in plan.orders()]
-        paying = ensure_fees_paid([v for o, v in verified if o.resource != "algorithm"], self._fees, plan.environment, now)
+        priced = plan.environment if compute_in_fee else dataclasses.replace(plan.environment, free=True)
+        paying = ensure_fees_paid([v for o, v in verified if o.resource != "algorithm"], self._fees, priced, now)
         timeout = min(plan.environment.max_job_duration, max(MIN_JOB_SECONDS, int(paying.valid_until) - now))
         if max_seconds is not None:
             timeout = min(timeout, max_seconds)
@@ -65,13 +69,14 @@ class ComputeWorkflow:
         return self._validator.validate_free(consumer, environment_id, datasets, self._resolve_datasets(datasets),
                                              algorithm, self._resolve_algorithm(algorithm))
 
-    def initialize(self, request: InitializeComputeRequest) -> dict[str, Any]:
-        """Provider fees to order with (the main dataset pays for the environment), and
-        `validOrder` for inputs whose given order can be reused."""
+    def initialize(self, request: InitializeComputeRequest, compute_in_fee: bool = True) -> dict[str, Any]:
+        """Provider fees to order with (the main dataset pays for the environment, unless
+        `compute_in_fee` is False: the escrow pays for it), and `validOrder` for inputs whose
+        given order can be reused."""
         plan = self._validator.validate_initialize(request, self._resolve_datasets(request.all_datasets),
                                                    self._resolve_algorithm(request.algorithm))
         nonce = self._current_nonce(request.consumerAddress)
-        datasets = [self._quote(order, plan, request.consumerAddress, nonce, charged=position == 0)
+        datasets = [self._quote(order, plan, request.consumerAddress, nonce, charged=position == 0 and compute_in_fee)
                     for position, order in enumerate(plan.datasets)]
         result: dict[str, Any] = {"datasets": datasets}
         if plan.algorithm.order is not None:

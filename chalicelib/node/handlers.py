@@ -78,8 +78,10 @@ def initialize(call: Call, deadline: budget.Deadline) -> dict[str, Any]:
         "consumerAddress": params.consumerAddress,
         "chainId": params.payment.chainId if params.payment else None,
     })
-    answer = services.compute_workflow().initialize(request)
-    if payment is not None and paid_start.wants_escrow(environment, payment.chainId, payment.token):
+    escrow = payment is not None and paid_start.wants_escrow(environment, payment.chainId, payment.token)
+    # one price, paid once: with the escrow paying for the compute, the orders' providerFee carries none
+    answer = services.compute_workflow().initialize(request, compute_in_fee=not escrow)
+    if escrow:
         answer["payment"] = paid_start.quote(services.payments(), environment, payment.chainId, payment.token,
                                              payment.resources, params.maxJobDuration).public()
     return answer
@@ -108,9 +110,26 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
         "additionalDatasets": [d.model_dump(exclude_none=True) for d in more],
     })
     if gate is None:
+        paid_start.refuse_unpaid(environment, payment, params.chainId)
         return [status_object(services.compute_workflow().start(request, consumer, deadline), None)]
-    job = services.compute_workflow().start(request, consumer, deadline, gate=gate, max_seconds=gate.max_job_duration)
-    return [status_object(job, None)]
+    job = services.compute_workflow().start(request, consumer, deadline, gate=gate, max_seconds=gate.max_job_duration,
+                                            compute_in_fee=False)
+    answer = status_object(job, None)
+    view = services.payments().view(job.job_id)
+    if view is not None:
+        answer["payment"] = node_payment(view)  # Ocean Node's job.payment; the lock is mined already
+    return [answer]
+
+
+def node_payment(view: dict[str, Any]) -> dict[str, Any]:
+    """Ocean Node's `payment` of a job: {chainId, token, lockTx, claimTx, cancelTx, cost}; cost is
+    what was claimed (the token's smallest unit), 0 until the claim."""
+    def tx_hash(kind: str) -> str | None:
+        tx = view.get(kind)
+        return tx.get("hash") if isinstance(tx, dict) else None
+
+    return {"chainId": view["chainId"], "token": view["token"], "lockTx": tx_hash("lock"),
+            "claimTx": tx_hash("claim"), "cancelTx": tx_hash("cancel"), "cost": str(view.get("claimed") or 0)}
 
 
 @budget.with_deadline
@@ -151,7 +170,8 @@ def status(call: Call) -> list[dict[str, Any]]:
         for body in answer:
             view = services.payments().view(body["jobId"])
             if view is not None:
-                body["payment"] = view  # the escrow lock and its claim: hashes, nonces, amounts
+                # Ocean Node's payment fields, and ours: the escrow lock and its claim (hashes, nonces, amounts)
+                body["payment"] = {**view, **node_payment(view)}
     return answer
 
 

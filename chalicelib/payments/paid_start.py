@@ -71,6 +71,19 @@ def wants_escrow(environment: Environment, chain_id: Optional[int], token: Optio
     return bool(token) and not environment.free and escrow_chain(chain_id) and int(chain_id) in environment.chain_ids
 
 
+def refuse_unpaid(environment: Environment, payment: Any, chain_id: Any) -> None:
+    """At Ocean Node's protocol, on a chain with an Escrow the compute is paid through it only
+    (the orders' providerFee carries no compute price there): a paid start without `payment`
+    on such a chain would run unpaid, so it is refused (400) before anything is reserved."""
+    chain = (payment.chainId if payment is not None else None) or chain_id
+    candidates = [int(chain)] if chain is not None else list(environment.chain_ids)
+    escrowed = [c for c in candidates if c in environment.chain_ids and escrow_chain(c)]
+    if escrowed and not environment.free:
+        raise BusinessError(
+            f"On chain {escrowed[0]} this provider is paid for compute through the escrow: send "
+            "payment {chainId, token} with the start (initializeCompute with it answers the amount)")
+
+
 def quote(payments: "EscrowPayments", environment: Environment, chain_id: int, token: str,
           requested: Any, max_job_duration: Optional[int]) -> "PaymentQuote":
     """What a job of `max_job_duration` s (capped by the environment) on the resources it gets
