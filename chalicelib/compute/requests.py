@@ -157,7 +157,9 @@ class AlgorithmMeta(Params):
 class AlgorithmInput(Params):
     """The algorithm: by documentId (a published algorithm with its own order) or raw `meta`.
 
-    One of the two is required; `meta` takes precedence when both are given.
+    One of the two is required. A `documentId` decides, as Ocean Node does: a published
+    algorithm's container, files and trust come from its DDO, whatever `meta` rides along (Ocean's
+    CLI sends the DDO's algorithm section beside it), so such `meta` is dropped here.
     """
 
     documentId: Optional[DocumentId] = None
@@ -166,6 +168,13 @@ class AlgorithmInput(Params):
     meta: Annotated[Optional[AlgorithmMeta], BeforeValidator(_json_text_object)] = None
     userdata: Optional[JsonObject] = None
     algocustomdata: Optional[JsonObject] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def published_wins(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("documentId") and data.get("meta") is not None:
+            return {key: value for key, value in data.items() if key != "meta"}
+        return data
 
     @model_validator(mode="after")
     def check_documentId_or_meta(self) -> "AlgorithmInput":

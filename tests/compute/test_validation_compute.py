@@ -314,11 +314,19 @@ def test_an_access_service_may_be_an_additional_input_and_skips_algorithm_rules(
     assert [(d.resource, d.service_type) for d in plan.datasets] == [("dataset", "compute"), ("datasets[1]", "access")]
 
 
-def test_meta_takes_precedence_over_document_id():
-    dataset = make_dataset(compute={"allowRawAlgorithm": True})
-    request = start_request(dataset, meta=RAW_META, documentId="did:op:" + "0" * 64)
-    plan = validator().validate_start(request, with_files(dataset), Resolved(None))
-    assert plan.algorithm.is_raw
+def test_document_id_decides_whatever_meta_rides_along():
+    """Ocean's CLI sends the DDO's algorithm section as `meta` beside the documentId: the
+    published algorithm is what runs (its container, files and trust), as in Ocean Node."""
+    dataset, algorithm = make_dataset(compute={"allowRawAlgorithm": True}), make_algorithm()
+    request = start_request(dataset, algorithm, meta={"container": {"image": "evil", "entrypoint": "sh"}})
+    assert request.algorithm.meta is None and not request.algorithm.is_raw
+    plan = validator().validate_start(request, with_files(dataset), Resolved(algorithm, ALGO_FILES))
+    assert not plan.algorithm.is_raw and plan.algorithm.did == algorithm.did
+    assert plan.algorithm.container["image"] != "evil"
+    unknown = start_request(dataset, meta=RAW_META, documentId="did:op:" + "0" * 64)
+    with pytest.raises(BusinessError) as refused:
+        validator().validate_start(unknown, with_files(dataset), Resolved(None))
+    assert refused.value.error == {"algorithm.documentId": "did_not_found"}
 
 
 def test_initialize_accepts_unordered_inputs_and_keeps_valid_until():
