@@ -37,11 +37,12 @@ def installed(project: Path) -> float:
         return time.monotonic() - began
 
 
-def run_driver(project: Path, script: str, stack: dict[str, Any], work: Path, timeout: float = 300) -> dict[str, Any]:
-    """`node <script> stack.json report.json` in the project; the report it wrote."""
+def run_driver(project: Path, script: str, stack: dict[str, Any], work: Path, timeout: float = 300,
+               args: list[str] = ()) -> dict[str, Any]:
+    """`node <script> [args...] stack.json report.json` in the project; the report it wrote."""
     (work / "stack.json").write_text(json.dumps(stack))
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(work))}
-    done = subprocess.run(["node", str(project / script), str(work / "stack.json"), str(work / "report.json")],
+    done = subprocess.run(["node", str(project / script), *args, str(work / "stack.json"), str(work / "report.json")],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=project)
     assert done.returncode == 0, f"{project.name}/{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     return json.loads((work / "report.json").read_text())
