@@ -63,19 +63,27 @@ class PlannedOrder:
     datatoken: str
     timeout: int
     transfer_tx_id: Optional[str]
-    asset: AssetLike = field(repr=False, compare=False)
+    asset: Optional[AssetLike] = field(repr=False, compare=False)  # None: a raw input (see PlannedInput)
 
 
 @dataclass(frozen=True, kw_only=True)
 
 
 class PlannedInput(PlannedOrder):
-    """A validated dataset. `files` are decrypted: never log or return them."""
+    """A validated dataset. `files` are decrypted: never log or return them.
+
+    A raw input (Ocean Node's `fileObject` on free compute) is the consumer's own file: no asset,
+    no service, no order; `did` is its name in the job (`raw_input_name`: its folder under
+    /data/inputs and its entry in DIDS), and it never lets the algorithm reach the network."""
 
     index: int
     files: tuple[FileObject, ...] = field(repr=False)
     userdata: Mapping[str, Any]
     allow_network: bool = False  # its compute service says allowNetworkAccess: true (absent = false)
+
+    @property
+    def is_raw(self) -> bool:
+        return self.asset is None
 
     def manifest(self) -> dict[str, Any]:
         """This input in the inputs manifest (docs/internals.md)."""
@@ -129,7 +137,7 @@ class ComputePlan:
 
     def orders(self) -> list[PlannedOrder]:
         """Datasets then the algorithm (if published): the inputs whose orders pay for the job."""
-        orders: list[PlannedOrder] = list(self.datasets)
+        orders: list[PlannedOrder] = [dataset for dataset in self.datasets if not dataset.is_raw]
         if self.algorithm.order is not None:
             orders.append(self.algorithm.order)
         return orders
@@ -138,3 +146,9 @@ class ComputePlan:
 def input_resource(index: int) -> str:
     """The original's name of input `index` in error codes."""
     return f"datasets[{index}]" if index else "dataset"
+
+
+def raw_input_name(index: int) -> str:
+    """What stands for a raw input's did (job record, DIDS, its folder /data/inputs/<name>/0):
+    by position, since the consumer's file has no identity of its own."""
+    return f"raw-{index}"

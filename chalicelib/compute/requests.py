@@ -14,11 +14,13 @@ with the original Provider's error codes.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, ClassVar, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    ConfigDict,
+    Discriminator,
     Field,
     StrictInt,
     StringConstraints,
@@ -37,6 +39,7 @@ MAX_ADDITIONAL_DATASETS = 10
 MAX_JSON_BYTES = 16 * 1024
 MAX_RAWCODE_CHARS = 256 * 1024
 MAX_RESULT_INDEX_DIGITS = 6
+MAX_FILE_HEADERS = 16
 
 DocumentId = Annotated[
     str,
@@ -107,6 +110,76 @@ def _none_as_empty_list(value: Any) -> Any:
     return [] if value is None else value
 
 
+# -- raw file objects: the consumer's own files (Ocean Node's `fileObject`) -----------------------
+
+RAW_FILE_TYPES = ("url", "ipfs", "arweave")
+_STRICT = ConfigDict(extra="forbid", str_max_length=4096)
+
+
+def _plain_file_object(value: Any) -> Any:
+    """Only a file object in clear, of a kind fetched from the public network. An encrypted one
+    (Ocean Node decrypts a hex string with its key) is refused: every published asset's encrypted
+    `files` are public on chain, so decrypting one for a consumer would hand out the data of an
+    asset nobody ordered. `s3` and `ftp` objects carry credentials or reach places only the
+    operator may name (S3_FILE_SOURCES), so they are refused too."""
+    if isinstance(value, str):
+        raise _invalid("an encrypted fileObject is not taken here: give the file object itself "
+                       f"({', '.join(RAW_FILE_TYPES)})")
+    if isinstance(value, dict) and value.get("type") not in RAW_FILE_TYPES:
+        raise _invalid(f"fileObject.type must be one of {', '.join(RAW_FILE_TYPES)}")
+    return value
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")]
+HeaderValue = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e\t]{0,2048}$")]
+
+
+class UrlFile(Params):
+    """A file at an http(s) URL, fetched like every download (chalicelib.netsafe: no private,
+    loopback or metadata-service address, directly, by DNS or by redirect)."""
+
+    model_config = _STRICT
+    type: Literal["url"]
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")]
+    method: Annotated[Literal["GET", "POST"], BeforeValidator(_upper)] = "GET"
+    headers: Optional[Annotated[dict[HeaderName, HeaderValue], Field(max_length=MAX_FILE_HEADERS)]] = None
+
+
+def _no_dot_segments(value: str) -> str:
+    """A path inside the CID's DAG, never out of it through the gateway."""
+    if {".", ".."} & set(value.split("/")):
+        raise _invalid("must not contain . or .. segments")
+    return value
+
+
+class IpfsFile(Params):
+    """A file by IPFS CID, fetched through the operator's gateway."""
+
+    model_config = _STRICT
+    type: Literal["ipfs"]
+    hash: Annotated[str, StringConstraints(max_length=512, pattern=r"^[A-Za-z0-9]+(/[A-Za-z0-9._~-]+)*$"),
+                    AfterValidator(_no_dot_segments)]
+
+
+class ArweaveFile(Params):
+    """A file by Arweave transaction id, fetched through the operator's gateway."""
+
+    model_config = _STRICT
+    type: Literal["arweave"]
+    transactionId: Annotated[str, StringConstraints(max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+RawFileObject = Annotated[
+    Annotated[Union[UrlFile, IpfsFile, ArweaveFile], Discriminator("type")],
+    BeforeValidator(_plain_file_object),
+    Field(description="A file object in clear (url, ipfs or arweave): the consumer's own file."),
+]
+
+
 class DatasetInput(Params):
     """One input of a start request: the main `dataset` or an additional one."""
 
@@ -120,6 +193,37 @@ class InitializeDatasetInput(DatasetInput):
     """An input of initializeCompute: not ordered yet, or an order to reuse."""
 
     transferTxId: Optional[TxId] = None
+
+
+class FreeDatasetInput(Params):
+    """An input of a free job (Ocean Node's freeCompute): a published dataset (documentId and
+    serviceId, no order), or the consumer's own file (`fileObject`, no DID). Ocean's CLI sends
+    documentId and serviceId "" beside a fileObject: empty means absent."""
+
+    documentId: Optional[DocumentId] = None
+    serviceId: Optional[ServiceId] = None
+    transferTxId: Optional[TxId] = None
+    fileObject: Optional[RawFileObject] = None
+    userdata: Optional[JsonObject] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def empty_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(data.get(name) == "" for name in ("documentId", "serviceId")):
+            return {key: value for key, value in data.items() if not (key in ("documentId", "serviceId") and value == "")}
+        return data
+
+    @model_validator(mode="after")
+    def one_source(self) -> "FreeDatasetInput":
+        if self.fileObject is not None and (self.documentId or self.serviceId):
+            raise _invalid("give documentId and serviceId, or fileObject, not both")
+        if self.fileObject is None and not (self.documentId and self.serviceId):
+            raise _invalid("documentId and serviceId (a published dataset) or fileObject (your own file) is required")
+        return self
+
+    @property
+    def is_raw(self) -> bool:
+        return self.fileObject is not None
 
 
 class AlgorithmContainer(Params):
@@ -155,17 +259,20 @@ class AlgorithmMeta(Params):
 
 
 class AlgorithmInput(Params):
-    """The algorithm: by documentId (a published algorithm with its own order) or raw `meta`.
+    """The algorithm: by documentId (a published algorithm with its own order) or raw `meta`
+    (its container, and its code inline, at `meta.url`, or in `fileObject`, Ocean Node's form).
 
     One of the two is required. A `documentId` decides, as Ocean Node does: a published
     algorithm's container, files and trust come from its DDO, whatever `meta` rides along (Ocean's
-    CLI sends the DDO's algorithm section beside it), so such `meta` is dropped here.
+    CLI sends the DDO's algorithm section beside it), so such `meta` is dropped here. A
+    `fileObject` beside a `documentId` is refused: the code would not be the one the DDO names.
     """
 
     documentId: Optional[DocumentId] = None
     serviceId: Optional[ServiceId] = None
     transferTxId: Optional[TxId] = None
     meta: Annotated[Optional[AlgorithmMeta], BeforeValidator(_json_text_object)] = None
+    fileObject: Optional[RawFileObject] = None
     userdata: Optional[JsonObject] = None
     algocustomdata: Optional[JsonObject] = None
 
@@ -178,6 +285,13 @@ class AlgorithmInput(Params):
 
     @model_validator(mode="after")
     def check_documentId_or_meta(self) -> "AlgorithmInput":
+        if self.fileObject is not None:
+            if self.documentId:
+                raise _invalid("give algorithm.documentId or algorithm.fileObject, not both")
+            if self.meta is None:
+                raise _invalid("algorithm.meta (its container) is required with algorithm.fileObject")
+            if self.meta.rawcode or self.meta.url:
+                raise _invalid("give the algorithm's code in one place: meta.rawcode, meta.url or fileObject")
         if self.meta is None and not self.documentId:
             raise _invalid("one of algorithm.documentId or algorithm.meta is required")
         return self

@@ -39,6 +39,7 @@ dataset `dataset`, the others `datasets[<i>]` (i ≥ 1, for start and initialize
 | <input> | algorithm_file_checksum_mismatch | entry's filesChecksum ≠ the algorithm's |
 | <input> | algorithm_container_checksum_mismatch | entry's containerSectionChecksum ≠ the algorithm's |
 | <input>.transferTxId | duplicate | (ours) one order used twice in one request |
+| <input>.fileObject | raw inputs are taken by free compute only | (ours) a raw input outside Ocean Node's free compute |
 | <input or algorithm>.userdata.<name> | missing / invalid | (ours, as ocean-node) userdata against consumerParameters |
 
 The rules themselves live by what they decide: `compute.input_rules` (datasets and services,
@@ -46,16 +47,22 @@ credentials, S3 places, consumer parameters), `compute.algorithm_rules` (trusted
 algorithms, checksums), `compute.container_rules` (the container section and its registry); this
 module applies them in the original's order and builds the `compute.plan.ComputePlan`.
 
-Algorithm files are pinned at start (issue 10): a start hashes every file of the algorithm
-(published, or raw with a url) once, and the plan carries the digests (`PlannedAlgorithm.checksums`,
+Algorithm files are pinned whenever a job will run (issue 10): a paid start and a free start
+alike (one `Purpose` each, one code path) hash every file of the algorithm (published, or raw
+with a url or fileObject) once, and the plan carries the digests (`PlannedAlgorithm.checksums`,
 the manifest's `algorithm.checksums`); the runner places only files that still match them. The
 same download answers a trusted entry's filesChecksum, so a start downloads the algorithm once.
+
+Raw inputs (Ocean Node's `fileObject`: the consumer's own file, no DID) are taken by free compute
+only (`Purpose.raw_inputs`): no order pays for them and no data owner's rules apply to them; they
+are fetched by the runner under the same network rules as every download, and a job with one
+never reaches the network.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from chalicelib.compute.algorithm_rules import (
     AlgorithmFacts,
@@ -85,15 +92,33 @@ from chalicelib.compute.plan import (
     PlannedOrder,
     Resolved,
     input_resource,
+    raw_input_name,
 )
 from chalicelib.compute.requests import (
     AlgorithmInput,
     ComputeStartRequest,
     DatasetInput,
+    FreeDatasetInput,
     InitializeComputeRequest,
 )
 from chalicelib.config import ImageRegistries
 from chalicelib.errors import BusinessError
+
+RequestedInput = Union[DatasetInput, FreeDatasetInput]
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """What a plan is for, which decides the few rules that differ between the entry points."""
+
+    runs: bool  # a job starts from it: the algorithm's files are downloaded now and pinned
+    ordered: bool  # orders pay for it: a published algorithm comes with its transferTxId
+    raw_inputs: bool = False  # datasets may be the consumer's own files (`fileObject`)
+
+
+START = Purpose(runs=True, ordered=True)
+FREE = Purpose(runs=True, ordered=False, raw_inputs=True)
+INITIALIZE = Purpose(runs=False, ordered=False)
 
 
 class ComputeValidator:
@@ -140,7 +165,7 @@ class ComputeValidator:
         """All rules of POST /compute except the orders on chain. `datasets` align with
         request.all_datasets; `algorithm` is the resolved algorithm DID (ignored for meta)."""
         return self._plan(request.consumerAddress, request.environment, request.all_datasets, datasets,
-                          request.algorithm, algorithm, starting=True)
+                          request.algorithm, algorithm, START)
 
     def validate_initialize(
         self,
@@ -153,21 +178,23 @@ class ComputeValidator:
         if valid_until <= self._clock():
             raise BusinessError("The validUntil value is not correct.")
         plan = self._plan(request.consumerAddress, request.compute.env, request.all_datasets, datasets,
-                          request.algorithm, algorithm, starting=False)
+                          request.algorithm, algorithm, INITIALIZE)
         return replace(plan, valid_until=valid_until)
 
     def validate_free(
         self,
         consumer: str,
         environment_id: str,
-        requested: Sequence[DatasetInput],
+        requested: Sequence[FreeDatasetInput],
         datasets: Sequence[Resolved],
         algorithm_request: AlgorithmInput,
         algorithm: Optional[Resolved] = None,
+        admit: Optional[Callable[[ComputePlan], None]] = None,
     ) -> ComputePlan:
-        """Every rule of a start except the orders (Ocean Node's free compute): the caller
-        checks the free tier and the operator's free-compute publishers itself."""
-        return self._plan(consumer, environment_id, requested, datasets, algorithm_request, algorithm, starting=False)
+        """Every rule of a start except the orders (Ocean Node's free compute), raw inputs
+        allowed, the algorithm pinned as a paid start pins it. `admit` judges the plan before the
+        algorithm is downloaded (the free tier's publishers), so a refused start downloads nothing."""
+        return self._plan(consumer, environment_id, requested, datasets, algorithm_request, algorithm, FREE, admit)
 
     def environment(self, environment_id: str, chain_ids: Iterable[int] = ()) -> Environment:
         """The environment, if it exists and serves every one of `chain_ids`."""
@@ -184,32 +211,63 @@ class ComputeValidator:
         self,
         consumer: str,
         environment_id: str,
-        requested: Sequence[DatasetInput],
+        requested: Sequence[RequestedInput],
         resolved: Sequence[Resolved],
         algo_request: AlgorithmInput,
         algo_resolved: Optional[Resolved],
-        starting: bool,
+        purpose: Purpose,
+        admit: Optional[Callable[[ComputePlan], None]] = None,
     ) -> ComputePlan:
         if len(requested) != len(resolved):
             raise ValueError("one Resolved per requested dataset, main dataset first")
         environment = self.environment(environment_id)
-        algorithm, algo_facts = self._algorithm(consumer, algo_request, algo_resolved, environment, starting)
-        algo_facts.cached = not starting
+        algorithm, algo_facts = self._algorithm(consumer, algo_request, algo_resolved, environment, purpose)
+        algo_facts.cached = not purpose.runs
         inputs = tuple(
-            self._input(index, consumer, item, found, environment, algo_facts)
+            self._raw_input(index, item, purpose) if getattr(item, "is_raw", False)
+            else self._input(index, consumer, item, found, environment, algo_facts)
             for index, (item, found) in enumerate(zip(requested, resolved))
         )
         self._no_order_twice(inputs, algorithm)
-        if starting and algorithm.files:
+        chain_id = self._chain_of(inputs, algorithm, environment)
+        inputs = tuple(replace(item, chain_id=chain_id) if item.is_raw else item for item in inputs)
+        plan = ComputePlan(environment, chain_id, self._provider_address, inputs, algorithm)
+        if admit is not None:
+            admit(plan)
+        if purpose.runs and algorithm.files:
             # last, so a refused start downloads nothing; reuses a trusted entry's download
-            algorithm = replace(algorithm, checksums=algo_facts.digests())
-        return ComputePlan(environment, inputs[0].chain_id, self._provider_address, inputs, algorithm)
+            plan = replace(plan, algorithm=replace(algorithm, checksums=algo_facts.digests()))
+        return plan
+
+    @staticmethod
+    def _chain_of(inputs: Sequence[PlannedInput], algorithm: PlannedAlgorithm, environment: Environment) -> int:
+        """The job's chain: the first published dataset's, else the published algorithm's, else
+        (raw inputs and a raw algorithm only) the environment's first."""
+        for item in inputs:
+            if not item.is_raw:
+                return item.chain_id
+        if algorithm.order is not None:
+            return algorithm.order.chain_id
+        return environment.chain_ids[0]
+
+    @staticmethod
+    def _raw_input(index: int, item: RequestedInput, purpose: Purpose) -> PlannedInput:
+        """The consumer's own file (free compute only): nothing to resolve, order or trust."""
+        resource = input_resource(index)
+        file_object = getattr(item, "fileObject", None)
+        if not purpose.raw_inputs or file_object is None:
+            raise BusinessError({f"{resource}.fileObject": "raw inputs are taken by free compute only"})
+        return PlannedInput(
+            resource=resource, did=raw_input_name(index), chain_id=0, service_id="", service_index=-1,
+            service_type="raw", datatoken="", timeout=0, transfer_tx_id=None, asset=None, index=index,
+            files=(file_object.model_dump(exclude_none=True),), userdata=dict(item.userdata or {}),
+        )
 
     def _input(
         self,
         index: int,
         consumer: str,
-        item: DatasetInput,
+        item: RequestedInput,
         found: Resolved,
         environment: Environment,
         algorithm: AlgorithmFacts,
@@ -259,7 +317,7 @@ class ComputeValidator:
         request: AlgorithmInput,
         found: Optional[Resolved],
         environment: Environment,
-        starting: bool,
+        purpose: Purpose,
     ) -> tuple[PlannedAlgorithm, AlgorithmFacts]:
         if request.meta is not None:
             return self._raw_algorithm(request)
@@ -270,7 +328,7 @@ class ComputeValidator:
             raise BusinessError({"algorithm.documentId": "did_not_found"})
         metadata = asset.ddo.get("metadata")
         if not isinstance(metadata, Mapping) or metadata.get("type") != "algorithm":
-            raise BusinessError({"algorithm": "not_algo"} if starting else "DID is not a valid algorithm")
+            raise BusinessError({"algorithm": "not_algo"} if purpose.runs else "DID is not a valid algorithm")
         if not request.serviceId:
             raise BusinessError({"algorithm.serviceId": "missing"})
         located = find_service(asset.ddo, request.serviceId)
@@ -288,7 +346,7 @@ class ComputeValidator:
         if not found or not found.files:
             raise BusinessError({"algorithm": "file_unavailable"})
         check_s3_places(self._s3_sources, "algorithm", found.files, nft_field(asset, "owner"))
-        if starting and not request.transferTxId:
+        if purpose.ordered and not request.transferTxId:
             raise BusinessError({"algorithm.transferTxId": "missing"})
         self.environment(environment.id, [asset.chain_id])
         parameters = [*as_list(service.get("consumerParameters")), *as_list(algorithm_section.get("consumerParameters"))]
@@ -314,11 +372,15 @@ class ComputeValidator:
     def _raw_algorithm(self, request: AlgorithmInput) -> tuple[PlannedAlgorithm, AlgorithmFacts]:
         meta = request.meta
         assert meta is not None
-        if not meta.url and not meta.rawcode:
+        if not meta.url and not meta.rawcode and request.fileObject is None:
             raise BusinessError({"algorithm": "meta_oneof_url_rawcode_remote"})
         container = meta.container.model_dump()
         check_container(container, self._registries)
-        files: tuple[FileObject, ...] = ({"type": "url", "url": meta.url, "method": "GET"},) if meta.url else ()
+        files: tuple[FileObject, ...] = ()
+        if meta.url:
+            files = ({"type": "url", "url": meta.url, "method": "GET"},)
+        elif request.fileObject is not None:
+            files = (request.fileObject.model_dump(exclude_none=True),)
         planned = PlannedAlgorithm(
             did="", order=None, rawcode=meta.rawcode, files=files, container=container_fields(container),
             userdata=dict(request.userdata or {}), algocustomdata=dict(request.algocustomdata or {}),

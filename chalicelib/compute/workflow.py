@@ -15,7 +15,9 @@ from chalicelib.chain.orders import OrderVerifier, VerifiedOrder, ensure_fees_pa
 from chalicelib.compute.environments import MIN_JOB_SECONDS
 from chalicelib.compute.job_reservations import Order
 from chalicelib.compute.jobs import DispatchGate, JobService
-from chalicelib.compute.requests import AlgorithmInput, ComputeStartRequest, DatasetInput, InitializeComputeRequest
+from chalicelib.compute.requests import (
+    AlgorithmInput, ComputeStartRequest, DatasetInput, FreeDatasetInput, InitializeComputeRequest,
+)
 from chalicelib.compute.input_rules import find_service
 from chalicelib.compute.plan import ComputePlan, PlannedOrder, Resolved, input_resource
 from chalicelib.compute.validation import ComputeValidator
@@ -62,12 +64,13 @@ class ComputeWorkflow:
         orders = [Order(order.resource, order.chain_id, result.tx_id) for order, result in verified]
         return self._jobs.start(plan, consumer, orders, timeout, deadline=deadline, gate=gate)
 
-    def plan_free(self, consumer: str, environment_id: str, datasets: Sequence[DatasetInput],
-                  algorithm: AlgorithmInput) -> ComputePlan:
-        """Everything a start validates except the orders (Ocean Node's free compute); the
-        caller applies the free tier and starts the job with no order."""
+    def plan_free(self, consumer: str, environment_id: str, datasets: Sequence[FreeDatasetInput],
+                  algorithm: AlgorithmInput, admit: Optional[Callable[[ComputePlan], None]] = None) -> ComputePlan:
+        """Everything a start validates except the orders (Ocean Node's free compute), the
+        algorithm pinned as a paid start pins it; `admit` judges the plan before that download.
+        The caller applies the free tier and starts the job with no order."""
         return self._validator.validate_free(consumer, environment_id, datasets, self._resolve_datasets(datasets),
-                                             algorithm, self._resolve_algorithm(algorithm))
+                                             algorithm, self._resolve_algorithm(algorithm), admit)
 
     def initialize(self, request: InitializeComputeRequest, compute_in_fee: bool = True) -> dict[str, Any]:
         """Provider fees to order with (the main dataset pays for the environment, unless
@@ -85,8 +88,11 @@ class ComputeWorkflow:
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _resolve_datasets(self, inputs: Sequence[DatasetInput]) -> list[Resolved]:
-        return [self._resolved(item.documentId, item.serviceId, input_resource(index)) for index, item in enumerate(inputs)]
+    def _resolve_datasets(self, inputs: Sequence[DatasetInput | FreeDatasetInput]) -> list[Resolved]:
+        """Each input's asset and files; a raw input (the consumer's fileObject) has none to find."""
+        return [Resolved(None) if not item.documentId
+                else self._resolved(item.documentId, item.serviceId, input_resource(index))
+                for index, item in enumerate(inputs)]
 
     def _resolve_algorithm(self, algorithm: AlgorithmInput) -> Optional[Resolved]:
         if algorithm.is_raw or not algorithm.documentId:

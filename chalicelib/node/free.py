@@ -5,8 +5,10 @@ factory recorded them, assets.creators; never an NFT's current owner, which anyo
 allowed publisher by transferring the NFT to it).
 
 Ocean Node lets any dataset be computed for free unless its credentials forbid it; we do not:
-a data owner's dataset is free here only if the operator says so. Everything else (validation,
-trusted algorithms, credentials, sealed execution) is the paid job's.
+a data owner's dataset is free here only if the operator says so. The consumer's own files
+(`fileObject` inputs, as Ocean Node takes them) need no such consent. Everything else
+(validation, trusted algorithms, credentials, the algorithm's pinned checksums, sealed
+execution) is the paid job's.
 
 The tier's limits are counters taken in the job's start transaction (compute.jobs `Slot`) and
 given back by the write that ends it, so two concurrent starts cannot both take the last slot.
@@ -71,10 +73,12 @@ def start_rates(consumer: str, per_minute: int, per_consumer_per_hour: int) -> l
 
 
 def check_publishers(plan: ComputePlan, allowed: Iterable[str], creators: NftCreators) -> None:
-    """Every dataset must be an allowed did, or its data NFT created by an allowed publisher."""
+    """Every published dataset must be an allowed did, or its data NFT created by an allowed
+    publisher. A raw input (`fileObject`) is the consumer's own file: no data owner's consent is
+    at stake, and the tier's limits and rates bound what it costs the operator."""
     names = {name.lower() for name in allowed}
     for dataset in plan.datasets:
-        if dataset.did.lower() in names:
+        if dataset.is_raw or dataset.did.lower() in names:
             continue
         if not any(name.startswith("0x") for name in names):
             raise BusinessError({dataset.resource: "not_free_compute_dataset"})

@@ -144,16 +144,23 @@ def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     # no order pays for a free job: an order id sent along is dropped, never shown as its agreement
     datasets = [dataset.model_copy(update={"transferTxId": None}) for dataset in params.datasets]
     algorithm = params.algorithm.model_copy(update={"transferTxId": None})
-    plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm)
     current = services.settings()
-    free.check_publishers(plan, current.free_compute_publishers, services.nft_creators())
-    rates = services.start_rates()
-    taken = rates.take(free.start_rates(consumer, current.free_starts_per_minute, current.free_starts_per_consumer_per_hour))
+    creators, rates = services.nft_creators(), services.start_rates()
+    taken: list[Any] = []
+
+    def admit(planned: Any) -> None:
+        """Before the algorithm is downloaded: the free tier's publishers, then its rates."""
+        free.check_publishers(planned, current.free_compute_publishers, creators)
+        taken.append(rates.take(free.start_rates(consumer, current.free_starts_per_minute,
+                                                 current.free_starts_per_consumer_per_hour)))
+
     try:
+        plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm, admit=admit)
         job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
                                            slots=free.slots(environment, tier, consumer), deadline=deadline)
     except Exception:
-        rates.give_back(taken)  # a start refused (a full tier) or failed takes nothing from the rate
+        for each in taken:
+            rates.give_back(each)  # a start refused (a full tier) or failed takes nothing from the rate
         raise
     return [status_object(job, None)]
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Optional, Union
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, field_validator, model_validator,
+)
 
 from chalicelib.compute.requests import (
     MAX_ADDITIONAL_DATASETS,
@@ -19,6 +21,7 @@ from chalicelib.compute.requests import (
     _index_text,
     DatasetInput,
     EnvironmentId,
+    FreeDatasetInput,
     InitializeDatasetInput,
     JobId,
     TxId,
@@ -66,6 +69,15 @@ class ResourceRequest(Params):
 Resources = Annotated[Optional[list[ResourceRequest]], Field(default=None, max_length=MAX_RESOURCES)]
 Datasets = Annotated[list[InitializeDatasetInput], Field(min_length=1, max_length=1 + MAX_ADDITIONAL_DATASETS)]
 PaidDatasets = Annotated[list[DatasetInput], Field(min_length=1, max_length=1 + MAX_ADDITIONAL_DATASETS)]
+FreeDatasets = Annotated[list[FreeDatasetInput], Field(min_length=1, max_length=1 + MAX_ADDITIONAL_DATASETS)]
+
+
+def _no_raw_inputs(value: Any) -> Any:
+    """Raw inputs (`fileObject`) are the consumer's own files, taken by free compute only: a
+    paid job's every input is a published dataset paid with its order."""
+    if isinstance(value, list) and any(isinstance(item, dict) and item.get("fileObject") is not None for item in value):
+        raise _invalid("raw inputs (fileObject) are taken by freeCompute only; a paid job's datasets are published ones")
+    return value
 
 
 class Payment(Params):
@@ -106,7 +118,7 @@ class FreeComputeRequest(NodeSigned):
     model_config = STRICT
     command: ClassVar[str] = COMMANDS["free"]
     environment: EnvironmentId
-    datasets: Datasets
+    datasets: FreeDatasets
     algorithm: AlgorithmInput
     resources: Resources = None
     maxJobDuration: Optional[Seconds] = None
@@ -129,6 +141,7 @@ class PaidComputeRequest(NodeSigned):
     payment: Optional[Payment] = None
 
     _from_dataset = model_validator(mode="before")(_datasets_or_dataset)
+    _published_only = field_validator("datasets", mode="before")(_no_raw_inputs)
 
 
 class NodeInitializeRequest(Params):
@@ -140,6 +153,8 @@ class NodeInitializeRequest(Params):
     consumerAddress: Address
     payment: Optional[Payment] = None
     maxJobDuration: Optional[Seconds] = None
+
+    _published_only = field_validator("datasets", mode="before")(_no_raw_inputs)
 
 
 class NodeStatusQuery(Params):
