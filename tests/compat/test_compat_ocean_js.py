@@ -1,7 +1,9 @@
 """ocean.js 8.6.2 (`@oceanprotocol/lib` from npm, unchanged) runs Ocean Node's compute flow against
 `make run`'s stack at `<api>/node`, with only its public `ProviderInstance` API: environments, a
-token, a free job to status 70 with its log streamed while it runs and its output downloaded (URL
-and stream), a token-authorised start, its stop, the token's invalidation and refusal after it;
+token, a free job of raw code to status 70 with its log streamed while it runs and its output
+downloaded (URL and stream), free jobs of the published algorithm and of raw file inputs
+(`fileObject` dataset and algorithm), a token-authorised start, its stop, the token's
+invalidation and refusal after it;
 and its paid flow through Ocean Node's escrow (paid.mjs): initializeCompute's payment, the
 EscrowContract's deposit and authorize, the datatoken orders, computeStart, status 70, the result,
 with the provider's Lock and Claimed events on chain and the consumer's escrow funds after.
@@ -55,6 +57,24 @@ def test_ocean_js_free_job_with_streamed_log_and_downloaded_output(ocean_js_repo
     for downloaded in (report["resultByUrl"]["text"], report["resultByStream"]):
         assert json.loads(downloaded) == {"dids": [local_stack["dataset"]["did"]], "ticks": 16}
     assert report["resultByUrl"]["status"] == 200
+
+
+def test_ocean_js_free_job_of_the_published_algorithm(ocean_js_report, local_stack):
+    """algorithm {documentId, serviceId}, as ocean.js's own docs start free jobs."""
+    run = ocean_js_report["freePublished"]
+    assert run["finished"]["status"] == 70, run["finished"]
+    assert run["finished"]["algoDID"] == local_stack["algorithm"]["did"]
+    summary = json.loads(run["output"])["inputs"][local_stack["dataset"]["did"] + "/0"]
+    assert summary["rows"] == 60, summary
+
+
+def test_ocean_js_free_job_of_raw_file_inputs(ocean_js_report):
+    """A dataset as `fileObject` (no DID) and the algorithm as `algorithm.fileObject`."""
+    run = ocean_js_report["freeRawFiles"]
+    assert run["finished"]["status"] == 70, run["finished"]
+    assert run["finished"]["inputDID"] == ["raw-0"]
+    summary = json.loads(run["output"])["inputs"]["raw-0/0"]
+    assert summary["rows"] == 60 and summary["columns"]["species"] == {"distinct": 3}, summary
 
 
 def test_ocean_js_token_start_stop_and_invalidation(ocean_js_report):

@@ -87,6 +87,24 @@ report.resultByUrl = { status: downloaded.status, text: await downloaded.text() 
 report.resultByStream = await text(await ProviderInstance.getComputeResult(nodeUri, consumer, started.jobId, output.index))
 report.logAfter = await text(await ProviderInstance.computeStreamableLogs(nodeUri, consumer, started.jobId))
 
+// 2b. free jobs as ocean.js's docs write them: the published algorithm by documentId, and the
+// consumer's own files (a fileObject dataset and algorithm.fileObject with its container)
+async function freeRun(name, inputs, algo) {
+  const job = one(await ProviderInstance.freeComputeStart(nodeUri, consumer, environment.id, inputs, algo))
+  const ended = await waitFor(job.jobId, consumer, (j) => j.status >= 70 || [7, 8, 31, 32, 41, 62].includes(j.status))
+  const result = ended.results.find((item) => item.type === 'output')
+  report[name] = {
+    started: job,
+    finished: ended,
+    output: result ? await text(await ProviderInstance.getComputeResult(nodeUri, consumer, job.jobId, result.index)) : null
+  }
+}
+await freeRun('freePublished', datasets, { documentId: stack.algorithm.did, serviceId: stack.algorithm.serviceId })
+const sampleContainer = { entrypoint: 'python $ALGO', image: 'python', tag: '3.11-slim', checksum: 'sha256:' + 'a1'.repeat(32) }
+await freeRun('freeRawFiles',
+  [{ fileObject: { type: 'url', url: stack.filesUrl + '/iris.csv', method: 'GET' } }],
+  { fileObject: { type: 'url', url: stack.filesUrl + '/algorithm.py', method: 'GET' }, meta: { container: sampleContainer } })
+
 // 3. a token-authorised start, its status with the token, a stop with the token
 const tokenStart = one(await ProviderInstance.freeComputeStart(nodeUri, token, environment.id, datasets, algorithm(600, 0.5)))
 report.tokenStart = tokenStart
