@@ -18,6 +18,11 @@ roles that the stage's code is configured to use, and nothing else:
   orders table) and deleting a killed start's manifest (under `jobs/`), and asking Batch about
   jobs (DescribeJobs, ListJobs), and what healing escrow payments needs (the events' escrow
   statements).
+- `policy-<stage>-index.json`, the asset indexer (assets.indexer, every minute): the items of the
+  assets table (read, write, forget an asset), its own cursors in the counters table and nothing
+  else of it (`dynamodb:LeadingKeys` `indexer#*`: never an environment's slot counter), and the
+  provider key's secret (a DDO encrypted for this provider is decrypted to see where it points).
+  It reaches the chains over their RPC URLs, which need no permission.
 
 Only `batch:DescribeJobDefinitions` and `batch:DescribeJobs` (API: the algorithm container's log
 stream, for Ocean Node's computeStreamableLogs), and `batch:DescribeJobs`, `batch:ListJobs`
@@ -41,6 +46,7 @@ WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJob
 RECONCILE_WILDCARD_ACTIONS = frozenset({"batch:DescribeJobs", "batch:ListJobs"})
 ACTIVE_JOBS_INDEX = "active-by-update"  # models.ActiveJobs
 API_JOB_INDEXES = ("by-owner", "by-owner-document", ACTIVE_JOBS_INDEX, "by-environment")
+INDEXER_KEYS = "indexer#*"  # models.IndexerCursor's keys in the counters table (assets.indexer._key)
 
 
 @dataclass(frozen=True)
@@ -203,14 +209,30 @@ def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[
     ])
 
 
+def index_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, Any]:
+    """The asset indexer's policy: asset records, its cursors, the provider key; nothing of jobs,
+    orders, payments, Batch or the results bucket."""
+    settings = load_settings(env)
+    secret = _secret_arns(env)[0]
+    where = Account.from_arn(secret)
+    return _document([
+        _logs(where, app_name, stage),
+        _statement("AssetRecords", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"],
+                   [_table(where, settings.assets_table)]),
+        _statement("IndexerCursors", ["dynamodb:GetItem", "dynamodb:PutItem"], [_table(where, settings.counters_table)],
+                   **{"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [INDEXER_KEYS]}}),
+        _statement("ProviderKey", ["secretsmanager:GetSecretValue"], [secret]),
+    ])
+
+
 def policy_files(stage: str) -> dict[str, str]:
     """File names under .chalice/ of each policy of a stage."""
     return {"api": f"policy-{stage}.json", "events": f"policy-{stage}-events.json",
-            "reconcile": f"policy-{stage}-reconcile.json"}
+            "reconcile": f"policy-{stage}-reconcile.json", "index": f"policy-{stage}-index.json"}
 
 
 def render(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, dict[str, Any]]:
     """{file name: policy document} for a stage."""
     names = policy_files(stage)
     return {names["api"]: api_policy(env, app_name, stage), names["events"]: events_policy(env, app_name, stage),
-            names["reconcile"]: reconcile_policy(env, app_name, stage)}
+            names["reconcile"]: reconcile_policy(env, app_name, stage), names["index"]: index_policy(env, app_name, stage)}

@@ -44,6 +44,11 @@ REGISTER_HANDLER = {"lambda_memory_size": 512, "lambda_timeout": 120}
 # The scheduled reconciler (compute.reconcile), with a policy of its own.
 RECONCILE_FUNCTION = "reconcile_jobs"
 RECONCILE_HANDLER = {"lambda_memory_size": 256, "lambda_timeout": 120}
+# The asset indexer (assets.indexer), every minute, with a policy of its own. It imports web3 and
+# decrypts DDOs (memory buys CPU); a run ends within its minute (MAX_BLOCKS bounds it), and one cut
+# short only leaves its cursor where it was.
+INDEX_FUNCTION = "index_assets"
+INDEX_HANDLER = {"lambda_memory_size": 512, "lambda_timeout": 60}
 
 
 def read_stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
@@ -165,7 +170,8 @@ def function_settings(stage: str) -> dict[str, Any]:
         "iam_policy_file": files["api"],
         "lambda_functions": {"api_handler": dict(API_HANDLER), **{name: dict(events) for name in EVENT_HANDLERS},
                              REGISTER_FUNCTION: dict(REGISTER_HANDLER),
-                             RECONCILE_FUNCTION: {"iam_policy_file": files["reconcile"], **RECONCILE_HANDLER}},
+                             RECONCILE_FUNCTION: {"iam_policy_file": files["reconcile"], **RECONCILE_HANDLER},
+                             INDEX_FUNCTION: {"iam_policy_file": files["index"], **INDEX_HANDLER}},
     }
 
 

@@ -145,3 +145,57 @@ def test_the_first_run_starts_where_it_is_told(chain, indexing, route_encrypt):
     assert later["registered"] == []
     IndexerCursor(f"indexer#{chain.chain_id}").delete()
     assert published.did in make(start=0).run()[0]["registered"]
+
+
+def test_the_indexer_needs_nothing_beyond_its_own_policy(chain, indexing, route_encrypt, clock, monkeypatch):
+    """Every AWS call of a run that registers, re-reads and forgets assets is one the stage's
+    indexer policy (infra.policies.index_policy) allows: its action on that table, and a key the
+    policy's condition admits (only the indexer's own cursors in the counters table)."""
+    import fnmatch
+    import os
+
+    from botocore.client import BaseClient
+
+    from chalicelib.config import load_settings
+    from devstack.publish import set_ddo
+    from infra import policies
+
+    calls: list[tuple[str, dict]] = []
+    real = BaseClient._make_api_call
+
+    def recording(client, operation, params):
+        calls.append((f"{client.meta.service_model.signing_name}:{operation}", params))
+        return real(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    _, make = indexing
+    indexer = make()
+    published = _publish(chain, route_encrypt, OURS)
+    indexer.run()
+    clock.advance(30)
+    moved = json.loads(json.dumps(published.ddo))
+    moved["services"][0]["serviceEndpoint"] = "https://another-provider.example"
+    set_ddo(chain.w3, chain.publisher, moved, provider_url="https://another-provider.example",
+            provider_address=chain.provider.address)
+    [run] = indexer.run()
+    assert run["forgotten"] == [published.did] and calls
+
+    env = {**os.environ, "PROVIDER_KEY_SECRET": "arn:aws:secretsmanager:us-east-1:123456789012:secret:k-Ab12Cd",
+           "JWT_SECRET_NAME": "arn:aws:secretsmanager:us-east-1:123456789012:secret:j-Ef34Gh"}
+    policy = policies.index_policy(env, "app", "test")
+    keys = {load_settings(env).counters_table: "environment", load_settings(env).assets_table: "did"}
+
+    def allowed(action: str, params: dict) -> bool:
+        table = params.get("TableName", "")
+        key = (params.get("Key") or params.get("Item") or {}).get(keys.get(table, ""), {}).get("S", "")
+        for statement in policy["Statement"]:
+            if action not in statement["Action"] or not any(r.endswith(f":table/{table}") for r in statement["Resource"]):
+                continue
+            patterns = statement.get("Condition", {}).get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
+            if patterns is None or any(fnmatch.fnmatchcase(key, p) for p in patterns):
+                return True
+        return False
+
+    refused = [(action, params.get("TableName")) for action, params in calls if not allowed(action, params)]
+    assert not refused, refused
+    assert {action for action, _ in calls} >= {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}

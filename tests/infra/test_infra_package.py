@@ -71,11 +71,16 @@ def test_reconciler_runs_every_five_minutes(packaged):
     assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(5 minutes)"
 
 
+def test_the_indexer_runs_every_minute(packaged):
+    (event,) = _resources(packaged, "AWS::Serverless::Function")["IndexAssets"]["Properties"]["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(1 minute)"
+
+
 def test_roles_carry_the_stage_policy_files(packaged):
     roles = _resources(packaged, "AWS::IAM::Role")
     files = policies.policy_files(packaged.stage)
     expected = {"ApiHandlerRole": files["api"], "BatchJobEventsRole": files["events"], "RunnerStageEventsRole": files["events"],
-                "RegisterAssetRole": files["api"], "ReconcileJobsRole": files["reconcile"]}
+                "RegisterAssetRole": files["api"], "ReconcileJobsRole": files["reconcile"], "IndexAssetsRole": files["index"]}
     assert set(roles) == set(expected)
     for role, filename in expected.items():
         (policy,) = roles[role]["Properties"]["Policies"]
@@ -86,7 +91,7 @@ def test_functions_get_their_memory_timeout_and_environment(packaged):
     stage = chalice_config()["stages"][packaged.stage]
     functions = _resources(packaged, "AWS::Serverless::Function")
     names = {"APIHandler": "api_handler", "BatchJobEvents": "batch_job_events", "RunnerStageEvents": "runner_stage_events",
-             "RegisterAsset": "register_asset", "ReconcileJobs": "reconcile_jobs"}
+             "RegisterAsset": "register_asset", "ReconcileJobs": "reconcile_jobs", "IndexAssets": "index_assets"}
     for resource, name in names.items():
         properties = functions[resource]["Properties"]
         settings = stage["lambda_functions"][name]

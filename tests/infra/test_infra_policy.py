@@ -88,6 +88,7 @@ def test_stage_policies_are_least_privilege(stage):
     check_least_privilege(_policy(stage, "api"), policies.WILDCARD_ACTIONS)
     check_least_privilege(_policy(stage, "events"), frozenset())
     check_least_privilege(_policy(stage, "reconcile"), policies.RECONCILE_WILDCARD_ACTIONS)
+    check_least_privilege(_policy(stage, "index"), frozenset())
 
 
 def test_wildcard_lists_are_exactly_what_aws_requires():
@@ -186,7 +187,7 @@ def _check_escrow(env: dict[str, str], statements: dict[str, dict[str, Any]]) ->
 
 
 def _event_handler_names() -> set[str]:
-    """Functions of EventBridge rules (the reconciler's schedule is one too)."""
+    """Functions of EventBridge rules (the reconciler's and the indexer's schedules are too)."""
     return {source.name for source in app_module.app.event_sources}
 
 
@@ -196,10 +197,13 @@ def test_stage_settings_per_function(stage):
     assert config["autogen_policy"] is False
     assert config["iam_policy_file"] == policies.policy_files(stage)["api"]
     functions = config["lambda_functions"]
-    assert set(stage_module.EVENT_HANDLERS) | {stage_module.RECONCILE_FUNCTION} == _event_handler_names()
+    scheduled = {stage_module.RECONCILE_FUNCTION, stage_module.INDEX_FUNCTION}
+    assert set(stage_module.EVENT_HANDLERS) | scheduled == _event_handler_names()
     assert set(functions) == {"api_handler", stage_module.REGISTER_FUNCTION} | _event_handler_names()
     assert functions["api_handler"]["lambda_timeout"] <= 29  # API Gateway's integration limit
-    kinds = {**{name: "events" for name in stage_module.EVENT_HANDLERS}, stage_module.RECONCILE_FUNCTION: "reconcile"}
+    assert functions[stage_module.INDEX_FUNCTION]["lambda_timeout"] <= 60, "a run ends before the next minute's"
+    kinds = {**{name: "events" for name in stage_module.EVENT_HANDLERS}, stage_module.RECONCILE_FUNCTION: "reconcile",
+             stage_module.INDEX_FUNCTION: "index"}
     for name, settings in functions.items():
         assert settings["lambda_memory_size"] >= 128 and settings["lambda_timeout"] > 0
         expected = policies.policy_files(stage)[kinds.get(name, "api")]
@@ -247,3 +251,22 @@ def test_least_privilege_check_can_fail():
     wildcard_action = {"Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::b/*"]}]}
     with pytest.raises(AssertionError):
         check_least_privilege(wildcard_action, frozenset())
+
+
+@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
+def test_the_indexer_touches_asset_records_its_cursors_and_the_provider_key_only(stage):
+    """tests/assets/test_assets_indexer.py checks every call of a real run against this policy."""
+    env = stage_env(stage)
+    prefix = env["RESOURCE_PREFIX"]
+    statements = _by_sid(_policy(stage, "index"))
+    assert set(statements) == {"FunctionLogs", "AssetRecords", "IndexerCursors", "ProviderKey"}
+    assert statements["AssetRecords"]["Resource"] == [statements["AssetRecords"]["Resource"][0]]
+    assert statements["AssetRecords"]["Resource"][0].endswith(f":table/{prefix}-assets")
+    assert statements["AssetRecords"]["Action"] == ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"]
+    cursors = statements["IndexerCursors"]
+    assert cursors["Resource"][0].endswith(f":table/{prefix}-counters") and len(cursors["Resource"]) == 1
+    assert cursors["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["indexer#*"]}}
+    from chalicelib.assets.indexer import _key
+
+    assert _key(1).startswith(policies.INDEXER_KEYS.rstrip("*"))
+    assert statements["ProviderKey"]["Resource"] == [env["PROVIDER_KEY_SECRET"]]
