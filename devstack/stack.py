@@ -99,8 +99,12 @@ class IndexerLoop:
         indexer = build_indexer()
         with open(self.log_path, "a") as log:
             while not self._stopped.wait(self.INTERVAL):
-                for chain in indexer.run():
-                    if chain["registered"] or chain["forgotten"] or chain.get("error"):
+                try:
+                    chains = indexer.run()
+                except Exception as error:  # noqa: BLE001 - as a failed Lambda run: the next one tries again
+                    chains = [{"error": f"run failed: {type(error).__name__}: {error}"}]
+                for chain in chains:
+                    if chain.get("registered") or chain.get("forgotten") or chain.get("error"):
                         log.write(json.dumps(chain) + "\n")
                         log.flush()
 

@@ -4,61 +4,16 @@ published sample algorithm on the sample dataset, and the consumer's own files (
 dataset, and an `algorithm.fileObject`), each to status 70 with the algorithm's real output."""
 from __future__ import annotations
 
-import json
-import time
-from typing import Any
-
 import pytest
-import requests
 
-from devstack.anvil import dev_accounts
-from devstack.demo import Consumer
+from stack_consumer import iris_summary, own_consumer, run_free
 
-API = "/node/api/services"
 CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim", "checksum": "sha256:" + "a1" * 32}
-TERMINAL = {7, 8, 31, 32, 41, 62, 70}
 
 
 @pytest.fixture(scope="module")
-def consumer(local_stack) -> Consumer:
-    """A consumer of its own (free compute needs no funds), so no other test's nonces or free slots interfere."""
-    account = dev_accounts(6)[5]
-    return Consumer({**local_stack, "consumerPrivateKey": "0x" + bytes(account.key).hex()})
-
-
-def signed(consumer: Consumer, command: str) -> dict[str, str]:
-    nonce = str(consumer.next_nonce())
-    return {"consumerAddress": consumer.address, "nonce": nonce,
-            "signature": consumer.sign(consumer.address + nonce + command)}
-
-
-def run_free(consumer: Consumer, datasets: list[dict], algorithm: dict) -> dict[str, Any]:
-    """freeCompute, then the status until the job ends, then its output (the sample's result.json)."""
-    answer = requests.post(consumer.url + API + "/freeCompute", timeout=60, json={
-        **signed(consumer, "freeStartCompute"), "environment": "ocean-c2d-cpu", "datasets": datasets,
-        "algorithm": algorithm})
-    assert answer.status_code == 200, answer.text
-    job_id = answer.json()[0]["jobId"]
-    deadline = time.monotonic() + 120
-    while True:
-        status = requests.get(consumer.url + API + "/compute", timeout=30,
-                              params={"consumerAddress": consumer.address, "jobId": job_id}).json()[0]
-        if status["status"] in TERMINAL:
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.5)
-    assert status["status"] == 70, status
-    (output,) = [result for result in status["results"] if result["type"] == "output"]
-    result = requests.get(consumer.url + API + "/computeResult", timeout=30,
-                          params={**signed(consumer, "getComputeResult"), "jobId": job_id, "index": output["index"]})
-    assert result.status_code == 200, result.text
-    return {"status": status, "output": json.loads(result.content)}
-
-
-def iris_summary(output: dict, name: str) -> dict:
-    summary = output["inputs"][name]
-    assert summary["rows"] == 60 and summary["columns"]["species"] == {"distinct": 3}, summary
-    return summary
+def consumer(local_stack):
+    return own_consumer(local_stack, 5)
 
 
 def test_a_free_job_of_the_published_sample_algorithm(local_stack, consumer):
