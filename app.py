@@ -301,6 +301,14 @@ def admin_payments(call: Call) -> object:
            summary="Operator: the free tiers' use per consumer")
 def admin_free_tier(call: Call) -> object:
     return admin.free_tier(call)
+@api.route("/node/api/aquarius/assets/ddo/validate", "POST", endpoint="", in_body=True, signed=True,
+           model=node_requests.NodeValidateDdoRequest,
+           summary="A DDO checked for publishing and the metaDataHash to set with it, signed by the provider "
+                   "(signed: publisherAddress + nonce + validateDDO)")
+def node_validate_ddo(call: Call) -> object:
+    return node_assets.validate_ddo(call)
+
+
 @api.route("/node/api/aquarius/assets/ddo/{did}", "GET", endpoint="", model=node_requests.DdoPath,
            summary="An asset's DDO in Ocean Node's shape (datatokens, indexedMetadata); unsigned, read-only",
            responses={"404": "Unknown asset"})

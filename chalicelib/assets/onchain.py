@@ -2,20 +2,20 @@
 
 A publisher's setMetaData(state, decryptorUrl, decryptorAddress, flags, data, metaDataHash, ...)
 emits the DDO in `data`: flags bit 0 means lzma-compressed, bit 1 ECIES-encrypted for the
-decryptor (compression is applied first, so it is undone last), and metaDataHash is sha256 of the
-plain DDO bytes whatever the flags. The latest such event is the asset's current DDO.
+decryptor (compression is applied first, so it is undone last), and metaDataHash is a hash of the
+plain DDO whatever the flags (assets.document_hash: which ones each client sets). The latest such
+event is the asset's current DDO.
 
 web3 is imported only here (through chalicelib.chain), when a DDO is actually read from a chain.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import lzma
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from chalicelib.assets import ecies
+from chalicelib.assets import document_hash, ecies
 from chalicelib.auth.signatures import to_checksum_address
 from chalicelib.assets.ddo import MAX_DDO_BYTES, asset_malformed
 
@@ -146,7 +146,8 @@ def plain_document(event: MetadataEvent, private_key: Callable[[], str], resourc
     """The plain DDO bytes of an event, checked against its metaDataHash.
 
     Undoes encryption (bit 1) then compression (bit 0). Anything that does not decode, or whose
-    sha256 differs from metaDataHash (a tampered or mismatched document), is refused.
+    metaDataHash is none of the hashes Ocean's publishers set for these bytes
+    (assets.document_hash: a tampered or mismatched document), is refused.
     """
     data = event.data
     if event.flags & FLAG_ECIES:
@@ -157,7 +158,7 @@ def plain_document(event: MetadataEvent, private_key: Callable[[], str], resourc
             raise asset_malformed(resource) from None
     if event.flags & FLAG_LZMA:
         data = _decompress(data, resource)
-    if hashlib.sha256(data).digest() != event.metadata_hash:
+    if not document_hash.matches(data, event.metadata_hash, bool(event.flags & (FLAG_ECIES | FLAG_LZMA))):
         logger.warning("DDO does not match its metaDataHash")
         raise asset_malformed(resource)
     return data

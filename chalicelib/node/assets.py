@@ -1,6 +1,8 @@
 """Ocean Node's asset routes (`GET <node>/api/aquarius/assets/ddo/{did}` and `.../metadata/{did}`),
-which Ocean's CLI and ocean.js read every DDO from, and its `POST <node>/directCommand`
-`{"command": "status"}`, where ocean.js 9 finds the node's peer id before it signs a token.
+which Ocean's CLI and ocean.js read every DDO from, `POST <node>/api/aquarius/assets/ddo/validate`,
+which ocean.js's publishing asks for the metaDataHash of an encrypted DDO, and its
+`POST <node>/directCommand` `{"command": "status"}`, where ocean.js 9 finds the node's peer id
+before it signs a token.
 
 The DDO is what the resolver knows (registered or indexed assets, or METADATA_URL's), in Ocean
 Node's shape: the DDO with `datatokens` and `indexedMetadata` {nft, event, purgatory, stats}
@@ -53,6 +55,60 @@ def ddo_view(asset: Asset) -> dict[str, Any]:
     return {**document, "datatokens": datatokens, "indexedMetadata": metadata}
 
 
+def validate_ddo(call: Call) -> dict[str, Any]:
+    """Ocean Node's DDO validation, for its publishers: the DDO's shape is checked (what this
+    provider needs to serve it: its did follows from its NFT and chain, a served chain, metadata,
+    services with files, datatoken and endpoint), and the answer is the hash to set as
+    metaDataHash (assets.document_hash), signed with the provider key as Ocean Node signs it.
+    Signed by the publisher (address + nonce + validateDDO), so it is no free signing service."""
+    from coincurve import PrivateKey
+
+    from chalicelib.assets.document_hash import validation_hash
+    from chalicelib.auth.signatures import signed_digest
+
+    document = call.params.ddo  # the publisher's signature was checked and its nonce spent (chalicelib.http)
+    problem = _unpublishable(document)
+    if problem:
+        raise BusinessError(f"Validation error: {problem}")
+    try:
+        digest = validation_hash(document)
+    except ValueError:
+        raise BusinessError("Validation error: the DDO holds a value JSON cannot carry") from None
+    key = PrivateKey(bytes.fromhex(services.settings().provider_private_key().removeprefix("0x")))
+    signature = key.sign_recoverable(signed_digest(digest), hasher=None)
+    return {"hash": digest, "publicKey": services.provider_address(), "r": "0x" + signature[:32].hex(),
+            "s": "0x" + signature[32:64].hex(), "v": signature[64] + 27}
+
+
+def _unpublishable(document: dict[str, Any]) -> str:
+    """Why this provider could not serve the DDO once set on chain ("" when it could)."""
+    from chalicelib.assets.ddo import as_int, compute_did
+    from chalicelib.auth.signatures import is_address
+
+    chain_id, nft = as_int(document.get("chainId")), document.get("nftAddress")
+    if not isinstance(document.get("version"), str) or not document["version"]:
+        return "version is required"
+    if chain_id not in services.settings().chain_ids:
+        return f"chainId {document.get('chainId')!r} is not a chain this provider serves"
+    if not is_address(nft):
+        return "nftAddress must be the data NFT's address"
+    if document.get("id") != compute_did(str(nft), chain_id):
+        return "id must be did:op: + sha256(nftAddress + chainId)"
+    metadata = document.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("type") not in ("dataset", "algorithm") \
+            or not isinstance(metadata.get("name"), str):
+        return "metadata needs a type (dataset or algorithm) and a name"
+    listed = document.get("services")
+    if not isinstance(listed, list) or not listed:
+        return "services must list at least one service"
+    for position, service in enumerate(listed):
+        if not isinstance(service, dict) or not all(
+                isinstance(service.get(name), str) and service[name]
+                for name in ("id", "type", "files", "datatokenAddress", "serviceEndpoint")):
+            return f"services[{position}] needs id, type, files, datatokenAddress and serviceEndpoint"
+    return ""
+
+
 def direct_command(call: Call) -> dict[str, Any]:
     """Only `status` is served here: the rest of Ocean Node's commands are its P2P node's."""
     command = call.params.command
@@ -85,4 +141,4 @@ def status() -> dict[str, Any]:
     }
 
 
-__all__ = ["CACHE_SECONDS", "ddo", "ddo_view", "direct_command", "status"]
+__all__ = ["CACHE_SECONDS", "ddo", "ddo_view", "direct_command", "status", "validate_ddo"]

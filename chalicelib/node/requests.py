@@ -228,6 +228,19 @@ class DdoPath(Params):
     did: Annotated[str, StringConstraints(pattern=r"^did:op:[0-9a-fA-F]{64}$")]
 
 
+class NodeValidateDdoRequest(_AddressSigned):
+    """POST /node/api/aquarius/assets/ddo/validate {ddo, publisherAddress, nonce, signature},
+    command `validateDDO`: ocean.js's createAsset (and so Ocean's CLI's publish) asks it for the
+    hash it sets on the NFT beside a DDO encrypted for this provider."""
+
+    command: ClassVar[str] = "validateDDO"
+    signer_field: ClassVar[str] = "publisherAddress"
+    message_fields: ClassVar[tuple[str, ...]] = ("publisherAddress",)
+    address: Optional[Address] = None  # type: ignore[assignment]
+    publisherAddress: Address
+    ddo: dict[str, Any]
+
+
 class DirectCommandRequest(Params):
     """POST /node/directCommand: Ocean Node's command envelope; only `status` is served here."""
 
@@ -248,6 +261,7 @@ class NodeInvalidateTokenRequest(_AddressSigned):
 
 __all__ = [
     "COMMANDS", "DdoPath", "DirectCommandRequest", "FreeComputeRequest", "NodeCreateTokenRequest", "NodeInitializeRequest", "NodeInvalidateTokenRequest",
-    "NodeLogsQuery", "NodeResultQuery", "NodeSigned", "NodeStatusQuery", "NodeStopQuery", "PaidComputeRequest",
+    "NodeLogsQuery", "NodeResultQuery", "NodeSigned", "NodeStatusQuery", "NodeStopQuery", "NodeValidateDdoRequest",
+    "PaidComputeRequest",
     "Payment", "ResourceRequest", "TxId",
 ]
