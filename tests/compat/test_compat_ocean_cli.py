@@ -3,8 +3,10 @@ ocean.js 8.6.2) against `make run`'s stack, as a new user runs it: `NODE_URL=<ap
 `PRIVATE_KEY` and `ADDRESS_FILE` (the stack's address.json), and its real commands, one process
 each: getComputeEnvironments, getDDO, startFreeCompute (published algorithm, and raw file
 inputs), getJobStatus, computeStreamableLogs, downloadJobResults, depositEscrow, authorizeEscrow,
-startCompute (datatokens bought from the sample's fixed-rate exchange, escrow-paid), stopCompute,
-generateAuthToken and invalidateAuthToken.
+startCompute (datatokens bought from the sample's fixed-rate exchange, escrow-paid),
+publishAlgo and publish (DDOs encrypted for this provider, found by its indexer within a
+minute), startCompute of those (datatokens from their Dispensers) and stopCompute of the running
+job, generateAuthToken and invalidateAuthToken.
 
 The CLI prints and exits 0 whatever happened, so each step is judged by what it printed.
 
@@ -21,8 +23,10 @@ import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -215,13 +219,128 @@ def test_cli_paid_start_answers_the_escrow_lock(paid_job):
     paid_job["jobId"] = job_id
 
 
-def test_cli_stops_the_paid_job(cli, paid_job, local_stack):
-    job_id = paid_job.get("jobId") or pytest.fail("the paid start did not answer a job")
-    did = local_stack["dataset"]["did"]
-    stopped = cli("stopCompute", did, job_id, "")
-    # the sample algorithm runs for about a second: a stop finds it running (7) or already ended
-    assert _status(stopped) in TERMINAL, stopped[-3000:]
-    assert _status(cli("getJobStatus", did, job_id, "")) == _status(stopped)
+# An algorithm that runs long enough to be stopped: it logs a tick every half second for 4 minutes.
+SLOW_ALGORITHM = b"""import time
+for tick in range(480):
+    print(f"tick {tick}", flush=True)
+    time.sleep(0.5)
+"""
+CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim", "checksum": "sha256:" + "a1" * 32}
+INDEXED_WITHIN = 60.0
+
+
+class Files:
+    """A publisher's web server on loopback (make run fetches from private addresses)."""
+
+    def __init__(self, content: dict[str, bytes]):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = content.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _metadata(kind: str, name: str, files: list[dict], service: dict) -> dict:
+    """A metadata file as the CLI's own samples write them (metadata/*.json): priced 0, so the
+    CLI's publish gives the datatoken a Dispenser."""
+    metadata = {"created": "2026-12-01T00:00:00Z", "updated": "2026-12-01T00:00:00Z", "type": kind, "name": name,
+                "description": f"{name}, published with Ocean's CLI", "author": "compat test", "license": "MIT"}
+    if kind == "algorithm":
+        metadata["algorithm"] = {"language": "python", "format": "docker-image", "version": "0.1", "container": CONTAINER}
+    return {
+        "@context": ["https://w3id.org/did/v1"], "id": "did:op", "nftAddress": "", "version": "4.1.0", "chainId": 8996,
+        "metadata": metadata,
+        "services": [{"id": "0", "files": {"datatokenAddress": "0x0", "nftAddress": "0x0", "files": files},
+                      "datatokenAddress": "", "serviceEndpoint": "http://ignored", "timeout": 86400, **service}],
+        "indexedMetadata": {"event": {}, "nft": {"address": "", "name": "Ocean Data NFT", "symbol": "OCEAN-NFT",
+                                                 "state": 5, "tokenURI": "", "owner": "", "created": ""},
+                            "purgatory": {"state": False}, "stats": [{"orders": 0, "prices": [{"price": "0"}]}],
+                            "datatokens": []},
+    }
+
+
+def _served_within(cli: Cli, local_stack: dict, did: str, since: float) -> float:
+    """Seconds from `since` until this provider's DDO route serves `did` (at most INDEXED_WITHIN)."""
+    url = f"{local_stack['providerUrl']}/node/api/aquarius/assets/ddo/{did}"
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=10).close()
+            return time.monotonic() - since
+        except urllib.error.HTTPError as error:
+            assert error.code == 404, error
+        assert time.monotonic() - since < INDEXED_WITHIN, f"{did} not served {INDEXED_WITHIN:.0f} s after its publish"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cli_published(cli, local_stack, tmp_path_factory) -> dict:
+    """`publishAlgo` and `publish` with the CLI, DDOs encrypted for this provider (its default):
+    a slow algorithm, and a dataset that trusts any published algorithm; nobody registers them."""
+    files = Files({"/slow.py": SLOW_ALGORITHM})
+    folder = tmp_path_factory.mktemp("cli-metadata")
+    algorithm_file, dataset_file = folder / "slowAlgo.json", folder / "dataset.json"
+    algorithm_file.write_text(json.dumps(_metadata(
+        "algorithm", "slow ticks", [{"type": "url", "url": f"{files.url}/slow.py", "method": "GET"}], {"type": "access"})))
+    dataset_file.write_text(json.dumps(_metadata(
+        "dataset", "iris via the CLI", [{"type": "url", "url": f"{local_stack['filesUrl']}/iris.csv", "method": "GET"}],
+        {"type": "compute", "compute": {"allowRawAlgorithm": False, "allowNetworkAccess": False,
+                                        "publisherTrustedAlgorithmPublishers": ["*"],
+                                        "publisherTrustedAlgorithms": [{"did": "*", "filesChecksum": "*",
+                                                                        "containerSectionChecksum": "*"}]}})))
+    began = time.monotonic()  # the publish command waits for the asset to be indexed itself
+    published_algorithm = cli("publishAlgo", str(algorithm_file))
+    algorithm = _after("Algorithm published. DID:", published_algorithm)
+    served_algorithm = _served_within(cli, local_stack, algorithm, began)
+    began = time.monotonic()
+    published_dataset = cli("publish", str(dataset_file))
+    dataset = _after("Asset published. ID:", published_dataset)
+    served_dataset = _served_within(cli, local_stack, dataset, began)
+    yield {"algorithm": algorithm, "dataset": dataset, "servedAfter": max(served_algorithm, served_dataset),
+           "output": published_algorithm + published_dataset}
+    files.close()
+
+
+def test_cli_published_assets_are_served_within_a_minute(cli, cli_published, local_stack):
+    print(f"CLI-published assets served at most {cli_published['servedAfter']:.1f} s after the publish command began",
+          file=sys.stderr)
+    for did in (cli_published["algorithm"], cli_published["dataset"]):
+        output = cli("getDDO", did)
+        assert f"id: '{did}'" in output and local_stack["providerUrl"] + "/node" in output, output[-3000:]
+
+
+@pytest.fixture(scope="module")
+def long_paid_job(cli, environment, local_stack, cli_published, paid_job) -> dict:
+    """startCompute (orders from the new datatokens' Dispensers, the escrow lock) of the CLI-published
+    slow algorithm on the CLI-published dataset, until it runs."""
+    dataset, algorithm = cli_published["dataset"], cli_published["algorithm"]
+    resources = json.dumps([{"id": r["id"], "amount": r["min"]} for r in environment["resources"]])
+    started = cli("startCompute", dataset, algorithm, environment["id"], "300", local_stack["contracts"]["OceanToken"],
+                  resources, "--accept", "true", timeout=400)
+    assert "Compute job started successfully." in started, started[-4000:]
+    job_id = _after("Compute started.  JobID:", started)
+    running = _wait(cli, dataset, job_id, lambda status: status >= 40 or status in TERMINAL)
+    return {"jobId": job_id, "dataset": dataset, "running": running}
+
+
+def test_cli_stops_a_running_paid_job(cli, long_paid_job):
+    assert _status(long_paid_job["running"]) == 40, long_paid_job["running"][-3000:]
+    logs = cli("computeStreamableLogs", long_paid_job["jobId"])
+    assert "tick 0" in logs, logs[-2000:]
+    stopped = cli("stopCompute", long_paid_job["dataset"], long_paid_job["jobId"], "")
+    assert _status(stopped) == 7, stopped[-3000:]
+    assert _status(cli("getJobStatus", long_paid_job["dataset"], long_paid_job["jobId"], "")) == 7
 
 
 def test_cli_generates_and_invalidates_a_token(cli):
