@@ -17,7 +17,7 @@ from chalicelib.observability import context as observability
 from chalicelib.admin import requests as admin_requests
 from chalicelib.compute import requests as compute_requests
 from chalicelib.http import Api, Call
-from chalicelib.node import is_node_operation
+from chalicelib.node import PREFIX, is_node_operation, ocean_py
 from chalicelib.node import requests as node_requests
 from chalicelib.root import root_document
 
@@ -326,6 +326,14 @@ def node_ddo_metadata(call: Call) -> object:
            summary="Ocean Node's command envelope: only {\"command\": \"status\"} (the node's peer id, keys, chains)")
 def node_direct_command(call: Call) -> object:
     return node_assets.direct_command(call)
+
+
+# ocean.py appends v4 paths to an asset's serviceEndpoint: at <api>/node its requests are told apart
+# from Ocean Node's by what they carry and answered by the v4 routes (chalicelib.node.ocean_py).
+for _v4 in [op for op in api.operations if not is_node_operation(op) and op.endpoint in (*ocean_py.AT_NODE, *ocean_py.V4_ONLY)]:
+    api.route(PREFIX + _v4.path, _v4.method, endpoint="", model=_v4.model, summary=f"ocean.py's v4 {_v4.endpoint} at /node",
+              signed=_v4.signed, in_body=_v4.in_body, responses=_v4.responses, raw_body=_v4.raw_body,
+              accepts=ocean_py.accepts(_v4.endpoint, _v4.model) if _v4.endpoint in ocean_py.AT_NODE else None)(_v4.function)
 
 
 @app.on_cw_event({"source": ["aws.batch"], "detail-type": ["Batch Job State Change"]}, name="batch_job_events")

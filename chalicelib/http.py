@@ -16,7 +16,7 @@ import logging
 import re
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from chalice import Chalice, Response
 from pydantic import BaseModel
@@ -70,6 +70,9 @@ class Operation:
     in_body: bool
     responses: dict[str, str] = field(default_factory=dict)
     raw_body: bool = False
+    # An alternative for a path and method that has an operation already: taken when it accepts
+    # the request's raw parameters (query, body and path merged, before any validation).
+    accepts: Callable[[Mapping[str, Any]], bool] | None = None
 
 
 class Authenticate(Protocol):
@@ -81,13 +84,14 @@ class Authenticate(Protocol):
 
 
 class Api:
-    """Collects operations, then registers one Chalice view per path that dispatches by method."""
+    """Collects operations, then registers one Chalice view per path that dispatches by method
+    (and, where one path and method serve two protocols, by what the request carries)."""
 
     def __init__(self, app: Chalice, authenticate: Authenticate | None = None):
         self.app = app
         self.authenticate = authenticate
         self.operations: list[Operation] = []
-        self._paths: dict[str, dict[str, Operation]] = {}
+        self._paths: dict[str, dict[str, list[Operation]]] = {}
 
     def route(
         self,
@@ -100,22 +104,30 @@ class Api:
         in_body: bool = False,
         responses: dict[str, str] | None = None,
         raw_body: bool = False,
+        accepts: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> Callable[[Callable[[Call], Any]], Callable[[Call], Any]]:
         """Register `function` for `path` and `method`. With `raw_body` the body is not parsed as
-        JSON: `model` validates the query string only and the function gets the bytes in `Call.body`."""
+        JSON: `model` validates the query string only and the function gets the bytes in `Call.body`.
+        With `accepts`, the operation is an alternative to the path and method's own one, taken
+        for the requests it accepts (the predicate must not raise on any input: it sees them raw)."""
 
         if signed and (model is None or self.authenticate is None):
             raise TypeError(f"signed operation {method} {path} needs a request model and the Api's authenticate")
 
         def register(function: Callable[[Call], Any]) -> Callable[[Call], Any]:
             operation = Operation(
-                path, method, endpoint, function, model, summary, signed, in_body, responses or {}, raw_body
+                path, method, endpoint, function, model, summary, signed, in_body, responses or {}, raw_body, accepts
             )
-            self.operations.append(operation)
             if path not in self._paths:
                 self._paths[path] = {}
                 self._register_path(path)
-            self._paths[path][method] = operation
+            existing = self._paths[path].get(method, [])
+            if accepts is None:
+                existing = [op for op in existing if op.accepts is not None]
+            elif any(op.raw_body != raw_body for op in existing):
+                raise ValueError(f"{method} {path}: an alternative must read the body as its operation does")
+            self.operations.append(operation)
+            self._paths[path][method] = [*existing, operation]
             return function
 
         return register
@@ -123,33 +135,38 @@ class Api:
     def _register_path(self, path: str) -> None:
         def view(**path_params: str) -> Response:  # path parameters are read from the request
             request = self.app.current_request
-            operation = self._paths[path].get(request.method)
-            if operation is None:
+            operations = self._paths[path].get(request.method)
+            if not operations:
                 allowed = ", ".join(sorted(self._paths[path]))
                 return error_response(MethodNotAllowed(f"Method {request.method} not allowed; use {allowed}"), {"Allow": allowed})
-            return handle(operation, request, self.authenticate)
+            return handle(operations, request, self.authenticate)
 
         view.__name__ = "view_" + (path.strip("/").replace("/", "_") or "root")
         self.app.route(path, methods=METHODS, content_types=CONTENT_TYPES)(view)
 
 
-def handle(operation: Operation, request: Any, authenticate: Authenticate | None = None) -> Response:
-    """Answer one request; its log line and metrics (chalicelib.observability) are written as it ends."""
+def handle(operations: Operation | Sequence[Operation], request: Any, authenticate: Authenticate | None = None) -> Response:
+    """Answer one request with the operation (or, of alternatives, the one that accepts it); its
+    log line and metrics (chalicelib.observability) are written as it ends."""
+    candidates = [operations] if isinstance(operations, Operation) else list(operations)
+    operation = next((op for op in candidates if op.accepts is None), candidates[0])
     context = getattr(request, "context", None) or {}
     with observability.invocation("request", f"{operation.method} {operation.path}", route=operation.path,
                                   method=operation.method, requestId=context.get("requestId")) as served:
         result: Any = None
-        response = _answer(operation, request, authenticate)
+        response = _answer(candidates, operation, request, authenticate)
         if isinstance(response, tuple):
             response, result = response
         request_report.answered(served, operation.endpoint, operation.path, response.status_code, result)
         return response
 
 
-def _answer(operation: Operation, request: Any, authenticate: Authenticate | None) -> Response | tuple[Response, Any]:
+def _answer(candidates: Sequence[Operation], operation: Operation, request: Any,
+            authenticate: Authenticate | None) -> Response | tuple[Response, Any]:
     try:
         body = _body_bytes(request.raw_body)
         raw = read_params(request.query_params, None if operation.raw_body else body, getattr(request, "uri_params", None))
+        operation = _chosen(candidates, raw, operation)
         headers = dict(request.headers or {})
         signed = operation.signed  # registered only with an authenticate (Api.route)
         caller = authenticate(operation.model, raw, headers, early=True) if signed else None  # type: ignore[misc]
@@ -173,6 +190,13 @@ def _answer(operation: Operation, request: Any, authenticate: Authenticate | Non
                      "".join(traceback.format_tb(error.__traceback__)))
         return json_response({"error": "Internal error"}, 500)
     return (result, None) if isinstance(result, Response) else (json_response(result), result)
+
+
+def _chosen(candidates: Sequence[Operation], raw: Mapping[str, Any], default: Operation) -> Operation:
+    for operation in candidates:
+        if operation.accepts is not None and operation.accepts(raw):
+            return operation
+    return default
 
 
 def read_params(query: Any, raw_body: bytes | None, path: Mapping[str, str] | None = None) -> dict[str, Any]:

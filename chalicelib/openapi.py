@@ -98,6 +98,8 @@ NODE_OK_BODIES: dict[str, dict[str, Any]] = {
     "node_direct_command": _object(["id", "publicKey", "address"], id=_TEXT, publicKey=_TEXT, address=_TEXT),
 }
 NODE_OK_BODIES["node_ddo_metadata"] = NODE_OK_BODIES["node_ddo"]
+NODE_OK_BODIES["node_validate_ddo"] = _object(["hash", "publicKey", "r", "s", "v"], hash=_TEXT, publicKey=_TEXT,
+                                              r=_TEXT, s=_TEXT, v=_INT)
 _is_node = is_node_operation
 
 
@@ -110,6 +112,8 @@ def build_document(operations: list[Operation], title: str, version: str) -> dic
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Error": _ERROR, "JobStatus": _JOB_STATUS}
     for operation in operations:
+        if operation.accepts is not None:
+            continue  # an alternative (ocean.py's v4 requests at /node): documented at its own path
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(operation, schemas)
     return {
         "openapi": "3.0.3",

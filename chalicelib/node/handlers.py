@@ -31,7 +31,15 @@ NO_LOG = "No log exists for this job yet"
 
 def root_document(operations: Iterable[Operation], chain_ids: list[int], provider_address: str,
                   public_key: str) -> dict[str, Any]:
-    """GET /node: what ocean.js reads, paths relative to the prefix (it joins `<providerUri>/<path>`)."""
+    """GET /node: what ocean.js reads, paths relative to the prefix (it joins `<providerUri>/<path>`).
+
+    ocean.py reads the same document when an asset's serviceEndpoint is `<api>/node`, but joins
+    each path to the host's root (urljoin of an absolute path), so it speaks v4 at `/` whatever
+    the prefix: the v4 names Ocean Node's protocol lacks (computeDelete, create_auth_token,
+    delete_auth_token) are listed too, with their root paths, for it. ocean.js never asks for them."""
+    listed = {op.endpoint: [op.method, op.path[len(PREFIX):]] for op in operations if op.endpoint and is_node_operation(op)}
+    v4_only = {op.endpoint: [op.method, op.path] for op in operations
+               if op.endpoint and not is_node_operation(op) and op.endpoint not in listed}
     return {
         "software": SOFTWARE,
         "version": VERSION,
@@ -40,8 +48,7 @@ def root_document(operations: Iterable[Operation], chain_ids: list[int], provide
         "providerAddress": provider_address,
         "providerAddresses": {str(chain_id): provider_address for chain_id in chain_ids},
         "nodePublicKey": public_key,
-        "serviceEndpoints": {op.endpoint: [op.method, op.path[len(PREFIX):]]
-                             for op in operations if op.endpoint and is_node_operation(op)},
+        "serviceEndpoints": {**v4_only, **listed},
     }
 
 

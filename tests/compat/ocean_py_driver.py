@@ -130,7 +130,11 @@ def run(stack: dict[str, Any]) -> dict[str, Any]:
     algorithm_ddo = published_ddo(config, stack["algorithm"]["datatoken"])
     service = dataset_ddo.get_service_by_id(stack["dataset"]["serviceId"])
     algorithm_service = algorithm_ddo.get_service_by_id(stack["algorithm"]["serviceId"])
-    assert service.type == ServiceTypes.CLOUD_COMPUTE and service.service_endpoint == url
+    # make run publishes for both protocols at <api>/node; ocean.py drops the path and speaks v4 at /
+    assert service.type == ServiceTypes.CLOUD_COMPUTE and service.service_endpoint == url + "/node"
+    report["serviceEndpoint"] = service.service_endpoint
+    report["endpointsFromService"] = {name: DataServiceProvider.build_endpoint(name, service.service_endpoint)
+                                      for name in ENDPOINT_NAMES}
     dataset = ComputeInput(dataset_ddo, service)
     algorithm = ComputeInput(algorithm_ddo, algorithm_service)
 

@@ -101,6 +101,11 @@ def test_ocean_py_discovers_the_provider(ocean_py_report, local_stack):
                        "encrypt": "POST", "create_auth_token": "GET", "delete_auth_token": "DELETE"}
     assert all(endpoint.startswith(url + "/api/services/") for _, endpoint in report["endpoints"].values())
     assert "ocean-c2d-cpu" in report["environments"]
+    # the samples' serviceEndpoint is <api>/node (for Ocean Node's clients too): ocean.py appends the
+    # v4 paths to it, and every call of its flow below goes there (chalicelib.node.ocean_py)
+    assert report["serviceEndpoint"] == url + "/node"
+    assert report["endpointsFromService"] == {name: [method, endpoint.replace(url, url + "/node", 1)]
+                                              for name, (method, endpoint) in report["endpoints"].items()}
 
 
 def test_ocean_py_runs_a_job_and_fetches_its_result(ocean_py_report, local_stack):

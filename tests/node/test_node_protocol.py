@@ -112,7 +112,10 @@ def test_root_document_lists_node_services_relative_to_the_prefix(client):
     endpoints = root["serviceEndpoints"]
     assert set(endpoints) == {"nonce", "encrypt", "computeEnvironments", "initializeCompute", "computeStart",
                               "freeCompute", "computeStatus", "computeStop", "computeResult", "computeStreamableLogs",
-                              "generateAuthToken", "invalidateAuthToken"}
+                              "generateAuthToken", "invalidateAuthToken",
+                              # v4's only, for ocean.py (it joins every path to the host's root)
+                              "computeDelete", "create_auth_token", "delete_auth_token"}
+    assert endpoints["computeDelete"] == ["DELETE", "/api/services/compute"]
     assert endpoints["computeStart"] == ["POST", "/api/services/compute"]
     assert endpoints["generateAuthToken"] == ["POST", "/api/services/auth/token"]
     assert endpoints["invalidateAuthToken"] == ["POST", "/api/services/auth/token/invalidate"]
