@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from file_server import FileServer
 from source_clients import OCEAN_CLI, built
 
 pytestmark = pytest.mark.timeout(1800)
@@ -229,29 +230,6 @@ CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim"
 INDEXED_WITHIN = 60.0
 
 
-class Files:
-    """A publisher's web server on loopback (make run fetches from private addresses)."""
-
-    def __init__(self, content: dict[str, bytes]):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                body = content.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
 def _metadata(kind: str, name: str, files: list[dict], service: dict) -> dict:
     """A metadata file as the CLI's own samples write them (metadata/*.json): priced 0, so the
     CLI's publish gives the datatoken a Dispenser."""
@@ -288,11 +266,11 @@ def _served_within(cli: Cli, local_stack: dict, did: str, since: float) -> float
 def cli_published(cli, local_stack, tmp_path_factory) -> dict:
     """`publishAlgo` and `publish` with the CLI, DDOs encrypted for this provider (its default):
     a slow algorithm, and a dataset that trusts any published algorithm; nobody registers them."""
-    files = Files({"/slow.py": SLOW_ALGORITHM})
+    files = FileServer({"/slow.py": SLOW_ALGORITHM})  # the publisher's web server
     folder = tmp_path_factory.mktemp("cli-metadata")
     algorithm_file, dataset_file = folder / "slowAlgo.json", folder / "dataset.json"
     algorithm_file.write_text(json.dumps(_metadata(
-        "algorithm", "slow ticks", [{"type": "url", "url": f"{files.url}/slow.py", "method": "GET"}], {"type": "access"})))
+        "algorithm", "slow ticks", [{"type": "url", "url": files.url("/slow.py"), "method": "GET"}], {"type": "access"})))
     dataset_file.write_text(json.dumps(_metadata(
         "dataset", "iris via the CLI", [{"type": "url", "url": f"{local_stack['filesUrl']}/iris.csv", "method": "GET"}],
         {"type": "compute", "compute": {"allowRawAlgorithm": False, "allowNetworkAccess": False,

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
+from file_server import FileServer
 from lifecycle_helpers import ALGORITHM_CODE, stubbed_provider
 from test_node_protocol import RAW, free_body, free_environments, post, signed
 
@@ -23,41 +22,11 @@ CSV = b"a,b\n1,2\n3,4\n"
 ALGORITHM = b"print('mine')\n"
 
 
-class Files(ThreadingHTTPServer):
-    """A loopback file server that counts what it served."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        files = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                files.hits.append(self.path)
-                body = files.content.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.content: dict[str, bytes] = {"/data.csv": CSV, "/algo.py": ALGORITHM}
-        self.hits: list[str] = []
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
-
 @pytest.fixture
-def files() -> Iterator[Files]:
-    server = Files()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def files() -> Iterator[FileServer]:
+    server = FileServer({"/data.csv": CSV, "/algo.py": ALGORITHM})
     yield server
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def _provider(chain, monkeypatch, allow_raw: bool = True, **env: str):
@@ -80,7 +49,7 @@ def sealed_node(aws, chain, client, monkeypatch):
         yield chain, batch, published
 
 
-def raw_file(server: Files, path: str) -> dict[str, Any]:
+def raw_file(server: FileServer, path: str) -> dict[str, Any]:
     return {"type": "url", "url": server.url(path), "method": "get"}  # Ocean's CLI writes the method in lower case
 
 
