@@ -4,8 +4,12 @@ and ocean.js 9 (oceanprotocol/ocean.js at v9.0.0-next.11, `OCEANJS9_SRC`).
 
 The checkout is copied (its tracked files, or every file but node_modules/dist/.git) into
 `.local/clients/<name>-<digest>/`, its registry pins applied to package.json (what the registry
-lacks, see PINS), then `npm install` and `npm run build` run there. The checkout itself is never
-changed and nothing of it enters this repository. A test whose variable is not set skips,
+lacks, see `dependencies` and `overrides` below), our lock file for that pinned package.json put
+beside it (`source_locks/<name>/package-lock.json`: the checkout's own locks versions the registry
+lacks), then `npm ci` and `npm run build` run there. The checkout itself is never changed and
+nothing of it enters this repository; a checkout of another version than the lock's fails `npm ci`
+and says so (for a new version: in the pinned copy, run npm with `install --package-lock-only`,
+check what moved, and commit the new lock). A test whose variable is not set skips,
 saying so; CI reaches only the registries, so these run where a developer gives a checkout.
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_ROOT = REPO_ROOT / ".local" / "clients"
+LOCKS = Path(__file__).resolve().with_name("source_locks")
 BUILD_TIMEOUT = 900
 SKIPPED = {"node_modules", "dist", ".git", "coverage", ".nyc_output"}
 
@@ -79,8 +84,12 @@ def _files(source: Path) -> list[Path]:
     return sorted(found)
 
 
+def lock_of(client: SourceClient) -> Path:
+    return LOCKS / client.name / "package-lock.json"
+
+
 def _digest(source: Path, files: list[Path], client: SourceClient) -> str:
-    digest = hashlib.sha256(json.dumps([client.dependencies, client.overrides]).encode())
+    digest = hashlib.sha256(json.dumps([client.dependencies, client.overrides]).encode() + lock_of(client).read_bytes())
     for name in files:
         digest.update(str(name).encode() + b"\0" + (source / name).read_bytes() + b"\0")
     return digest.hexdigest()[:16]
@@ -96,10 +105,10 @@ def _pin(package_json: Path, client: SourceClient) -> None:
     package_json.write_text(json.dumps(package, indent=2))
 
 
-def _run(argv: list[str], cwd: Path) -> None:
+def _run(argv: list[str], cwd: Path, hint: str = "") -> None:
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
                           env={**os.environ, "CI": "true"})
-    assert done.returncode == 0, f"{' '.join(argv)} failed in {cwd.name}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"{' '.join(argv)} failed in {cwd.name}{hint}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
 
 def built(client: SourceClient) -> Path:
@@ -116,10 +125,14 @@ def built(client: SourceClient) -> Path:
         for name in files:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, target / name)
-        (target / "package-lock.json").unlink(missing_ok=True)  # it locks versions the registry lacks
         _pin(target / "package.json", client)
+        lock = lock_of(client)
+        shutil.copy2(lock, target / "package-lock.json")  # the checkout's own locks what the registry lacks
+        locked = json.loads(lock.read_text())["packages"][""].get("version")
+        checkout = json.loads((target / "package.json").read_text()).get("version")
         began = time.monotonic()
-        _run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], target)
+        _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], target,
+             f" (the lock is for {client.name} {locked}, the checkout is {checkout})")
         _run(["npm", "run", "build"], target)
         (target / ".built").write_text(f"built in {time.monotonic() - began:.0f} s from {source.name}\n")
     return target
