@@ -36,7 +36,7 @@ def test_api_answers_unknown_routes_with_json_404(packaged):
     assert api["Properties"]["GatewayResponses"] == gateway.sam_gateway_responses()
     assert api["Properties"]["DefinitionBody"]["paths"]["/api/services/compute"]
     assert set(_resources(packaged, "AWS::Serverless::Function")) == {"APIHandler", "BatchJobEvents", "RunnerStageEvents",
-                                                                      "RegisterAsset", "ReconcileJobs"}
+                                                                      "RegisterAsset", "ReconcileJobs", "IndexAssets"}
 
 
 def test_the_api_logs_no_request_data(packaged):
