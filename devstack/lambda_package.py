@@ -53,17 +53,19 @@ def base_python() -> str:
 
 
 def proxy_event(method: str, path: str, query: Mapping[str, str] | None = None, body: bytes | str | None = None,
-                headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """An API Gateway REST proxy event, as the deployed API hands a request to the function."""
+                headers: Mapping[str, str] | None = None, resource: str | None = None,
+                path_parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """An API Gateway REST proxy event, as the deployed API hands a request to the function;
+    `resource` is the route's template when it has path parameters (`.../ddo/{did}`)."""
     headers = {"Host": "api.example.invalid", **(headers or {})}
     binary = isinstance(body, bytes)
     return {
-        "resource": path, "path": path, "httpMethod": method, "headers": headers,
+        "resource": resource or path, "path": path, "httpMethod": method, "headers": headers,
         "multiValueHeaders": {name: [value] for name, value in headers.items()},
         "queryStringParameters": dict(query) if query else None,
         "multiValueQueryStringParameters": {name: [value] for name, value in query.items()} if query else None,
-        "pathParameters": None, "stageVariables": None,
-        "requestContext": {"resourcePath": path, "httpMethod": method, "path": "/api" + path, "stage": "api",
+        "pathParameters": dict(path_parameters) if path_parameters else None, "stageVariables": None,
+        "requestContext": {"resourcePath": resource or path, "httpMethod": method, "path": "/api" + path, "stage": "api",
                            "requestId": str(uuid.uuid4()), "accountId": "123456789012",
                            "identity": {"sourceIp": "127.0.0.1"}},
         "body": base64.b64encode(body).decode() if binary else body, "isBase64Encoded": binary,

@@ -71,6 +71,13 @@ def _steps(backends: Backends) -> list[dict[str, Any]]:
             "datasets": [dataset], "algorithm": algorithm, "environment": "ocean-c2d-cpu", "consumerAddress": consumer,
             "maxJobDuration": 600, "payment": {"chainId": chain.chain_id, "token": chain.contracts.OceanToken,
                                                "resources": [{"id": "cpu", "amount": 1}]}}, headers=JSON),
+        http("node directCommand", "POST", "/node/directCommand", body={"command": "status"}, headers=JSON),
+        {"kind": "http", "label": "node ddo", "event": proxy_event(
+            "GET", f"/node/api/aquarius/assets/ddo/{samples.dataset.did}", resource="/node/api/aquarius/assets/ddo/{did}",
+            path_parameters={"did": samples.dataset.did})},
+        http("ocean.py v4 initializeCompute at /node", "POST", "/node/api/services/initializeCompute", body={
+            "datasets": [dataset], "algorithm": algorithm, "consumerAddress": consumer,
+            "compute": {"env": "ocean-c2d-cpu", "validUntil": int(time.time()) + 900}}, headers=JSON),
         {"kind": "clients", "label": "every client", "services": sorted(lean.AWS_SERVICES)},
         {"kind": "function", "label": "batch_job_events", "name": "batch_job_events", "event": bridge_event(
             "aws.batch", "Batch Job State Change",
@@ -83,6 +90,8 @@ def _steps(backends: Backends) -> list[dict[str, Any]]:
          "event": bridge_event("aws.events", "Scheduled Event", {})},
         {"kind": "function", "label": "register_asset", "name": "register_asset",
          "event": {"chainId": chain.chain_id, "nftAddress": samples.dataset.nftAddress}},
+        {"kind": "function", "label": "index_assets", "name": "index_assets",
+         "event": bridge_event("aws.events", "Scheduled Event", {})},
     ]
     return steps
 
@@ -184,6 +193,18 @@ def test_every_other_function_runs_once(served, backends):
     assert "error" not in reconciled and isinstance(reconciled["result"], dict), reconciled
     registered = served["by_label"]["register_asset"]
     assert "error" not in registered and registered["result"]["did"] == backends.samples.dataset.did, registered
+    indexed = served["by_label"]["index_assets"]
+    assert "error" not in indexed and [chain.get("error") for chain in indexed["result"]["chains"]] == [None], indexed
+
+
+def test_ocean_node_s_asset_and_identity_routes_and_ocean_py_at_node(served, backends):
+    """base58 (the peer id) and the asset routes are in the package; ocean.py's v4 request at /node
+    is answered by the v4 route."""
+    status = _answer(served, "node directCommand")
+    assert status["id"].startswith("16Uiu2HA") and status["address"] == backends.chain.provider.address
+    assert _answer(served, "node ddo")["id"] == backends.samples.dataset.did
+    quote = _answer(served, "ocean.py v4 initializeCompute at /node")
+    assert quote["datasets"][0]["providerFee"]["providerFeeAddress"] == backends.chain.provider.address
 
 
 def test_no_function_imports_the_checkout_only_commands(served):
