@@ -32,6 +32,7 @@ from chalicelib.compute.batch_naming import JOB_ID_PATTERN, STOP_REASON_PREFIX
 from chalicelib.compute.container_rules import AlgorithmContainer
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.event_signals import batch_state_event
+from chalicelib.job_key import ENVIRONMENT_VARIABLE as JOB_KEY_VARIABLE
 from devstack.sandbox import NoSandbox, Sandbox, algorithm_uid, find_sandbox, sandbox_environment, write_user_files
 
 log = logging.getLogger(__name__)
@@ -95,14 +96,15 @@ class LocalDispatcher:
 
     def submit(self, job_id: str, environment: Environment, manifest_uri: str, container: AlgorithmContainer,
                timeout: int | None = None, *, dids: Sequence[str] = (), algorithm_did: str = "",
-               allow_network: bool = False) -> str:
-        """Start the job in a thread; `allow_network` (C8) only when every dataset allows it."""
+               allow_network: bool = False, runner_key: str) -> str:
+        """Start the job in a thread; `allow_network` (C8) only when every dataset allows it.
+        `runner_key` reaches the configure and publish processes' environment only, as on Batch."""
         if not JOB_ID_PATTERN.fullmatch(job_id):
             raise ValueError("job id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
         local_id = "local-" + uuid.uuid4().hex[:12]
         job = _LocalJob(job_id, local_id, environment.job_queue, self._jobs_dir / job_id, manifest_uri,
                         container.entrypoint, timeout or environment.max_job_duration, allow_network,
-                        self._runner_env, self._deliver, self._sandbox, self._unsandboxed_reason)
+                        self._runner_env, self._deliver, self._sandbox, self._unsandboxed_reason, runner_key)
         with self._lock:
             self._running[local_id] = job
         threading.Thread(target=self._run, args=(job,), name=f"job-{job_id}", daemon=True).start()
@@ -145,13 +147,14 @@ def register() -> None:
 class _LocalJob:
     def __init__(self, job_id: str, local_id: str, queue: str, folder: Path, manifest_uri: str, entrypoint: str,
                  timeout: int, allow_network: bool, runner_env: Mapping[str, str], deliver: Deliver,
-                 sandbox: Sandbox | None, unsandboxed_reason: str):
+                 sandbox: Sandbox | None, unsandboxed_reason: str, runner_key: str):
         self.job_id, self.local_id, self.queue, self.folder = job_id, local_id, queue, folder
         self.data = folder / "data"
         self.manifest_uri, self.entrypoint, self.timeout = manifest_uri, entrypoint, timeout
         self.allow_network, self.uid = allow_network, algorithm_uid(allow_network)
         self.runner_env, self.deliver = runner_env, deliver
         self.sandbox, self.unsandboxed_reason = sandbox, unsandboxed_reason
+        self.runner_key = runner_key
         self.stopped: str | None = None
         self.process: subprocess.Popen | None = None
 
@@ -186,10 +189,11 @@ class _LocalJob:
 
     def _runner(self, stage: str) -> int:
         """`python -m runner <stage>` as the provider's user, with only what the runner needs in its
-        environment (as its Batch container: no provider key, no JWT secret)."""
+        environment (as its Batch container: no provider key, no JWT secret; the job's own key,
+        which the algorithm's environment never holds)."""
         env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", **self.runner_env,
                "JOB_ID": self.job_id, "MANIFEST_URI": self.manifest_uri, "DATA_DIR": str(self.data),
-               "ALGORITHM_UID": str(self.uid), "PYTHONPATH": str(REPO_ROOT)}
+               "ALGORITHM_UID": str(self.uid), "PYTHONPATH": str(REPO_ROOT), JOB_KEY_VARIABLE: self.runner_key}
         return self._execute([sys.executable, "-m", "runner", stage], env, subprocess.PIPE, RUNNER_SECONDS,
                              on_line=self._runner_line)
 

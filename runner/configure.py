@@ -25,13 +25,14 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.filesources import Budget, Sources
+from chalicelib.job_key import SealError, open_manifest
 from chalicelib.netsafe import CHUNK_BYTES, FetchError, FetchPolicy
 
 from .aws import s3_client
 from .events import Emitter
 from .layout import CONFIGURE_LOG, DIR_MODE, FILE_MODE, Layout, own, root_dir, write_file
 from .logs import operator_log, stage_log
-from .settings import Settings, parse_s3_uri
+from .settings import Settings, parse_s3_uri, s3_version
 
 DID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,199}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -111,10 +112,13 @@ def provision(settings: Settings, layout: Layout) -> None:
 
 
 def load_manifest(settings: Settings) -> dict[str, Any]:
-    """Read and sanity-check the manifest; any problem here is a provisioning failure."""
+    """Read the version of the manifest the API wrote (MANIFEST_URI's versionId: what another
+    job writes at the same key later is never read), open it with the job's key, and
+    sanity-check it; any problem here is a provisioning failure."""
     bucket, key = parse_s3_uri(settings.manifest_uri)
+    version = s3_version(settings.manifest_uri)
     try:
-        obj = s3_client(settings.region).get_object(Bucket=bucket, Key=key)
+        obj = s3_client(settings.region).get_object(Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))
         raw = obj["Body"].read(MAX_MANIFEST_BYTES + 1)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "?")
@@ -124,9 +128,9 @@ def load_manifest(settings: Settings) -> dict[str, Any]:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise StageFailure(31, "manifest too large")
     try:
-        manifest = json.loads(raw)
-    except ValueError:
-        raise StageFailure(31, "manifest is not valid JSON") from None
+        manifest = open_manifest(settings.job_key, settings.job_id, raw)
+    except SealError:
+        raise StageFailure(31, "manifest does not open with this job's key") from None
     if not isinstance(manifest, dict) or manifest.get("jobId") != settings.job_id:
         raise StageFailure(31, "manifest does not belong to this job")
     return manifest

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from chalicelib.compute import status as st
 from chalicelib.compute.batch_naming import JOB_ID_PATTERN, JOB_ID_TAG, JOB_NAME_PREFIX
+from chalicelib.job_key import detail_signed
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ class RunnerStage:
     results_key: str | None = None
     results_truncated: bool | None = None
     attempt: int | None = None  # C6; absent locally
+    detail: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as received: its signature is checked against the record's key
+
+    def signed_by(self, key: str | None) -> bool:
+        """Whether the job's key signed this event (chalicelib.job_key). A record without a key
+        (made before jobs had one) accepts its runner's unsigned events, as it always did."""
+        return key is None or detail_signed(key, self.detail)
 
 
 Signal = BatchChange | RunnerStage
@@ -185,7 +192,8 @@ def parse_runner(detail: Mapping[str, Any], results_bucket: str | None) -> Runne
     attempt = detail.get("attempt")
     if attempt is not None and not (_is_int(attempt) and 1 <= attempt <= 10_000):
         raise Malformed("runner event has an invalid attempt")
-    stage = RunnerStage(job_id=job_id, status=code, reason=_text(detail.get("reason")), attempt=attempt)
+    stage = RunnerStage(job_id=job_id, status=code, reason=_text(detail.get("reason")), attempt=attempt,
+                        detail=detail)
     if code not in (st.PUBLISH_FAILED, st.COMPLETED) or "results" not in detail:
         return stage
     bucket = detail.get("bucket")
@@ -199,7 +207,7 @@ def parse_runner(detail: Mapping[str, Any], results_bucket: str | None) -> Runne
         job_id=job_id, status=code, reason=stage.reason, results=results,
         results_key=key if key == f"jobs/{job_id}/results.json" else None,
         results_truncated=True if cut else (truncated if isinstance(truncated, bool) else None),
-        attempt=attempt)
+        attempt=attempt, detail=detail)
 
 
 def result_key_allowed(job_id: str, kind: Any, key: Any) -> bool:

@@ -17,7 +17,9 @@ container's, reason}; `on_terminal(record)` runs once, on the write that first m
 terminal.
 
 Events for queues this provider does not own, for unknown jobs, for another Batch job than the
-one recorded, and malformed events are ignored with a log line; `handle()` never raises.
+one recorded, runner events not signed with the job's own key (chalicelib.job_key: another job,
+or the algorithm, speaking for this one), and malformed events are ignored with a log line;
+`handle()` never raises.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from pynamodb.exceptions import DoesNotExist, PynamoDBException
 from chalicelib.compute import status as st
 from chalicelib.compute import transitions
 from chalicelib.compute.event_planning import JobState, Plan, plan
-from chalicelib.compute.event_signals import Malformed, Signal, parse
+from chalicelib.compute.event_signals import Malformed, RunnerStage, Signal, parse
 from chalicelib.models import JobRecord
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,9 @@ class JobEvents:
             except DoesNotExist:
                 log.info("event for unknown job %s ignored", signal.job_id)
                 return Outcome("ignored", signal.job_id, detail="unknown job")
+            if isinstance(signal, RunnerStage) and not signal.signed_by(record.runner_key):
+                log.warning("job %s: runner event refused: not signed with the job's key", signal.job_id)
+                return Outcome("ignored", signal.job_id, detail="runner event not signed with the job's key")
             state = JobState.of(record)
             change = plan(state, signal)
             if change is None:

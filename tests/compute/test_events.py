@@ -19,6 +19,7 @@ from chalicelib.compute import status as st
 from chalicelib.compute.event_planning import JobState, plan
 from chalicelib.compute.event_signals import RunnerStage, batch_state_event
 from chalicelib.compute.events import JobEvents
+from chalicelib.job_key import new_job_key, sign_detail
 from chalicelib.models import JobRecord
 
 ACCOUNT = "123456789012"
@@ -26,6 +27,7 @@ QUEUE = "ocean-c2d-cpu"
 QUEUE_ARN = f"arn:aws:batch:us-east-1:{ACCOUNT}:job-queue/{QUEUE}"
 T0 = 1_700_000_000
 NOW = T0 + 5_000
+KEY = new_job_key()  # what make_job's records hold and runner_event signs with
 
 
 # -- event builders -----------------------------------------------------------------------
@@ -95,8 +97,19 @@ def results_for(job_id: str, with_output: bool = True) -> list[dict]:
     return found
 
 
-def runner_event(job_id: str, code: int, reason: str = "", results: list | None = None, **extra: Any) -> dict:
-    detail: dict[str, Any] = {"jobId": job_id, "status": code}
+def record_key(job_id: str) -> str:
+    """The job's own key as its record holds it (what its runner signs with), else KEY."""
+    try:
+        return JobRecord.get(job_id, consistent_read=True).runner_key or KEY
+    except Exception:  # noqa: BLE001 - no table or no record yet: the tests' default key
+        return KEY
+
+
+def runner_event(job_id: str, code: int, reason: str = "", results: list | None = None,
+                 key: str | None = None, **extra: Any) -> dict:
+    """The runner's event as runner/events.py sends it: signed with the job's key (`key`, by
+    default the one its record holds; "" sends it unsigned)."""
+    detail: dict[str, Any] = {"jobId": job_id, "status": code, "at": T0}
     if reason:
         detail["reason"] = reason
     if code in (62, 70):
@@ -104,15 +117,18 @@ def runner_event(job_id: str, code: int, reason: str = "", results: list | None 
                        "resultsTruncated": False, "resultsKey": f"jobs/{job_id}/results.json",
                        "bucket": "test-results"})
     detail.update(extra)
+    signing = record_key(job_id) if key is None else key
+    if signing:
+        detail["signature"] = sign_detail(signing, detail)
     return envelope("ocean.c2d.runner", "Compute Job Stage Change", detail)
 
 
 # -- fixtures -----------------------------------------------------------------------------
 
-def make_job(job_id: str, status: int = 1, batch_job_id: str | None = "b-1") -> JobRecord:
+def make_job(job_id: str, status: int = 1, batch_job_id: str | None = "b-1", key: str | None = KEY) -> JobRecord:
     record = JobRecord(job_id=job_id, owner="0x" + "1" * 40, document_id="did:op:data", date_created=T0 - 100,
                        status=status, status_text=st.status_text(status), environment=QUEUE, chain_id=8996,
-                       batch_job_id=batch_job_id)
+                       batch_job_id=batch_job_id, runner_key=key)
     record.save()
     return record
 
@@ -458,6 +474,35 @@ def test_runner_publish_failure_keeps_partial_results(handler):
     handler.handle(runner_event("j", 62, reason="upload of publish.log failed (AccessDenied)", results=partial))
     record = load("j")
     assert (record.status, record.results) == (62, partial)
+
+
+def test_a_runner_event_counts_only_signed_with_the_jobs_own_key(handler, writes):
+    """Issue 18, point 2: every job's task role may PutEvents as the runner, so the handler takes
+    a runner event only with the HMAC of the job's own key (chalicelib.job_key), which only its
+    configure and publish containers hold. Job A's key cannot speak for job B; an unsigned or
+    re-signed event changes nothing, not even results pointing at B's own prefix."""
+    key_a = new_job_key()
+    make_job("job-a", status=30, key=key_a)
+    make_job("job-b", status=30, key=new_job_key())
+    forged = [runner_event("job-b", 31, reason="forged failure", key=key_a),
+              runner_event("job-b", 70, key=key_a),
+              runner_event("job-b", 60, key=""),  # unsigned
+              runner_event("job-b", 62, reason="x", key=str(new_job_key()))]
+    tampered = runner_event("job-b", 60)
+    tampered["detail"]["status"] = 31
+    for event in [*forged, tampered]:
+        outcome = handler.handle(event)
+        assert (outcome.action, outcome.detail) == ("ignored", "runner event not signed with the job's key")
+    record = load("job-b")
+    assert (record.status, record.results, record.stage_failure) == (30, None, None) and writes == []
+    assert handler.handle(runner_event("job-a", 60, key=key_a)).status == 60  # its own key: taken
+    assert handler.handle(runner_event("job-b", 60)).status == 60
+
+
+def test_a_record_without_a_key_takes_its_runners_unsigned_events(handler):
+    """Jobs started before jobs had keys run an older runner that signs nothing."""
+    make_job("old", status=30, key=None)
+    assert handler.handle(runner_event("old", 60, key="")).status == 60
 
 
 def test_results_only_from_the_jobs_outputs_and_logs(handler):
