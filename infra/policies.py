@@ -7,8 +7,8 @@ roles that the stage's code is configured to use, and nothing else:
 
 - `policy-<stage>.json`, the API handler: items of the six tables and of the three escrow
   payment tables (payments.models), Query on the jobs table's two indexes and the payment
-  tables' three, objects under `jobs/` of the results bucket (manifest put, presigned result downloads,
-  deletion), the two secrets, Batch job definitions named `c2d-algo-*`, submit and terminate on
+  tables' three, objects under `jobs/` of the results bucket and their versions (manifest put,
+  presigned downloads of the version publish wrote, deletion of every version), the two secrets, Batch job definitions named `c2d-algo-*`, submit and terminate on
   the stage's queues (every jobQueue and networkJobQueue), PassRole of the two Batch job roles.
 - `policy-<stage>-events.json`, the two event handlers: read and update job records, update the
   environment counters, and settle a paid job's escrow lock when it ends (the payment tables'
@@ -147,8 +147,10 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("JobIndexes", ["dynamodb:Query"],
                    [f"{_table(where, settings.jobs_table)}/index/{index}" for index in ("by-owner", "by-owner-document")]),
         _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env)),
-        _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
-        _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
+        _statement("JobObjects", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject",
+                                  "s3:DeleteObjectVersion"], [f"{bucket}/jobs/*"]),
+        _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],
+                   StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),
         _statement("FindJobDefinitions", ["batch:DescribeJobDefinitions"], "*"),
         _statement("FindAlgorithmLogStreams", ["batch:DescribeJobs"], "*"),
@@ -190,8 +192,9 @@ def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[
         _statement("ActiveJobs", ["dynamodb:Query"], [f"{jobs}/index/{ACTIVE_JOBS_INDEX}"]),
         _statement("EnvironmentCounters", ["dynamodb:UpdateItem"], [_table(where, settings.counters_table)]),
         _statement("ReleaseOrders", ["dynamodb:DeleteItem"], [_table(where, settings.orders_table)]),
-        _statement("DeleteManifests", ["s3:DeleteObject"], [f"{bucket}/jobs/*"]),
-        _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
+        _statement("DeleteManifests", ["s3:DeleteObject", "s3:DeleteObjectVersion"], [f"{bucket}/jobs/*"]),
+        _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],
+                   StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("DescribeJobs", sorted(RECONCILE_WILDCARD_ACTIONS), "*"),
         *_escrow(where, env, secret),
     ])

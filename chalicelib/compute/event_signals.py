@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -40,6 +41,8 @@ FORCE_STOPPED = 143  # SIGTERM: what the ECS agent gives a container it stops be
 MAX_REASON = 255
 MAX_RESULTS = 10_000
 MAX_RESULTS_BYTES = 200_000  # of DynamoDB's 400 KB per item; the runner sends at most ~150 KB
+VERSION_ID = re.compile(r"[A-Za-z0-9._+/=-]{1,1024}")  # S3 version ids: URL-safe text, "null" never kept
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class Malformed(Exception):
@@ -242,6 +245,7 @@ def _results(job_id: str, raw: Any) -> tuple[list[dict[str, Any]], bool]:
             dropped += 1
             continue
         entry = {"filename": name, "filesize": size, "type": kind, "key": key}
+        entry.update(_pins(item))
         room -= len(json.dumps(entry)) + 2
         if room < 0 or len(kept) >= MAX_RESULTS:
             return kept, True
@@ -249,6 +253,19 @@ def _results(job_id: str, raw: Any) -> tuple[list[dict[str, Any]], bool]:
     if dropped:
         log.warning("job %s: %d malformed result entries dropped", job_id, dropped)
     return kept, False
+
+
+def _pins(item: Mapping[str, Any]) -> dict[str, str]:
+    """What publish says it wrote: the S3 version (served by that id, so another job's later
+    write at the key is never what the consumer downloads) and the sha256 of its bytes; kept
+    only when well-formed."""
+    pins: dict[str, str] = {}
+    version, digest = item.get("versionId"), item.get("sha256")
+    if isinstance(version, str) and version != "null" and VERSION_ID.fullmatch(version):
+        pins["versionId"] = version
+    if isinstance(digest, str) and SHA256_HEX.fullmatch(digest):
+        pins["sha256"] = digest
+    return pins
 
 
 def _is_job_id(value: Any) -> bool:

@@ -327,7 +327,8 @@ class JobService:
         match = [item for position, item in enumerate(results) if int(item.get("index", position)) == index]
         if not match:
             raise ValidationError.field("index", f"no result with index {index}; this job has {len(results)}")
-        return self._objects.presigned_download(match[0]["key"], match[0].get("filename", "result"))
+        return self._objects.presigned_download(match[0]["key"], match[0].get("filename", "result"),
+                                                match[0].get("versionId"))
 
     def status_objects(self, page: JobPage, with_urls: bool) -> tuple[list[dict[str, Any]], Cursor | None]:
         """The page's status objects within MAX_ANSWER_BYTES of JSON, and where the answer continues

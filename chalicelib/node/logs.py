@@ -115,7 +115,9 @@ class AlgorithmLogs:
         if entry is None:
             return None
         try:
-            body = self._s3().get_object(Bucket=self._bucket, Key=entry["key"], Range=f"bytes=0-{self._max_bytes - 1}")
+            pinned = {"VersionId": entry["versionId"]} if entry.get("versionId") else {}  # the version publish wrote
+            body = self._s3().get_object(Bucket=self._bucket, Key=entry["key"], Range=f"bytes=0-{self._max_bytes - 1}",
+                                         **pinned)
             return body["Body"].read()
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "InvalidRange"):

@@ -16,14 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from chalicelib.job_key import new_job_key  # noqa: E402
 from runner.events import Emitter  # noqa: E402
+from runner_test_key import RUNNER_KEY  # noqa: E402
 from runner.settings import Settings  # noqa: E402
 
 JOBS_BUCKET = "c2d-jobs"
 DATA_BUCKET = "c2d-data"
 BUSYBOX_STAND_IN = b"#!/bin/sh\n# stands in for the runner image's static busybox\n"
-RUNNER_KEY = new_job_key()  # the job's key make_settings' stages get (C2D_JOB_KEY)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from chalicelib.job_key import detail_signed, new_job_key, seal_manifest
-from conftest import RUNNER_KEY
+from runner_test_key import RUNNER_KEY
 from runner import configure
 from runner.__main__ import main
 

@@ -18,7 +18,7 @@ from runner.events import (DETAIL_TYPE, SOURCE, EventBridgeEmitter, StdoutEmitte
 from runner.settings import GIB, ConfigError, Settings
 
 from chalicelib.job_key import detail_signed
-from conftest import RUNNER_KEY
+from runner_test_key import RUNNER_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 AT = 1_700_000_000

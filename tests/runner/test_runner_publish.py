@@ -57,6 +57,33 @@ def test_uploads_outputs_and_logs(s3, data, make_settings, emitter) -> None:
     assert b"uploaded out.txt" in publish_log["Body"].read()
 
 
+def test_each_result_names_the_version_it_wrote_and_its_sha256(s3, data, make_settings, emitter) -> None:
+    """Issue 18, point 2: every job's credentials may write under jobs/, so each result names the
+    S3 version publish wrote (S3's own answer, single and multipart uploads alike) and the
+    sha256 of the bytes sent; another write at the same key afterwards changes neither."""
+    import hashlib
+
+    big = os.urandom(9 * 1024 * 1024)  # above s3transfer's 8 MiB multipart threshold
+    (data / "outputs" / "big.bin").write_bytes(big)
+    assert publish.run(make_settings(), emitter) == 0
+    results = {r["filename"]: r for r in emitter.details[-1]["results"]}
+    s3.put_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/outputs/big.bin", Body=b"another job's bytes")
+    s3.put_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/outputs/out.txt", Body=b"another job's bytes")
+    for name, expected in (("big.bin", big), ("out.txt", b"hello")):
+        result = results[name]
+        assert result["sha256"] == hashlib.sha256(expected).hexdigest() and result["filesize"] == len(expected)
+        body = s3.get_object(Bucket=JOBS_BUCKET, Key=result["key"], VersionId=result["versionId"])["Body"].read()
+        assert body == expected
+    versions = {r["versionId"] for r in results.values()}
+    assert len(versions) == len(results) and None not in versions
+    # an algorithm log cut at MAX_OUTPUT_BYTES: the digest is of what was sent
+    (data / "outputs" / "big.bin").unlink()
+    (data / "logs" / "algorithm.log").write_bytes(b"x" * 40 + b"y" * 60)
+    assert publish.run(make_settings(MAX_OUTPUT_BYTES="40"), emitter) == 0
+    log = next(r for r in emitter.details[-1]["results"] if r["type"] == "algorithmLog")
+    assert log["filesize"] == 40 and log["sha256"] == hashlib.sha256(b"x" * 40).hexdigest()
+
+
 def test_symlinks_and_special_files_are_not_uploaded(s3, data, make_settings, emitter) -> None:
     outputs = data / "outputs"
     (outputs / "passwd").symlink_to("/etc/passwd")

@@ -24,7 +24,7 @@ from runner import configure, publish
 from runner.__main__ import main
 from runner.events import SOURCE
 from runner.layout import Layout
-from conftest import RUNNER_KEY
+from runner_test_key import RUNNER_KEY
 from test_runner_configure import ALGO_DID, DID_A, algorithm_file, stage, url_file  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
