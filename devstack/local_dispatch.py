@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Sequence
 
@@ -159,15 +160,21 @@ class _LocalJob:
         self.process: subprocess.Popen | None = None
 
     def run(self) -> None:
-        for status in ("RUNNABLE", "STARTING", "RUNNING"):
+        """As the ECS agent runs the task: configure; the algorithm only if configure succeeded
+        (dependsOn SUCCESS), then publish; the job is STARTING until publish starts (a task's
+        known status is the lowest of its containers'), when it becomes RUNNING."""
+        for status in ("RUNNABLE", "STARTING"):
             self._batch(status)
         shutil.rmtree(self.folder, ignore_errors=True)
         self.data.mkdir(parents=True)
         exits: dict[str, int | None] = {"configure": self._runner("configure"), "algorithm": None, "publish": None}
-        if not self.stopped:
-            exits["algorithm"] = self._algorithm(configured=exits["configure"] == 0)
-        if not self.stopped:
-            exits["publish"] = self._runner("publish")
+        if not self.stopped and exits["configure"] == 0:
+            started = time.time()
+            exits["algorithm"] = self._algorithm(configured=True)
+            self._write_task_metadata(started, time.time(), exits["algorithm"])
+            if not self.stopped:
+                self._batch("RUNNING")
+                exits["publish"] = self._runner("publish")
         succeeded = not self.stopped and all(code in (0, None) for code in exits.values()) and exits["algorithm"] == 0
         reason = STOP_REASON_PREFIX + self.stopped if self.stopped else ""
         self.finish("SUCCEEDED" if succeeded else "FAILED", exits, reason)
@@ -193,7 +200,8 @@ class _LocalJob:
         which the algorithm's environment never holds)."""
         env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", **self.runner_env,
                "JOB_ID": self.job_id, "MANIFEST_URI": self.manifest_uri, "DATA_DIR": str(self.data),
-               "ALGORITHM_UID": str(self.uid), "PYTHONPATH": str(REPO_ROOT), JOB_KEY_VARIABLE: self.runner_key}
+               "ALGORITHM_UID": str(self.uid), "PYTHONPATH": str(REPO_ROOT), JOB_KEY_VARIABLE: self.runner_key,
+               "ECS_CONTAINER_METADATA_URI_V4": self.metadata_dir.resolve().as_uri()}
         return self._execute([sys.executable, "-m", "runner", stage], env, subprocess.PIPE, RUNNER_SECONDS,
                              on_line=self._runner_line)
 
@@ -208,6 +216,25 @@ class _LocalJob:
             return
         self.deliver({"version": "0", "source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change",
                       "detail": detail})
+
+    # -- the task metadata the ECS agent would serve -------------------------------------------
+
+    @property
+    def metadata_dir(self) -> Path:
+        """Beside /data, never inside it: the sandboxed algorithm sees only /data."""
+        return self.folder / "task-metadata"
+
+    def _write_task_metadata(self, started: float, finished: float, exit_code: int | None) -> None:
+        """The algorithm's times as the ECS agent's task metadata v4 `/task` would give them
+        (runner/task_metadata.py reads it through ECS_CONTAINER_METADATA_URI_V4): this process,
+        not the algorithm, measured them."""
+        def stamp(moment: float) -> str:
+            return datetime.fromtimestamp(moment, timezone.utc).isoformat().replace("+00:00", "Z")
+
+        container = {"Name": "algorithm", "KnownStatus": "STOPPED", "StartedAt": stamp(started),
+                     "FinishedAt": stamp(finished), **({"ExitCode": exit_code} if exit_code is not None else {})}
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        (self.metadata_dir / "task").write_text(json.dumps({"TaskARN": self.local_id, "Containers": [container]}))
 
     # -- the algorithm -----------------------------------------------------------------------
 

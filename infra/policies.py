@@ -16,8 +16,8 @@ roles that the stage's code is configured to use, and nothing else:
 - `policy-<stage>-reconcile.json`, the reconciler (compute.reconcile): what the event handlers
   may, plus Query on the jobs table's index of active jobs, releasing orders (DeleteItem on the
   orders table) and deleting a killed start's manifest (under `jobs/`), and asking Batch about
-  jobs (DescribeJobs, ListJobs), and what healing escrow payments needs (the events' escrow
-  statements).
+  jobs (DescribeJobs, ListJobs), stopping the Batch job of an algorithm past its deadline
+  (TerminateJob), and what healing escrow payments needs (the events' escrow statements).
 
 Only `batch:DescribeJobDefinitions` and `batch:DescribeJobs` (API: the algorithm container's log
 stream, for Ocean Node's computeStreamableLogs), and `batch:DescribeJobs`, `batch:ListJobs`
@@ -196,6 +196,7 @@ def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[
         _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],
                    StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("DescribeJobs", sorted(RECONCILE_WILDCARD_ACTIONS), "*"),
+        _statement("StopJobsAtDeadline", ["batch:TerminateJob"], [where.arn("batch", "job/*")]),
         *_escrow(where, env, secret),
     ])
 

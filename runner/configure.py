@@ -9,6 +9,10 @@ or URL; the operator's details go to stderr only (logs.operator_log).
 
 `/data/.c2d/ready` is written last, only when everything succeeded: without it the algorithm
 container's command runs nothing (docs/internals.md, "Job volume").
+
+A failed configure publishes its own log (configure.log, under jobs/<jobId>/logs/) and reports
+it with its 31/32: the algorithm container depends on configure SUCCESS, so after a failure
+neither it (whose image might ignore our command) nor publish, which depends on it, ever starts.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from .aws import s3_client
 from .events import Emitter
 from .layout import CONFIGURE_LOG, DIR_MODE, FILE_MODE, Layout, own, root_dir, write_file
 from .logs import operator_log, stage_log
+from .publish import PublishError, ResultStore, event_fields, upload_logs
 from .settings import Settings, parse_s3_uri, s3_version
 
 DID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,199}$")
@@ -61,7 +66,7 @@ def run(settings: Settings, emitter: Emitter) -> int:
         print(f"runner: the job volume cannot be prepared ({type(exc).__name__})", file=sys.stderr)
         emitter.emit(DATA_FAILED, "the job volume could not be prepared")
         return DATA_FAILED
-    with stage_log(layout.logs / CONFIGURE_LOG):
+    with stage_log(layout.logs / CONFIGURE_LOG) as logger:
         if not has_busybox:
             operator_log().error("no static busybox at %s: the algorithm container cannot start",
                                  settings.busybox_source)
@@ -73,17 +78,37 @@ def run(settings: Settings, emitter: Emitter) -> int:
             layout.mark_ready()
         except StageFailure as failure:
             log.error("configure failed: %s", failure.reason)
-            emitter.emit(failure.status, failure.reason)
+            emitter.emit(failure.status, failure.reason, **publish_own_log(settings, layout, logger))
             return failure.status
         except Exception as exc:  # noqa: BLE001 - any crash must still end in a status event
             # Frames only: an exception's message may quote a decrypted URL.
             log.error("unexpected %s", type(exc).__name__)
             operator_log().error("unexpected %s\n%s", type(exc).__name__,
                                  "".join(traceback.format_tb(exc.__traceback__)))
-            emitter.emit(DATA_FAILED, f"internal error ({type(exc).__name__})")
+            emitter.emit(DATA_FAILED, f"internal error ({type(exc).__name__})",
+                         **publish_own_log(settings, layout, logger))
             return DATA_FAILED
         emitter.emit(30)
         return 0
+
+
+def publish_own_log(settings: Settings, layout: Layout, logger: logging.Logger) -> dict[str, Any]:
+    """After a failure, upload configure.log (publish will not run) and return the results
+    fields of the failure event (publish.event_fields); none if the upload failed, whose reason
+    goes to the operator only."""
+    log.info("the algorithm was not run: the job's inputs were not provisioned")
+    store = ResultStore(s3_client(settings.region), settings.results_bucket, settings.job_id)
+    failures: list[str] = []
+    results = upload_logs(store, layout.logs, logger, failures, only=(CONFIGURE_LOG,))
+    if not failures:
+        try:
+            store.put_json("results.json", results)
+        except PublishError as exc:
+            failures.append(str(exc))
+    if failures:
+        operator_log().error("configure.log not published: %s", failures[0])
+        return {}
+    return event_fields(results, store)
 
 
 def provision(settings: Settings, layout: Layout) -> None:

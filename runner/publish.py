@@ -1,6 +1,7 @@
 """The publish stage: upload outputs and logs to s3://<bucket>/jobs/<jobId>/ and report results.
 
-Status events: 60 at start, 70 with `results` on success, 62 with a reason if an upload fails
+Status events: 60 at start (with `algorithm`, the algorithm container's StartedAt/FinishedAt as
+the ECS agent recorded them: what the job is billed, runner.task_metadata), 70 with `results` on success, 62 with a reason if an upload fails
 (the exit code is 0 or 62). The outputs folder was written by untrusted code, so only regular
 files inside it are uploaded, each opened with O_NOFOLLOW: symlinks, devices, FIFOs and names
 that could escape the folder are skipped with a note in publish.log. A name with a Unicode line
@@ -35,6 +36,7 @@ from .events import Emitter, detail_size
 from .layout import ALGORITHM_LOG, CONFIGURE_LOG, PUBLISH_LOG, Layout
 from .logs import flush, stage_log
 from .settings import Settings
+from .task_metadata import algorithm_run
 
 LOG_TYPES = {ALGORITHM_LOG: "algorithmLog", CONFIGURE_LOG: "configurationLog",
              PUBLISH_LOG: "publishLog"}
@@ -57,7 +59,8 @@ def run(settings: Settings, emitter: Emitter) -> int:
     """Run the stage; the exit code is 0 on status 70, 62 otherwise."""
     layout = Layout(settings.data_dir)
     with stage_log(layout.logs / PUBLISH_LOG) as logger:
-        emitter.emit(60)
+        run = algorithm_run(settings.task_metadata_uri)
+        emitter.emit(60, **({"algorithm": run} if run else {}))
         store = ResultStore(s3_client(settings.region), settings.results_bucket, settings.job_id)
         results: list[Result] = []
         failures: list[str] = []
@@ -228,17 +231,19 @@ def _published_names(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def upload_logs(store: ResultStore, folder: Path, logger: logging.Logger,
-                failures: list[str], max_bytes: int | None = None) -> list[Result]:
-    """Upload the three known logs, publish.log last so it holds this stage's whole story;
-    failures are collected, not raised, so one missing log does not hide the others. The
-    algorithm writes its own log, so it is cut at max_bytes like its outputs: else it would be
-    a way around the outputs' limit."""
+                failures: list[str], max_bytes: int | None = None,
+                only: tuple[str, ...] = tuple(LOG_TYPES)) -> list[Result]:
+    """Upload the known logs (`only` these: a failed configure publishes its own), the last of
+    `only` being the calling stage's own log, flushed and uploaded last so it holds the stage's
+    whole story; failures are collected, not raised, so one missing log does not hide the
+    others. The algorithm writes its own log, so it is cut at max_bytes like its outputs: else
+    it would be a way around the outputs' limit."""
     results: list[Result] = []
     for name, kind in LOG_TYPES.items():
         path = folder / name
-        if not os.path.lexists(path):
+        if name not in only or not os.path.lexists(path):
             continue
-        if name == PUBLISH_LOG:
+        if name == only[-1]:
             log.info("uploading %s", name)
             flush(logger)
         try:

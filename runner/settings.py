@@ -47,6 +47,7 @@ class Settings:
     busybox_source: str = DEFAULT_BUSYBOX
     notice: str = ""  # C2D_NOTICE: what the provider tells the consumer in configure.log
     job_key: str = ""  # C2D_JOB_KEY (chalicelib.job_key): opens the manifest, signs the events
+    task_metadata_uri: str = ""  # ECS_CONTAINER_METADATA_URI_V4, set by the ECS agent (runner.task_metadata)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, need_manifest: bool = True) -> "Settings":
@@ -78,6 +79,7 @@ class Settings:
             busybox_source=busybox_source(env),
             notice=_notice(env),
             job_key=job_key,
+            task_metadata_uri=env.get("ECS_CONTAINER_METADATA_URI_V4", "").strip(),
             job_id=job_id,
             manifest_uri=manifest_uri,
             data_dir=Path(env.get("DATA_DIR", "/data")),

@@ -335,6 +335,9 @@ def test_timeout_is_124_stop_ends_everything_unready_runs_nothing(tmp_path, moto
 
     slow = final(events["slow-1"])
     assert slow["status"] == "FAILED" and exit_codes(slow) == {"configure": 0, "algorithm": 124, "publish": 0}
+    (publishing,) = [e["detail"] for e in events["slow-1"] if e["source"] == "ocean.c2d.runner" and e["detail"]["status"] == 60]
+    ran = publishing["algorithm"]["finishedAt"] - publishing["algorithm"]["startedAt"]
+    assert 3 <= ran < 20 and publishing["algorithm"]["exitCode"] == 124  # its own time, measured by the dispatcher
     assert "algorithmLog" in published(events["slow-1"])
     assert backend.result("slow-1", "logs/algorithm.log").startswith(b"sleeping")
 
@@ -343,11 +346,17 @@ def test_timeout_is_124_stop_ends_everything_unready_runs_nothing(tmp_path, moto
     assert exit_codes(stopped)["publish"] is None
     assert processes_named("c2d-test-slow-child") == [] and processes_named("c2d-test-stopped-child") == []
 
+    # configure failed: as on Batch (dependsOn SUCCESS) neither the algorithm nor publish ran;
+    # configure published its own log with its signed 31
     unready = final(events["unready-1"])
     assert unready["status"] == "FAILED"
-    assert exit_codes(unready)["algorithm"] is None and exit_codes(unready)["publish"] == 0
-    assert "output" not in published(events["unready-1"])
-    assert b"The algorithm was not run" in backend.result("unready-1", "logs/algorithm.log")
+    assert exit_codes(unready) == {"configure": 31, "algorithm": None, "publish": None}
+    (failure,) = [e["detail"] for e in events["unready-1"] if e["source"] == "ocean.c2d.runner" and e["detail"]["status"] == 31]
+    assert [r["type"] for r in failure["results"]] == ["configurationLog"]
+    assert b"the algorithm was not run" in backend.result("unready-1", "logs/configure.log")
+    assert not backend.s3.list_objects_v2(Bucket=BUCKET, Prefix="jobs/unready-1/outputs/").get("Contents")
+    assert [e["detail"]["status"] for e in events["unready-1"] if e["source"] == "aws.batch"] == [
+        "RUNNABLE", "STARTING", "FAILED"]  # RUNNING only once publish starts, as the ECS agent reports it
 
 
 def test_without_a_sandbox_the_job_logs_say_the_algorithm_ran_unsandboxed(tmp_path, moto_url, files_url):

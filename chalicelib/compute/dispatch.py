@@ -9,21 +9,26 @@ at submit.
 A job is one multi-container ECS task (`ecsProperties`) sharing a task-scoped volume at /data:
 
     configure (runner, root, essential=false)
-      └─COMPLETE─> algorithm (consumer's image, UID 4000 or 4001, essential=false)
+      └─SUCCESS─> algorithm (consumer's image, UID 4000 or 4001, essential=false)
                      └─COMPLETE─> publish (runner, root, essential=true)
 
 Why this shape (AWS Batch user guide "Networking modes for AWS Batch jobs"; ECS task IAM roles;
 the ECS agent's dependency handling):
 
-- The algorithm depends on configure COMPLETE, not SUCCESS: with SUCCESS a failed configure makes
-  the ECS agent force-stop the algorithm (exit 143, "CannotStartContainerError: dependency graph")
-  and then a publish that depends on it "will never start", so no log would be published. The
-  algorithm container therefore always starts; its command (`algorithm_command`, run by the static
-  busybox configure copied to /data/.c2d/busybox) runs the entrypoint only if configure wrote
-  /data/.c2d/ready, else it says so and exits 0.
-- maxJobDuration is enforced inside the algorithm container (exit 124 when it runs out), because
-  Batch's own timeout stops the whole task, publish included. Batch's attempt timeout is the
-  algorithm's time plus STAGE_MARGIN_SECONDS for configure's downloads and publish's uploads.
+- The algorithm depends on configure SUCCESS (issue 18, point 3): its image's ENTRYPOINT runs
+  before our command and may ignore it, so after a failed configure the container must not start
+  at all. The ECS agent (agent/engine/dependencygraph/graph.go, verifyContainerOrderingStatusResolvable)
+  then marks it stopped without pulling or starting it (exit 143, "CannotStartContainerError:
+  dependency graph: ... did not exit successfully"), and publish, which depends on it, "will
+  never start": configure therefore publishes its own log when it fails (runner/configure.py).
+  The algorithm's command (`algorithm_command`, run by the static busybox configure copied to
+  /data/.c2d/busybox) still runs the entrypoint only if configure wrote /data/.c2d/ready.
+- maxJobDuration is enforced inside the algorithm container (exit 124 when it runs out) for an
+  image that runs our command, and from outside for one that does not: the job stays STARTING
+  until publish starts (a task's known status is the lowest of its containers'), so Batch's
+  attempt timeout, counted from RUNNING, bounds publish only; the reconciler terminates a job
+  whose algorithm outlives its deadline (compute.deadlines). Batch's attempt timeout is the
+  algorithm's time plus STAGE_MARGIN_SECONDS for publish's uploads.
 - ECS-on-EC2 Batch jobs are host-networked and ECS gives the task role to every container of the
   task, whatever the image's ENTRYPOINT does with our command. So the algorithm runs as a fixed
   non-root UID (C1: 4000 sealed, 4001 when every dataset allows network access) that the Batch
@@ -71,6 +76,7 @@ from chalicelib.compute.batch_naming import (
     ENVIRONMENT_TAG,
     JOB_ID_PATTERN,
     JOB_ID_TAG,
+    LOG_STREAM_PREFIX,
     PUBLISH,
     job_name,
     stop_reason,
@@ -92,12 +98,11 @@ from chalicelib.job_key import SealError, check_job_key
 log = logging.getLogger(__name__)
 
 # Bump when the layout below changes, so new definitions are registered instead of reusing old ones.
-LAYOUT_VERSION = "3"
+LAYOUT_VERSION = "4"
 DATA_VOLUME = "data"
 ALGO_PATH = "/data/transformations/algorithm"
 ALGORITHM_LOG = "/data/logs/algorithm.log"
 DEFAULT_LOG_GROUP = "/aws/batch/job"
-LOG_STREAM_PREFIX = "c2d"
 ATTEMPTS = 3
 
 UNAVAILABLE = "The compute backend is unavailable, try again later"
@@ -196,7 +201,7 @@ class BatchDispatcher:
                 {"name": ALGORITHM, "image": container.reference(),
                  "command": algorithm_command(container.entrypoint), "essential": False,
                  "user": f"{uid}:{uid}",
-                 "dependsOn": [{"containerName": CONFIGURE, "condition": "COMPLETE"}],
+                 "dependsOn": [{"containerName": CONFIGURE, "condition": "SUCCESS"}],
                  "environment": _env({"ALGO": ALGO_PATH}), "mountPoints": mount,
                  "logConfiguration": {"logDriver": "awslogs", "options": algorithm_logs},
                  "resourceRequirements": _resources(1, 2048)},

@@ -73,7 +73,7 @@ def expected_definition(name, uid=4000):
                  "command": ["/data/.c2d/busybox", "sh", "-c", algorithm_command("python $ALGO")[3]],
                  "essential": False,
                  "user": f"{uid}:{uid}",
-                 "dependsOn": [{"containerName": "configure", "condition": "COMPLETE"}],
+                 "dependsOn": [{"containerName": "configure", "condition": "SUCCESS"}],
                  "environment": [{"name": "ALGO", "value": "/data/transformations/algorithm"}],
                  "mountPoints": mount,
                  "logConfiguration": {"logDriver": "awslogs", "options": {
@@ -359,7 +359,9 @@ def test_the_algorithm_holds_no_role_of_its_own_and_runs_as_a_fixed_user():
                  "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"):
         assert name in script.split("unset ", 1)[1].split("\n", 1)[0]
     assert publish["dependsOn"] == [{"containerName": "algorithm", "condition": "COMPLETE"}]
-    assert algorithm["dependsOn"] == [{"containerName": "configure", "condition": "COMPLETE"}]
+    # after a failed configure the agent never pulls nor starts the algorithm's image (an
+    # ENTRYPOINT that ignores our command would otherwise run on the provider's dime)
+    assert algorithm["dependsOn"] == [{"containerName": "configure", "condition": "SUCCESS"}]
 
 
 def test_without_a_network_queue_a_network_allowed_job_runs_sealed_and_is_told_so(batch):

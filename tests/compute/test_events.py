@@ -28,6 +28,8 @@ QUEUE_ARN = f"arn:aws:batch:us-east-1:{ACCOUNT}:job-queue/{QUEUE}"
 T0 = 1_700_000_000
 NOW = T0 + 5_000
 KEY = new_job_key()  # what make_job's records hold and runner_event signs with
+CLUSTER = "AWSBatch-ocean-c2d-cpu-ce-0f2b6a3c-5d1e-3b8c-9a47-1e2d3c4b5a69"  # the ECS cluster Batch made
+TASK_ID = "8f3c2a1b0d9e4f5a6b7c8d9e0f1a2b3c"
 
 
 # -- event builders -----------------------------------------------------------------------
@@ -56,8 +58,8 @@ def batch_event(job_id: str, status: str, *, batch_job_id: str = "b-1", reason: 
         if reasons and name in reasons:
             container["reason"] = reasons[name]
         containers.append(container)
-    task = {"containerInstanceArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:container-instance/ci",
-            "taskArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:task/t-1", "containers": containers}
+    task = {"containerInstanceArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:container-instance/{CLUSTER}/{TASK_ID[::-1]}",
+            "taskArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:task/{CLUSTER}/{TASK_ID}", "containers": containers}
     detail: dict[str, Any] = {
         "jobArn": arn, "jobName": f"c2d-{job_id}", "jobId": batch_job_id, "jobQueue": queue,
         "status": status, "attempts": [], "createdAt": (T0 - 100) * 1000,
@@ -67,7 +69,10 @@ def batch_event(job_id: str, status: str, *, batch_job_id: str = "b-1", reason: 
         "jobDefinition": f"arn:aws:batch:us-east-1:{ACCOUNT}:job-definition/c2d-algo-0123:1",
         "tags": {"c2d:jobId": job_id, "c2d:environment": QUEUE} if tagged else {},
         "propagateTags": True, "platformCapabilities": ["EC2"],
-        "ecsProperties": {"taskProperties": [{"containers": containers, "taskArn": task["taskArn"]}]},
+        # a task exists from STARTING on (Batch placed it)
+        "ecsProperties": {"taskProperties": [{"containers": containers, **(
+            {"taskArn": task["taskArn"], "containerInstanceArn": task["containerInstanceArn"]}
+            if status not in ("SUBMITTED", "PENDING", "RUNNABLE") else {})}]},
         "timeout": {"attemptDurationSeconds": 3600},
     }
     if status in ("RUNNING", "SUCCEEDED", "FAILED"):
@@ -112,7 +117,7 @@ def runner_event(job_id: str, code: int, reason: str = "", results: list | None 
     detail: dict[str, Any] = {"jobId": job_id, "status": code, "at": T0}
     if reason:
         detail["reason"] = reason
-    if code in (62, 70):
+    if code in (62, 70) or results is not None:  # a failed configure reports its own log (31/32)
         detail.update({"results": results if results is not None else results_for(job_id),
                        "resultsTruncated": False, "resultsKey": f"jobs/{job_id}/results.json",
                        "bucket": "test-results"})
@@ -184,12 +189,19 @@ def test_batch_progress(handler, batch_status, expected):
 
 def test_batch_progress_never_regresses(handler, writes):
     make_job("j", status=30)
-    for batch_status in ("SUBMITTED", "RUNNABLE", "STARTING"):
+    for batch_status in ("SUBMITTED", "RUNNABLE"):
         assert handler.handle(batch_event("j", batch_status)).action == "unchanged"
     assert writes == []
+    # a late STARTING moves nothing back; it notes, once, when the task started and its log stream
+    assert handler.handle(batch_event("j", "STARTING")).action == "noted"
+    assert handler.handle(batch_event("j", "STARTING")).action == "unchanged"
+    record = load("j")
+    assert (record.status, record.starting_at, record.log_stream) == (30, NOW, f"c2d/algorithm/{TASK_ID}")
+    assert len(writes) == 1
     assert handler.handle(batch_event("j", "RUNNING")).status == 40
     make_job("k", status=60)
-    assert handler.handle(batch_event("k", "RUNNING")).action == "unchanged"  # the runner is further
+    assert handler.handle(batch_event("k", "RUNNING")).action == "noted"  # the runner is further: its stream only
+    assert handler.handle(batch_event("k", "RUNNING")).action == "unchanged" and load("k").status == 60
 
 
 @pytest.mark.parametrize("name, event, expected, exit_code", [
@@ -669,7 +681,7 @@ def test_each_event_is_one_conditional_update_item(handler, writes):
         before = len(writes)
         handler.handle(event)
         counts.append(len(writes) - before)
-    assert counts == [0, 1, 1, 1, 0, 1, 1, 0, 1]
+    assert counts == [0, 1, 1, 1, 1, 1, 1, 0, 1]  # the late 30 still notes when the algorithm could start
     assert all("ConditionExpression" in call and call.get("Key") == {"jobId": {"S": "j"}} for call in writes)
 
 
@@ -829,7 +841,7 @@ def test_shuffled_duplicated_events_end_right_and_never_regress(handler, writes,
         before = len(writes)
         outcome = handler.handle(event)
         assert outcome.action != "error"
-        assert len(writes) - before == (1 if outcome.action in ("updated", "attached", "attempt") else 0)
+        assert len(writes) - before == (1 if outcome.action in ("updated", "attached", "attempt", "noted") else 0)
         status = load(job_id).status
         assert st.rank(status) >= st.rank(current), (current, status)
         if final is not None:

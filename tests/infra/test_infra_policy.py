@@ -158,7 +158,11 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
     prefix = env["RESOURCE_PREFIX"]
     statements = _by_sid(_policy(stage, "reconcile"))
     assert set(statements) == {"FunctionLogs", "JobRecords", "ActiveJobs", "EnvironmentCounters", "ReleaseOrders",
-                               "DeleteManifests", "ListJobObjects", "DescribeJobs", *ESCROW_STATEMENTS}
+                               "DeleteManifests", "ListJobObjects", "DescribeJobs", "StopJobsAtDeadline",
+                               *ESCROW_STATEMENTS}
+    where = policies.Account.from_arn(env["PROVIDER_KEY_SECRET"])
+    assert statements["StopJobsAtDeadline"]["Action"] == ["batch:TerminateJob"]
+    assert statements["StopJobsAtDeadline"]["Resource"] == [f"arn:aws:batch:{where.region}:{where.account}:job/*"]
     _check_escrow(env, statements)
     assert statements["JobRecords"]["Resource"][0].endswith(f":table/{prefix}-jobs")
     assert statements["ActiveJobs"]["Resource"] == [statements["JobRecords"]["Resource"][0] + "/index/active-by-update"]

@@ -145,6 +145,24 @@ def test_input_failure_is_31_without_secrets(stage, http_server, emitter) -> Non
     assert_no_secrets(stage.settings, emitter)
 
 
+def test_a_failed_configure_publishes_its_own_log(stage, s3, http_server, emitter) -> None:
+    """Issue 18, point 3: the algorithm depends on configure SUCCESS, so after a failure neither
+    it nor publish starts; configure uploads configure.log itself and reports it with its 31."""
+    inputs = [{"did": DID_A, "files": [url_file(http_server, "/status/404")]}]
+    assert stage(inputs, {"rawcode": "x"}) == 31
+    failure = emitter.details[-1]
+    assert failure["status"] == 31 and failure["resultsKey"] == "jobs/job-1/results.json"
+    (entry,) = failure["results"]
+    assert (entry["filename"], entry["type"], entry["key"]) == ("configure.log", "configurationLog",
+                                                                "jobs/job-1/logs/configure.log")
+    body = s3.get_object(Bucket=JOBS_BUCKET, Key=entry["key"], VersionId=entry["versionId"])["Body"].read()
+    assert f"input 0 ({DID_A}) file 0: HTTP 404".encode() in body and b"the algorithm was not run" in body
+    assert SECRET.encode() not in body and b"127.0.0.1" not in body
+    assert json.loads(s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/results.json")["Body"].read()) == [entry]
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=JOBS_BUCKET, Prefix="jobs/job-1/")["Contents"]) == [
+        "jobs/job-1/logs/configure.log", "jobs/job-1/manifest.json", "jobs/job-1/results.json"]
+
+
 def test_private_input_refused_without_flag(stage, s3, http_server, emitter, capfd) -> None:
     """The consumer reads the reason and configure.log: they name the input by index and did,
     and say neither where the file is nor that its address is private (issue 10 #8, C10)."""

@@ -207,3 +207,50 @@ def test_the_algorithm_log_is_cut_at_the_outputs_limit(s3, data, make_settings, 
     assert entry["filesize"] == 1000
     publish_log = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/logs/publish.log")["Body"].read()
     assert b"algorithm.log is 5000 bytes: only its first 1000 are published" in publish_log
+
+
+def task_metadata(algorithm_started: str, algorithm_finished: str, exit_code: int = 0) -> dict[str, Any]:
+    """The ECS agent's task metadata v4 `/task` answer for a job's task (the fields of
+    amazon-ecs-agent's v4 TaskResponse/ContainerResponse; Go writes times with nanoseconds)."""
+    def container(name: str, started: str, finished: str, code: int, image: str) -> dict[str, Any]:
+        return {"DockerId": name + "0" * 56, "Name": name, "DockerName": f"ecs-c2d-algo-1-{name}-a1b2c3",
+                "Image": image, "ImageID": "sha256:" + "0" * 64, "Labels": {}, "DesiredStatus": "STOPPED",
+                "KnownStatus": "STOPPED", "ExitCode": code, "Limits": {"CPU": 1024, "Memory": 512},
+                "CreatedAt": started, "StartedAt": started, "FinishedAt": finished, "Type": "NORMAL",
+                "LogDriver": "awslogs", "Networks": [{"NetworkMode": "host", "IPv4Addresses": [""]}],
+                "ContainerARN": f"arn:aws:ecs:us-east-1:123456789012:container/c/{name}"}
+
+    return {"Cluster": "arn:aws:ecs:us-east-1:123456789012:cluster/AWSBatch-ce", "TaskARN":
+            "arn:aws:ecs:us-east-1:123456789012:task/AWSBatch-ce/8f3c2a1b0d9e4f5a6b7c8d9e0f1a2b3c",
+            "Family": "c2d-algo-1", "Revision": "1", "DesiredStatus": "RUNNING", "KnownStatus": "RUNNING",
+            "Limits": {"CPU": 4, "Memory": 5120}, "PullStartedAt": "2026-05-01T10:00:00.1Z",
+            "AvailabilityZone": "us-east-1a", "LaunchType": "EC2", "Containers": [
+                container("configure", "2026-05-01T10:00:01.5Z", "2026-05-01T10:00:09.25Z", 0, "runner"),
+                container("algorithm", algorithm_started, algorithm_finished, exit_code, "python@sha256:ab"),
+                container("publish", "2026-05-01T10:03:31.1Z", "0001-01-01T00:00:00Z", 0, "runner")]}
+
+
+def test_publish_reports_the_algorithm_containers_own_times(s3, data, make_settings, emitter, http_server) -> None:
+    """Issue 18, point 3: publish (root, after the algorithm container exited) reads the task
+    metadata endpoint v4 and reports the algorithm container's StartedAt/FinishedAt, Docker's own
+    times that no image can change, in its 60: what the job is billed (a 200 s algorithm, 200 s)."""
+    from datetime import datetime
+
+    http_server.files["/v4/abc/task"] = json.dumps(task_metadata(
+        "2026-05-01T10:00:10.123456789Z", "2026-05-01T10:03:30.123456789Z", 3)).encode()
+    settings = make_settings(ECS_CONTAINER_METADATA_URI_V4=http_server.url("/v4/abc"))
+    assert publish.run(settings, emitter) == 0
+    started = emitter.details[0]
+    assert started["status"] == 60
+    expected = datetime.fromisoformat("2026-05-01T10:00:10.123456+00:00").timestamp()
+    assert started["algorithm"] == {"startedAt": round(expected, 3), "finishedAt": round(expected + 200, 3),
+                                    "exitCode": 3}
+    # no endpoint, one that does not answer, or an algorithm that never ran: nothing is claimed
+    for uri in ("", http_server.url("/status/500"), "ftp://x/"):
+        emitter.details.clear()
+        assert publish.run(make_settings(ECS_CONTAINER_METADATA_URI_V4=uri), emitter) == 0
+        assert "algorithm" not in emitter.details[0]
+    http_server.files["/v4/never/task"] = json.dumps(task_metadata("", "")).encode()
+    emitter.details.clear()
+    assert publish.run(make_settings(ECS_CONTAINER_METADATA_URI_V4=http_server.url("/v4/never")), emitter) == 0
+    assert "algorithm" not in emitter.details[0]
