@@ -13,9 +13,13 @@ Mapping (DESIGN §4), with the decisions this module takes:
 - Batch SUCCEEDED/FAILED, decided from the containers' exit codes and reasons in the event
   (ecsProperties, else the last attempt), so the Batch event alone is enough when the runner's
   event is lost: stopped by the owner (our TerminateJob reason) → 7; configure exit 31/32 (C4) →
-  31/32, configure exit ≠ 0 otherwise or a runner image that could not start → the runner's code
-  if known, else 31 (checked first: the algorithm then did not run, publish still published the
-  logs); the algorithm's image could not start → 32; publish exit ≠ 0 → 62 (before the algorithm,
+  31/32 (configure's own verdict, first); the algorithm container's own start failure (a
+  Cannot*/ResourceInitialization reason not caused by a dependency: its image absent, private,
+  rate-limited, of another architecture) → 32 with the reason's error class, whatever exit code
+  or configure's fate (issue 18, point 4); configure exit ≠ 0 otherwise or a runner image that
+  could not start → the runner's code if known, else 31 (the algorithm then did not run);
+  FAILED "Task failed to start" with no container verdict → 32 once configure had succeeded,
+  else 31; publish exit ≠ 0 → 62 (before the algorithm,
   so it agrees with the runner's own 62); algorithm exit 124 → 41 "ran out of time" (maxJobDuration
   is enforced in its container, compute.algorithm_script); algorithm exit ≠ 0 → 41; otherwise
   SUCCEEDED → 70. An algorithm that did not run is never "failed": after a configure failure
@@ -55,6 +59,7 @@ from chalicelib.compute.event_signals import (
     BATCH_PROGRESS,
     MAX_REASON,
     RUNNER_FAILURES,
+    TASK_FAILED_TO_START,
     BatchChange,
     ContainerExit,
     RunnerStage,
@@ -199,16 +204,26 @@ def batch_outcome(state: JobState, change: BatchChange) -> tuple[int, dict[str, 
         return st.STOPPED, details("Job stopped")
     if change.batch_status == "FAILED" and is_deadline_reason(change.status_reason):
         return st.ALGORITHM_FAILED, details(OUT_OF_TIME)  # an image that ignored our command, stopped from outside
+    if configure.exit_code in CONFIGURE_CODES:
+        code = int(configure.exit_code)  # configure's own verdict: the algorithm never started (SUCCESS)
+        return code, details(configure.reason or st.status_text(code), ran=False)
+    if algorithm.failed_to_start and not algorithm.by_dependency:
+        # its image could not be pulled (absent, private, rate limit, no manifest for this
+        # platform) or started (wrong architecture): whatever happened to configure meanwhile
+        # (a manifest pull fails before configure ends, and the task stops it), that is why
+        return st.ALGORITHM_PROVISIONING_FAILED, details(algorithm.reason, ran=False)
     if configure.failed or configure.failed_to_start:
-        # the algorithm did not run: its script found no ready marker (exit 0), or, with a
-        # dependsOn SUCCESS definition, the agent force-stopped it (143, "dependency graph")
-        if configure.exit_code in CONFIGURE_CODES:
-            code = int(configure.exit_code)
-            return code, details(configure.reason or st.status_text(code), ran=False)
+        # the algorithm did not run: the agent never started it (143, "dependency graph"), or,
+        # with an older dependsOn COMPLETE definition, its script found no ready marker (exit 0)
         known = state.stage_failure if state.stage_failure in CONFIGURE_CODES else st.DATA_FAILED
         return known, details(configure.reason, ran=False)
     if algorithm.failed_to_start:
         return st.ALGORITHM_PROVISIONING_FAILED, details(algorithm.reason, ran=False)
+    if (change.batch_status == "FAILED" and change.status_reason.startswith(TASK_FAILED_TO_START)
+            and algorithm.exit_code is None and publish.exit_code is None):
+        # the task never got going, and no container says why: nothing of the algorithm ran
+        ran_configure = configure.exit_code == 0 or st.rank(state.status) >= st.rank(st.PROVISIONED)
+        return (st.ALGORITHM_PROVISIONING_FAILED if ran_configure else st.DATA_FAILED), details("", ran=False)
     if publish.failed_to_start or publish.failed:
         return st.PUBLISH_FAILED, details(publish.reason)
     if algorithm.exit_code == TIMED_OUT:

@@ -34,9 +34,14 @@ BATCH_FINAL = frozenset({"SUCCEEDED", "FAILED"})
 RUNNER_PROGRESS = frozenset({20, 30, 40, 50, 60})
 RUNNER_FAILURES = frozenset({31, 32, 62})
 RESULT_TYPES = frozenset({"output", "algorithmLog", "configurationLog", "publishLog"})
-# Container reasons of a container that never ran (its image or its start failed).
-START_FAILURES = ("CannotPullContainer", "CannotStartContainer", "CannotCreateContainer",
-                  "CannotInspectContainer", "ResourceInitializationError")
+# Container reasons of a container that never ran: its image or its start failed (the error
+# names of amazon-ecs-agent's agent/dockerclient/dockerapi/errors.go, agent/engine/errors.go and
+# ecs-agent/api/errors/errors.go; "CannotPull" covers CannotPullContainerError, the manifest's
+# CannotPullImageManifestError, CannotPullECRContainerError and CannotPullContainerAuthError).
+START_FAILURES = ("CannotPull", "CannotStartContainer", "CannotCreateContainer", "CannotInspectContainer",
+                  "ResourceInitializationError", "TaskStoppedBeforePullBeginError", "ContainerNetworkingError",
+                  "HostConfigError", "InvalidVolumeError", "CannotCreateVolume")
+TASK_FAILED_TO_START = "Task failed to start"  # Batch's statusReason when the ECS task never got going
 FORCE_STOPPED = 143  # SIGTERM: what the ECS agent gives a container it stops because of its dependencies
 MAX_REASON = 255
 MAX_RESULTS = 10_000
@@ -58,9 +63,18 @@ class ContainerExit:
 
     @property
     def failed_to_start(self) -> bool:
-        """It never ran: the agent could not pull, create or start it (exit code none, or the
-        SIGTERM the agent gives a container it stops before it ran)."""
-        return self.exit_code in (None, FORCE_STOPPED) and self.reason.startswith(START_FAILURES)
+        """It never ran: the agent could not pull, create or start it. Whatever exit code goes
+        with such a reason (none, the 143 the agent gives a container it stops before it ran,
+        Docker's 126-128 for a start the runtime refused: exec format error, a file-capped
+        binary refused), no process of its image ran; only an inspect error may come after a run."""
+        if not self.reason.startswith(START_FAILURES):
+            return False
+        return self.exit_code in (None, FORCE_STOPPED) or not self.reason.startswith("CannotInspectContainer")
+
+    @property
+    def by_dependency(self) -> bool:
+        """The agent stopped it because a container it depends on failed or will never start."""
+        return "dependency graph" in self.reason
 
     @property
     def failed(self) -> bool:

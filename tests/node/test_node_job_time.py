@@ -129,3 +129,25 @@ def test_a_configure_failure_cancels_the_lock_and_its_image_runs_nothing(client,
     assert _payment(client, chain, job_id)["status"] == 31
     assert reconcile(batch, began + 10 * 86400).terminated == []  # the Stubber would refuse a TerminateJob
     assert funds(chain) == before
+
+
+def test_an_algorithm_image_that_cannot_be_pulled_ends_32_and_cancels_the_lock(client, paid):
+    """Issue 18, point 4 with money: publish never runs, no log exists; the job ends with the
+    error class, its slot back, its lock cancelled."""
+    from chalicelib import services
+
+    chain, batch, published = paid
+    job_id, before = started(client, chain, batch, published, "batch-pull")
+    assert services.usage_counter().current(["ocean-c2d-cpu"]) == {"ocean-c2d-cpu": 1}
+    began = int(time.time())
+    for event in (batch_at(job_id, "STARTING", "batch-pull"), runner_event(job_id, 20, at=began),
+                  runner_event(job_id, 30, at=began + 5),
+                  batch_at(job_id, "FAILED", "batch-pull", reason="Task failed to start", exits={"configure": 0},
+                           reasons={"algorithm": "CannotPullContainerError: Error response from daemon: toomanyrequests: "
+                                                 "You have reached your pull rate limit."})):
+        deliver(client, event)
+    job = _payment(client, chain, job_id)
+    assert job["status"] == 32 and job["terminationDetails"] == {"exitCode": None, "reason": "CannotPullContainerError"}
+    assert job["results"] == [] and job["payment"]["status"] == "cancelled"
+    assert funds(chain) == before
+    assert services.usage_counter().current(["ocean-c2d-cpu"]) == {"ocean-c2d-cpu": 0}
