@@ -159,11 +159,11 @@ def parse_batch(detail: Mapping[str, Any], queues: frozenset[str]) -> BatchChang
         started_at=int(started_at) // 1000 if _is_int(started_at) and started_at > 0 else None,
         # `attempts` lists the attempts that ended: a final event's last one is its own
         attempt=max(1, finished if batch_status in BATCH_FINAL else finished + 1),
-        log_stream=_algorithm_stream(detail) if batch_status in ("STARTING", "RUNNING") else None,
+        log_stream=algorithm_stream(detail) if batch_status in ("STARTING", "RUNNING") else None,
     )
 
 
-def _algorithm_stream(detail: Mapping[str, Any]) -> str | None:
+def algorithm_stream(detail: Mapping[str, Any]) -> str | None:
     """The current attempt's algorithm stream: the container's logStreamName when Batch gives
     it, else derived from the task's ARN (ecsProperties.taskProperties[].taskArn), which a
     STARTING event already carries while the algorithm runs (the job reaches RUNNING only when
