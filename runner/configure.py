@@ -1,6 +1,7 @@
 """The configure stage: read the inputs manifest and lay out /data for the algorithm.
 
-Status events: 20 at start, 30 on success, 31 if the manifest or an input cannot be provisioned,
+Status events: 20 at start, 30 then 40 on success (the algorithm container starts as configure
+exits), 31 if the manifest or an input cannot be provisioned,
 32 if the algorithm cannot (including a file that does not match the checksum the provider
 pinned at start); the exit code is the status (0 for 30), so AWS Batch alone tells them apart.
 The manifest holds decrypted URLs, so it is read from S3 here and never logged. configure.log is
@@ -89,6 +90,9 @@ def run(settings: Settings, emitter: Emitter) -> int:
                          **publish_own_log(settings, layout, logger))
             return DATA_FAILED
         emitter.emit(30)
+        # configure's exit is the algorithm's turn (dependsOn SUCCESS): the job shows 40 while it
+        # runs, as clients expect, though Batch says STARTING until publish starts
+        emitter.emit(40)
         return 0
 
 

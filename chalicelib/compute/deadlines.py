@@ -8,19 +8,22 @@ timeout, which counts from RUNNING, bounds publish only. So the reconciler, ever
 this module which jobs' algorithms outlived their deadline and terminates their Batch jobs with
 a reason the event handler reads as "ran out of time" (41).
 
-A job's deadline, while its algorithm may still run (it has not reached 40: Batch's RUNNING or
-publish's 60 both mean the algorithm container exited):
+A job's deadline, while its algorithm may still run (no `publish_started_at`: Batch's RUNNING
+and publish's 60 both mean the algorithm container exited, since publish depends on it):
 
-- from configure's signed 30 (`algorithm_started_at`: the algorithm container starts as configure
-  exits): that time + the job's limit + DEADLINE_MARGIN_SECONDS;
+- from configure's signed 30/40 (`algorithm_started_at`: the algorithm container starts as
+  configure exits): that time + the job's limit + DEADLINE_MARGIN_SECONDS;
 - if that event was lost, from when Batch first said STARTING (`starting_at`, configure's start):
   that time + configure's allowance (STAGE_MARGIN_SECONDS) + the limit + the margin;
 - neither known (still RUNNABLE, or every event lost until the reconciler's DescribeJobs notes
   STARTING): no deadline yet.
 
-DEADLINE_MARGIN_SECONDS covers the script's own stop (SIGTERM, 10 s, SIGKILL), the minute
-between reconciler runs and the ECS agent's stop of the containers (its stopTimeout, 30 s by
-default). Billing never counts past the limit (payments.settlement).
+DEADLINE_MARGIN_SECONDS covers the algorithm image's pull, which the ECS agent starts only once
+configure succeeded (IMAGE_PULL_ALLOWANCE_SECONDS: an honest algorithm of a large image must not
+be cut short before its own limit, which its script counts from its container's start), the
+script's own stop (SIGTERM, 10 s, SIGKILL), the minute between reconciler runs and the ECS
+agent's stop of the containers (its stopTimeout, 30 s by default). Billing never counts past the
+limit (payments.settlement), so what a hostile image gains is at most the margin's compute, unbilled.
 """
 from __future__ import annotations
 
@@ -42,7 +45,9 @@ log = logging.getLogger(__name__)
 
 RECONCILE_PERIOD_SECONDS = 60  # app.py's schedule of the reconciler
 AGENT_STOP_SECONDS = 30  # the ECS agent's default stopTimeout between SIGTERM and SIGKILL
-DEADLINE_MARGIN_SECONDS = KILL_GRACE_SECONDS + 5 + RECONCILE_PERIOD_SECONDS + AGENT_STOP_SECONDS + 15  # 120
+IMAGE_PULL_ALLOWANCE_SECONDS = 600  # the algorithm's image pulled after configure exits
+STOP_MARGIN_SECONDS = KILL_GRACE_SECONDS + 5 + RECONCILE_PERIOD_SECONDS + AGENT_STOP_SECONDS + 15  # 120
+DEADLINE_MARGIN_SECONDS = IMAGE_PULL_ALLOWANCE_SECONDS + STOP_MARGIN_SECONDS  # 720
 OUT_OF_TIME = "the algorithm outlived maxJobDuration"
 
 
@@ -57,7 +62,8 @@ def algorithm_deadline(job: JobRecord, environment_limit: int | None) -> int | N
     """When the job's Batch job must be stopped if its algorithm still runs; None when its
     algorithm cannot be running any more, or its start is not known yet."""
     status = int(job.status)
-    if st.is_terminal(status) or st.rank(status) >= st.rank(st.RUNNING) or not job.batch_job_id:
+    if (st.is_terminal(status) or not job.batch_job_id or job.publish_started_at
+            or st.rank(status) >= st.rank(st.PUBLISHING)):
         return None
     limit = job_limit(job, environment_limit)
     if job.algorithm_started_at:

@@ -4,7 +4,8 @@
 Mapping (DESIGN §4), with the decisions this module takes:
 
 - Batch SUBMITTED/PENDING/RUNNABLE → 1, STARTING → 10, RUNNING → 40 unless a later stage is known.
-- Runner 20/30/60 → that stage; 31/32/62 → that failure (terminal, with the runner's reason).
+- Runner 20/30/40/60 → that stage (configure sends 40 as it exits: the algorithm's turn); 31/32/62
+  → that failure (terminal, with the runner's reason).
 - Runner 70 is NOT final on its own: publish runs after a failed algorithm too, so "publish
   done" cannot tell 70 from 41. It records the results and holds the job at 60; Batch's final
   event decides. If Batch's SUCCEEDED came first the job is already 70 and the runner's 70 just
@@ -33,10 +34,11 @@ Mapping (DESIGN §4), with the decisions this module takes:
 - Marks of the current attempt (issue 18, points 3 and 5), each written once, with whatever else
   the event changes, or alone when nothing else changes: Batch STARTING → `starting_at` (when
   the task started, configure first); the task Batch names → `log_stream` (the algorithm's
-  CloudWatch stream); the runner's signed 30 → `algorithm_started_at` (its `at`: the algorithm
-  container starts as configure exits), its signed 60 → `publish_started_at` and
-  `algorithm_run` (the algorithm container's StartedAt/FinishedAt as the ECS agent recorded
-  them). A newer attempt starts over: its marks replace, the others are removed. They bound the
+  CloudWatch stream); configure's signed 30 and 40 → `algorithm_started_at` (its `at`: the
+  algorithm container starts as configure exits); Batch RUNNING (its startedAt: every container
+  is up, so publish started and the algorithm had exited) and publish's signed 60 →
+  `publish_started_at`, the 60 also `algorithm_run` (the algorithm container's
+  StartedAt/FinishedAt as the ECS agent recorded them). A newer attempt starts over: its marks replace, the others are removed. They bound the
   algorithm's time (compute.deadlines) and bill it (payments.settlement).
 - A deadline stop (TerminateJob with compute.deadlines' reason) → 41 "ran out of time".
 - Attempts: Batch retries an attempt lost to the instance ("Host EC2*"). The record keeps the
@@ -138,10 +140,12 @@ def _signal_marks(signal: Signal) -> dict[str, Any]:
     """The MARKS this signal carries (None: the time it is handled)."""
     if isinstance(signal, BatchChange):
         marks: dict[str, Any] = {"starting_at": None} if signal.batch_status == "STARTING" else {}
+        if signal.batch_status == "RUNNING":  # all containers up: publish started, the algorithm had exited
+            marks["publish_started_at"] = signal.started_at
         if signal.log_stream:
             marks["log_stream"] = signal.log_stream
         return marks
-    if signal.status == st.PROVISIONED:
+    if signal.status in (st.PROVISIONED, st.RUNNING):  # configure's last two: the algorithm's turn
         return {"algorithm_started_at": signal.at}
     if signal.status == st.PUBLISHING:
         return {"publish_started_at": signal.at, **({"algorithm_run": signal.algorithm_run} if signal.algorithm_run else {})}

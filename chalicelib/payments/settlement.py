@@ -9,8 +9,8 @@ cannot touch, in this order (`run_seconds`):
 1. the algorithm container's StartedAt -> FinishedAt as the ECS agent recorded them (Docker's
    own times), which publish, root in its own container, reads from the task metadata endpoint
    and reports in its signed 60 (the record's `algorithmRun`);
-2. else from configure's signed 30 (`algorithmStartedAt`: the algorithm container starts as
-   configure exits) to publish's signed 60, or, if publish never ran (the algorithm's image
+2. else from configure's signed 30/40 (`algorithmStartedAt`: the algorithm container starts as
+   configure exits) to publish's start (its signed 60, or Batch's RUNNING), or, if publish never ran (the algorithm's image
    ignored our command and the reconciler stopped it at its deadline, or the job was stopped),
    to the job's end; never more than the job's limit (`maxSeconds`);
 3. else (jobs started before these times were kept) runningAt -> dateFinished.

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from chalicelib.compute import status as st
 from chalicelib.compute.batch_naming import deadline_reason, is_deadline_reason
-from chalicelib.compute.deadlines import DEADLINE_MARGIN_SECONDS, OUT_OF_TIME, Deadlines, algorithm_deadline
+from chalicelib.compute.deadlines import (
+    DEADLINE_MARGIN_SECONDS,
+    IMAGE_PULL_ALLOWANCE_SECONDS,
+    OUT_OF_TIME,
+    STOP_MARGIN_SECONDS,
+    Deadlines,
+    algorithm_deadline,
+)
 from chalicelib.compute.events import JobEvents
 from chalicelib.compute.job_placement import STAGE_MARGIN_SECONDS
 from chalicelib.compute.reconcile import Reconciler
@@ -45,12 +52,16 @@ def test_the_deadline_counts_from_the_algorithms_start_and_only_while_it_may_run
     assert algorithm_deadline(job(status=st.CONFIGURING, starting_at=T0), 3600) == (
         T0 + STAGE_MARGIN_SECONDS + LIMIT + DEADLINE_MARGIN_SECONDS)
     assert algorithm_deadline(job(status=st.WARMING_UP), 3600) is None  # RUNNABLE for hours: no deadline yet
+    # configure's 40: the algorithm runs, the deadline holds
+    assert algorithm_deadline(job(status=st.RUNNING, algorithm_started_at=T0), 3600) == T0 + LIMIT + DEADLINE_MARGIN_SECONDS
     # Batch's RUNNING or publish's 60: the algorithm container has exited (publish depends on it)
-    for later in (st.RUNNING, st.PUBLISHING, st.COMPLETED, st.STOPPED):
+    assert algorithm_deadline(job(status=st.RUNNING, algorithm_started_at=T0, publish_started_at=T0 + 9), 3600) is None
+    for later in (st.PUBLISHING, st.COMPLETED, st.STOPPED):
         assert algorithm_deadline(job(status=later, algorithm_started_at=T0), 3600) is None
     old = JobRecord("j", status=st.PROVISIONED, batch_job_id="b-1", algorithm_started_at=T0)  # no limit of its own
     assert algorithm_deadline(old, 3600) == T0 + 3600 + DEADLINE_MARGIN_SECONDS
-    assert DEADLINE_MARGIN_SECONDS == 120  # the stated margin (README "How a job is sealed")
+    # the stated margin (README "How a job is sealed"): the image's pull after configure, then the stop
+    assert (IMAGE_PULL_ALLOWANCE_SECONDS, STOP_MARGIN_SECONDS, DEADLINE_MARGIN_SECONDS) == (600, 120, 720)
 
 
 def test_an_image_that_ignores_the_command_is_stopped_at_its_deadline_and_billed_its_limit(aws):
@@ -58,9 +69,9 @@ def test_an_image_that_ignores_the_command_is_stopped_at_its_deadline_and_billed
     make_job("hostile", status=st.WARMING_UP)
     active("hostile", st.WARMING_UP)
     for event in (batch_event("hostile", "STARTING"), runner_event("hostile", 20, at=T0 - 30),
-                  runner_event("hostile", 30, at=T0)):  # configure exits: the image starts, ignores our command
-        handler.handle(event)
-    assert load("hostile").algorithm_started_at == T0
+                  runner_event("hostile", 30, at=T0), runner_event("hostile", 40, at=T0)):
+        handler.handle(event)  # configure exits: the image starts and ignores our command
+    assert (load("hostile").algorithm_started_at, load("hostile").status) == (T0, st.RUNNING)
     deadline = T0 + LIMIT + DEADLINE_MARGIN_SECONDS
     batch = StubbedBatch()
     assert reconciler(batch, deadline - 1, handler).run().as_dict()["terminated"] == []  # nothing asked of Batch

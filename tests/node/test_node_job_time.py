@@ -4,7 +4,7 @@ cancels), in-process moto, Batch behind botocore's Stubber, events shaped as Bat
 send them (the runner's signed with the job's own key), and the reconciler as deployed:
 
 - an image whose ENTRYPOINT ignores our command is stopped at its maxJobDuration plus the stated
-  margin and billed its maxJobDuration, not the wall time;
+  margin (its image's pull, then the stop) and billed its maxJobDuration, not the wall time;
 - a 200 s algorithm whose publish uploads for ten minutes is billed 200 s (the ECS agent's own
   times of the algorithm container, which publish reports), not Batch's RUNNING -> end;
 - a configure failure cancels the lock, and its image runs nothing: the algorithm container
@@ -66,7 +66,7 @@ def test_an_image_that_ignores_the_command_is_stopped_at_the_deadline_and_billed
     job_id, before = started(client, chain, batch, published, "batch-hostile")
     began = int(time.time())
     for event in (batch_at(job_id, "STARTING", "batch-hostile"), runner_event(job_id, 20, at=began - 20),
-                  runner_event(job_id, 30, at=began)):  # configure exits; the image ignores our command
+                  runner_event(job_id, 30, at=began), runner_event(job_id, 40, at=began)):  # the image ignores our command
         deliver(client, event)
     deadline = began + LIMIT + DEADLINE_MARGIN_SECONDS
     assert reconcile(batch, deadline - 1).terminated == []
@@ -79,7 +79,7 @@ def test_an_image_that_ignores_the_command_is_stopped_at_the_deadline_and_billed
     job = _payment(client, chain, job_id)
     assert job["status"] == 41 and job["terminationDetails"]["reason"].startswith("Algorithm ran out of time")
     view = job["payment"]
-    assert view["status"] == "claimed" and view["billedSeconds"] == LIMIT  # not the 760 s it took to stop it
+    assert view["status"] == "claimed" and view["billedSeconds"] == LIMIT  # not the wall time it took to stop it
     assert view["claimed"] == str(10 * PER_MINUTE)
     assert funds(chain) == (before[0] - 10 * PER_MINUTE, before[1])
 
@@ -90,7 +90,8 @@ def test_a_200_second_algorithm_is_billed_200_seconds(client, paid):
     began = int(time.time()) - 900
     run = {"startedAt": began + 2.25, "finishedAt": began + 202.25, "exitCode": 0}  # the ECS agent's times
     for event in (batch_at(job_id, "STARTING", "batch-200"), runner_event(job_id, 20, at=began - 30),
-                  runner_event(job_id, 30, at=began), runner_event(job_id, 60, at=began + 205, algorithm=run),
+                  runner_event(job_id, 30, at=began), runner_event(job_id, 40, at=began),
+                  runner_event(job_id, 60, at=began + 205, algorithm=run),
                   batch_at(job_id, "RUNNING", "batch-200", started_at=began + 205),  # publish started
                   runner_event(job_id, 70),
                   batch_at(job_id, "SUCCEEDED", "batch-200", started_at=began + 205, stopped_at=began + 900,

@@ -86,7 +86,7 @@ def test_provisions_every_source_type(stage, s3, http_server, emitter) -> None:
                                algocustomdata={"threshold": 3})
     assert stage(inputs, algorithm) == 0
     data = stage.settings.data_dir
-    assert emitter.statuses == [20, 30]
+    assert emitter.statuses == [20, 30, 40]  # 40: configure's exit is the algorithm's turn
     assert (data / "inputs" / DID_A / "0").read_bytes() == b"a,b\n"
     assert (data / "inputs" / DID_A / "1").read_bytes() == b"\x00\x01"
     assert (data / "inputs" / DID_A / "2").read_bytes() == b"ipfs!"
@@ -285,4 +285,4 @@ def test_cli_stdout_events(s3, http_server, tmp_path: Path, monkeypatch, capsys)
     details = [json.loads(line.split(" ", 1)[1]) for line in lines]
     assert all(detail_signed(RUNNER_KEY, detail) and isinstance(detail.pop("at"), int) for detail in details)
     assert [{k: v for k, v in d.items() if k != "signature"} for d in details] == [
-        {"jobId": "job-1", "status": 20}, {"jobId": "job-1", "status": 30}]
+        {"jobId": "job-1", "status": 20}, {"jobId": "job-1", "status": 30}, {"jobId": "job-1", "status": 40}]
