@@ -7,8 +7,10 @@ roles that the stage's code is configured to use, and nothing else:
 
 - `policy-<stage>.json`, the API handler: items of the six tables and of the three escrow
   payment tables (payments.models), Query on the jobs table's indexes (the consumers' two, and
-  the operator console's active-by-update and by-environment) and the payment tables' four, objects under `jobs/` of the results bucket (manifest put, presigned result downloads,
-  deletion), the two secrets, Batch job definitions named `c2d-algo-*`, submit and terminate on
+  the operator console's active-by-update and by-environment) and the payment tables' four,
+  objects under `jobs/` of the results bucket and their versions (manifest put, presigned
+  downloads of the version publish wrote, deletion of every version), the two secrets, Batch job
+  definitions named `c2d-algo-*`, submit and terminate on
   the stage's queues (every jobQueue and networkJobQueue), PassRole of the two Batch job roles.
 - `policy-<stage>-events.json`, the two event handlers: read and update job records, update the
   environment counters, and settle a paid job's escrow lock when it ends (the payment tables'
@@ -16,8 +18,8 @@ roles that the stage's code is configured to use, and nothing else:
 - `policy-<stage>-reconcile.json`, the reconciler (compute.reconcile): what the event handlers
   may, plus Query on the jobs table's index of active jobs, releasing orders (DeleteItem on the
   orders table) and deleting a killed start's manifest (under `jobs/`), and asking Batch about
-  jobs (DescribeJobs, ListJobs), and what healing escrow payments needs (the events' escrow
-  statements).
+  jobs (DescribeJobs, ListJobs), stopping the Batch job of an algorithm past its deadline
+  (TerminateJob), and what healing escrow payments needs (the events' escrow statements).
 
 Only `batch:DescribeJobDefinitions` and `batch:DescribeJobs` (API: the algorithm container's log
 stream, for Ocean Node's computeStreamableLogs), and `batch:DescribeJobs`, `batch:ListJobs`
@@ -153,8 +155,10 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("JobIndexes", ["dynamodb:Query"],
                    [f"{_table(where, settings.jobs_table)}/index/{index}" for index in API_JOB_INDEXES]),
         _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env)),
-        _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
-        _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
+        _statement("JobObjects", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject",
+                                  "s3:DeleteObjectVersion"], [f"{bucket}/jobs/*"]),
+        _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],
+                   StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),
         _statement("FindJobDefinitions", ["batch:DescribeJobDefinitions"], "*"),
         _statement("FindAlgorithmLogStreams", ["batch:DescribeJobs"], "*"),
@@ -196,9 +200,11 @@ def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[
         _statement("ActiveJobs", ["dynamodb:Query"], [f"{jobs}/index/{ACTIVE_JOBS_INDEX}"]),
         _statement("EnvironmentCounters", ["dynamodb:UpdateItem"], [_table(where, settings.counters_table)]),
         _statement("ReleaseOrders", ["dynamodb:DeleteItem"], [_table(where, settings.orders_table)]),
-        _statement("DeleteManifests", ["s3:DeleteObject"], [f"{bucket}/jobs/*"]),
-        _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
+        _statement("DeleteManifests", ["s3:DeleteObject", "s3:DeleteObjectVersion"], [f"{bucket}/jobs/*"]),
+        _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],
+                   StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("DescribeJobs", sorted(RECONCILE_WILDCARD_ACTIONS), "*"),
+        _statement("StopJobsAtDeadline", ["batch:TerminateJob"], [where.arn("batch", "job/*")]),
         *_escrow(where, env, secret),
     ])
 

@@ -24,6 +24,7 @@ from chalicelib.compute import transitions
 from chalicelib.compute.container_rules import AlgorithmContainer
 from chalicelib.compute.dispatch import Dispatcher
 from chalicelib.compute.environments import Environment
+from chalicelib.compute.job_placement import attempt_seconds
 from chalicelib.compute.job_reservations import (
     DISPATCH_FAILED,
     UNAVAILABLE,
@@ -37,6 +38,7 @@ from chalicelib.compute.paging import PAGE_JOBS, Cursor
 from chalicelib.compute.plan import ComputePlan
 from chalicelib.compute.usage import UsageCounter
 from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
+from chalicelib.job_key import new_job_key
 from chalicelib.models import JobRecord, OrderUse, owner_document
 from chalicelib.observability import jobs as job_report
 from chalicelib.results import JobObjects
@@ -107,6 +109,8 @@ class JobService:
         if gate is not None:
             gate.check()
         job = self._new_record(plan, owner, orders)
+        job.runner_key = new_job_key()  # the job's own secret (chalicelib.job_key): sealed manifest, signed events
+        job.max_seconds = attempt_seconds(plan.environment, timeout)
         if slots:
             job.usage_keys = [slot.key for slot in slots]
         self._reservations.reserve(job, plan.environment, orders, slots)
@@ -115,11 +119,11 @@ class JobService:
             if gate is not None:
                 gate.before_dispatch(job)
                 gated = True
-            manifest_uri = self._objects.write_manifest(job.job_id, self._manifest(job, plan))
+            manifest_uri = self._objects.write_manifest(job.job_id, self._manifest(job, plan), job.runner_key)
             batch_job_id = self._dispatcher().submit(
                 job.job_id, plan.environment, manifest_uri, container, timeout,
                 dids=[dataset.did for dataset in plan.datasets], algorithm_did=plan.algorithm.did,
-                allow_network=plan.allow_network,
+                allow_network=plan.allow_network, runner_key=job.runner_key,
             )
         except Exception as error:
             reason = getattr(error, "job_reason", None) or DISPATCH_FAILED
@@ -329,7 +333,8 @@ class JobService:
         match = [item for position, item in enumerate(results) if int(item.get("index", position)) == index]
         if not match:
             raise ValidationError.field("index", f"no result with index {index}; this job has {len(results)}")
-        return self._objects.presigned_download(match[0]["key"], match[0].get("filename", "result"))
+        return self._objects.presigned_download(match[0]["key"], match[0].get("filename", "result"),
+                                                match[0].get("versionId"))
 
     def status_objects(self, page: JobPage, with_urls: bool) -> tuple[list[dict[str, Any]], Cursor | None]:
         """The page's status objects within MAX_ANSWER_BYTES of JSON, and where the answer continues

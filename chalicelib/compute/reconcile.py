@@ -21,6 +21,10 @@ Two things can leave a job that nothing will ever move again:
   A job locked but never dispatched (its start died after the lock) is abandoned above after
   STUCK_AFTER and settled (cancelled) on the next run.
 
+- **An algorithm past its deadline** (an image whose ENTRYPOINT ignored our command, so nothing
+  in its task stops it): `compute.deadlines` terminates its Batch job; its report then adds
+  `terminated`. The schedule runs every minute for this.
+
 Candidates come from the sparse index of jobs that have not ended (models.ActiveJobs, one query
 per environment, oldest update first), never from a scan of the table.
 """
@@ -36,6 +40,7 @@ from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.compute import status as st
 from chalicelib.compute.batch_naming import job_name
+from chalicelib.compute.deadlines import Deadlines
 from chalicelib.compute.event_signals import BATCH_DETAIL_TYPE, BATCH_SOURCE
 from chalicelib.compute.events import JobEvents
 from chalicelib.models import JobRecord
@@ -59,10 +64,14 @@ class Report:
     escrow: bool = False  # whether escrow payments were looked after (the two fields below)
     healed: int = 0  # open payments moved on by payments.heal()
     settled: dict[str, str] = field(default_factory=dict)  # job id -> its payment's status
+    deadlines: bool = False  # whether deadlines were enforced (the field below)
+    terminated: list[str] = field(default_factory=list)  # jobs stopped at their algorithm's deadline
 
     def as_dict(self) -> dict[str, Any]:
-        done = {"abandoned": self.abandoned, "described": self.described, "applied": self.applied,
-                "errors": self.errors}
+        done: dict[str, Any] = {"abandoned": self.abandoned, "described": self.described, "applied": self.applied,
+                                "errors": self.errors}
+        if self.deadlines:
+            done["terminated"] = self.terminated
         return {**done, "healed": self.healed, "settled": self.settled} if self.escrow else done
 
 
@@ -73,11 +82,12 @@ class Reconciler:
                  environments: Iterable[tuple[str, str | Sequence[str]]], jobs: type[JobRecord] = JobRecord,
                  clock: Callable[[], float] = time.time, stuck_after: int = STUCK_AFTER,
                  quiet_after: int = QUIET_AFTER, payments: Any = None,
-                 settle: Callable[[Any, JobRecord], None] | None = None, chain_ids: Iterable[int] = ()) -> None:
+                 settle: Callable[[Any, JobRecord], None] | None = None, chain_ids: Iterable[int] = (),
+                 deadlines: Deadlines | None = None) -> None:
         """`environments`: (environment id, its job queues: the sealed one, then the network
         queue if it has one); `abandon`: JobService.abandon; `payments` (EscrowPayments, None
         without escrow) and `settle(payments, job)` (payments.settlement.settle_job) for the payments on
-        `chain_ids`."""
+        `chain_ids`; `deadlines`: the algorithms' deadlines to enforce."""
         self._events = events
         self._batch = batch
         self._abandon = abandon
@@ -90,6 +100,7 @@ class Reconciler:
         self._payments = payments
         self._settle = settle
         self._chain_ids = list(chain_ids)
+        self._deadlines = deadlines
 
     def run(self) -> Report:
         report = Report()
@@ -102,6 +113,10 @@ class Reconciler:
             elif int(job.date_created) <= now - self._stuck_after:
                 self._undispatched(job, report)
         self._describe([job.batch_job_id for job in followed], report)
+        if self._deadlines is not None:
+            enforced = self._deadlines.enforce()
+            report.deadlines, report.terminated = True, enforced.terminated
+            report.errors += enforced.errors
         if self._payments is not None:
             self._escrow(report)
         log.info("reconciler: %s", report.as_dict())
@@ -242,6 +257,8 @@ def build_reconciler() -> Reconciler:
         from chalicelib.payments.setup import escrow_addresses
 
         escrow = {"payments": services.payments(), "settle": settle_job, "chain_ids": sorted(escrow_addresses())}
+    configured = environments().values()
     return Reconciler(services.job_events(), aws.client("batch"), services.job_service().abandon,
-                      [(e.id, [q for q in (e.job_queue, e.network_job_queue) if q]) for e in environments().values()],
+                      [(e.id, [q for q in (e.job_queue, e.network_job_queue) if q]) for e in configured],
+                      deadlines=Deadlines(aws.client("batch"), {e.id: int(e.max_job_duration) for e in configured}),
                       **escrow)

@@ -270,4 +270,4 @@ def test_the_scheduled_function_runs_the_reconciler(client):
     event = client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
                                             resources=["arn:aws:events:us-east-1:123456789012:rule/reconcile"])
     response = client.lambda_.invoke("reconcile_jobs", event)
-    assert response.payload == {"abandoned": [], "described": 0, "applied": {}, "errors": 0}
+    assert response.payload == {"abandoned": [], "described": 0, "applied": {}, "errors": 0, "terminated": []}
