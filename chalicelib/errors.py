@@ -69,6 +69,18 @@ class PayloadTooLarge(ProviderError):
     status_code = 413
 
 
+class TooManyRequests(ProviderError):
+    """The caller must wait `retry_after` seconds (429, with a Retry-After header): e.g. a payer
+    whose escrow locks failed on chain too often lately (payments.escrow_accounts)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+        self.headers = {"Retry-After": str(self.retry_after)}
+
+
 class ServiceUnavailable(ProviderError):
     """A dependency (DynamoDB, S3, Batch, a chain, the metadata service) did not answer."""
 

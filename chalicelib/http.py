@@ -225,4 +225,5 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 def error_response(error: ProviderError, headers: Mapping[str, str] | None = None) -> Response:
-    return json_response(error.body(), error.status_code, headers)
+    """The error's envelope and status, with the headers it carries (a 429's Retry-After)."""
+    return json_response(error.body(), error.status_code, {**getattr(error, "headers", {}), **(headers or {})})

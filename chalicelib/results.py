@@ -43,7 +43,22 @@ class JobObjects:
             )
         except (BotoCoreError, ClientError) as error:
             raise ServiceUnavailable("Result storage is unavailable, try again later") from error
-        return f"s3://{self._bucket}/{key}"
+        return self.manifest_uri(job_id)
+
+    def manifest_uri(self, job_id: str) -> str:
+        return f"s3://{self._bucket}/{job_prefix(job_id)}manifest.json"
+
+    def manifest_exists(self, job_id: str) -> bool:
+        """Whether the job's manifest was stored (a start killed before it was has none)."""
+        try:
+            self._s3.head_object(Bucket=self._bucket, Key=job_prefix(job_id) + "manifest.json")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise ServiceUnavailable("Result storage is unavailable, try again later") from error
+        except BotoCoreError as error:
+            raise ServiceUnavailable("Result storage is unavailable, try again later") from error
+        return True
 
     def presigned_download(self, key: str, filename: str) -> str:
         """A short-lived GET URL that downloads under a safe name, whatever the algorithm called it."""

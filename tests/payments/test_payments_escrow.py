@@ -255,13 +255,14 @@ def test_a_lock_the_escrow_refuses_after_the_checks_fails_cleanly(consumer_ready
     chain = consumer_ready
     payments = new_payments(chain)
     q = quote(payments, chain)
-    checked = payments.check
+    checked = payments.reservation
 
     def check_then_withdraw(*args):
-        checked(*args)
+        reservation = checked(*args)
         send(chain.w3, chain.consumer, escrow(chain).functions.withdraw([chain.contracts.OceanToken], [100 * OCEAN_UNIT]))
+        return reservation
 
-    monkeypatch.setattr(payments, "check", check_then_withdraw)
+    monkeypatch.setattr(payments, "reservation", check_then_withdraw)
     with pytest.raises(PaymentRefused) as refused:
         payments.lock(job_id="job-withdrawn", payer=chain.consumer.address, quote=q)
     assert refused.value.reason == "lock_refused" and "enough funds" in str(refused.value)
