@@ -92,7 +92,7 @@ class PaymentProgress:
         if lock_tx.status != "mined" or not self._lock_event(payment, lock_tx.mined_hash):
             # reverted, or mined without our Lock: the provider paid its gas (dropped: it did not)
             return self.release(payment, OPEN_STATUSES, "lock_failed", failed=lock_tx.status != "dropped",
-                                open=None, held=None, reason=f"lock {lock_tx.status}: {lock_tx.error or 'no Lock event'}")
+                                open=None, held=None, reason=_lock_failure(lock_tx.status, lock_tx.error))
         if payment.reserved is not None:
             payment = self.release(payment, OPEN_STATUSES, None)  # the chain counts the lock now
         if payment.status == "locking":
@@ -191,3 +191,11 @@ class PaymentProgress:
     def reload(self, payment: EscrowPayment) -> EscrowPayment:
         """The payment as stored now (after a lost race or another process's step)."""
         return EscrowPayment.get(payment.job_id, consistent_read=True)
+
+
+def _lock_failure(status: str, error: str | None) -> str:
+    """What the consumer reads when its lock failed on chain."""
+    if status == "reverted":
+        return ("lock reverted on chain: the payer's escrow changed after the checks (funds withdrawn, or "
+                "locked by another payee)")
+    return f"lock {status}: {error or 'no Lock event'}"
