@@ -249,6 +249,8 @@ class JobService:
             gate.cancel(job, reason)
         if isinstance(error, ProviderError) and (error.status_code < 500 or isinstance(error, ServiceUnavailable)):
             raise error
+        if isinstance(error, PynamoDBException):
+            raise ServiceUnavailable(UNAVAILABLE) from error
         raise ServiceUnavailable(DISPATCH_FAILED) from error
 
     def order_used(self, chain_id: int, tx_id: str) -> bool:
