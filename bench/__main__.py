@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import aws_calls, cold_start, first_requests, package_import, scale, signatures
+from bench import aws_calls, cold_start, escrow_gas, first_requests, package_import, scale, signatures
 
-BENCHMARKS = [signatures.run, cold_start.run, aws_calls.run, scale.run, package_import.run, first_requests.run]
+BENCHMARKS = [signatures.run, cold_start.run, aws_calls.run, escrow_gas.run, scale.run, package_import.run,
+              first_requests.run]
 
 
 def main() -> int:
