@@ -148,7 +148,7 @@ class JobRecord(Model):
     # The environment while the job has not ended (the key of `active`), absent afterwards.
     active_environment = UnicodeAttribute(null=True, attr_name="activeEnvironment")
     owner_document = UnicodeAttribute(null=True, attr_name="ownerDocument")
-    # What a start stores so that anyone can finish it (compute.job_starts): the Batch submit's
+    # What a start stores so that anyone can finish it (compute.job_dispatch): the Batch submit's
     # parameters, the fingerprint of the request that made it (a retry of the same start may
     # rewrite its manifest), and until when a dispatcher holds the right to submit it.
     dispatch_spec = JSONAttribute(null=True, attr_name="dispatchSpec")

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from chalicelib.chain.web3access import Chains
     from chalicelib.compute.dispatch import Dispatcher
     from chalicelib.compute.events import JobEvents
-    from chalicelib.compute.jobs import JobService, ResumeGate
+    from chalicelib.compute.job_starts import ResumeGate
+    from chalicelib.compute.jobs import JobService
     from chalicelib.compute.usage import UsageCounter
     from chalicelib.compute.workflow import ComputeWorkflow
     from chalicelib.http import Call

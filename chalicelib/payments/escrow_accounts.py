@@ -17,8 +17,9 @@ transaction that records the job and its payment, adds the new lock if
 never be sent; from then on the chain counts it, or nothing does. Reading the account *before*
 the chain and requiring `released` unchanged closes the one gap: a lock mined and given back
 between our chain read and our write would otherwise be counted by neither. A lock mined and
-not yet given back is counted twice, which only refuses too early (a retry a moment later
-passes). Funds the payer withdraws or another payee locks between our read and our lock are not
+not yet given back would be counted twice: before refusing, a start moves the payments of
+`pendingJobs` forward (`settle_pending`: a mined lock gives its reservation back) and reads
+again. Funds the payer withdraws or another payee locks between our read and our lock are not
 ours to reserve: that lock reverts (below).
 
 **Failed locks.** A lock that reverts on chain (the payer withdrew or was locked by another
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 MAX_FAILURES = 3
 FAILURE_WINDOW = 3600  # s
+ROOM_REASONS = ("insufficient_funds", "lock_count_exceeded", "lock_amount_exceeded")
+MAX_SETTLED = 20  # pending payments a start moves forward before it refuses
 
 
 def reservation_key(chain_id: int, payer: str, token: str) -> str:
@@ -78,19 +81,23 @@ class Reservation:
         count = account.pending_count.does_not_exist() | (account.pending_count <= self.room.count - 1)
         return version & amount & count
 
-    def actions(self, now: float) -> list[Any]:
+    def actions(self, job_id: str, now: float) -> list[Any]:
         return [EscrowAccount.pending.add(self.amount), EscrowAccount.pending_count.add(1),
-                EscrowAccount.updated_at.set(int(now))]
+                EscrowAccount.pending_jobs.add({job_id}), EscrowAccount.updated_at.set(int(now))]
 
 
 class EscrowAccounts:
     """Reservations and failed locks of the payers of one provider (`payee`)."""
 
     def __init__(self, escrow: EscrowContract, payee: str, *, clock: Callable[[], float] = time.time,
-                 max_failures: int = MAX_FAILURES, failure_window: int = FAILURE_WINDOW) -> None:
+                 max_failures: int = MAX_FAILURES, failure_window: int = FAILURE_WINDOW,
+                 settle_pending: Callable[[list[str]], None] = lambda job_ids: None) -> None:
+        """`settle_pending(job_ids)` moves those jobs' payments one step forward (their locks
+        mined give their reservations back): what a start does before it refuses."""
         self._escrow = escrow
         self._payee = payee
         self._clock = clock
+        self.settle_pending = settle_pending
         self.max_failures = max_failures
         self.failure_window = failure_window
 
@@ -119,19 +126,30 @@ class EscrowAccounts:
     def reservation(self, quote: PaymentQuote, payer: str) -> Reservation:
         """Read the payer's account, then the chain: the reservation to write, or PaymentRefused
         (400) when the lock does not fit beside the ones already pending."""
-        key = reservation_key(quote.chain_id, payer, quote.token)
-        try:
-            account = EscrowAccount.get(key, consistent_read=True)
-            pending = Pending(int(account.pending or 0), int(account.pending_count or 0))
-            released = None if account.released is None else int(account.released)
-        except EscrowAccount.DoesNotExist:
-            pending, released = Pending(), None
-        room = check_escrow(self._escrow, self._payee, quote, payer, pending)
-        return Reservation(key, quote.amount, released, room)
+        from chalicelib.payments.quotes import PaymentRefused
 
-    def add_to(self, transaction: TransactWrite, reservation: Reservation) -> None:
+        key = reservation_key(quote.chain_id, payer, quote.token)
+        for attempt in range(2):
+            try:
+                account = EscrowAccount.get(key, consistent_read=True)
+                pending = Pending(int(account.pending or 0), int(account.pending_count or 0))
+                released = None if account.released is None else int(account.released)
+                pending_jobs = sorted(account.pending_jobs or ())
+            except EscrowAccount.DoesNotExist:
+                pending, released, pending_jobs = Pending(), None, []
+            try:
+                room = check_escrow(self._escrow, self._payee, quote, payer, pending)
+            except PaymentRefused as refused:
+                if attempt or not pending_jobs or refused.reason not in ROOM_REASONS:
+                    raise
+                self.settle_pending(pending_jobs[:MAX_SETTLED])  # locks mined meanwhile are counted once
+                continue
+            return Reservation(key, quote.amount, released, room)
+        raise AssertionError("unreachable")
+
+    def add_to(self, transaction: TransactWrite, reservation: Reservation, job_id: str) -> None:
         """The reservation's conditional update, inside the caller's transaction."""
-        transaction.update(EscrowAccount(reservation.key), actions=reservation.actions(self._clock()),
+        transaction.update(EscrowAccount(reservation.key), actions=reservation.actions(job_id, self._clock()),
                            condition=reservation.condition())
 
     def reserve(self, payment: EscrowPayment, reservation: Reservation) -> bool:
@@ -142,7 +160,7 @@ class EscrowAccounts:
         try:
             with TransactWrite(connection=EscrowPayment._get_connection().connection) as transaction:
                 transaction.save(payment, condition=EscrowPayment.job_id.does_not_exist())
-                self.add_to(transaction, reservation)
+                self.add_to(transaction, reservation, payment.job_id)
         except TransactWriteError as error:
             failed = _failed(error)
             if failed[:1] == [True]:
@@ -170,7 +188,8 @@ class EscrowAccounts:
                                    condition=held if condition is None else held & condition)
                 transaction.update(account, actions=[
                     EscrowAccount.pending.add(-int(payment.reserved)), EscrowAccount.pending_count.add(-1),
-                    EscrowAccount.released.add(1), EscrowAccount.updated_at.set(int(now))])
+                    EscrowAccount.pending_jobs.delete({payment.job_id}), EscrowAccount.released.add(1),
+                    EscrowAccount.updated_at.set(int(now))])
                 if failed:
                     failures = EscrowAccount.failures
                     transaction.update(EscrowAccount(failures_key(payment.chain_id, payment.payer)), actions=[

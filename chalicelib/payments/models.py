@@ -27,7 +27,7 @@ import logging
 import os
 from typing import Any, Callable, Mapping, TypeVar
 
-from pynamodb.attributes import ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute, UnicodeSetAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -55,8 +55,8 @@ class EscrowAccount(Model):
 
     - `escrow:<chainId>:<payer>:<token>`: `pending`/`pendingCount`, the amount and number of this
       provider's locks reserved for the payer and not yet mined (the chain does not count them
-      yet), and `released`, how many were released (a version: a reservation that read the chain
-      before a release must read it again);
+      yet), `pendingJobs` their jobs, and `released`, how many were released (a version: a
+      reservation that read the chain before a release must read it again);
     - `escrow:<chainId>:<payer>`: `failures`, when its recent locks failed on chain (the 429)."""
 
     class Meta:
@@ -66,6 +66,7 @@ class EscrowAccount(Model):
     account = UnicodeAttribute(hash_key=True)
     pending = NumberAttribute(null=True)
     pending_count = NumberAttribute(null=True, attr_name="pendingCount")
+    pending_jobs = UnicodeSetAttribute(null=True, attr_name="pendingJobs")
     released = NumberAttribute(null=True)
     failures = ListAttribute(of=NumberAttribute, null=True)
     updated_at = NumberAttribute(attr_name="updatedAt", null=True)

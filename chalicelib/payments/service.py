@@ -67,7 +67,7 @@ class EscrowPayments:
         self.escrow = escrow
         self.sender = sender
         self.accounts = EscrowAccounts(escrow, sender.address, clock=clock, max_failures=max_failures,
-                                       failure_window=failure_window)
+                                       failure_window=failure_window, settle_pending=self._progress_all)
         self._steps = PaymentProgress(escrow, sender, self.accounts, clock)
         self._decimals = decimals
         self.queue_wait = queue_wait
@@ -119,7 +119,7 @@ class EscrowPayments:
     def add_to(self, transaction: Any, payment: EscrowPayment, reservation: Reservation) -> tuple[int, int]:
         """The payment (new) and its reservation in the caller's transaction: (puts, updates)."""
         transaction.save(payment, condition=EscrowPayment.job_id.does_not_exist())
-        self.accounts.add_to(transaction, reservation)
+        self.accounts.add_to(transaction, reservation, payment.job_id)
         return 1, 1
 
     @store_errors
@@ -266,6 +266,16 @@ class EscrowPayments:
             return EscrowPayment.get(job_id, consistent_read=True)
         except EscrowPayment.DoesNotExist:
             return None
+
+    def _progress_all(self, job_ids: list[str]) -> None:
+        """One step forward for each of these jobs' payments (best effort: a start's help)."""
+        for job_id in job_ids:
+            try:
+                payment = self.get(job_id)
+                if payment is not None:
+                    self._steps.progress(payment)
+            except Exception:  # noqa: BLE001 - helping others must not fail this start
+                logger.warning("payment of job %s could not progress", job_id)
 
     def _require(self, job_id: str) -> EscrowPayment:
         payment = self.get(job_id)
