@@ -16,7 +16,8 @@ Three scenarios, run in sequence on one chain:
 "Unpaid gas" is the gas of every provider transaction of the scenario minus the lock and claim of
 the jobs that ran and were claimed (a positive claim pays the provider). Reference figures (one
 lock + claim, lock + cancel, a reverted lock) come from the same receipts. `make bench` prints
-these beside main's (bench/baseline.json, measured with this very file run in main's tree).
+these beside main's (bench/baseline.json, measured with this very file, and bench/consumer.py,
+run in main's tree).
 """
 from __future__ import annotations
 
@@ -340,18 +341,13 @@ def batch_down(bench: Bench, lock: int) -> dict[str, Any]:
 def measure() -> dict[str, Any]:
     for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
         del os.environ[name]
+    from bench.consumer import provider_environment
     from devstack.devchain import start_devchain
-    from devstack.stack import DEV_PROVIDER_KEY, local_environments
+    from devstack.stack import DEV_PROVIDER_KEY
 
     chain = start_devchain(provider_key=DEV_PROVIDER_KEY)
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1", "RESULTS_BUCKET": "bench-results", "RESOURCE_PREFIX": "bench-gas",
-        "CHAINS": json.dumps({str(chain.chain_id): chain.rpc_url}), "PROVIDER_PRIVATE_KEY": DEV_PROVIDER_KEY,
-        "JWT_SECRET": "bench-jwt-secret-of-sufficient-length-000", "ALLOW_PRIVATE_NETWORKS": "1",
-        "COMPUTE_ENVIRONMENTS": local_environments(chain),
-        "ESCROW_CONTRACTS": json.dumps({str(chain.chain_id): chain.contracts.Escrow}),
-    })
+    os.environ.update({**provider_environment(chain, "bench-gas"),
+                       "ESCROW_CONTRACTS": json.dumps({str(chain.chain_id): chain.contracts.Escrow})})
     from moto import mock_aws
 
     try:
@@ -368,34 +364,25 @@ def _measure_with(chain: Any) -> dict[str, Any]:
     from chalice.test import Client
 
     from bench.aws_calls import _static_server
-    from chalicelib import services
-    from chalicelib.bootstrap import bootstrap
-    from chalicelib.compute.dispatch import BatchDispatcher
+    from bench.consumer import provider_on
     from devstack.contracts import OCEAN_UNIT
     from devstack.publish import ecies_encrypt_for
     from devstack.samples import SAMPLE_DIR, publish_samples
 
-    services.reset()
-    bootstrap(services.settings(), with_bucket=True)
     batch = BatchAnswers()
-    dispatcher = BatchDispatcher(batch.client, "runner:1", services.settings().bucket)
-    original = services.dispatcher
-    services.dispatcher = lambda: dispatcher  # type: ignore[assignment]
     server, files_url = _static_server(str(SAMPLE_DIR))
     try:
-        samples = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), services.settings().provider_url,
-                                  files_url)
-        for asset in (samples.dataset, samples.algorithm):
-            services.asset_resolver().register(chain.chain_id, asset.nftAddress)
-        with Client(app_module.app, stage_name="local") as client:
+        with provider_on(batch.client) as services, Client(app_module.app, stage_name="local") as client:
+            samples = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key),
+                                      services.settings().provider_url, files_url)
+            for asset in (samples.dataset, samples.algorithm):
+                services.asset_resolver().register(chain.chain_id, asset.nftAddress)
             bench = Bench(chain, client, samples, batch)
             lock = 10 * OCEAN_UNIT  # 600 s on the cpu environment: 1 OCEAN a minute
             return {"concurrent": concurrent(bench, lock), "notMined": not_mined(bench, lock),
                     "batchDown": batch_down(bench, lock), "frontRun": front_run(bench, lock)}
     finally:
         server.shutdown()
-        services.dispatcher = original  # type: ignore[assignment]
-        services.reset()
 
 
 def summary(result: dict[str, Any]) -> dict[str, int]:

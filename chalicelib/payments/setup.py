@@ -48,24 +48,18 @@ def escrow_addresses(env: Mapping[str, str] | None = None) -> dict[int, str]:
     return addresses
 
 
+def _whole(env: Mapping[str, str], name: str, default: str, unit: str = "") -> int:
+    try:
+        value = int(env.get(name, default))
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number{unit}") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} cannot be negative")
+    return value
+
+
 def _seconds(env: Mapping[str, str], name: str, default: str) -> int:
-    try:
-        value = int(env.get(name, default))
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number of seconds") from None
-    if value < 0:
-        raise ConfigurationError(f"{name} cannot be negative")
-    return value
-
-
-def _count(env: Mapping[str, str], name: str, default: str) -> int:
-    try:
-        value = int(env.get(name, default))
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number") from None
-    if value < 0:
-        raise ConfigurationError(f"{name} cannot be negative")
-    return value
+    return _whole(env, name, default, " of seconds")
 
 
 def build_payments(settings: "Settings", chains: "Chains", env: Mapping[str, str] | None = None) -> "EscrowPayments":
@@ -80,5 +74,5 @@ def build_payments(settings: "Settings", chains: "Chains", env: Mapping[str, str
     escrow = EscrowContract(chains, escrow_addresses(env))
     return EscrowPayments(escrow, sender, chains.token_decimals, queue_wait=_seconds(env, "ESCROW_QUEUE_WAIT", "900"),
                           claim_margin=_seconds(env, "ESCROW_CLAIM_MARGIN", "900"),
-                          max_failures=_count(env, "ESCROW_LOCK_FAILURES", "3"),
+                          max_failures=_whole(env, "ESCROW_LOCK_FAILURES", "3"),
                           failure_window=_seconds(env, "ESCROW_FAILURE_WINDOW", "3600"))

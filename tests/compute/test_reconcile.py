@@ -73,27 +73,36 @@ def _slots() -> int:
     return services.usage_counter().current(["ocean-c2d-cpu"])["ocean-c2d-cpu"]
 
 
-def test_a_start_killed_before_submit_is_dispatched_from_its_record(client, provider, monkeypatch):
-    """The start stored its plan (dispatchSpec) and manifest, then died before SubmitJob: the
-    reconciler dispatches it from the record (the consumer's orders paid for it), once."""
-    chain, batch, published = provider
-    from chalicelib import services
-    from chalicelib.compute.batch_naming import job_name
+def _killed_start(client, provider, monkeypatch, target, name: str):
+    """A start whose Lambda died when it called `target.<name>`, after its reservation: its job at
+    1 with no Batch job, its orders used and its slot taken; (job, dataset order, algorithm order)."""
+    chain, _, published = provider
     from chalicelib.models import JobRecord, OrderUse
 
-    account = chain.consumer
-    quote = initialize(client, published, account.address)
+    quote = initialize(client, published, chain.consumer.address)
     dataset_tx, algorithm_tx = order_both(chain, published, quote)
 
     def die(*args, **kwargs):
         raise Killed()
 
     with monkeypatch.context() as patch:
-        patch.setattr(services.dispatcher(), "submit", die)
+        patch.setattr(target, name, die)
         with pytest.raises(Killed):
-            post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
+            post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
     (job,) = JobRecord.scan()
     assert int(job.status) == 1 and not job.batch_job_id and len(list(OrderUse.scan())) == 2 and _slots() == 1
+    return job, dataset_tx, algorithm_tx
+
+
+def test_a_start_killed_before_submit_is_dispatched_from_its_record(client, provider, monkeypatch):
+    """The start stored its plan (dispatchSpec) and manifest, then died before SubmitJob: the
+    reconciler dispatches it from the record (the consumer's orders paid for it), once."""
+    chain, batch, published = provider
+    from chalicelib import services
+    from chalicelib.compute.batch_naming import job_name
+
+    account = chain.consumer
+    job, dataset_tx, algorithm_tx = _killed_start(client, provider, monkeypatch, services.dispatcher(), "submit")
     from chalicelib import aws
 
     listed = aws.client("s3").list_objects_v2(Bucket=services.settings().bucket, Prefix=f"jobs/{job.job_id}/")
@@ -131,21 +140,11 @@ def test_a_start_killed_before_its_manifest_is_ended_and_its_order_and_slot_give
     chain, batch, published = provider
     from chalicelib import services
     from chalicelib.compute.batch_naming import job_name
-    from chalicelib.models import JobRecord, OrderUse
+    from chalicelib.models import OrderUse
+    from chalicelib.results import JobObjects
 
     account = chain.consumer
-    quote = initialize(client, published, account.address)
-    dataset_tx, algorithm_tx = order_both(chain, published, quote)
-
-    def die(*args, **kwargs):
-        raise Killed()
-
-    with monkeypatch.context() as patch:
-        patch.setattr(services.job_service()._objects, "write_manifest", die)
-        with pytest.raises(Killed):
-            post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
-    (job,) = JobRecord.scan()
-    assert int(job.status) == 1 and not job.batch_job_id and len(list(OrderUse.scan())) == 2 and _slots() == 1
+    job, dataset_tx, algorithm_tx = _killed_start(client, provider, monkeypatch, JobObjects, "write_manifest")
 
     batch.stubber.add_response("list_jobs", {"jobSummaryList": []},
                                {"jobQueue": "ocean-c2d-cpu", "filters": [{"name": "JOB_NAME", "values": [job_name(job.job_id)]}]})

@@ -217,20 +217,26 @@ def _report(report) -> None:
     print("\n" + report.line())
 
 
+def _start_at_every_crash(world: World, flow: str, start, base: tuple[int, int] | None):
+    """A start crashing at each point; recovery: the reconciler, the consumer sending the same
+    start again (its answer checked), the jobs' end."""
+    def recover() -> None:
+        assert _reconcile(world).errors == 0
+        _retry_answer(*start())
+        _run_to_the_end(world)
+
+    report = run_crash_points(flow, start, recover, lambda: _check(world, base), world.snapshot, world.calls)
+    _report(report)
+    return report
+
+
 # -- the flows ---------------------------------------------------------------------------------
 
 def test_a_crash_at_every_step_of_a_v4_start(world):
     quote = initialize(world.client, world.published, world.chain.consumer.address)
     orders = order_both(world.chain, world.published, quote)
 
-    def recover() -> None:
-        assert _reconcile(world).errors == 0
-        _retry_answer(*_v4_start(world, orders))
-        _run_to_the_end(world)
-
-    report = run_crash_points("v4 start", lambda: _v4_start(world, orders), recover,
-                              lambda: _check(world, None), world.snapshot, world.calls)
-    _report(report)
+    report = _start_at_every_crash(world, "v4 start", lambda: _v4_start(world, orders), None)
     assert "batch:SubmitJob" in report.calls and "dynamodb:TransactWriteItems" in report.calls
 
 
@@ -244,14 +250,7 @@ def test_a_crash_at_every_step_of_a_paid_node_start(world):
     orders = order_both(world.chain, world.published, quote)
     base = _funds(world)
 
-    def recover() -> None:
-        assert _reconcile(world).errors == 0
-        _retry_answer(*_paid_start(world, orders))
-        _run_to_the_end(world)
-
-    report = run_crash_points("paid /node start", lambda: _paid_start(world, orders), recover,
-                              lambda: _check(world, base), world.snapshot, world.calls)
-    _report(report)
+    report = _start_at_every_crash(world, "paid /node start", lambda: _paid_start(world, orders), base)
     assert {"chain:eth_sendRawTransaction", "chain:eth_getTransactionReceipt", "batch:SubmitJob"} <= set(report.calls)
 
 
