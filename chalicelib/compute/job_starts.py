@@ -161,6 +161,20 @@ class JobStarts:
                 raise ServiceUnavailable(UNFINISHED) from error
         return self._submit(job, manifest_uri, gate)
 
+    def same_start(self, plan: ComputePlan, owner: str, orders: Sequence[Order],
+                   deadline: Deadline | None = None) -> JobRecord | None:
+        """The same start again, before its orders are verified again (their fees may have
+        expired since): the job they made, finished now if left half made; None when these
+        orders made no job of `owner`'s with exactly these orders (the start goes on, and its
+        checks refuse what they must, as for any start)."""
+        try:
+            existing = self._reservations.same_start(owner, orders)
+        except OrderAlreadyUsed:
+            return None
+        if existing is None:
+            return None
+        return self._resume(existing, plan if existing.start_key == start_fingerprint(plan) else None, deadline)
+
     def _resume(self, job: JobRecord, plan: ComputePlan | None, deadline: Deadline | None) -> JobRecord:
         """The same start again: the job it made, finished now if it was left at 1 with no Batch
         job (its manifest written again from `plan` when the request is the same)."""

@@ -30,7 +30,7 @@ from chalicelib.compute.paging import PAGE_JOBS, Cursor
 from chalicelib.compute.plan import ComputePlan
 from chalicelib.compute.usage import UsageCounter
 from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
-from chalicelib.models import JobRecord, OrderUse
+from chalicelib.models import JobRecord, OrderUse, owner_document
 from chalicelib.results import JobObjects
 
 __all__ = ["DispatchGate", "JobService", "ResumeGate"]
@@ -79,6 +79,12 @@ class JobService:
         """Start a job, or answer (and finish) the one the same owner's same orders made
         (`compute.job_starts.JobStarts.start`)."""
         return self._starts.start(plan, owner, orders, timeout, slots, deadline=deadline, gate=gate)
+
+    def same_start(self, plan: ComputePlan, owner: str, orders: Sequence[Order],
+                   deadline: Deadline | None = None) -> JobRecord | None:
+        """The job these orders made for `owner` with exactly these orders, finished now if it
+        was left half made; None otherwise (`JobStarts.same_start`)."""
+        return self._starts.same_start(plan, owner, orders, deadline)
 
     def finish_stored(self, job: JobRecord, now: float | None = None) -> str:
         """The reconciler's, for a job at 1 with no Batch job of its name: "dispatched",

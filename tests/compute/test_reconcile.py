@@ -138,7 +138,6 @@ def test_a_start_killed_before_its_manifest_is_ended_and_its_order_and_slot_give
     """Without its manifest the record cannot be dispatched (the inputs were decrypted in the
     dead request only): the reconciler undoes the start, and the orders start a job again."""
     chain, batch, published = provider
-    from chalicelib import services
     from chalicelib.compute.batch_naming import job_name
     from chalicelib.models import OrderUse
     from chalicelib.results import JobObjects

@@ -219,8 +219,8 @@ def test_a_dispatch_recorded_between_a_stops_read_and_write_is_terminated_by_the
     batch.stubber.assert_no_pending_responses()  # the stop terminated the Batch job it had not seen at first
 
 
-def _half_made_start(client, published, chain, dataset_tx, algorithm_tx):
-    """A start whose Lambda died right before SubmitJob (its manifest stored)."""
+def _half_made_start(client, published, chain, dataset_tx, algorithm_tx, target=None, name: str = "submit"):
+    """A start whose Lambda died calling `target.<name>` (default: SubmitJob, its manifest stored)."""
     import pytest
 
     from chalicelib import services
@@ -232,13 +232,47 @@ def _half_made_start(client, published, chain, dataset_tx, algorithm_tx):
     def die(*args, **kwargs):
         raise Killed()
 
-    dispatcher = services.dispatcher()
-    original = dispatcher.submit
-    dispatcher.submit = die
+    target = target or services.dispatcher()
+    original = getattr(target, name)
+    setattr(target, name, die)
     try:
         with pytest.raises(Killed):
             post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
     finally:
-        dispatcher.submit = original
+        setattr(target, name, original)
     (job,) = JobRecord.scan()
     return job
+
+
+def test_the_same_start_again_finishes_its_job_even_once_its_orders_fees_expired(client, provider, monkeypatch):
+    """The job was made from orders verified then (its Lambda died storing its manifest); a
+    retry after their providerFee's validUntil (which would now refuse the orders) still answers
+    and finishes that job."""
+    chain, batch, published = provider
+    from chalicelib import services
+    from chalicelib.errors import BusinessError
+
+    quote = initialize(client, published, chain.consumer.address)
+    dataset_tx, algorithm_tx = order_both(chain, published, quote)
+    job = _half_made_start(client, published, chain, dataset_tx, algorithm_tx, services.job_service()._starts._objects,
+                           "write_manifest")
+
+    def expired(**_):
+        raise BusinessError({"dataset": "fees_not_paid"})
+
+    monkeypatch.setattr(services.compute_workflow()._verifier, "verify", expired)
+    batch.expect_new_definition()
+    batch.expect_submit("batch-finished")
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 200 and [j["jobId"] for j in body] == [job.job_id], body
+    assert _record(job.job_id).batch_job_id == "batch-finished"
+    # orders that made no job are still verified: refused
+    from devstack.contracts import OCEAN_UNIT
+    from devstack.orders import mint_datatokens
+
+    for asset in (published.dataset, published.algorithm):
+        mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.consumer.address, OCEAN_UNIT)
+    quote = initialize(client, published, chain.consumer.address)
+    new_dataset_tx, new_algorithm_tx = order_both(chain, published, quote)
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), new_dataset_tx, new_algorithm_tx))
+    assert status == 400 and body == {"error": {"dataset": "fees_not_paid"}}

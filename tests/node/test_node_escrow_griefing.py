@@ -25,9 +25,9 @@ from escrow_fixtures import atomic_moto, automine_off, payment_tables, rpc  # no
 from lifecycle_helpers import consumer_key, order_both
 from test_events import batch_event, runner_event
 from test_node_escrow import PER_MINUTE, _datasets, _algorithm, _funded_quote, _initialize, _payment, _start
-from test_node_protocol import API, JOB_QUEUE_ARN, deliver, node, post, signed  # noqa: F401  (node: fixture)
+from test_node_protocol import API, JOB_QUEUE_ARN, deliver, node, signed  # noqa: F401  (node: fixture)
 
-from devstack.contracts import OCEAN_UNIT, contract
+from devstack.contracts import OCEAN_UNIT
 from devstack.orders import mint_datatokens
 from escrow_helpers import authorize, deposit, escrow, funds
 
