@@ -177,6 +177,36 @@ def test_a_lock_that_reverts_while_its_job_waits_is_undone_and_its_order_given_b
     assert funds(chain) == (before[0] - LOCK, LOCK)
 
 
+def test_a_lock_still_not_mined_after_the_queue_wait_is_cancelled_and_its_order_given_back(client, paid, monkeypatch):
+    """A lock stuck in the pool: past ESCROW_QUEUE_WAIT (the lock's lifetime counts from its
+    mining, the job would start too late) the reconciler undoes the start and cancels the lock,
+    sent as soon as it is mined; nothing is dispatched and the order is free again."""
+    from chalicelib import services
+    from chalicelib.payments import paid_start
+
+    chain, batch, published = paid
+    before, quote = _funded_quote(client, chain, published)
+    orders = order_both(chain, published, quote)
+    monkeypatch.setattr(paid_start, "MAX_LOCK_WAIT", 0.5)
+    with automine_off(chain) as paused:
+        (status, answer), _ = _start(client, chain, published, quote, orders=orders)
+        assert status == 200 and answer[0]["status"] == 1
+        job_id = answer[0]["jobId"]
+        _no_batch_job_named(batch, job_id)
+        monkeypatch.setattr(services.payments(), "queue_wait", 0)
+        report = _reconciler(batch).run()
+        assert report.abandoned == [job_id] and batch.submitted == [], report
+        assert services.payments().get(job_id).status == "cancelling"
+        assert _orders_used() == {} and _job(job_id).status == 31
+        paused.mine()  # the lock is mined at last
+    for _ in range(2):
+        _reconciler(batch).run()
+    payment = services.payments().get(job_id)
+    assert payment.status == "cancelled" and payment.claimed == "0" and payment.reserved is None
+    assert funds(chain) == before
+    assert sorted(_transactions()) == [f"cancel:{job_id}", f"lock:{job_id}"]
+
+
 # -- 1b: concurrent starts over-committing the escrow ----------------------------------------
 
 def _route(path: str, method: str, body: dict, headers: dict | None = None):
