@@ -154,7 +154,13 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
     prefix = env["RESOURCE_PREFIX"]
     statements = _by_sid(_policy(stage, "reconcile"))
     assert set(statements) == {"FunctionLogs", "JobRecords", "ActiveJobs", "EnvironmentCounters", "ReleaseOrders",
-                               "DeleteManifests", "ListJobObjects", "DescribeJobs", *ESCROW_STATEMENTS}
+                               "DeleteManifests", "FindManifests", "ListJobObjects", "DescribeJobs",
+                               *DISPATCH_STATEMENTS, *ESCROW_STATEMENTS}
+    # it dispatches a start it finishes from its record exactly as the API does
+    api = _by_sid(_policy(stage, "api"))
+    assert all(statements[sid] == api[sid] for sid in DISPATCH_STATEMENTS)
+    assert statements["FindManifests"] == {"Sid": "FindManifests", "Effect": "Allow", "Action": ["s3:GetObject"],
+                                           "Resource": [f"arn:aws:s3:::{env['RESULTS_BUCKET']}/jobs/*/manifest.json"]}
     _check_escrow(env, statements)
     assert statements["JobRecords"]["Resource"][0].endswith(f":table/{prefix}-jobs")
     assert statements["ActiveJobs"]["Resource"] == [statements["JobRecords"]["Resource"][0] + "/index/active-by-update"]
@@ -169,6 +175,8 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
 
 
 ESCROW_STATEMENTS = ("EscrowPayments", "EscrowPaymentIndexes", "ProviderKey")
+DISPATCH_STATEMENTS = ("FindJobDefinitions", "RegisterJobDefinitions", "SubmitJobs", "TagOnCreate", "StopJobs",
+                       "PassJobRoles")
 
 
 def _check_escrow(env: dict[str, str], statements: dict[str, dict[str, Any]]) -> None:
