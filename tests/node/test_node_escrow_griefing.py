@@ -140,21 +140,34 @@ def test_a_lock_not_mined_in_time_keeps_its_job_bound_and_is_dispatched_once_min
     batch.stubber.assert_no_pending_responses()
 
 
+def _funded_orders(client, paid, monkeypatch):
+    """The payer funded, one pair of orders, and a start's wait for its lock cut to 0.5 s."""
+    from chalicelib.payments import paid_start
+
+    chain, _, published = paid
+    before, quote = _funded_quote(client, chain, published)
+    monkeypatch.setattr(paid_start, "MAX_LOCK_WAIT", 0.5)
+    return before, quote, order_both(chain, published, quote)
+
+
+def _waiting_start(client, paid, quote, orders) -> str:
+    """A start whose lock the (paused) chain does not mine in time: its job, answered at 1."""
+    chain, _, published = paid
+    (status, answer), _ = _start(client, chain, published, quote, orders=orders)
+    assert status == 200 and answer[0]["status"] == 1, answer
+    return answer[0]["jobId"]
+
+
 def test_a_lock_that_reverts_while_its_job_waits_is_undone_and_its_order_given_back(client, paid, monkeypatch):
     """The payer withdraws before the lock is mined (1c through 1a's path): the reconciler (or
     the retry) sees the revert, undoes the start, and the order starts a job again only with a
     new lock, paid for."""
     from chalicelib import services
-    from chalicelib.payments import paid_start
 
     chain, batch, published = paid
-    before, quote = _funded_quote(client, chain, published)
-    orders = order_both(chain, published, quote)
-    monkeypatch.setattr(paid_start, "MAX_LOCK_WAIT", 0.5)
+    before, quote, orders = _funded_orders(client, paid, monkeypatch)
     with automine_off(chain) as paused:
-        (status, answer), _ = _start(client, chain, published, quote, orders=orders)
-        assert status == 200 and answer[0]["status"] == 1
-        job_id = answer[0]["jobId"]
+        job_id = _waiting_start(client, paid, quote, orders)
         _front_run_withdraw(chain, before[0])
         paused.mine()
     assert funds(chain) == (0, 0)
@@ -182,16 +195,11 @@ def test_a_lock_still_not_mined_after_the_queue_wait_is_cancelled_and_its_order_
     mining, the job would start too late) the reconciler undoes the start and cancels the lock,
     sent as soon as it is mined; nothing is dispatched and the order is free again."""
     from chalicelib import services
-    from chalicelib.payments import paid_start
 
     chain, batch, published = paid
-    before, quote = _funded_quote(client, chain, published)
-    orders = order_both(chain, published, quote)
-    monkeypatch.setattr(paid_start, "MAX_LOCK_WAIT", 0.5)
+    before, quote, orders = _funded_orders(client, paid, monkeypatch)
     with automine_off(chain) as paused:
-        (status, answer), _ = _start(client, chain, published, quote, orders=orders)
-        assert status == 200 and answer[0]["status"] == 1
-        job_id = answer[0]["jobId"]
+        job_id = _waiting_start(client, paid, quote, orders)
         _no_batch_job_named(batch, job_id)
         monkeypatch.setattr(services.payments(), "queue_wait", 0)
         report = _reconciler(batch).run()
