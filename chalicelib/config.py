@@ -199,6 +199,11 @@ class Settings:
     def jwt_secret(self) -> str:
         return self._secrets.jwt_secret()
 
+    def registry_credentials(self) -> str:
+        """The operator's registry logins as JSON text ("" when none are configured): read from
+        the secret store on first use, by the first start that asks a registry."""
+        return self._secrets.optional("REGISTRY_CREDENTIALS", "REGISTRY_CREDENTIALS_SECRET")
+
 
 class SecretSource:
     """Reads the two secrets from the environment (local) or AWS (deployed), once per container.
@@ -226,6 +231,12 @@ class SecretSource:
         if secret.lower().removeprefix("0x") == self.provider_key().lower().removeprefix("0x"):
             raise ConfigurationError("JWT_SECRET must differ from the provider private key")
         return secret
+
+    def optional(self, plain_var: str, secret_name_var: str) -> str:
+        """A secret that may be left unset: "" then."""
+        if not self._env.get(plain_var, "").strip() and not self._env.get(secret_name_var, "").strip():
+            return ""
+        return self._read(plain_var, secret_name_var)
 
     def _read(self, plain_var: str, secret_name_var: str) -> str:
         if plain_var in self._cache:

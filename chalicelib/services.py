@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from chalicelib.compute.access import AccessLists
     from chalicelib.compute.start_rate import StartRates
     from chalicelib.compute.dispatch import Dispatcher
+    from chalicelib.compute.image_digests import ImageDigests
     from chalicelib.compute.events import JobEvents
     from chalicelib.compute.jobs import JobService
     from chalicelib.compute.usage import UsageCounter
@@ -96,6 +97,29 @@ def access_lists() -> "AccessLists":
     from chalicelib.compute.access import AccessLists
 
     return AccessLists(chains(), settings().chain_ids)
+
+
+@lru_cache(maxsize=1)
+def image_digests() -> "ImageDigests":
+    """Pins each start's algorithm image to its manifest digest (compute.image_digests): through
+    its registry on AWS Batch; the local backend pulls no image, so the DDO's checksum stands.
+    The operator's registry logins are read from the secret store by the first start that asks."""
+    from chalicelib.compute.image_digests import DeclaredDigests, RegistryDigests, parse_logins
+
+    current = settings()
+    if current.compute_backend == "local":
+        return DeclaredDigests()
+    logins: dict[str, Any] = {}
+
+    def read_logins() -> Mapping[str, Any]:
+        if "value" not in logins:
+            try:
+                logins["value"] = parse_logins(current.registry_credentials())
+            except ValueError as problem:
+                raise ConfigurationError(f"REGISTRY_CREDENTIALS {problem}") from None
+        return logins["value"]
+
+    return RegistryDigests(read_logins, allow_private=current.allow_private_networks)
 
 
 @lru_cache(maxsize=1)
@@ -183,7 +207,8 @@ def compute_workflow() -> "ComputeWorkflow":
     return ComputeWorkflow(
         resolver=asset_resolver(),
         validator=ComputeValidator(address, environments(), files_checksum=checksums.from_settings(current),
-                                   s3_sources=current.s3_file_sources, registries=current.algorithm_registries),
+                                   s3_sources=current.s3_file_sources, registries=current.algorithm_registries,
+                                   image_digests=image_digests()),
         verifier=OrderVerifier(chains().web3, address),
         fees=ProviderFees(current.provider_private_key(), address, decimals=chains().token_decimals),
         jobs=job_service(),
@@ -248,7 +273,8 @@ def reset() -> None:
     for accessor in (settings, provider_address, nonce_store, token_service, authenticator, chains, asset_resolver,
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
         accessor.cache_clear()
-    for accessor in (provider_public_key, algorithm_logs, payments, nft_creators, access_lists, start_rates):
+    for accessor in (provider_public_key, algorithm_logs, payments, nft_creators, access_lists, start_rates,
+                     image_digests):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
 from chalicelib.compute.environments import Environment
+from chalicelib.compute.image_digests import PinnedImage
 
 FileObject = Mapping[str, Any]
 
@@ -97,6 +98,7 @@ class PlannedAlgorithm:
     userdata: Mapping[str, Any]
     algocustomdata: Mapping[str, Any]
     checksums: tuple[str, ...] = ()  # sha256 hex of each file, computed at start (C7)
+    image: Optional[PinnedImage] = None  # the image as pinned at start (issue 22)
 
     @property
     def is_raw(self) -> bool:

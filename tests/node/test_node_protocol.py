@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from lifecycle_helpers import (
-    consumer_key, environments_json, order_both, stubbed_provider,
+    TEST_IMAGE, consumer_key, environments_json, order_both, stubbed_provider,
 )
 from signing import sign
 
@@ -21,7 +21,7 @@ from test_events import TASK_ID, batch_event, runner_event
 JOB_QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/ocean-c2d-cpu"
 API = "/node/api/services"
 RAW = {"meta": {"rawcode": "print('hello')", "container": {"entrypoint": "python $ALGO", "image": "python",
-                                                          "tag": "3.11", "checksum": "sha256:" + "cd" * 32}}}
+                                                          "tag": "3.11", "checksum": TEST_IMAGE.digest}}}
 
 
 def free_environments(chain, per_consumer=1, max_free=2, access=()) -> str:
