@@ -191,6 +191,12 @@ class JobRecord(Model):
     algorithm_run = JSONAttribute(null=True, attr_name="algorithmRun")
     # The algorithm container's CloudWatch stream (c2d/algorithm/<ECS task id>) once Batch named the task.
     log_stream = UnicodeAttribute(null=True, attr_name="logStream")
+    # What a start stores so that anyone can finish it (compute.job_dispatch): the Batch submit's
+    # parameters, the fingerprint of the request that made it (a retry of the same start may
+    # rewrite its manifest), and until when a dispatcher holds the right to submit it.
+    dispatch_spec = JSONAttribute(null=True, attr_name="dispatchSpec")
+    start_key = UnicodeAttribute(null=True, attr_name="startKey")
+    dispatch_lease = NumberAttribute(null=True, attr_name="dispatchLease")
 
     by_owner = JobsByOwner()
     by_document = JobsByDocument()

@@ -51,9 +51,25 @@ class JobObjects:
             )
         except (BotoCoreError, ClientError) as error:
             raise ServiceUnavailable("Result storage is unavailable, try again later") from error
-        version = written.get("VersionId")
+        return self._pinned(key, written.get("VersionId"))
+
+    def _pinned(self, key: str, version: str | None) -> str:
+        """`s3://bucket/key`, with `?versionId=` when the bucket versions it."""
         pinned = f"?versionId={quote(version, safe='')}" if version and version != "null" else ""
         return f"s3://{self._bucket}/{key}{pinned}"
+
+    def stored_manifest_uri(self, job_id: str) -> str | None:
+        """The URI of the manifest a start stored, pinned to its current version (only the API
+        writes manifests: the jobs' role cannot), or None when a start killed before it has none."""
+        try:
+            head = self._s3.head_object(Bucket=self._bucket, Key=job_prefix(job_id) + "manifest.json")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ServiceUnavailable("Result storage is unavailable, try again later") from error
+        except BotoCoreError as error:
+            raise ServiceUnavailable("Result storage is unavailable, try again later") from error
+        return self._pinned(job_prefix(job_id) + "manifest.json", head.get("VersionId"))
 
     def presigned_download(self, key: str, filename: str, version_id: str | None = None) -> str:
         """A short-lived GET URL that downloads under a safe name, whatever the algorithm called

@@ -169,10 +169,24 @@ def test_stop_and_delete_own_job_but_not_anothers(client, provider):
 
 
 def test_order_starts_at_most_one_job(client, provider):
+    """The same start again (same owner, same orders, new nonce) answers the job those orders
+    made and dispatches nothing more; the dataset's order with another algorithm order is
+    another start, and its order is used."""
     chain, batch, published = provider
-    _, dataset_tx, algorithm_tx = started_job(client, provider)
+    job, dataset_tx, algorithm_tx = started_job(client, provider)
     status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
-    assert status == 400 and "order_already_used" in json.dumps(body)
+    assert status == 200 and [j["jobId"] for j in body] == [job["jobId"]], body
+    assert len(batch.submitted) == 1
+    from devstack.contracts import OCEAN_UNIT
+    from devstack.orders import mint_datatokens, start_order
+
+    quote = initialize(client, published, chain.consumer.address)
+    mint_datatokens(chain.w3, chain.publisher, published.algorithm.datatoken, chain.consumer.address, OCEAN_UNIT)
+    other_algorithm_tx = start_order(chain.w3, consumer_key(chain.consumer), published.algorithm.datatoken, 0,
+                                     quote["algorithm"]["providerFee"])
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, other_algorithm_tx))
+    assert status == 400 and body == {"error": {"dataset.transferTxId": "order_already_used"}}
+    assert len(batch.submitted) == 1
 
 
 def test_failed_submit_releases_the_order_and_ends_the_job(client, provider):

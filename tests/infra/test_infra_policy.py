@@ -158,11 +158,17 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
     prefix = env["RESOURCE_PREFIX"]
     statements = _by_sid(_policy(stage, "reconcile"))
     assert set(statements) == {"FunctionLogs", "JobRecords", "ActiveJobs", "EnvironmentCounters", "ReleaseOrders",
-                               "DeleteManifests", "ListJobObjects", "DescribeJobs", "StopJobsAtDeadline",
-                               *ESCROW_STATEMENTS}
+                               "DeleteManifests", "FindManifests", "ListJobObjects", "DescribeJobs",
+                               *DISPATCH_STATEMENTS, *ESCROW_STATEMENTS}
+    # it dispatches a start it finishes from its record exactly as the API does
+    api = _by_sid(_policy(stage, "api"))
+    assert all(statements[sid] == api[sid] for sid in DISPATCH_STATEMENTS)
+    assert statements["FindManifests"] == {"Sid": "FindManifests", "Effect": "Allow", "Action": ["s3:GetObject"],
+                                           "Resource": [f"arn:aws:s3:::{env['RESULTS_BUCKET']}/jobs/*/manifest.json"]}
+    # the same TerminateJob stops an algorithm past its deadline (compute.deadlines)
     where = policies.Account.from_arn(env["PROVIDER_KEY_SECRET"])
-    assert statements["StopJobsAtDeadline"]["Action"] == ["batch:TerminateJob"]
-    assert statements["StopJobsAtDeadline"]["Resource"] == [f"arn:aws:batch:{where.region}:{where.account}:job/*"]
+    assert statements["StopJobs"]["Action"] == ["batch:TerminateJob"]
+    assert statements["StopJobs"]["Resource"] == [f"arn:aws:batch:{where.region}:{where.account}:job/*"]
     _check_escrow(env, statements)
     assert statements["JobRecords"]["Resource"][0].endswith(f":table/{prefix}-jobs")
     assert statements["ActiveJobs"]["Resource"] == [statements["JobRecords"]["Resource"][0] + "/index/active-by-update"]
@@ -178,6 +184,8 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
 
 
 ESCROW_STATEMENTS = ("EscrowPayments", "EscrowPaymentIndexes", "ProviderKey")
+DISPATCH_STATEMENTS = ("FindJobDefinitions", "RegisterJobDefinitions", "SubmitJobs", "TagOnCreate", "StopJobs",
+                       "PassJobRoles")
 
 
 def _check_escrow(env: dict[str, str], statements: dict[str, dict[str, Any]]) -> None:
