@@ -128,9 +128,13 @@ def _escrow(where: Account, env: Mapping[str, str], secret: str) -> list[dict[st
 
 
 def _secret_arns(env: Mapping[str, str]) -> list[str]:
+    """The provider key's and the JWT secret's ARNs, then, if configured, the registry logins'
+    (REGISTRY_CREDENTIALS_SECRET, compute.image_digests)."""
     arns = []
-    for name in ("PROVIDER_KEY_SECRET", "JWT_SECRET_NAME"):
+    for name in ("PROVIDER_KEY_SECRET", "JWT_SECRET_NAME", "REGISTRY_CREDENTIALS_SECRET"):
         value = env.get(name, "").strip()
+        if name == "REGISTRY_CREDENTIALS_SECRET" and not value:
+            continue
         if not value.startswith("arn:"):
             raise ConfigurationError(f"{name} must be the secret's ARN in a deployed stage")
         arns.append(value)

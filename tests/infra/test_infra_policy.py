@@ -257,6 +257,18 @@ def test_render_refuses_a_secret_name_without_account():
         policies.render(env, APP_NAME, "dev")
 
 
+def test_the_api_may_read_the_registry_logins_secret_when_one_is_configured():
+    """REGISTRY_CREDENTIALS_SECRET (image digests: the operator's registry logins) joins the
+    secrets the API reads; an ARN is required, as for every secret of a deployed stage."""
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ocean-c2d-dev/registries-AbCdEf"
+    env = dict(stage_env("dev"), REGISTRY_CREDENTIALS_SECRET=arn)
+    api = _by_sid(policies.render(env, APP_NAME, "dev")[policies.policy_files("dev")["api"]])
+    assert arn in api["Secrets"]["Resource"]
+    assert arn not in _by_sid(_policy("dev", "api"))["Secrets"]["Resource"]
+    with pytest.raises(ConfigurationError):
+        policies.render(dict(env, REGISTRY_CREDENTIALS_SECRET="ocean-c2d-dev/registries"), APP_NAME, "dev")
+
+
 def test_least_privilege_check_can_fail():
     too_broad = {"Statement": [{"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": "*"}]}
     with pytest.raises(AssertionError):
