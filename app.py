@@ -19,6 +19,7 @@ from chalicelib.compute import requests as compute_requests
 from chalicelib.http import Api, Call
 from chalicelib.node import is_node_operation
 from chalicelib.node import requests as node_requests
+from chalicelib.owner import requests as owner_requests
 from chalicelib.root import root_document
 
 # No pydantic plugin is installed: without this, pydantic reads every installed distribution's
@@ -27,6 +28,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 compute = lazy.module("chalicelib.compute.handlers")
 node = lazy.module("chalicelib.node.handlers")
 admin = lazy.module("chalicelib.admin.handlers")
+owner = lazy.module("chalicelib.owner.handlers")
 
 app = Chalice(app_name="ocean-c2d-provider")
 # Browsers may call every route from any origin, as the original Provider allows; ocean.js sends
@@ -128,6 +130,23 @@ def compute_delete(call: Call) -> object:
            responses={"302": "Redirect to the result", "404": "Unknown job"})
 def compute_result(call: Call) -> object:
     return compute.result(call)
+
+
+# -- the data owner in control (chalicelib.owner): signed compute receipts, both protocols ---------
+
+@api.route("/api/services/computeReceipt", "GET", endpoint="computeReceipt", model=owner_requests.ReceiptQuery,
+           signed=True, summary="The job's signed compute receipt (canonical JSON + the provider's EIP-712 signature), "
+                                "for its owner, its viewers and the publisher of any of its inputs",
+           responses={"404": "Unknown job (or not the caller's to read)"})
+def compute_receipt(call: Call) -> object:
+    return owner.receipt(call)
+
+
+@api.route("/node/api/services/computeReceipt", "GET", endpoint="computeReceipt", model=owner_requests.NodeReceiptQuery,
+           signed=True, summary="The job's signed compute receipt (signed: address + nonce + getComputeReceipt)",
+           responses={"404": "Unknown job (or not the caller's to read)"})
+def node_compute_receipt(call: Call) -> object:
+    return owner.receipt(call)
 
 
 # -- the Ocean Node protocol (ocean.js >= 4, Ocean CLI) at /node: the same core, its own edge ---------

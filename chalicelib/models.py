@@ -197,6 +197,13 @@ class JobRecord(Model):
     dispatch_spec = JSONAttribute(null=True, attr_name="dispatchSpec")
     start_key = UnicodeAttribute(null=True, attr_name="startKey")
     dispatch_lease = NumberAttribute(null=True, attr_name="dispatchLease")
+    # What the start knew, for the job's receipt and its publishers' audit (compute.provenance).
+    provenance = JSONAttribute(null=True)
+    # Addresses besides the owner's that may read the job's receipt (lower case).
+    viewers = ListAttribute(of=UnicodeAttribute, null=True)
+    # Results held for the data owners' release (chalicelib.owner.release): which datasets'
+    # publishers must agree, and what each decided.
+    release = JSONAttribute(null=True)
 
     by_owner = JobsByOwner()
     by_document = JobsByDocument()

@@ -35,6 +35,7 @@ PAST_VALIDATION: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/node/api/services/compute"): {"jobId": "no-such-job"},
     ("GET", "/node/api/services/computeResult"): {"jobId": "no-such-job", "index": 0},
     ("GET", "/node/api/services/computeStreamableLogs"): {"jobId": "no-such-job"},
+    ("GET", "/node/api/services/computeReceipt"): {"jobId": "no-such-job"},
     ("POST", "/node/api/services/freeCompute"): {"environment": "no-such-environment", "algorithm": {"documentId": "did:op:1"},
                                                  "datasets": [{"documentId": "did:op:1", "serviceId": "0"}]},
 }
@@ -124,12 +125,12 @@ def test_every_signed_route_declares_its_message():
     """The matrix reads each route's message from its model: every signed route has one."""
     from chalicelib.schemas import SignedParams
 
-    assert len(SIGNED) == 22, [name(op) for op in SIGNED]  # 14 of both protocols, 8 of the console
+    assert len(SIGNED) == 24, [name(op) for op in SIGNED]  # 14 of both protocols, 8 of the console, 2 of the data owner
     assert all(issubclass(op.model, SignedParams) for op in SIGNED)
     assert {name(op) for op in SIGNED if op.model.command == "" and not free_fields(op)} == {
         "GET /api/services/createAuthToken", "DELETE /api/services/deleteAuthToken",
         "POST /node/api/services/auth/token/invalidate"}
-    assert len(PAIRS) == 128, len(PAIRS)
+    assert len(PAIRS) == 168, len(PAIRS)
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_id)

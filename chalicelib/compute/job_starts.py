@@ -43,6 +43,7 @@ from chalicelib.compute.job_reservations import (
     unique_orders,
 )
 from chalicelib.compute.plan import ComputePlan
+from chalicelib.compute.provenance import provenance
 from chalicelib.errors import BusinessError, ProviderError, ServiceUnavailable
 from chalicelib.job_key import new_job_key
 from chalicelib.models import JobRecord, owner_document
@@ -273,6 +274,7 @@ class JobStarts:
             runner_key=new_job_key(),  # the job's own secret (chalicelib.job_key): sealed manifest, signed events
             max_seconds=attempt_seconds(environment, timeout),
             start_key=key,
+            provenance=provenance(plan),  # what the receipt and the publishers' audit say of the start
             # the latest a job can end, then its results' storage, then the operator's retention
             expires_at=datetime.fromtimestamp(
                 now + environment.max_job_duration + environment.storage_expiry + self._record_retention, timezone.utc),

@@ -122,6 +122,7 @@ class ComputePlan:
     datasets: tuple[PlannedInput, ...]
     algorithm: PlannedAlgorithm
     valid_until: Optional[int] = None  # initializeCompute's compute.validUntil
+    fee: Optional[Mapping[str, Any]] = None  # what the orders' provider fee paid (receipts): token, amount
 
     @property
     def allow_network(self) -> bool:

@@ -112,7 +112,8 @@ def test_root_document_lists_node_services_relative_to_the_prefix(client):
     endpoints = root["serviceEndpoints"]
     assert set(endpoints) == {"nonce", "encrypt", "computeEnvironments", "initializeCompute", "computeStart",
                               "freeCompute", "computeStatus", "computeStop", "computeResult", "computeStreamableLogs",
-                              "generateAuthToken", "invalidateAuthToken"}
+                              "generateAuthToken", "invalidateAuthToken",
+                              "computeReceipt"}  # the data owner's (issue 22)
     assert endpoints["computeStart"] == ["POST", "/api/services/compute"]
     assert endpoints["generateAuthToken"] == ["POST", "/api/services/auth/token"]
     assert endpoints["invalidateAuthToken"] == ["POST", "/api/services/auth/token/invalidate"]
