@@ -132,7 +132,7 @@ def compute_result(call: Call) -> object:
     return compute.result(call)
 
 
-# -- the data owner in control (chalicelib.owner): signed compute receipts, both protocols ---------
+# -- the data owner in control (chalicelib.owner): receipts and the audit log, both protocols -----
 
 @api.route("/api/services/computeReceipt", "GET", endpoint="computeReceipt", model=owner_requests.ReceiptQuery,
            signed=True, summary="The job's signed compute receipt (canonical JSON + the provider's EIP-712 signature), "
@@ -142,11 +142,25 @@ def compute_receipt(call: Call) -> object:
     return owner.receipt(call)
 
 
+@api.route("/api/services/computeAudit", "GET", endpoint="computeAudit", model=owner_requests.AuditQuery, signed=True,
+           summary="The dataset's audit log, for its data NFT owner: every job that used it, newest first, with "
+                   "its receipt (paged: Next-Page)", responses={"401": "The caller does not own the dataset's NFT"})
+def compute_audit(call: Call) -> object:
+    return owner.audit(call)
+
+
 @api.route("/node/api/services/computeReceipt", "GET", endpoint="computeReceipt", model=owner_requests.NodeReceiptQuery,
            signed=True, summary="The job's signed compute receipt (signed: address + nonce + getComputeReceipt)",
            responses={"404": "Unknown job (or not the caller's to read)"})
 def node_compute_receipt(call: Call) -> object:
     return owner.receipt(call)
+
+
+@api.route("/node/api/services/computeAudit", "GET", endpoint="computeAudit", model=owner_requests.NodeAuditQuery,
+           signed=True, summary="The dataset's audit log (signed: address + nonce + getComputeAudit)",
+           responses={"401": "The caller does not own the dataset's NFT"})
+def node_compute_audit(call: Call) -> object:
+    return owner.audit(call)
 
 
 # -- the Ocean Node protocol (ocean.js >= 4, Ocean CLI) at /node: the same core, its own edge ---------

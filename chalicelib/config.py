@@ -186,6 +186,7 @@ class Settings:
     algorithm_log_group: str = "/aws/batch/job"  # CloudWatch group of the algorithm containers (awslogs)
     # How long a job record outlives its environment's storageExpiry (DynamoDB TTL, see models).
     job_record_retention: int = 30 * 86400
+    audit_table: str = "ocean-c2d-audit"  # the publishers' audit log (models.AuditEntry)
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -377,6 +378,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         free_starts_per_consumer_per_hour=_limit(env, "FREE_STARTS_PER_CONSUMER_PER_HOUR", 10),
         algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),
+        audit_table=env.get("AUDIT_TABLE", f"{prefix}-audit"),
         _secrets=SecretSource(env),
     )
 

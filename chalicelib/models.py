@@ -212,6 +212,35 @@ class JobRecord(Model):
     by_environment = JobsByEnvironment()
 
 
+class AuditEntry(Model):
+    """One job's use of one dataset, in the audit log its publisher reads (chalicelib.owner.audit):
+    a partition per (the dataset's data NFT owner when the job started, dataset), its jobs sorted
+    by `position` (creation time, then job id), so a page is one Query whatever the number of jobs.
+    What changes (status, times, outputs, the receipt) is read from the job record."""
+
+    class Meta(TableMeta):
+        table_name = "audit"
+        billing_mode = "PAY_PER_REQUEST"
+
+    publisher_document = UnicodeAttribute(hash_key=True, attr_name="publisherDocument")
+    position = UnicodeAttribute(range_key=True)
+    job_id = UnicodeAttribute(attr_name="jobId")
+    document_id = UnicodeAttribute(attr_name="documentId")
+    consumer = UnicodeAttribute()
+    date_created = NumberAttribute(attr_name="dateCreated")
+    expires_at = TTLAttribute(null=True, attr_name="expiresAt")
+
+
+def publisher_document(publisher: str, document_id: str) -> str:
+    """The audit partition of a publisher's dataset: the address (lower case) ends at the space."""
+    return f"{publisher.lower()} {document_id}"
+
+
+def audit_position(date_created: int, job_id: str) -> str:
+    """Newest last in the partition: zero-padded creation time, then the job id."""
+    return f"{int(date_created):012d} {job_id}"
+
+
 class OrderUse(Model):
     """Which job an order (chainId:txHash) started; a conditional put makes it single-use."""
 
@@ -277,10 +306,12 @@ class EnvironmentUsage(Model):
     expires_at = TTLAttribute(null=True, attr_name="expiresAt")
 
 
-ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord, EnvironmentUsage)
+ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord, EnvironmentUsage,
+                                       AuditEntry)
 
 # Tables whose records carry a TTL attribute, with that attribute's name.
-TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt", EnvironmentUsage: "expiresAt"}
+TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt", EnvironmentUsage: "expiresAt",
+                  AuditEntry: "expiresAt"}
 
 
 def bind(settings: Settings) -> None:
@@ -292,6 +323,7 @@ def bind(settings: Settings) -> None:
         OrderUse: settings.orders_table,
         AssetRecord: settings.assets_table,
         EnvironmentUsage: settings.counters_table,
+        AuditEntry: settings.audit_table,
     }
     names[UsedMessage] = settings.nonces_table  # a second kind of item in the nonces table
     names[NftCreator] = settings.assets_table  # and in the assets table

@@ -95,7 +95,7 @@ def _table(where: Account, name: str) -> str:
 
 def _tables(settings: Settings) -> list[str]:
     return [settings.nonces_table, settings.revoked_tokens_table, settings.jobs_table,
-            settings.orders_table, settings.assets_table, settings.counters_table]
+            settings.orders_table, settings.assets_table, settings.counters_table, settings.audit_table]
 
 
 def _payment_tables(env: Mapping[str, str]) -> list[str]:
@@ -178,6 +178,8 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("JobIndexes", ["dynamodb:Query"],
                    [f"{_table(where, settings.jobs_table)}/index/{index}" for index in API_JOB_INDEXES]),
         _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env)),
+        # a publisher's audit log: one partition (their address and dataset) a page
+        _statement("AuditLog", ["dynamodb:Query"], [_table(where, settings.audit_table)]),
         _statement("JobObjects", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject",
                                   "s3:DeleteObjectVersion"], [f"{bucket}/jobs/*"]),
         _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 
@@ -33,6 +33,9 @@ from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, Valid
 from chalicelib.models import JobRecord, OrderUse, owner_document
 from chalicelib.observability import jobs as job_report
 from chalicelib.results import JobObjects
+
+if TYPE_CHECKING:
+    from chalicelib.owner.audit import AuditLog
 
 __all__ = ["DispatchGate", "JobService", "ResumeGate"]
 
@@ -57,19 +60,23 @@ class JobService:
         on_terminal: Callable[[JobRecord], None] | None = None,
         resume_gate: Callable[[JobRecord], ResumeGate | None] | None = None,
         environments: Callable[[], Mapping[str, Environment]] = configured_environments,
+        audit: "AuditLog | None" = None,
     ):
         """`dispatcher` is a factory: a stop of a finished job never builds the Batch client.
         `record_retention`: seconds a record outlives its environment's storageExpiry.
         `on_terminal(job)`: told once after a stop or delete of this service ended a job
         (the escrow claim); the event handler has its own hook for the ends it writes.
         `resume_gate(job)`: the gate of a recorded start (its escrow payment), None for a job
-        without one."""
+        without one.
+        `audit`: the publishers' audit log whose entries a start writes in its transaction
+        (chalicelib.owner.audit)."""
         self._objects = objects
         self._dispatcher = dispatcher
         self._jobs = jobs
         self._reservations = JobReservations(usage or UsageCounter(), jobs, orders, clock)
         self._starts = JobStarts(objects, dispatcher, self._reservations, jobs, environments, clock=clock,
-                                 new_id=new_id, record_retention=record_retention, resume_gate=resume_gate)
+                                 new_id=new_id, record_retention=record_retention, resume_gate=resume_gate,
+                                 audit=audit)
         self._clock = clock
         self._on_terminal = on_terminal
 

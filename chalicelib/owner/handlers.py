@@ -1,17 +1,22 @@
 """What the data owner's routes do with a validated call, at `/` and `/node` alike (app.py maps
-both protocols' routes here): a job's signed receipt."""
+both protocols' routes here): a job's signed receipt and a dataset's audit log."""
 from __future__ import annotations
 
 from typing import Any
 
+from chalice import Response
 from pynamodb.exceptions import DoesNotExist, PynamoDBException
 
 from chalicelib import services
-from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable
-from chalicelib.http import Call
+from chalicelib.compute import status as st
+from chalicelib.compute.paging import NEXT_HEADER
+from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, Unauthorized
+from chalicelib.http import Call, json_response
 from chalicelib.models import JobRecord
 from chalicelib.owner.access import may_read_receipt
+from chalicelib.owner.audit import AuditLog, audit_item, bounded
 
+NOT_OWNER = "Only the dataset's data NFT owner may read its audit log and decide on its jobs"
 NOT_ENDED = "The job has not ended yet; its receipt is made when it does"
 
 
@@ -44,3 +49,21 @@ def receipt(call: Call) -> dict[str, Any]:
     if not ended(job):
         raise BusinessError(NOT_ENDED)
     return signed_receipt(job)
+
+
+def _owned(caller: str, did: str) -> str:
+    """The caller, if it owns the dataset's data NFT now (read from the chain): 401 otherwise."""
+    owner = services.asset_resolver().current_owner(did)
+    if owner.lower() != caller.lower():
+        raise Unauthorized(NOT_OWNER)
+    return caller
+
+
+def audit(call: Call) -> Response:
+    """The caller's audit log of the dataset: newest first, one page (chalicelib.owner.audit)."""
+    did = call.params.documentId
+    publisher = _owned(call.caller, did)
+    jobs, more = AuditLog().page(publisher, did, call.params.cursor())
+    items, more = bounded([audit_item(job, did, signed_receipt(job) if st.is_terminal(int(job.status)) else None)
+                           for job in jobs], jobs, more)
+    return json_response(items, headers={NEXT_HEADER: more.encode()} if more else None)

@@ -111,9 +111,9 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
     statements = _by_sid(_policy(stage, "api"))
     table = lambda name: f"arn:{where.partition}:dynamodb:{where.region}:{where.account}:table/{name}"  # noqa: E731
     names = [settings.nonces_table, settings.revoked_tokens_table, settings.jobs_table, settings.orders_table,
-             settings.assets_table, settings.counters_table]
+             settings.assets_table, settings.counters_table, settings.audit_table]
     assert names == [f"{env['RESOURCE_PREFIX']}-{n}" for n in
-                     ("nonces", "revoked-tokens", "jobs", "orders", "assets", "counters")]
+                     ("nonces", "revoked-tokens", "jobs", "orders", "assets", "counters", "audit")]
     payments = [f"{env['RESOURCE_PREFIX']}-{n}" for n in ("chain-accounts", "transactions", "escrow-payments")]
     assert sorted(statements["Items"]["Resource"]) == sorted(table(n) for n in names + payments)
     assert sorted(statements["EscrowPaymentIndexes"]["Resource"]) == sorted([
@@ -121,6 +121,9 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
         f"{table(payments[2])}/index/held-payments", f"{table(payments[2])}/index/by-chain"])
     assert sorted(statements["JobIndexes"]["Resource"]) == sorted(
         f"{table(settings.jobs_table)}/index/{i}" for i in ("by-owner", "by-owner-document", "active-by-update", "by-environment"))
+    # a start puts its audit entries in its transaction (Items); a publisher's page is one Query
+    assert statements["AuditLog"]["Action"] == ["dynamodb:Query"]
+    assert statements["AuditLog"]["Resource"] == [table(settings.audit_table)]
     assert statements["JobObjects"]["Resource"] == [f"arn:aws:s3:::{settings.bucket}/jobs/*"]
     # results are served at the version publish wrote, and a deleted job loses every version
     assert statements["JobObjects"]["Action"] == ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObject",

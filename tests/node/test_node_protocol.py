@@ -113,7 +113,7 @@ def test_root_document_lists_node_services_relative_to_the_prefix(client):
     assert set(endpoints) == {"nonce", "encrypt", "computeEnvironments", "initializeCompute", "computeStart",
                               "freeCompute", "computeStatus", "computeStop", "computeResult", "computeStreamableLogs",
                               "generateAuthToken", "invalidateAuthToken",
-                              "computeReceipt"}  # the data owner's (issue 22)
+                              "computeReceipt", "computeAudit"}  # the data owner's (issue 22)
     assert endpoints["computeStart"] == ["POST", "/api/services/compute"]
     assert endpoints["generateAuthToken"] == ["POST", "/api/services/auth/token"]
     assert endpoints["invalidateAuthToken"] == ["POST", "/api/services/auth/token/invalidate"]
