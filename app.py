@@ -132,7 +132,7 @@ def compute_result(call: Call) -> object:
     return compute.result(call)
 
 
-# -- the data owner in control (chalicelib.owner): receipts and the audit log, both protocols -----
+# -- the data owner in control (chalicelib.owner): receipts, the audit log, releases, both protocols --
 
 @api.route("/api/services/computeReceipt", "GET", endpoint="computeReceipt", model=owner_requests.ReceiptQuery,
            signed=True, summary="The job's signed compute receipt (canonical JSON + the provider's EIP-712 signature), "
@@ -149,6 +149,23 @@ def compute_audit(call: Call) -> object:
     return owner.audit(call)
 
 
+@api.route("/api/services/computeAuditResult", "GET", endpoint="computeAuditResult",
+           model=owner_requests.AuditResultQuery, signed=True,
+           summary="302 to an output or log of a job in the caller's audit log (the data owner's review)",
+           responses={"302": "Redirect to the result", "401": "The caller does not own the dataset's NFT",
+                      "404": "Unknown job"})
+def compute_audit_result(call: Call) -> object:
+    return owner.audit_result(call)
+
+
+@api.route("/api/services/computeRelease", "POST", endpoint="computeRelease", in_body=True, signed=True,
+           model=owner_requests.ReleaseRequest,
+           summary="The dataset's data NFT owner releases or refuses a job's held results",
+           responses={"401": "The caller does not own the dataset's NFT", "404": "Unknown job"})
+def compute_release(call: Call) -> object:
+    return owner.decide(call)
+
+
 @api.route("/node/api/services/computeReceipt", "GET", endpoint="computeReceipt", model=owner_requests.NodeReceiptQuery,
            signed=True, summary="The job's signed compute receipt (signed: address + nonce + getComputeReceipt)",
            responses={"404": "Unknown job (or not the caller's to read)"})
@@ -161,6 +178,23 @@ def node_compute_receipt(call: Call) -> object:
            responses={"401": "The caller does not own the dataset's NFT"})
 def node_compute_audit(call: Call) -> object:
     return owner.audit(call)
+
+
+@api.route("/node/api/services/computeAuditResult", "GET", endpoint="computeAuditResult",
+           model=owner_requests.NodeAuditResultQuery, signed=True,
+           summary="302 to an output or log under review (signed: address + nonce + getComputeAuditResult)",
+           responses={"302": "Redirect to the result", "401": "The caller does not own the dataset's NFT",
+                      "404": "Unknown job"})
+def node_compute_audit_result(call: Call) -> object:
+    return owner.audit_result(call)
+
+
+@api.route("/node/api/services/computeRelease", "POST", endpoint="computeRelease", in_body=True, signed=True,
+           model=owner_requests.NodeReleaseRequest,
+           summary="Release or refuse a job's held results (signed: address + nonce + releaseComputeResults)",
+           responses={"401": "The caller does not own the dataset's NFT", "404": "Unknown job"})
+def node_compute_release(call: Call) -> object:
+    return owner.decide(call)
 
 
 # -- the Ocean Node protocol (ocean.js >= 4, Ocean CLI) at /node: the same core, its own edge ---------

@@ -187,6 +187,9 @@ class Settings:
     # How long a job record outlives its environment's storageExpiry (DynamoDB TTL, see models).
     job_record_retention: int = 30 * 86400
     audit_table: str = "ocean-c2d-audit"  # the publishers' audit log (models.AuditEntry)
+    # dids and publisher addresses (lower case) whose datasets' results wait for their owner's
+    # release (chalicelib.owner.release)
+    release_required: tuple[str, ...] = ()
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -379,6 +382,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),
         audit_table=env.get("AUDIT_TABLE", f"{prefix}-audit"),
+        release_required=tuple(item.lower() for item in env.get("RELEASE_REQUIRED", "").replace(",", " ").split()),
         _secrets=SecretSource(env),
     )
 

@@ -202,7 +202,7 @@ class JobRecord(Model):
     # Addresses besides the owner's that may read the job's receipt (lower case).
     viewers = ListAttribute(of=UnicodeAttribute, null=True)
     # Results held for the data owners' release (chalicelib.owner.release): which datasets'
-    # publishers must agree, and what each decided.
+    # publishers must agree, what each decided, the outcome.
     release = JSONAttribute(null=True)
 
     by_owner = JobsByOwner()

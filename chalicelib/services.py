@@ -190,10 +190,12 @@ def job_service() -> "JobService":
     # S3 and Batch clients are built on first use (aws.client caches them): a stop of a
     # finished job or a status listing needs neither.
     from chalicelib.owner.audit import AuditLog
+    from chalicelib.owner.release import ReleasePolicy
 
     return JobService(JobObjects(lambda: aws.client("s3"), current.bucket), lambda: dispatcher(), usage_counter(),
                       record_retention=current.job_record_retention, on_terminal=settle_escrow,
-                      resume_gate=stored_escrow_lock, audit=AuditLog())
+                      resume_gate=stored_escrow_lock, audit=AuditLog(),
+                      releases=ReleasePolicy(frozenset(current.release_required)))
 
 
 @lru_cache(maxsize=1)

@@ -37,6 +37,8 @@ PAST_VALIDATION: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/node/api/services/computeStreamableLogs"): {"jobId": "no-such-job"},
     ("GET", "/node/api/services/computeReceipt"): {"jobId": "no-such-job"},
     ("GET", "/node/api/services/computeAudit"): {"documentId": "did:op:1"},
+    ("GET", "/node/api/services/computeAuditResult"): {"documentId": "did:op:1", "jobId": "no-such-job", "index": 0},
+    ("POST", "/node/api/services/computeRelease"): {"documentId": "did:op:1", "jobId": "no-such-job", "decision": "release"},
     ("POST", "/node/api/services/freeCompute"): {"environment": "no-such-environment", "algorithm": {"documentId": "did:op:1"},
                                                  "datasets": [{"documentId": "did:op:1", "serviceId": "0"}]},
 }
@@ -126,12 +128,12 @@ def test_every_signed_route_declares_its_message():
     """The matrix reads each route's message from its model: every signed route has one."""
     from chalicelib.schemas import SignedParams
 
-    assert len(SIGNED) == 26, [name(op) for op in SIGNED]  # 14 of both protocols, 8 of the console, 4 of the data owner
+    assert len(SIGNED) == 30, [name(op) for op in SIGNED]  # 14 of both protocols, 8 of the console, 8 of the data owner
     assert all(issubclass(op.model, SignedParams) for op in SIGNED)
     assert {name(op) for op in SIGNED if op.model.command == "" and not free_fields(op)} == {
         "GET /api/services/createAuthToken", "DELETE /api/services/deleteAuthToken",
         "POST /node/api/services/auth/token/invalidate"}
-    assert len(PAIRS) == 214, len(PAIRS)
+    assert len(PAIRS) == 324, len(PAIRS)
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_id)

@@ -43,7 +43,7 @@ from chalicelib.compute.job_reservations import (
     unique_orders,
 )
 from chalicelib.compute.plan import ComputePlan
-from chalicelib.compute.provenance import provenance
+from chalicelib.compute.provenance import input_services, provenance
 from chalicelib.errors import BusinessError, ProviderError, ServiceUnavailable
 from chalicelib.job_key import new_job_key
 from chalicelib.models import JobRecord, owner_document
@@ -51,6 +51,7 @@ from chalicelib.results import JobObjects
 
 if TYPE_CHECKING:
     from chalicelib.owner.audit import AuditLog
+    from chalicelib.owner.release import ReleasePolicy
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class JobStarts:
                  clock: Callable[[], float] = time.time, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
                  record_retention: int = 30 * 86400,
                  resume_gate: Callable[[JobRecord], "ResumeGate | None"] | None = None,
-                 audit: "AuditLog | None" = None) -> None:
+                 audit: "AuditLog | None" = None, releases: "ReleasePolicy | None" = None) -> None:
         self._objects = objects
         self._reservations = reservations
         self._jobs = jobs
@@ -118,6 +119,7 @@ class JobStarts:
         self._record_retention = record_retention
         self._resume_gate = resume_gate
         self._audit = audit
+        self._releases = releases
 
     def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None,
               slots: Sequence[Slot] = (), *, deadline: Deadline | None = None,
@@ -296,6 +298,7 @@ class JobStarts:
             max_seconds=attempt_seconds(environment, timeout),
             start_key=key,
             provenance=provenance(plan),  # what the receipt and the publishers' audit say of the start
+            release=self._releases.held(input_services(plan)) if self._releases is not None else None,
             # the latest a job can end, then its results' storage, then the operator's retention
             expires_at=datetime.fromtimestamp(
                 now + environment.max_job_duration + environment.storage_expiry + self._record_retention, timezone.utc),

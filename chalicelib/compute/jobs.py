@@ -32,10 +32,12 @@ from chalicelib.compute.usage import UsageCounter
 from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
 from chalicelib.models import JobRecord, OrderUse, owner_document
 from chalicelib.observability import jobs as job_report
+from chalicelib.owner import release
 from chalicelib.results import JobObjects
 
 if TYPE_CHECKING:
     from chalicelib.owner.audit import AuditLog
+    from chalicelib.owner.release import ReleasePolicy
 
 __all__ = ["DispatchGate", "JobService", "ResumeGate"]
 
@@ -61,6 +63,7 @@ class JobService:
         resume_gate: Callable[[JobRecord], ResumeGate | None] | None = None,
         environments: Callable[[], Mapping[str, Environment]] = configured_environments,
         audit: "AuditLog | None" = None,
+        releases: "ReleasePolicy | None" = None,
     ):
         """`dispatcher` is a factory: a stop of a finished job never builds the Batch client.
         `record_retention`: seconds a record outlives its environment's storageExpiry.
@@ -69,14 +72,15 @@ class JobService:
         `resume_gate(job)`: the gate of a recorded start (its escrow payment), None for a job
         without one.
         `audit`: the publishers' audit log whose entries a start writes in its transaction
-        (chalicelib.owner.audit)."""
+        (chalicelib.owner.audit); `releases`: which datasets hold a job's results for their
+        owner (chalicelib.owner.release)."""
         self._objects = objects
         self._dispatcher = dispatcher
         self._jobs = jobs
         self._reservations = JobReservations(usage or UsageCounter(), jobs, orders, clock)
         self._starts = JobStarts(objects, dispatcher, self._reservations, jobs, environments, clock=clock,
                                  new_id=new_id, record_retention=record_retention, resume_gate=resume_gate,
-                                 audit=audit)
+                                 audit=audit, releases=releases)
         self._clock = clock
         self._on_terminal = on_terminal
 
@@ -103,6 +107,11 @@ class JobService:
     def abandon(self, job: JobRecord) -> bool:
         """Undo a start that never reached Batch, if still at 1 with no Batch job (`JobStarts.abandon`)."""
         return self._starts.abandon(job)
+
+    @property
+    def objects(self) -> JobObjects:
+        """The jobs' S3 objects (the data owner's review downloads and refusals use them too)."""
+        return self._objects
 
     def order_used(self, chain_id: int, tx_id: str) -> bool:
         """Whether this order already started a job: initializeCompute must then ask for a
@@ -240,6 +249,7 @@ class JobService:
         job = self.find_one(owner, job_id)
         if int(job.status) == st.DELETED:
             raise BusinessError("Job was deleted; its results are gone.")
+        release.require_released(job, release.storage_expiry(job))  # held for its data owner
         results = job.results or []
         if not results:
             raise BusinessError("Job has no results yet." if not st.is_terminal(int(job.status)) else "Job has no results.")

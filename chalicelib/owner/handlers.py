@@ -1,5 +1,6 @@
 """What the data owner's routes do with a validated call, at `/` and `/node` alike (app.py maps
-both protocols' routes here): a job's signed receipt and a dataset's audit log."""
+both protocols' routes here): a job's signed receipt, a dataset's audit log, the review downloads
+of its jobs' outputs and logs, and the release decision."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,10 +11,11 @@ from pynamodb.exceptions import DoesNotExist, PynamoDBException
 from chalicelib import services
 from chalicelib.compute import status as st
 from chalicelib.compute.paging import NEXT_HEADER
-from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, Unauthorized
+from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, Unauthorized, ValidationError
 from chalicelib.http import Call, json_response
 from chalicelib.models import JobRecord
-from chalicelib.owner.access import may_read_receipt
+from chalicelib.owner import release
+from chalicelib.owner.access import input_publishers, may_read_receipt
 from chalicelib.owner.audit import AuditLog, audit_item, bounded
 
 NOT_OWNER = "Only the dataset's data NFT owner may read its audit log and decide on its jobs"
@@ -67,3 +69,41 @@ def audit(call: Call) -> Response:
     items, more = bounded([audit_item(job, did, signed_receipt(job) if st.is_terminal(int(job.status)) else None)
                            for job in jobs], jobs, more)
     return json_response(items, headers={NEXT_HEADER: more.encode()} if more else None)
+
+
+def _reviewed(call: Call) -> JobRecord:
+    """A job of the caller's audit log of the dataset (the caller owning its NFT now, and then)."""
+    did = call.params.documentId
+    publisher = _owned(call.caller, did)
+    job = _job(call.params.jobId)
+    if input_publishers(job).get(did) != publisher.lower():
+        raise NotFound("Job not found")  # not in this publisher's log of the dataset
+    return job
+
+
+def audit_result(call: Call) -> Response:
+    """302 to an output or log of a job in the caller's audit log, whatever its release (the
+    review): outputs refused since are gone."""
+    job = _reviewed(call)
+    results = job.results or []
+    match = [item for position, item in enumerate(results) if int(item.get("index", position)) == call.params.index_value]
+    if not match:
+        raise ValidationError.field("index", f"no result with index {call.params.index_value}; this job has {len(results)}")
+    item = match[0]
+    if item.get("type", "output") == "output" and (job.release or {}).get("outputsDeleted"):
+        raise BusinessError(release.WERE_REFUSED)
+    if int(job.status) == st.DELETED:
+        raise BusinessError("Job was deleted; its results are gone.")
+    url = services.job_service().objects.presigned_download(item["key"], item.get("filename", "result"), item.get("versionId"))
+    return Response(body="", status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
+
+
+def decide(call: Call) -> list[dict[str, Any]]:
+    """The caller's release or refusal of a job's results held for its dataset; the job's status."""
+    from chalicelib.compute.job_status import status_object
+
+    job = _reviewed(call)
+    decisions = release.ReleaseDecisions(lambda job_id: services.job_service().objects.delete_job(job_id, "outputs/"))
+    decided = decisions.decide(job, call.params.documentId, call.caller, call.params.decision, release.storage_expiry(job))
+    decided.refresh(consistent_read=True)
+    return [status_object(decided, None)]

@@ -113,7 +113,8 @@ def test_root_document_lists_node_services_relative_to_the_prefix(client):
     assert set(endpoints) == {"nonce", "encrypt", "computeEnvironments", "initializeCompute", "computeStart",
                               "freeCompute", "computeStatus", "computeStop", "computeResult", "computeStreamableLogs",
                               "generateAuthToken", "invalidateAuthToken",
-                              "computeReceipt", "computeAudit"}  # the data owner's (issue 22)
+                              # the data owner's (issue 22): receipts, the audit log, reviews, releases
+                              "computeReceipt", "computeAudit", "computeAuditResult", "computeRelease"}
     assert endpoints["computeStart"] == ["POST", "/api/services/compute"]
     assert endpoints["generateAuthToken"] == ["POST", "/api/services/auth/token"]
     assert endpoints["invalidateAuthToken"] == ["POST", "/api/services/auth/token/invalidate"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-for folder in ("compute", "infra", "payments"):
+for folder in ("compute", "infra", "payments", "node"):
     path = str(Path(__file__).resolve().parent.parent / folder)
     if path not in sys.path:
         sys.path.append(path)
