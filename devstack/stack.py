@@ -121,10 +121,10 @@ class LocalStack:
                          log_path=str(self.log_dir / "api.log"))
         wait_for_http(self.provider_url + "/", group=self.group)
         self.samples = publish_samples(self.chain, http_encrypt(self.provider_url), self.provider_url,
-                                       f"http://127.0.0.1:{self.files_port}")
+                                       f"http://127.0.0.1:{self.files_port}", with_held=True)
         from chalicelib.assets.register import register_asset
 
-        for asset in (self.samples.dataset, self.samples.algorithm):
+        for asset in (self.samples.dataset, self.samples.algorithm, self.samples.held):
             register_asset(self.chain.chain_id, asset.nftAddress)
         return self.describe()
 
@@ -144,6 +144,9 @@ class LocalStack:
             "consumerPrivateKey": "0x" + bytes(chain.consumer.key).hex(),
             "dataset": asset(samples.dataset),
             "algorithm": asset(samples.algorithm),
+            # the dataset whose results its publisher releases (make demo's third run), and that publisher's key
+            "heldDataset": asset(samples.held),
+            "publisherPrivateKey": "0x" + bytes(chain.publisher.key).hex(),
             "contracts": {name: contracts[name] for name in ("ERC721Factory", "FactoryRouter", "OceanToken", "Escrow")},
             "awsEndpoint": self.moto_url,
             "adminPrivateKey": self.admin_key,
