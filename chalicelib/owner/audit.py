@@ -31,6 +31,7 @@ from chalicelib.compute.job_status import page_cursor
 from chalicelib.compute.paging import MAX_ANSWER_BYTES, PAGE_JOBS, Cursor
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.models import AuditEntry, JobRecord, audit_position, publisher_document
+from chalicelib.owner import release
 from chalicelib.owner.access import input_publishers
 from chalicelib.receipts.document import release_view, times
 
@@ -81,6 +82,7 @@ def audit_item(job: JobRecord, did: str, receipt: Optional[Mapping[str, Any]]) -
     algorithm = made.get("algorithm") or {}
     outputs = [item for item in job.results or [] if isinstance(item, Mapping) and item.get("type", "output") == "output"]
     inner = receipt["receipt"] if receipt else None
+    held = release.view(job, release.storage_expiry(job)) if job.release and not inner else None
     return {
         "jobId": job.job_id,
         "documentId": did,
@@ -91,7 +93,7 @@ def audit_item(job: JobRecord, did: str, receipt: Optional[Mapping[str, Any]]) -
         "status": int(job.status),
         "statusText": job.status_text,
         "outputs": {"count": len(outputs), "bytes": sum(int(item.get("filesize", 0)) for item in outputs)},
-        "release": inner["release"] if inner else release_view(job.release),
+        "release": inner["release"] if inner else release_view(job.release, held),
         "receipt": receipt,
     }
 

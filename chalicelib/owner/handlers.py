@@ -28,7 +28,8 @@ def signed_receipt(job: JobRecord) -> dict[str, Any]:
     from chalicelib.receipts.signing import sign
 
     payment = services.payments().view(job.job_id) if services.escrow_enabled() else None
-    return sign(receipt(job, services.provider_address(), payment), services.settings().provider_private_key())
+    held = release.view(job, release.storage_expiry(job)) if job.release else None
+    return sign(receipt(job, services.provider_address(), payment, held), services.settings().provider_private_key())
 
 
 def _job(job_id: str) -> JobRecord:

@@ -60,8 +60,11 @@ def billing(job: JobRecord, payment: Optional[Mapping[str, Any]], fee: Optional[
     return {"kind": "free"}
 
 
-def receipt(job: JobRecord, provider: str, payment: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """The unsigned receipt of `job`, issued by `provider` (its checksummed address)."""
+def receipt(job: JobRecord, provider: str, payment: Optional[Mapping[str, Any]] = None,
+            held: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """The unsigned receipt of `job`, issued by `provider` (its checksummed address). `held`:
+    where its release stands now (chalicelib.owner.release.view: the state, expired included,
+    and when the request expires)."""
     made = job.provenance if isinstance(job.provenance, Mapping) else {}
     algorithm = made.get("algorithm") or {"did": job.algo_did or None, "files": []}
     results = [item for item in (job.results or []) if isinstance(item, Mapping)]
@@ -95,16 +98,18 @@ def receipt(job: JobRecord, provider: str, payment: Optional[Mapping[str, Any]] 
         "outputsTruncated": bool(job.results_truncated),
         "logs": [{"name": item.get("filename"), "type": item.get("type"), "size": int(item.get("filesize", 0)),
                   "sha256": item.get("sha256")} for item in results if item.get("type", "output") != "output"],
-        "release": release_view(release),
+        "release": release_view(release, held),
     }
 
 
-def release_view(release: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """The data owners' release of the results (compute.release): not required, or which
-    datasets required it, each one's decision, and the outcome."""
+def release_view(release: Optional[Mapping[str, Any]], held: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """The data owners' release of the results (chalicelib.owner.release): not required, or
+    where it stands (`held`, else as recorded), when an unanswered request expires, whether the
+    outputs were deleted, and each dataset's decision."""
     if not release:
         return {"required": False}
-    return {"required": True, "state": release.get("state"), "expiresAt": release.get("expiresAt"),
+    now = held or {}
+    return {"required": True, "state": now.get("state", release.get("state")), "expiresAt": now.get("expiresAt"),
             "outputsDeleted": bool(release.get("outputsDeleted")),
             "decisions": [{"did": did, **dict(decision)} for did, decision in sorted((release.get("decisions") or {}).items())]}
 

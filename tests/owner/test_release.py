@@ -109,6 +109,7 @@ def test_a_held_job_waits_then_its_publisher_releases_it(client, provider):
         400, {"error": "The job's results await its data owner's release"})
     receipt = receipt_of(client, chain.consumer, job_id)[1]["receipt"]
     assert receipt["status"] == 75 and receipt["release"]["state"] == "pending"
+    assert receipt["release"]["expiresAt"] == held["release"]["expiresAt"]
 
     # the publisher reviews the outputs and logs; nobody else may
     status, _, headers = review(client, chain.publisher, did, job_id, 0)
@@ -169,6 +170,7 @@ def test_an_unanswered_request_expires_after_storage_expiry(client, provider):
     assert decide(client, chain.publisher, did, job_id, "release")[1] == {
         "error": "The job's data owner did not release its results in time; they will not be released"}
     assert consumer_result(client, chain.consumer, job_id, 0)[0] == 400
+    assert receipt_of(client, chain.consumer, job_id)[1]["receipt"]["release"]["state"] == "expired"
 
 
 def test_the_operator_may_require_release_per_dataset_or_publisher(aws, chain, client, monkeypatch):
