@@ -210,3 +210,36 @@ def test_a_refusal_cut_short_is_finished_by_the_same_refusal_again(client, provi
     assert decide(client, chain.publisher, did, job_id, "refuse")[0] == 200
     versions = aws.client("s3").list_object_versions(Bucket=services.settings().bucket, Prefix=f"jobs/{job_id}/outputs/")
     assert not versions.get("Versions") and JobRecord.get(job_id).release["outputsDeleted"] is True
+
+
+def test_every_publisher_who_required_it_must_release_and_two_decisions_cannot_both_win(aws):
+    """Three inputs, two requiring a release (one in its compute options, one in its service's
+    additionalInformation): one release leaves the job at 75; a decision taken on the record as
+    it was read before that one is refused, whatever it says; the second release makes it 70."""
+    from chalicelib.errors import BusinessError
+    from chalicelib.models import JobRecord
+    from chalicelib.owner.release import ReleaseDecisions, ReleasePolicy
+
+    now = int(time.time())
+    held = ReleasePolicy().held([("did:op:a", "0xa", {"compute": {"releaseRequired": True}}),
+                                 ("did:op:b", "0xb", {"additionalInformation": {"releaseRequired": True}}),
+                                 ("did:op:c", "0xc", {"compute": {"releaseRequired": "yes"}})])
+    assert held == {"required": ["did:op:a", "did:op:b"], "state": "pending", "decisions": {}}
+    JobRecord("multi", owner="0xconsumer", document_id="did:op:a", date_created=now - 60, date_finished=now,
+              status=75, status_text="Awaiting release", environment="ocean-c2d-cpu", chain_id=8996,
+              release=held).save()
+    deleted: list[str] = []
+    decisions = ReleaseDecisions(lambda job_id: deleted.append(job_id) or 0)
+    before = JobRecord.get("multi")
+    decisions.decide(JobRecord.get("multi"), "did:op:a", "0xa", "release", 3600)
+    record = JobRecord.get("multi")
+    assert int(record.status) == 75 and record.release["state"] == "pending"
+    with pytest.raises(BusinessError, match="changed meanwhile"):
+        decisions.decide(before, "did:op:b", "0xb", "refuse", 3600)
+    assert deleted == [] and JobRecord.get("multi").release == record.release
+    with pytest.raises(BusinessError, match="do not await this dataset's release"):
+        decisions.decide(record, "did:op:c", "0xc", "refuse", 3600)
+    decisions.decide(JobRecord.get("multi"), "did:op:b", "0xb", "release", 3600)
+    record = JobRecord.get("multi")
+    assert (int(record.status), record.status_text, record.release["state"]) == (70, "Job completed", "released")
+    assert {did: item["by"] for did, item in record.release["decisions"].items()} == {"did:op:a": "0xa", "did:op:b": "0xb"}
