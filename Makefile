@@ -96,10 +96,11 @@ clean:
 # bubblewrap (it sandboxes local jobs' algorithms, devstack/sandbox.py; setpriv from util-linux
 # drops it to its own UID as root); the tests also run the real busybox, iptables and ip netns
 # (the algorithm container's script, the Batch instances' network rules), runc with setcap/capsh
-# (the instances' OCI runtime against a file-capped image) and a headless chromium.
+# (the instances' OCI runtime against a file-capped image), a headless chromium, and Debian's
+# docker-registry (the distribution registry the image pinning tests resolve tags through).
 RUN_PACKAGES := bwrap:bubblewrap
 TEST_PACKAGES := $(RUN_PACKAGES) busybox:busybox-static iptables-restore:iptables ip:iproute2 chromium:chromium \
-                 runc:runc setcap:libcap2-bin
+                 runc:runc setcap:libcap2-bin docker-registry:docker-registry
 .PHONY: run-packages test-packages
 install: run-packages
 run-packages:

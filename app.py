@@ -19,6 +19,7 @@ from chalicelib.compute import requests as compute_requests
 from chalicelib.http import Api, Call
 from chalicelib.node import PREFIX, is_node_operation, ocean_py
 from chalicelib.node import requests as node_requests
+from chalicelib.owner import requests as owner_requests
 from chalicelib.root import root_document
 
 # No pydantic plugin is installed: without this, pydantic reads every installed distribution's
@@ -28,6 +29,7 @@ compute = lazy.module("chalicelib.compute.handlers")
 node = lazy.module("chalicelib.node.handlers")
 admin = lazy.module("chalicelib.admin.handlers")
 node_assets = lazy.module("chalicelib.node.assets")
+owner = lazy.module("chalicelib.owner.handlers")
 
 app = Chalice(app_name="ocean-c2d-provider")
 # Browsers may call every route from any origin, as the original Provider allows; ocean.js sends
@@ -129,6 +131,71 @@ def compute_delete(call: Call) -> object:
            responses={"302": "Redirect to the result", "404": "Unknown job"})
 def compute_result(call: Call) -> object:
     return compute.result(call)
+
+
+# -- the data owner in control (chalicelib.owner): receipts, the audit log, releases, both protocols --
+
+@api.route("/api/services/computeReceipt", "GET", endpoint="computeReceipt", model=owner_requests.ReceiptQuery,
+           signed=True, summary="The job's signed compute receipt (canonical JSON + the provider's EIP-712 signature), "
+                                "for its owner, its viewers and the publisher of any of its inputs",
+           responses={"404": "Unknown job (or not the caller's to read)"})
+def compute_receipt(call: Call) -> object:
+    return owner.receipt(call)
+
+
+@api.route("/api/services/computeAudit", "GET", endpoint="computeAudit", model=owner_requests.AuditQuery, signed=True,
+           summary="The dataset's audit log, for its data NFT owner: every job that used it, newest first, with "
+                   "its receipt (paged: Next-Page)", responses={"401": "The caller does not own the dataset's NFT"})
+def compute_audit(call: Call) -> object:
+    return owner.audit(call)
+
+
+@api.route("/api/services/computeAuditResult", "GET", endpoint="computeAuditResult",
+           model=owner_requests.AuditResultQuery, signed=True,
+           summary="302 to an output or log of a job in the caller's audit log (the data owner's review)",
+           responses={"302": "Redirect to the result", "401": "The caller does not own the dataset's NFT",
+                      "404": "Unknown job"})
+def compute_audit_result(call: Call) -> object:
+    return owner.audit_result(call)
+
+
+@api.route("/api/services/computeRelease", "POST", endpoint="computeRelease", in_body=True, signed=True,
+           model=owner_requests.ReleaseRequest,
+           summary="The dataset's data NFT owner releases or refuses a job's held results",
+           responses={"401": "The caller does not own the dataset's NFT", "404": "Unknown job"})
+def compute_release(call: Call) -> object:
+    return owner.decide(call)
+
+
+@api.route("/node/api/services/computeReceipt", "GET", endpoint="computeReceipt", model=owner_requests.NodeReceiptQuery,
+           signed=True, summary="The job's signed compute receipt (signed: address + nonce + getComputeReceipt)",
+           responses={"404": "Unknown job (or not the caller's to read)"})
+def node_compute_receipt(call: Call) -> object:
+    return owner.receipt(call)
+
+
+@api.route("/node/api/services/computeAudit", "GET", endpoint="computeAudit", model=owner_requests.NodeAuditQuery,
+           signed=True, summary="The dataset's audit log (signed: address + nonce + getComputeAudit)",
+           responses={"401": "The caller does not own the dataset's NFT"})
+def node_compute_audit(call: Call) -> object:
+    return owner.audit(call)
+
+
+@api.route("/node/api/services/computeAuditResult", "GET", endpoint="computeAuditResult",
+           model=owner_requests.NodeAuditResultQuery, signed=True,
+           summary="302 to an output or log under review (signed: address + nonce + getComputeAuditResult)",
+           responses={"302": "Redirect to the result", "401": "The caller does not own the dataset's NFT",
+                      "404": "Unknown job"})
+def node_compute_audit_result(call: Call) -> object:
+    return owner.audit_result(call)
+
+
+@api.route("/node/api/services/computeRelease", "POST", endpoint="computeRelease", in_body=True, signed=True,
+           model=owner_requests.NodeReleaseRequest,
+           summary="Release or refuse a job's held results (signed: address + nonce + releaseComputeResults)",
+           responses={"401": "The caller does not own the dataset's NFT", "404": "Unknown job"})
+def node_compute_release(call: Call) -> object:
+    return owner.decide(call)
 
 
 # -- the Ocean Node protocol (ocean.js >= 4, Ocean CLI) at /node: the same core, its own edge ---------

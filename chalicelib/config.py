@@ -186,6 +186,10 @@ class Settings:
     algorithm_log_group: str = "/aws/batch/job"  # CloudWatch group of the algorithm containers (awslogs)
     # How long a job record outlives its environment's storageExpiry (DynamoDB TTL, see models).
     job_record_retention: int = 30 * 86400
+    audit_table: str = "ocean-c2d-audit"  # the publishers' audit log (models.AuditEntry)
+    # dids and publisher addresses (lower case) whose datasets' results wait for their owner's
+    # release (chalicelib.owner.release)
+    release_required: tuple[str, ...] = ()
     _secrets: "SecretSource" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     @property
@@ -198,6 +202,11 @@ class Settings:
 
     def jwt_secret(self) -> str:
         return self._secrets.jwt_secret()
+
+    def registry_credentials(self) -> str:
+        """The operator's registry logins as JSON text ("" when none are configured): read from
+        the secret store on first use, by the first start that asks a registry."""
+        return self._secrets.optional("REGISTRY_CREDENTIALS", "REGISTRY_CREDENTIALS_SECRET")
 
 
 class SecretSource:
@@ -226,6 +235,12 @@ class SecretSource:
         if secret.lower().removeprefix("0x") == self.provider_key().lower().removeprefix("0x"):
             raise ConfigurationError("JWT_SECRET must differ from the provider private key")
         return secret
+
+    def optional(self, plain_var: str, secret_name_var: str) -> str:
+        """A secret that may be left unset: "" then."""
+        if not self._env.get(plain_var, "").strip() and not self._env.get(secret_name_var, "").strip():
+            return ""
+        return self._read(plain_var, secret_name_var)
 
     def _read(self, plain_var: str, secret_name_var: str) -> str:
         if plain_var in self._cache:
@@ -366,6 +381,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         free_starts_per_consumer_per_hour=_limit(env, "FREE_STARTS_PER_CONSUMER_PER_HOUR", 10),
         algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),
+        audit_table=env.get("AUDIT_TABLE", f"{prefix}-audit"),
+        release_required=tuple(item.lower() for item in env.get("RELEASE_REQUIRED", "").replace(",", " ").split()),
         _secrets=SecretSource(env),
     )
 

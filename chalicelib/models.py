@@ -197,12 +197,48 @@ class JobRecord(Model):
     dispatch_spec = JSONAttribute(null=True, attr_name="dispatchSpec")
     start_key = UnicodeAttribute(null=True, attr_name="startKey")
     dispatch_lease = NumberAttribute(null=True, attr_name="dispatchLease")
+    # What the start knew, for the job's receipt and its publishers' audit (compute.provenance).
+    provenance = JSONAttribute(null=True)
+    # Addresses besides the owner's that may read the job's receipt (lower case).
+    viewers = ListAttribute(of=UnicodeAttribute, null=True)
+    # Results held for the data owners' release (chalicelib.owner.release): which datasets'
+    # publishers must agree, what each decided, the outcome.
+    release = JSONAttribute(null=True)
 
     by_owner = JobsByOwner()
     by_document = JobsByDocument()
     by_owner_document = JobsByOwnerDocument()
     active = ActiveJobs()
     by_environment = JobsByEnvironment()
+
+
+class AuditEntry(Model):
+    """One job's use of one dataset, in the audit log its publisher reads (chalicelib.owner.audit):
+    a partition per (the dataset's data NFT owner when the job started, dataset), its jobs sorted
+    by `position` (creation time, then job id), so a page is one Query whatever the number of jobs.
+    What changes (status, times, outputs, the receipt) is read from the job record."""
+
+    class Meta(TableMeta):
+        table_name = "audit"
+        billing_mode = "PAY_PER_REQUEST"
+
+    publisher_document = UnicodeAttribute(hash_key=True, attr_name="publisherDocument")
+    position = UnicodeAttribute(range_key=True)
+    job_id = UnicodeAttribute(attr_name="jobId")
+    document_id = UnicodeAttribute(attr_name="documentId")
+    consumer = UnicodeAttribute()
+    date_created = NumberAttribute(attr_name="dateCreated")
+    expires_at = TTLAttribute(null=True, attr_name="expiresAt")
+
+
+def publisher_document(publisher: str, document_id: str) -> str:
+    """The audit partition of a publisher's dataset: the address (lower case) ends at the space."""
+    return f"{publisher.lower()} {document_id}"
+
+
+def audit_position(date_created: int, job_id: str) -> str:
+    """Newest last in the partition: zero-padded creation time, then the job id."""
+    return f"{int(date_created):012d} {job_id}"
 
 
 class OrderUse(Model):
@@ -287,10 +323,12 @@ class IndexerCursor(Model):
     updated_at = NumberAttribute(attr_name="updatedAt", default=0)
 
 
-ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord, EnvironmentUsage)
+ALL_MODELS: tuple[type[Model], ...] = (NonceRecord, RevokedToken, JobRecord, OrderUse, AssetRecord, EnvironmentUsage,
+                                       AuditEntry)
 
 # Tables whose records carry a TTL attribute, with that attribute's name.
-TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt", EnvironmentUsage: "expiresAt"}
+TTL_ATTRIBUTES = {RevokedToken: "expiresAt", JobRecord: "expiresAt", EnvironmentUsage: "expiresAt",
+                  AuditEntry: "expiresAt"}
 
 
 def bind(settings: Settings) -> None:
@@ -303,6 +341,7 @@ def bind(settings: Settings) -> None:
         AssetRecord: settings.assets_table,
         EnvironmentUsage: settings.counters_table,
         IndexerCursor: settings.counters_table,
+        AuditEntry: settings.audit_table,
     }
     names[UsedMessage] = settings.nonces_table  # a second kind of item in the nonces table
     names[NftCreator] = settings.assets_table  # and in the assets table

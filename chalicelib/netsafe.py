@@ -254,3 +254,49 @@ def fetch_to_file(url: str, dest: Path, *, limit: int, policy: FetchPolicy,
         finally:
             conn.close()
     raise FetchError("too many redirects")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A small HTTP answer read whole: status, headers (lower-case names) and body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+def request(url: str, *, policy: FetchPolicy, method: str = "GET", headers: Mapping[str, str] | None = None,
+            limit: int = 1 << 20) -> Reply:
+    """One request answered in memory (an API call, not a download), every hop checked as
+    `fetch_to_file` checks it. Redirects are followed (GET and HEAD keep their method); the
+    headers, often credentials, go only to the first origin. Any status is returned as is, the
+    body capped at `limit` bytes (FetchError beyond)."""
+    method = method.upper()
+    if method not in METHODS | {"HEAD"}:
+        raise FetchError("only GET, HEAD and POST are allowed")
+    first_origin = _target(url)
+    sent = clean_headers(headers)
+    for _ in range(policy.max_redirects + 1):
+        conn, resp = _open(url, method, sent if _target(url) == first_origin else {}, policy)
+        try:
+            if resp.status in REDIRECT_CODES and resp.getheader("Location"):
+                url = urljoin(url, resp.getheader("Location", "").strip())
+                if resp.status == 303 and method == "POST":
+                    method = "GET"
+                continue
+            declared = (resp.getheader("Content-Length") or "").strip()
+            if method != "HEAD" and declared.isdigit() and int(declared) > limit:
+                raise FetchError("exceeds the size limit")
+            body = b""
+            if method != "HEAD":
+                for chunk in _body(conn, resp, policy):
+                    body += chunk
+                    if len(body) > limit:
+                        raise FetchError("exceeds the size limit")
+            return Reply(resp.status, {name.lower(): value for name, value in resp.getheaders()}, body)
+        finally:
+            conn.close()
+    raise FetchError("too many redirects")

@@ -44,7 +44,31 @@ _JOB_STATUS = _object(
                           type={"type": "string", "enum": ["output", "algorithmLog", "configurationLog", "publishLog"]})),
     inputDID=_list(_TEXT), algoDID=_OPTIONAL_TEXT, agreementId=_TEXT, environment=_TEXT,
     terminationDetails=_object([], exitCode={"type": "integer", "nullable": True}, reason=_TEXT),
+    # the data owner's release (issue 22): 75 "Awaiting release", then 70, or 76 "Results refused by the data owner"
+    release={"type": "object", "required": ["state", "required", "expiresAt", "decisions"], "properties": {
+        "state": {"type": "string", "enum": ["pending", "released", "refused", "expired"]},
+        "required": _list(_TEXT), "expiresAt": {"type": "integer", "nullable": True},
+        "decisions": {"type": "object", "description": "did -> {decision, by, at}"}}},
 )
+_JOB_STATUS["properties"]["status"] = {
+    **_INT, "description": "Ocean's job status codes, and this provider's 75 'Awaiting release' (results held for "
+                           "the data owner; no URL) and 76 'Results refused by the data owner' (README, 'What the "
+                           "data owner sees and controls'); Ocean Node uses neither"}
+# A signed compute receipt (docs/receipts.md): the receipt, and the provider's EIP-712 signature over it.
+_RECEIPT = _object(["receipt", "scheme", "eip712", "signature"],
+                   receipt={"type": "object", "description": "The receipt's fields (docs/receipts.md), canonical JSON"},
+                   scheme={"type": "string", "enum": ["EIP-712"]},
+                   eip712={"type": "object", "description": "The typed data signed: jobId, provider, status and the "
+                                                            "keccak-256 of the canonical receipt"},
+                   signature=_TEXT)
+_AUDIT = _list(_object(
+    ["jobId", "documentId", "consumer", "algorithm", "imageDigest", "times", "status", "statusText", "outputs",
+     "release", "receipt"],
+    jobId=_TEXT, documentId=_TEXT, consumer=_TEXT,
+    algorithm=_object(["did", "rawcodeSha256"], did=_OPTIONAL_TEXT, rawcodeSha256=_OPTIONAL_TEXT),
+    imageDigest=_OPTIONAL_TEXT, times={"type": "object"}, status=_INT, statusText=_TEXT,
+    outputs=_object(["count", "bytes"], count=_INT, bytes=_INT), release={"type": "object"},
+    receipt={**_RECEIPT, "nullable": True}))
 _FEE = _object(["providerFeeAddress", "providerFeeToken", "providerFeeAmount", "providerData", "v", "r", "s", "validUntil"],
                providerFeeAddress=_TEXT, providerFeeToken=_TEXT, providerFeeAmount=_TEXT, providerData=_TEXT,
                v=_INT, r=_TEXT, s=_TEXT, validUntil=_INT)
@@ -66,6 +90,7 @@ OK_BODIES: dict[str, dict[str, Any]] = {
     "computeEnvironments": {"type": "object", "additionalProperties": _list(_ENVIRONMENT)},
     "initializeCompute": _object(["datasets"], datasets=_list(_QUOTE), algorithm=_QUOTE),
     "computeStart": _JOBS, "computeStatus": _JOBS, "computeStop": _JOBS, "computeDelete": _JOBS,
+    "computeReceipt": _RECEIPT, "computeAudit": _AUDIT, "computeRelease": _JOBS,
 }
 
 
@@ -96,6 +121,7 @@ NODE_OK_BODIES: dict[str, dict[str, Any]] = {
                    services=_list({"type": "object"}), datatokens=_list({"type": "object"}),
                    indexedMetadata={"type": "object"}),
     "node_direct_command": _object(["id", "publicKey", "address"], id=_TEXT, publicKey=_TEXT, address=_TEXT),
+    "computeReceipt": _RECEIPT, "computeAudit": _AUDIT, "computeRelease": _JOBS,
 }
 NODE_OK_BODIES["node_ddo_metadata"] = NODE_OK_BODIES["node_ddo"]
 NODE_OK_BODIES["node_validate_ddo"] = _object(["hash", "publicKey", "r", "s", "v"], hash=_TEXT, publicKey=_TEXT,

@@ -83,13 +83,14 @@ class JobObjects:
         except (BotoCoreError, ClientError) as error:
             raise ServiceUnavailable("Result storage is unavailable, try again later") from error
 
-    def delete_job(self, job_id: str) -> int:
-        """Delete everything under the job's prefix, every version of it (a delete marker alone
-        would leave the pinned versions downloadable); return how many versions went."""
+    def delete_job(self, job_id: str, under: str = "") -> int:
+        """Delete everything under the job's prefix (`under` it: "outputs/" for the outputs
+        only), every version of it (a delete marker alone would leave the pinned versions
+        downloadable); return how many versions went."""
         deleted = 0
         try:
             paginator = self._s3.get_paginator("list_object_versions")
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=job_prefix(job_id)):
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=job_prefix(job_id) + under):
                 keys = [{"Key": item["Key"], "VersionId": item["VersionId"]}
                         for item in page.get("Versions", []) + page.get("DeleteMarkers", [])]
                 if keys:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from chalicelib.compute.access import AccessLists
     from chalicelib.compute.start_rate import StartRates
     from chalicelib.compute.dispatch import Dispatcher
+    from chalicelib.compute.image_digests import ImageDigests
     from chalicelib.compute.events import JobEvents
     from chalicelib.compute.job_starts import ResumeGate
     from chalicelib.compute.jobs import JobService
@@ -100,6 +101,29 @@ def access_lists() -> "AccessLists":
 
 
 @lru_cache(maxsize=1)
+def image_digests() -> "ImageDigests":
+    """Pins each start's algorithm image to its manifest digest (compute.image_digests): through
+    its registry on AWS Batch; the local backend pulls no image, so the DDO's checksum stands.
+    The operator's registry logins are read from the secret store by the first start that asks."""
+    from chalicelib.compute.image_digests import DeclaredDigests, RegistryDigests, parse_logins
+
+    current = settings()
+    if current.compute_backend == "local":
+        return DeclaredDigests()
+    logins: dict[str, Any] = {}
+
+    def read_logins() -> Mapping[str, Any]:
+        if "value" not in logins:
+            try:
+                logins["value"] = parse_logins(current.registry_credentials())
+            except ValueError as problem:
+                raise ConfigurationError(f"REGISTRY_CREDENTIALS {problem}") from None
+        return logins["value"]
+
+    return RegistryDigests(read_logins, allow_private=current.allow_private_networks)
+
+
+@lru_cache(maxsize=1)
 def start_rates() -> "StartRates":
     from chalicelib.compute.start_rate import StartRates
 
@@ -165,9 +189,13 @@ def job_service() -> "JobService":
     current = settings()
     # S3 and Batch clients are built on first use (aws.client caches them): a stop of a
     # finished job or a status listing needs neither.
+    from chalicelib.owner.audit import AuditLog
+    from chalicelib.owner.release import ReleasePolicy
+
     return JobService(JobObjects(lambda: aws.client("s3"), current.bucket), lambda: dispatcher(), usage_counter(),
                       record_retention=current.job_record_retention, on_terminal=settle_escrow,
-                      resume_gate=stored_escrow_lock)
+                      resume_gate=stored_escrow_lock, audit=AuditLog(),
+                      releases=ReleasePolicy(frozenset(current.release_required)))
 
 
 @lru_cache(maxsize=1)
@@ -185,7 +213,8 @@ def compute_workflow() -> "ComputeWorkflow":
     return ComputeWorkflow(
         resolver=asset_resolver(),
         validator=ComputeValidator(address, environments(), files_checksum=checksums.from_settings(current),
-                                   s3_sources=current.s3_file_sources, registries=current.algorithm_registries),
+                                   s3_sources=current.s3_file_sources, registries=current.algorithm_registries,
+                                   image_digests=image_digests()),
         verifier=OrderVerifier(chains().web3, address),
         fees=ProviderFees(current.provider_private_key(), address, decimals=chains().token_decimals),
         jobs=job_service(),
@@ -269,7 +298,7 @@ def reset() -> None:
                      job_events, usage_counter, dispatcher, job_service, compute_workflow):
         accessor.cache_clear()
     for accessor in (provider_public_key, provider_peer_id, algorithm_logs, payments, nft_creators, access_lists,
-                     start_rates):
+                     start_rates, image_digests):
         accessor.cache_clear()
     config.settings.cache_clear()
     aws.reset()

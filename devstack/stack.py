@@ -159,10 +159,10 @@ class LocalStack:
                          log_path=str(self.log_dir / "api.log"))
         wait_for_http(self.provider_url + "/", group=self.group)
         self.samples = publish_samples(self.chain, http_encrypt(self.provider_url), self.provider_url,
-                                       f"http://127.0.0.1:{self.files_port}")
+                                       f"http://127.0.0.1:{self.files_port}", with_held=True)
         from chalicelib.assets.register import register_asset
 
-        for asset in (self.samples.dataset, self.samples.algorithm):
+        for asset in (self.samples.dataset, self.samples.algorithm, self.samples.held):
             register_asset(self.chain.chain_id, asset.nftAddress)
         self.write_address_file()
         self.indexer.start()
@@ -199,6 +199,9 @@ class LocalStack:
                                                              "Dispenser", "FixedPrice")},
             "addressFile": str(self.address_file),
             "filesUrl": f"http://127.0.0.1:{self.files_port}",
+            # the dataset whose results its publisher releases (make demo's third run), and that publisher's key
+            "heldDataset": asset(samples.held),
+            "publisherPrivateKey": "0x" + bytes(chain.publisher.key).hex(),
             "awsEndpoint": self.moto_url,
             "adminPrivateKey": self.admin_key,
             "adminAddress": address_of_key(self.admin_key),

@@ -101,7 +101,7 @@ def _table(where: Account, name: str) -> str:
 
 def _tables(settings: Settings) -> list[str]:
     return [settings.nonces_table, settings.revoked_tokens_table, settings.jobs_table,
-            settings.orders_table, settings.assets_table, settings.counters_table]
+            settings.orders_table, settings.assets_table, settings.counters_table, settings.audit_table]
 
 
 def _payment_tables(env: Mapping[str, str]) -> list[str]:
@@ -134,9 +134,13 @@ def _escrow(where: Account, env: Mapping[str, str], secret: str) -> list[dict[st
 
 
 def _secret_arns(env: Mapping[str, str]) -> list[str]:
+    """The provider key's and the JWT secret's ARNs, then, if configured, the registry logins'
+    (REGISTRY_CREDENTIALS_SECRET, compute.image_digests)."""
     arns = []
-    for name in ("PROVIDER_KEY_SECRET", "JWT_SECRET_NAME"):
+    for name in ("PROVIDER_KEY_SECRET", "JWT_SECRET_NAME", "REGISTRY_CREDENTIALS_SECRET"):
         value = env.get(name, "").strip()
+        if name == "REGISTRY_CREDENTIALS_SECRET" and not value:
+            continue
         if not value.startswith("arn:"):
             raise ConfigurationError(f"{name} must be the secret's ARN in a deployed stage")
         arns.append(value)
@@ -180,6 +184,8 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("JobIndexes", ["dynamodb:Query"],
                    [f"{_table(where, settings.jobs_table)}/index/{index}" for index in API_JOB_INDEXES]),
         _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env)),
+        # a publisher's audit log: one partition (their address and dataset) a page
+        _statement("AuditLog", ["dynamodb:Query"], [_table(where, settings.audit_table)]),
         _statement("JobObjects", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject",
                                   "s3:DeleteObjectVersion"], [f"{bucket}/jobs/*"]),
         _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],

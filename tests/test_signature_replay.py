@@ -37,6 +37,10 @@ PAST_VALIDATION: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/node/api/services/compute"): {"jobId": "no-such-job"},
     ("GET", "/node/api/services/computeResult"): {"jobId": "no-such-job", "index": 0},
     ("GET", "/node/api/services/computeStreamableLogs"): {"jobId": "no-such-job"},
+    ("GET", "/node/api/services/computeReceipt"): {"jobId": "no-such-job"},
+    ("GET", "/node/api/services/computeAudit"): {"documentId": "did:op:1"},
+    ("GET", "/node/api/services/computeAuditResult"): {"documentId": "did:op:1", "jobId": "no-such-job", "index": 0},
+    ("POST", "/node/api/services/computeRelease"): {"documentId": "did:op:1", "jobId": "no-such-job", "decision": "release"},
     ("POST", "/node/api/services/freeCompute"): {"environment": "no-such-environment", "algorithm": {"documentId": "did:op:1"},
                                                  "datasets": [{"documentId": "did:op:1", "serviceId": "0"}]},
 }
@@ -127,8 +131,8 @@ def test_every_signed_route_declares_its_message():
     from chalicelib.schemas import SignedParams
 
     # v4's 7, Ocean Node's 8 (its DDO validation included), v4's delete and token routes at /node
-    # for ocean.py (3), the console's 8
-    assert len(SIGNED) == 26, [name(op) for op in SIGNED]
+    # for ocean.py (3), the console's 8, the data owner's 8
+    assert len(SIGNED) == 34, [name(op) for op in SIGNED]
     assert all(issubclass(op.model, SignedParams) for op in SIGNED)
     assert {name(op) for op in SIGNED if op.model.command == "" and not free_fields(op)} == {
         "GET /api/services/createAuthToken", "DELETE /api/services/deleteAuthToken",

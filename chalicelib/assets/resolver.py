@@ -94,6 +94,12 @@ class AssetResolver:
                 return self._from_metadata_service(did, ddo, resource)
         raise did_not_found(resource)
 
+    def current_owner(self, did: str) -> str:
+        """The owner of the dataset's data NFT now (ownerOf, read from its chain at this call,
+        never from the cache): who may read its audit log (chalicelib.owner.audit)."""
+        asset = self.resolve(did)
+        return self._require_reader().status(asset.chain_id, asset.nft_address)[1]
+
     def decrypt_files(self, asset: Asset, service: dict[str, Any], resource: str = "dataset") -> list[dict[str, Any]]:
         """The service's decrypted file objects (see chalicelib.assets.files.decrypt_files)."""
         return service_files.decrypt_files(asset, service, self._private_key(), resource)

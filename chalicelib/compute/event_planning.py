@@ -95,13 +95,15 @@ class JobState:
     batch_job_id: str | None = None
     attempt: int | None = None
     marks: frozenset[str] = frozenset()  # which MARKS the record holds
+    held: bool = False  # its results await the data owner's release (chalicelib.owner.release)
 
     @classmethod
     def of(cls, record: JobRecord) -> "JobState":
         return cls(status=int(record.status), has_results=record.results is not None,
                    stage=_int_or_none(record.stage), stage_failure=_int_or_none(record.stage_failure),
                    batch_job_id=record.batch_job_id, attempt=_int_or_none(record.batch_attempt),
-                   marks=frozenset(name for name in MARKS if getattr(record, name) is not None))
+                   marks=frozenset(name for name in MARKS if getattr(record, name) is not None),
+                   held=isinstance(record.release, dict) and record.release.get("state") == "pending")
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ def _plan_batch(state: JobState, change: BatchChange) -> Plan | None:
         running = change.started_at if change.batch_status == "RUNNING" else None
         return Plan(attempt=attempt, started_at=running) if attempt and not st.is_terminal(state.status) else None
     proposed, details = batch_outcome(state, change)
+    if proposed == st.COMPLETED and state.held:
+        proposed = st.AWAITING_RELEASE  # the owner's release decides whether it becomes 70
     if not st.can_move(state.status, proposed):
         return None
     fields["termination_details"] = details

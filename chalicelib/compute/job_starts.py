@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
@@ -43,10 +43,15 @@ from chalicelib.compute.job_reservations import (
     unique_orders,
 )
 from chalicelib.compute.plan import ComputePlan
+from chalicelib.compute.provenance import input_services, provenance
 from chalicelib.errors import BusinessError, ProviderError, ServiceUnavailable
 from chalicelib.job_key import new_job_key
 from chalicelib.models import JobRecord, owner_document
 from chalicelib.results import JobObjects
+
+if TYPE_CHECKING:
+    from chalicelib.owner.audit import AuditLog
+    from chalicelib.owner.release import ReleasePolicy
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +108,8 @@ class JobStarts:
                  jobs: type[JobRecord], environments: Callable[[], Mapping[str, Environment]], *,
                  clock: Callable[[], float] = time.time, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
                  record_retention: int = 30 * 86400,
-                 resume_gate: Callable[[JobRecord], "ResumeGate | None"] | None = None) -> None:
+                 resume_gate: Callable[[JobRecord], "ResumeGate | None"] | None = None,
+                 audit: "AuditLog | None" = None, releases: "ReleasePolicy | None" = None) -> None:
         self._objects = objects
         self._reservations = reservations
         self._jobs = jobs
@@ -112,6 +118,8 @@ class JobStarts:
         self._new_id = new_id
         self._record_retention = record_retention
         self._resume_gate = resume_gate
+        self._audit = audit
+        self._releases = releases
 
     def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None,
               slots: Sequence[Slot] = (), *, deadline: Deadline | None = None,
@@ -136,13 +144,29 @@ class JobStarts:
             if gate is not None:
                 gate.check()
             job = self._new_record(plan, owner, orders, key, timeout, slots)
-            extra = (lambda transaction, job=job: gate.add_to(transaction, job)) if gate is not None else None
+            extra = self._extra_items(job, gate)
             try:
                 self._reservations.reserve(job, plan.environment, orders, slots, extra)
             except (GateContended, OrderAlreadyUsed):
                 continue  # a concurrent start of these orders, or the payer's account moved: read again
             return self._first_dispatch(job, plan, gate, deadline)
         raise ServiceUnavailable("Too many concurrent starts for these orders or this payer; try again")
+
+    def _extra_items(self, job: JobRecord, gate: DispatchGate | None) -> Any:
+        """What the start's transaction writes besides the slot, the orders and the job: the
+        gate's items, then the job's entries in its publishers' audit logs (unconditional puts,
+        counted after the gate's: a job exists exactly when its datasets' logs list it)."""
+        entries = self._audit.entries(job) if self._audit is not None else []
+        if gate is None and not entries:
+            return None
+
+        def add(transaction: Any) -> tuple[int, int]:
+            puts, updates = gate.add_to(transaction, job) if gate is not None else (0, 0)
+            for entry in entries:
+                transaction.save(entry)
+            return puts + len(entries), updates
+
+        return add
 
     def _first_dispatch(self, job: JobRecord, plan: ComputePlan, gate: DispatchGate | None,
                         deadline: Deadline | None) -> JobRecord:
@@ -273,6 +297,8 @@ class JobStarts:
             runner_key=new_job_key(),  # the job's own secret (chalicelib.job_key): sealed manifest, signed events
             max_seconds=attempt_seconds(environment, timeout),
             start_key=key,
+            provenance=provenance(plan),  # what the receipt and the publishers' audit say of the start
+            release=self._releases.held(input_services(plan)) if self._releases is not None else None,
             # the latest a job can end, then its results' storage, then the operator's retention
             expires_at=datetime.fromtimestamp(
                 now + environment.max_job_duration + environment.storage_expiry + self._record_retention, timezone.utc),

@@ -10,11 +10,12 @@ from typing import Any
 from chalicelib.compute import status as st
 from chalicelib.compute.paging import MAX_ANSWER_BYTES, Cursor
 from chalicelib.models import JobRecord
+from chalicelib.owner import release
 from chalicelib.results import JobObjects
 
 # What status_object reads of a record (DynamoDB names), for listings.
 STATUS_ATTRIBUTES = ["jobId", "owner", "documentId", "dateCreated", "dateFinished", "status", "statusText", "results",
-                     "inputDIDs", "algoDID", "agreementId", "environment", "terminationDetails"]
+                     "inputDIDs", "algoDID", "agreementId", "environment", "terminationDetails", "release"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,10 @@ def status_object(job: JobRecord, objects: JobObjects | None, url_bytes: int = M
     }
     if job.termination_details:
         body["terminationDetails"] = job.termination_details.as_dict()
-    if objects is not None and int(job.status) != st.DELETED:
+    held = release.view(job, release.storage_expiry(job)) if job.release else None
+    if held is not None:
+        body["release"] = held  # results held for the data owner: no URL until released
+    if objects is not None and int(job.status) != st.DELETED and (held is None or held["state"] == release.RELEASED):
         room = url_bytes - len(json.dumps(body))
         for position, item in enumerate(job.results or []):
             url = objects.presigned_download(item["key"], item.get("filename", "result"), item.get("versionId"))

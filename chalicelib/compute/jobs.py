@@ -13,7 +13,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 
@@ -32,7 +32,12 @@ from chalicelib.compute.usage import UsageCounter
 from chalicelib.errors import BusinessError, NotFound, ServiceUnavailable, ValidationError
 from chalicelib.models import JobRecord, OrderUse, owner_document
 from chalicelib.observability import jobs as job_report
+from chalicelib.owner import release
 from chalicelib.results import JobObjects
+
+if TYPE_CHECKING:
+    from chalicelib.owner.audit import AuditLog
+    from chalicelib.owner.release import ReleasePolicy
 
 __all__ = ["DispatchGate", "JobService", "ResumeGate"]
 
@@ -57,19 +62,25 @@ class JobService:
         on_terminal: Callable[[JobRecord], None] | None = None,
         resume_gate: Callable[[JobRecord], ResumeGate | None] | None = None,
         environments: Callable[[], Mapping[str, Environment]] = configured_environments,
+        audit: "AuditLog | None" = None,
+        releases: "ReleasePolicy | None" = None,
     ):
         """`dispatcher` is a factory: a stop of a finished job never builds the Batch client.
         `record_retention`: seconds a record outlives its environment's storageExpiry.
         `on_terminal(job)`: told once after a stop or delete of this service ended a job
         (the escrow claim); the event handler has its own hook for the ends it writes.
         `resume_gate(job)`: the gate of a recorded start (its escrow payment), None for a job
-        without one."""
+        without one.
+        `audit`: the publishers' audit log whose entries a start writes in its transaction
+        (chalicelib.owner.audit); `releases`: which datasets hold a job's results for their
+        owner (chalicelib.owner.release)."""
         self._objects = objects
         self._dispatcher = dispatcher
         self._jobs = jobs
         self._reservations = JobReservations(usage or UsageCounter(), jobs, orders, clock)
         self._starts = JobStarts(objects, dispatcher, self._reservations, jobs, environments, clock=clock,
-                                 new_id=new_id, record_retention=record_retention, resume_gate=resume_gate)
+                                 new_id=new_id, record_retention=record_retention, resume_gate=resume_gate,
+                                 audit=audit, releases=releases)
         self._clock = clock
         self._on_terminal = on_terminal
 
@@ -96,6 +107,11 @@ class JobService:
     def abandon(self, job: JobRecord) -> bool:
         """Undo a start that never reached Batch, if still at 1 with no Batch job (`JobStarts.abandon`)."""
         return self._starts.abandon(job)
+
+    @property
+    def objects(self) -> JobObjects:
+        """The jobs' S3 objects (the data owner's review downloads and refusals use them too)."""
+        return self._objects
 
     def order_used(self, chain_id: int, tx_id: str) -> bool:
         """Whether this order already started a job: initializeCompute must then ask for a
@@ -233,6 +249,7 @@ class JobService:
         job = self.find_one(owner, job_id)
         if int(job.status) == st.DELETED:
             raise BusinessError("Job was deleted; its results are gone.")
+        release.require_released(job, release.storage_expiry(job))  # held for its data owner
         results = job.results or []
         if not results:
             raise BusinessError("Job has no results yet." if not st.is_terminal(int(job.status)) else "Job has no results.")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
 from chalicelib.compute.environments import Environment
+from chalicelib.compute.image_digests import PinnedImage
 
 FileObject = Mapping[str, Any]
 
@@ -105,6 +106,7 @@ class PlannedAlgorithm:
     userdata: Mapping[str, Any]
     algocustomdata: Mapping[str, Any]
     checksums: tuple[str, ...] = ()  # sha256 hex of each file, computed at start (C7)
+    image: Optional[PinnedImage] = None  # the image as pinned at start (issue 22)
 
     @property
     def is_raw(self) -> bool:
@@ -128,6 +130,7 @@ class ComputePlan:
     datasets: tuple[PlannedInput, ...]
     algorithm: PlannedAlgorithm
     valid_until: Optional[int] = None  # initializeCompute's compute.validUntil
+    fee: Optional[Mapping[str, Any]] = None  # what the orders' provider fee paid (receipts): token, amount
 
     @property
     def allow_network(self) -> bool:

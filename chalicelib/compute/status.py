@@ -10,6 +10,11 @@ through a progress *rank* instead of the raw code:
 - 8 "deleted" ranks above everything: the owner may delete a job in any state, running or
   finished, and nothing happens to a deleted job afterwards.
 
+75 "Awaiting release" is the end of a job that would be 70 while its results await their data
+owner's release (chalicelib.owner.release): a terminal outcome like the others, which only the
+owner's decision, a conditional write of its own, moves on (to 70, or 76 "Results refused by the
+data owner"); no event can.
+
 A move is allowed only to a strictly higher rank. That single rule makes status updates monotonic
 (never backwards), terminal states sticky, and duplicates harmless (same rank: no move), whatever
 order events arrive in.
@@ -33,6 +38,8 @@ STATUS_TEXT: dict[int, str] = {
     60: "Publishing results",
     62: "Results upload failed",
     70: "Job completed",
+    75: "Awaiting release",
+    76: "Results refused by the data owner",
 }
 
 WARMING_UP, STOPPED, DELETED = 1, 7, 8
@@ -40,8 +47,9 @@ STARTED, CONFIGURING, PROVISIONED = 10, 20, 30
 DATA_FAILED, ALGORITHM_PROVISIONING_FAILED = 31, 32
 RUNNING, ALGORITHM_FAILED, FILTERING = 40, 41, 50
 PUBLISHING, PUBLISH_FAILED, COMPLETED = 60, 62, 70
+AWAITING_RELEASE, RESULTS_REFUSED = 75, 76  # results held for the data owner (chalicelib.owner.release)
 
-TERMINAL: frozenset[int] = frozenset({7, 8, 31, 32, 41, 62, 70})
+TERMINAL: frozenset[int] = frozenset({7, 8, 31, 32, 41, 62, 70, 75, 76})
 RUNNING_STAGES: tuple[int, ...] = (1, 10, 20, 30, 40, 50, 60)
 FAILURES: frozenset[int] = frozenset({31, 32, 41, 62})
 

@@ -47,6 +47,11 @@ credentials, S3 places, consumer parameters), `compute.algorithm_rules` (trusted
 algorithms, checksums), `compute.container_rules` (the container section and its registry); this
 module applies them in the original's order and builds the `compute.plan.ComputePlan`.
 
+The image is pinned at start too (issue 22): its tag resolved to the manifest digest through its
+registry (`compute.image_digests`), a DDO checksum that differs refused, and the plan's container
+carries the `digest` the job definition runs (`PlannedAlgorithm.image`).
+
+
 Algorithm files are pinned whenever a job will run (issue 10): a paid start and a free start
 alike (one `Purpose` each, one code path) hash every file of the algorithm (published, or raw
 with a url or fileObject) once, and the plan carries the digests (`PlannedAlgorithm.checksums`,
@@ -70,7 +75,8 @@ from chalicelib.compute.algorithm_rules import (
     check_algorithm_allowed,
     container_section_checksum,
 )
-from chalicelib.compute.container_rules import check_container, container_fields
+from chalicelib.compute.container_rules import AlgorithmContainer, check_container, container_fields
+from chalicelib.compute.image_digests import ImageDigests
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.input_rules import (
     S3Places,
@@ -142,9 +148,11 @@ class ComputeValidator:
         open_when_unrestricted: bool = True,
         s3_sources: Optional["S3Places"] = None,
         registries: ImageRegistries = ImageRegistries(),
+        image_digests: Optional[ImageDigests] = None,
     ):
         """`registries`: where algorithm images may come from (ALGORITHM_REGISTRIES), checked with
-        the container fields, before any order is checked or anything reserved."""
+        the container fields, before any order is checked or anything reserved. `image_digests`
+        pins a start's image to its manifest digest (compute.image_digests); None: not pinned."""
         self._provider_address = provider_address
         self._environments = environments
         self._provider_url = provider_url
@@ -153,6 +161,7 @@ class ComputeValidator:
         self._open_when_unrestricted = open_when_unrestricted
         self._s3_sources = s3_sources
         self._registries = registries
+        self._image_digests = image_digests
 
     # ---- entry points
 
@@ -231,6 +240,11 @@ class ComputeValidator:
         self._no_order_twice(inputs, algorithm)
         chain_id = self._chain_of(inputs, algorithm, environment)
         inputs = tuple(replace(item, chain_id=chain_id) if item.is_raw else item for item in inputs)
+        if purpose.runs and self._image_digests is not None:
+            # before the files: a registry that refuses or does not answer costs no download
+            AlgorithmContainer.from_metadata(algorithm.container)  # a well-formed name before any request
+            image = self._image_digests.pin(algorithm.container)
+            algorithm = replace(algorithm, container={**algorithm.container, "digest": image.digest}, image=image)
         plan = ComputePlan(environment, chain_id, self._provider_address, inputs, algorithm)
         if admit is not None:
             admit(plan)

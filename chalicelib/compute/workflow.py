@@ -65,6 +65,8 @@ class ComputeWorkflow:
         if max_seconds is not None:
             timeout = min(timeout, max_seconds)
         orders = [Order(order.resource, order.chain_id, result.tx_id) for order, result in verified]
+        plan = dataclasses.replace(plan, fee={"chainId": paying.chain_id, "token": paying.provider_fee_token,
+                                              "amount": str(paying.provider_fee_amount), "order": paying.tx_id})
         return self._jobs.start(plan, consumer, orders, timeout, deadline=deadline, gate=gate)
 
     def plan_free(self, consumer: str, environment_id: str, datasets: Sequence[FreeDatasetInput],

@@ -21,6 +21,7 @@ from chalicelib.http import Call, Operation
 from chalicelib.node import PREFIX, is_node_operation
 from chalicelib.node import environments as views
 from chalicelib.node import free
+from chalicelib.owner import release
 from chalicelib.payments import paid_start
 from chalicelib.root import SOFTWARE, VERSION
 
@@ -220,6 +221,8 @@ def result(call: Call) -> Response:
 def streamable_logs(call: Call) -> Response:
     """The algorithm's log so far, to its owner only; 404 while none exists."""
     job = services.job_service().find_one(call.caller, call.params.jobId)
+    if release.withheld(job):  # the algorithm's log may carry the data as well as its outputs
+        raise NotFound(release.HELD)
     content = services.algorithm_logs().read(job)
     if content is None:
         raise NotFound(NO_LOG)

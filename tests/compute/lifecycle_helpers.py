@@ -13,10 +13,35 @@ from botocore.stub import ANY, Stubber
 from devstack.devchain import DevChain
 from devstack.publish import PublishedAsset, publish_asset
 from devstack.orders import mint_datatokens, start_order
+from oci_registry import LoopbackRegistry, script_image
 from signing import sign
 
-CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim",
-             "checksum": "sha256:" + "ab" * 32}
+# The image the samples' algorithm runs in: every start resolves its tag through its registry
+# (compute.image_digests), here a registry of the tests' own standing in for Docker Hub and GHCR
+# (`image_registry()`), where these tags point to this image; the DDO's checksum is its digest.
+TEST_IMAGE = script_image("the tests' algorithm image")
+TEST_IMAGE_TAGS = (("library/python", "3.11-slim"), ("library/python", "3.11"), ("oceanprotocol/algo", "latest"),
+                   ("oceanprotocol/algo", "3.11"))
+CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11-slim", "checksum": TEST_IMAGE.digest}
+_registry: list[LoopbackRegistry] = []
+
+
+def image_registry() -> LoopbackRegistry:
+    """The tests' registry (started once per session, in a thread), serving TEST_IMAGE_TAGS."""
+    if not _registry:
+        registry = LoopbackRegistry(tokens=True).start()
+        for name, tag in TEST_IMAGE_TAGS:
+            registry.publish(name, tag, TEST_IMAGE)
+        _registry.append(registry)
+    return _registry[0]
+
+
+def registry_digests():
+    """The provider's real resolver, with Docker Hub's and GHCR's API at the tests' registry."""
+    from chalicelib.compute.image_digests import RegistryDigests
+
+    registry = image_registry()
+    return RegistryDigests(endpoints={"docker.io": registry.url, "ghcr.io": registry.url}, allow_private=True)
 DATA_URL = "https://data.example.com/private/iris.csv?token=s3cr3t"
 # The algorithm's file: an s3 object (moto) the provider hashes at start and pins in the manifest;
 # the fixture's S3_FILE_SOURCES gives the bucket to the samples' publisher.
@@ -92,12 +117,15 @@ class Published:
 
 
 def publish_samples(chain: DevChain, encrypt, provider_url: str, allow_raw: bool = False,
-                    trusted_publishers: tuple[str, ...] = ()) -> Published:
+                    trusted_publishers: tuple[str, ...] = (), container: Mapping[str, str] = CONTAINER,
+                    compute: Mapping[str, Any] | None = None) -> Published:
+    """The sample algorithm (in `container`) and a dataset that trusts it (its compute options
+    updated with `compute`)."""
     algorithm = publish_asset(
         chain.w3, chain.publisher, chain.contracts, name="stats", asset_type="algorithm",
         files=[put_algorithm_file()],
         provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
-        algorithm={"language": "python", "version": "1", "container": CONTAINER},
+        algorithm={"language": "python", "version": "1", "container": dict(container)},
     )
     from chalicelib.compute.algorithm_rules import container_section_checksum
 
@@ -106,7 +134,8 @@ def publish_samples(chain: DevChain, encrypt, provider_url: str, allow_raw: bool
         provider_url=provider_url, provider_address=chain.provider.address, encrypt=encrypt,
         compute={"allowRawAlgorithm": allow_raw, "publisherTrustedAlgorithmPublishers": list(trusted_publishers),
                  "publisherTrustedAlgorithms": [{"did": algorithm.did, "filesChecksum": "",
-                                                 "containerSectionChecksum": container_section_checksum(CONTAINER)}]},
+                                                 "containerSectionChecksum": container_section_checksum(container)}],
+                 **(compute or {})},
     )
     for asset in (dataset, algorithm):
         mint_datatokens(chain.w3, chain.publisher, asset.datatoken, chain.consumer.address)
@@ -158,11 +187,15 @@ def post_start(client, body: dict):
 
 @contextmanager
 def stubbed_provider(chain: DevChain, monkeypatch: Any, environments: str, *, allow_raw: bool = False,
-                     env: Mapping[str, str] | None = None) -> Iterator[tuple["StubbedBatch", Any]]:
+                     env: Mapping[str, str] | None = None, tests_registry: bool = True,
+                     container: Mapping[str, str] = CONTAINER,
+                     compute: Mapping[str, Any] | None = None) -> Iterator[tuple["StubbedBatch", Any]]:
     """The provider under test on `chain` and moto: `environments` configured, the samples'
-    algorithm allowed to its publisher (S3_FILE_SOURCES), Batch behind the Stubber, the sample
-    dataset and algorithm published and registered; yields (batch, published) and puts every
-    setting back afterwards."""
+    algorithm allowed to its publisher (S3_FILE_SOURCES), Batch behind the Stubber, images
+    resolved by the tests' registry (`tests_registry`; False: as configured), the sample
+    dataset and algorithm (in `container`, the dataset's compute options updated with
+    `compute`) published and registered; yields (batch, published) and puts every setting back
+    afterwards."""
     from chalicelib import services
     from chalicelib.compute import environments as configured
     from chalicelib.compute.dispatch import BatchDispatcher
@@ -178,8 +211,11 @@ def stubbed_provider(chain: DevChain, monkeypatch: Any, environments: str, *, al
     batch = StubbedBatch()
     dispatcher = BatchDispatcher(batch.client, "runner:1", current.bucket)
     monkeypatch.setattr(services, "dispatcher", lambda: dispatcher)
+    if tests_registry:
+        digests = registry_digests()
+        monkeypatch.setattr(services, "image_digests", lambda: digests)
     published = publish_samples(chain, ecies_encrypt_for(chain.provider_public_key), current.provider_url,
-                                allow_raw=allow_raw)
+                                allow_raw=allow_raw, container=container, compute=compute)
     for asset in (published.dataset, published.algorithm):
         services.asset_resolver().register(chain.chain_id, asset.nftAddress)
     try:

@@ -12,7 +12,7 @@ import requests
 
 from lifecycle_helpers import (
     ALGORITHM_CODE, DATA_URL, consumer_key, environments_json, initialize, order_both, post_start, publish_samples,
-    start_body, stubbed_provider,
+    TEST_IMAGE, start_body, stubbed_provider,
 )
 from signing import sign
 from test_events import batch_event, runner_event
@@ -248,7 +248,7 @@ def test_raw_algorithm_refused_when_not_allowed(client, provider):
     dataset_tx, _ = order_both(chain, published, quote)
     body = start_body(published, chain.consumer, time.time_ns(), dataset_tx, "0x" + "00" * 32)
     body["algorithm"] = {"meta": {"rawcode": "print(1)", "container": {"entrypoint": "python $ALGO", "image": "python",
-                                                                       "tag": "3.11", "checksum": "sha256:" + "cd" * 32}}}
+                                                                       "tag": "3.11", "checksum": TEST_IMAGE.digest}}}
     status, response = post_start(client, body)
     assert status == 400 and response["error"] == {"dataset": "no_raw_algo_allowed"}
 

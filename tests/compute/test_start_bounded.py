@@ -9,11 +9,11 @@ import time
 import pytest
 
 from lifecycle_helpers import (
-    environments_json, initialize, order_both, post_start, start_body, stubbed_provider,
+    TEST_IMAGE, environments_json, initialize, order_both, post_start, start_body, stubbed_provider,
 )
 
 RETENTION = 12_345
-GOOD_CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11", "checksum": "sha256:" + "cd" * 32}
+GOOD_CONTAINER = {"entrypoint": "python $ALGO", "image": "python", "tag": "3.11", "checksum": TEST_IMAGE.digest}
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from chalicelib.compute import status as st
 
 ALL = sorted(st.STATUS_TEXT)
 RUNNING = [1, 10, 20, 30, 40, 50, 60]
-FINAL = [7, 31, 32, 41, 62, 70]
+FINAL = [7, 31, 32, 41, 62, 70, 75, 76]
 
 
 def test_table_matches_the_design():
@@ -18,9 +18,9 @@ def test_table_matches_the_design():
         20: "Configuring volumes", 30: "Provisioning success", 31: "Data provisioning failed",
         32: "Algorithm provisioning failed", 40: "Running algorithm", 41: "Algorithm failed",
         50: "Filtering results", 60: "Publishing results", 62: "Results upload failed",
-        70: "Job completed",
+        70: "Job completed", 75: "Awaiting release", 76: "Results refused by the data owner",
     }
-    assert st.TERMINAL == {7, 8, 31, 32, 41, 62, 70}
+    assert st.TERMINAL == {7, 8, 31, 32, 41, 62, 70, 75, 76}
     assert [st.is_terminal(code) for code in ALL] == [code in st.TERMINAL for code in ALL]
 
 

@@ -409,7 +409,6 @@ def test_raw_algorithm_must_be_allowed_by_every_compute_input():
 
 @pytest.mark.parametrize("meta, error", [
     ({"rawcode": "", "url": "", "container": CONTAINER}, {"algorithm": "meta_oneof_url_rawcode_remote"}),
-    ({"rawcode": "x", "container": {**CONTAINER, "checksum": ""}}, {"algorithm.container": "missing_entrypoint_image_checksum"}),
     ({"rawcode": "x", "container": {**CONTAINER, "entrypoint": ""}}, {"algorithm.container": "missing_entrypoint_image_checksum"}),
     ({"rawcode": "x", "container": {**CONTAINER, "image": ""}}, {"algorithm.container": "missing_entrypoint_image_checksum"}),
     ({"rawcode": "x", "container": {**CONTAINER, "checksum": "md5:abc"}}, {"algorithm.container": "checksum_prefix"}),
@@ -471,9 +470,21 @@ def test_start_needs_the_algorithm_order():
     assert refused(_start(make_dataset(), algorithm, transferTxId=None)) == {"algorithm.transferTxId": "missing"}
 
 
+def test_a_container_without_checksum_is_accepted():
+    """Unlike the original Provider (Ocean Node takes one too): every start pins the image to the
+    digest its tag resolves to (compute.image_digests), so the checksum is the publisher's promise
+    to check, not what keeps the image fixed (tests/owner/test_image_pinning.py)."""
+    dataset = make_dataset(compute={"allowRawAlgorithm": True})
+    plan = validator().validate_start(start_request(dataset, meta={"rawcode": "x", "container": {**CONTAINER, "checksum": ""}}),
+                                      with_files(dataset))
+    assert plan.algorithm.container["checksum"] == ""
+    algorithm = make_algorithm(container={**CONTAINER, "checksum": ""})
+    assert _start(make_dataset(), algorithm)().algorithm.did == algorithm.did
+
+
 @pytest.mark.parametrize("container, code", [
-    ({**CONTAINER, "checksum": ""}, "missing_entrypoint_image_checksum"),
     ({"image": "python", "tag": "3"}, "missing_entrypoint_image_checksum"),
+    ({**CONTAINER, "entrypoint": ""}, "missing_entrypoint_image_checksum"),
     ({**CONTAINER, "checksum": "ab" * 32}, "checksum_prefix"),
 ])
 def test_published_algorithm_container_must_be_complete(container, code):

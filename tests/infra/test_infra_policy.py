@@ -112,9 +112,9 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
     statements = _by_sid(_policy(stage, "api"))
     table = lambda name: f"arn:{where.partition}:dynamodb:{where.region}:{where.account}:table/{name}"  # noqa: E731
     names = [settings.nonces_table, settings.revoked_tokens_table, settings.jobs_table, settings.orders_table,
-             settings.assets_table, settings.counters_table]
+             settings.assets_table, settings.counters_table, settings.audit_table]
     assert names == [f"{env['RESOURCE_PREFIX']}-{n}" for n in
-                     ("nonces", "revoked-tokens", "jobs", "orders", "assets", "counters")]
+                     ("nonces", "revoked-tokens", "jobs", "orders", "assets", "counters", "audit")]
     payments = [f"{env['RESOURCE_PREFIX']}-{n}" for n in ("chain-accounts", "transactions", "escrow-payments")]
     assert sorted(statements["Items"]["Resource"]) == sorted(table(n) for n in names + payments)
     assert sorted(statements["EscrowPaymentIndexes"]["Resource"]) == sorted([
@@ -122,6 +122,9 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
         f"{table(payments[2])}/index/held-payments", f"{table(payments[2])}/index/by-chain"])
     assert sorted(statements["JobIndexes"]["Resource"]) == sorted(
         f"{table(settings.jobs_table)}/index/{i}" for i in ("by-owner", "by-owner-document", "active-by-update", "by-environment"))
+    # a start puts its audit entries in its transaction (Items); a publisher's page is one Query
+    assert statements["AuditLog"]["Action"] == ["dynamodb:Query"]
+    assert statements["AuditLog"]["Resource"] == [table(settings.audit_table)]
     assert statements["JobObjects"]["Resource"] == [f"arn:aws:s3:::{settings.bucket}/jobs/*"]
     # results are served at the version publish wrote, and a deleted job loses every version
     assert statements["JobObjects"]["Action"] == ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObject",
@@ -259,6 +262,18 @@ def test_render_refuses_a_secret_name_without_account():
     env = dict(stage_env("dev"), PROVIDER_KEY_SECRET="ocean-c2d-dev/provider-key")
     with pytest.raises(ConfigurationError):
         policies.render(env, APP_NAME, "dev")
+
+
+def test_the_api_may_read_the_registry_logins_secret_when_one_is_configured():
+    """REGISTRY_CREDENTIALS_SECRET (image digests: the operator's registry logins) joins the
+    secrets the API reads; an ARN is required, as for every secret of a deployed stage."""
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ocean-c2d-dev/registries-AbCdEf"
+    env = dict(stage_env("dev"), REGISTRY_CREDENTIALS_SECRET=arn)
+    api = _by_sid(policies.render(env, APP_NAME, "dev")[policies.policy_files("dev")["api"]])
+    assert arn in api["Secrets"]["Resource"]
+    assert arn not in _by_sid(_policy("dev", "api"))["Secrets"]["Resource"]
+    with pytest.raises(ConfigurationError):
+        policies.render(dict(env, REGISTRY_CREDENTIALS_SECRET="ocean-c2d-dev/registries"), APP_NAME, "dev")
 
 
 def test_least_privilege_check_can_fail():

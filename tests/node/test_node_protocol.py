@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from lifecycle_helpers import (
-    consumer_key, environments_json, order_both, stubbed_provider,
+    TEST_IMAGE, consumer_key, environments_json, order_both, stubbed_provider,
 )
 from signing import sign
 
@@ -21,7 +21,7 @@ from test_events import TASK_ID, batch_event, runner_event
 JOB_QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/ocean-c2d-cpu"
 API = "/node/api/services"
 RAW = {"meta": {"rawcode": "print('hello')", "container": {"entrypoint": "python $ALGO", "image": "python",
-                                                          "tag": "3.11", "checksum": "sha256:" + "cd" * 32}}}
+                                                          "tag": "3.11", "checksum": TEST_IMAGE.digest}}}
 
 
 def free_environments(chain, per_consumer=1, max_free=2, access=()) -> str:
@@ -114,7 +114,9 @@ def test_root_document_lists_node_services_relative_to_the_prefix(client):
                               "freeCompute", "computeStatus", "computeStop", "computeResult", "computeStreamableLogs",
                               "generateAuthToken", "invalidateAuthToken",
                               # v4's only, for ocean.py (it joins every path to the host's root)
-                              "computeDelete", "create_auth_token", "delete_auth_token"}
+                              "computeDelete", "create_auth_token", "delete_auth_token",
+                              # the data owner's (issue 22): receipts, the audit log, reviews, releases
+                              "computeReceipt", "computeAudit", "computeAuditResult", "computeRelease"}
     assert endpoints["computeDelete"] == ["DELETE", "/api/services/compute"]
     assert endpoints["computeStart"] == ["POST", "/api/services/compute"]
     assert endpoints["generateAuthToken"] == ["POST", "/api/services/auth/token"]
