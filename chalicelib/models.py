@@ -175,6 +175,10 @@ class JobRecord(Model):
     # The environment while the job has not ended (the key of `active`), absent afterwards.
     active_environment = UnicodeAttribute(null=True, attr_name="activeEnvironment")
     owner_document = UnicodeAttribute(null=True, attr_name="ownerDocument")
+    # Ocean Node's start options (compute.job_options): the consumer's labels, answered in
+    # status, and the addresses (lower case) that may read the job but not change it.
+    metadata = JSONAttribute(null=True)
+    viewers = ListAttribute(of=UnicodeAttribute, null=True, attr_name="additionalViewers")
 
     by_owner = JobsByOwner()
     by_document = JobsByDocument()

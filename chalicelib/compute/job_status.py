@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.compute import status as st
+from chalicelib.compute.event_signals import OOM_REASON
 from chalicelib.compute.paging import MAX_ANSWER_BYTES, Cursor
 from chalicelib.models import JobRecord
 from chalicelib.results import JobObjects
 
 # What status_object reads of a record (DynamoDB names), for listings.
 STATUS_ATTRIBUTES = ["jobId", "owner", "documentId", "dateCreated", "dateFinished", "status", "statusText", "results",
-                     "inputDIDs", "algoDID", "agreementId", "environment", "terminationDetails"]
+                     "inputDIDs", "algoDID", "agreementId", "environment", "terminationDetails", "metadata"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,15 @@ class JobPage:
 
 def page_cursor(job: JobRecord) -> Cursor:
     return Cursor(int(job.date_created), job.job_id)
+
+
+def termination_details(stored: dict[str, Any]) -> dict[str, Any]:
+    """Ocean Node's `{OOMKilled, exitCode}` and our `reason`: records written before OOMKilled
+    was kept say it from their reason (compute.event_planning keeps the error class)."""
+    reason = stored.get("reason") or ""
+    oom = stored.get("OOMKilled")
+    return {"OOMKilled": bool(oom) if oom is not None else reason.startswith(OOM_REASON),
+            "exitCode": stored.get("exitCode"), "reason": reason}
 
 
 def status_object(job: JobRecord, objects: JobObjects | None, url_bytes: int = MAX_ANSWER_BYTES) -> dict[str, Any]:
@@ -56,8 +66,10 @@ def status_object(job: JobRecord, objects: JobObjects | None, url_bytes: int = M
         "agreementId": job.agreement_id,
         "environment": job.environment,
     }
+    if job.metadata:
+        body["metadata"] = job.metadata
     if job.termination_details:
-        body["terminationDetails"] = job.termination_details.as_dict()
+        body["terminationDetails"] = termination_details(job.termination_details.as_dict())
     if objects is not None and int(job.status) != st.DELETED:
         room = url_bytes - len(json.dumps(body))
         for position, item in enumerate(job.results or []):

@@ -24,6 +24,7 @@ from chalicelib.compute import transitions
 from chalicelib.compute.container_rules import AlgorithmContainer
 from chalicelib.compute.dispatch import Dispatcher
 from chalicelib.compute.environments import Environment
+from chalicelib.compute.job_options import JobOptions, may_read
 from chalicelib.compute.job_reservations import (
     DISPATCH_FAILED,
     UNAVAILABLE,
@@ -93,10 +94,11 @@ class JobService:
 
     def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None,
               slots: Sequence[Slot] = (), *, deadline: Deadline | None = None,
-              gate: DispatchGate | None = None) -> JobRecord:
+              gate: DispatchGate | None = None, options: JobOptions = JobOptions()) -> JobRecord:
         """Reserve, record, [gate], write the manifest, dispatch; undo everything but the record
         on failure. `slots`: further counters the job holds (free compute starts with no order
         but these). `gate`: what must hold before the dispatch (an escrow lock, payments.paid_start).
+        `options`: what the record keeps beside the inputs (metadata, viewers).
 
         Nothing is reserved unless `deadline` leaves START_RESERVE_SECONDS: a Lambda killed
         between the reservation and SubmitJob would leave the order used and the slot taken
@@ -106,7 +108,7 @@ class JobService:
         container = AlgorithmContainer.from_metadata(plan.algorithm.container)  # refused: nothing exists yet
         if gate is not None:
             gate.check()
-        job = self._new_record(plan, owner, orders)
+        job = self._new_record(plan, owner, orders, options)
         if slots:
             job.usage_keys = [slot.key for slot in slots]
         self._reservations.reserve(job, plan.environment, orders, slots)
@@ -137,7 +139,7 @@ class JobService:
         reuseOrder (a new transferTxId) instead of offering the order as is."""
         return self._reservations.order_used(chain_id, tx_id)
 
-    def _new_record(self, plan: ComputePlan, owner: str, orders: Sequence[Order]) -> JobRecord:
+    def _new_record(self, plan: ComputePlan, owner: str, orders: Sequence[Order], options: JobOptions) -> JobRecord:
         now = int(self._clock())
         environment = plan.environment
         main = plan.datasets[0]
@@ -157,6 +159,8 @@ class JobService:
             updated_at=now,
             active_environment=environment.id,
             owner_document=owner_document(owner, main.did),
+            metadata=options.metadata,
+            viewers=list(options.viewers) or None,
             # the latest a job can end, then its results' storage, then the operator's retention
             expires_at=datetime.fromtimestamp(
                 now + environment.max_job_duration + environment.storage_expiry + self._record_retention, timezone.utc),
@@ -217,15 +221,19 @@ class JobService:
     # -- find, stop, delete ----------------------------------------------------------------
 
     def find(self, owner: str, job_id: str | None = None, document_id: str | None = None,
-             after: Cursor | None = None, limit: int = PAGE_JOBS, for_status: bool = False) -> JobPage:
+             after: Cursor | None = None, limit: int = PAGE_JOBS, for_status: bool = False,
+             viewer: bool = False) -> JobPage:
         """The owner's jobs matching the filters, newest first, at most `limit`; another
         owner's job is not found. Each query reads only the owner's partition of an index.
+        `viewer`: a job asked for by its id is found for one of its additionalViewers too
+        (reading it; never to stop or delete it).
         `for_status`: a listing reads only what status objects show (parsing whole records,
         orders and all, was most of a page's time)."""
         try:
             if job_id:
                 job = self._jobs.get(job_id, consistent_read=True)
-                found = job.owner == owner and (not document_id or job.document_id == document_id)
+                reader = may_read(job.owner, job.viewers, owner) if viewer else job.owner == owner
+                found = reader and (not document_id or job.document_id == document_id)
                 return JobPage([job] if found else [])
             if document_id:
                 index, key, attribute = self._jobs.by_owner_document, owner_document(owner, document_id), "ownerDocument"
@@ -243,8 +251,8 @@ class JobService:
         jobs = [job for job in jobs if job.owner == owner]
         return JobPage(jobs, page_cursor(jobs[-1]) if more and jobs else None)
 
-    def find_one(self, owner: str, job_id: str) -> JobRecord:
-        jobs = self.find(owner, job_id=job_id).jobs
+    def find_one(self, owner: str, job_id: str, viewer: bool = False) -> JobRecord:
+        jobs = self.find(owner, job_id=job_id, viewer=viewer).jobs
         if not jobs:
             raise NotFound("Job not found")
         return jobs[0]
@@ -319,8 +327,9 @@ class JobService:
 
     # -- results ---------------------------------------------------------------------------
 
-    def result_url(self, owner: str, job_id: str, index: int) -> str:
-        job = self.find_one(owner, job_id)
+    def result_url(self, reader: str, job_id: str, index: int) -> str:
+        """For the job's owner or one of its additionalViewers."""
+        job = self.find_one(reader, job_id, viewer=True)
         if int(job.status) == st.DELETED:
             raise BusinessError("Job was deleted; its results are gone.")
         results = job.results or []
