@@ -360,9 +360,10 @@ def _job_event(function: str, event: object) -> dict:
         return answer
 
 
-@app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile_jobs")
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="reconcile_jobs")
 def reconcile_jobs(event: object) -> dict:
-    """Every 5 minutes: end starts killed before dispatch, apply Batch states whose events were lost."""
+    """Every minute: end starts killed before dispatch, apply Batch states whose events were lost,
+    stop algorithms that outlived their deadline (compute.deadlines)."""
     from chalicelib.compute.reconcile import build_reconciler
     from chalicelib.observability import health
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import aws_calls, cold_start, observability, package, scale, signatures
+from bench import aws_calls, cold_start, escrow_gas, observability, package, scale, signatures
 
 # Each gives one row (name, value, unit, budget) or a list of them.
-BENCHMARKS = [signatures.run, cold_start.run, observability.run, aws_calls.run, scale.run, package.run]
+BENCHMARKS = [signatures.run, cold_start.run, observability.run, aws_calls.run, escrow_gas.run, scale.run, package.run]
 
 
 def main() -> int:

@@ -52,17 +52,12 @@ def _static_server(folder: str) -> tuple[http.server.ThreadingHTTPServer, str]:
 def measure() -> dict[str, Any]:
     for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
         del os.environ[name]
+    from bench.consumer import provider_environment
     from devstack.devchain import start_devchain
-    from devstack.stack import DEV_PROVIDER_KEY, local_environments
+    from devstack.stack import DEV_PROVIDER_KEY
 
     chain = start_devchain(provider_key=DEV_PROVIDER_KEY)
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1", "RESULTS_BUCKET": "bench-results", "RESOURCE_PREFIX": "bench",
-        "CHAINS": json.dumps({str(chain.chain_id): chain.rpc_url}), "PROVIDER_PRIVATE_KEY": DEV_PROVIDER_KEY,
-        "JWT_SECRET": "bench-jwt-secret-of-sufficient-length-000", "ALLOW_PRIVATE_NETWORKS": "1",
-        "COMPUTE_ENVIRONMENTS": local_environments(chain),
-    })
+    os.environ.update(provider_environment(chain, "bench"))
     from moto import mock_aws
 
     try:
@@ -75,22 +70,11 @@ def measure() -> dict[str, Any]:
 def _measure_with(chain: Any) -> dict[str, Any]:
     """With the dispatcher accessor replaced for the run only (later benchmarks reset services)."""
     import app as app_module
-    from bench.consumer import StubbedBatch
-    from chalicelib import services
-    from chalicelib.bootstrap import bootstrap
-    from chalicelib.compute.dispatch import BatchDispatcher
+    from bench.consumer import StubbedBatch, provider_on
 
-    services.reset()
-    bootstrap(services.settings(), with_bucket=True)
     batch = StubbedBatch()
-    dispatcher = BatchDispatcher(batch.client, "runner:1", services.settings().bucket)
-    original_dispatcher = services.dispatcher
-    services.dispatcher = lambda: dispatcher  # type: ignore[assignment]
-    try:
+    with provider_on(batch.client) as services:
         return _run_jobs(chain, app_module, services, batch)
-    finally:
-        services.dispatcher = original_dispatcher  # type: ignore[assignment]
-        services.reset()
 
 
 def _run_jobs(chain: Any, app_module: Any, services: Any, batch: Any) -> dict[str, Any]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import boto3
 from botocore.stub import ANY, Stubber
@@ -12,6 +13,39 @@ from eth_account.messages import encode_defunct
 from eth_utils import keccak
 
 from devstack.orders import start_order
+
+
+def provider_environment(chain: Any, prefix: str) -> dict[str, str]:
+    """The settings of a provider on the dev chain, for in-process benchmarks (moto, anvil)."""
+    from devstack.stack import DEV_PROVIDER_KEY, local_environments
+
+    return {
+        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1", "RESULTS_BUCKET": "bench-results", "RESOURCE_PREFIX": prefix,
+        "CHAINS": json.dumps({str(chain.chain_id): chain.rpc_url}), "PROVIDER_PRIVATE_KEY": DEV_PROVIDER_KEY,
+        "JWT_SECRET": "bench-jwt-secret-of-sufficient-length-000", "ALLOW_PRIVATE_NETWORKS": "1",
+        "COMPUTE_ENVIRONMENTS": local_environments(chain),
+    }
+
+
+@contextmanager
+def provider_on(batch_client: Any) -> Iterator[Any]:
+    """The provider's services on fresh tables and bucket (moto), its Batch calls going to
+    `batch_client`, for the run only (later benchmarks reset services); yields `services`."""
+    from chalicelib import services
+    from chalicelib.bootstrap import bootstrap
+    from chalicelib.compute.dispatch import BatchDispatcher
+
+    services.reset()
+    bootstrap(services.settings(), with_bucket=True)
+    dispatcher = BatchDispatcher(batch_client, "runner:1", services.settings().bucket)
+    original = services.dispatcher
+    services.dispatcher = lambda: dispatcher  # type: ignore[assignment]
+    try:
+        yield services
+    finally:
+        services.dispatcher = original  # type: ignore[assignment]
+        services.reset()
 
 
 class StubbedBatch:

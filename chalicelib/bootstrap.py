@@ -55,6 +55,9 @@ def create_bucket(settings: Settings) -> None:
             s3.create_bucket(Bucket=settings.bucket)
         else:
             s3.create_bucket(Bucket=settings.bucket, CreateBucketConfiguration={"LocationConstraint": settings.region})
+    # Versioned as infra/resources.yaml makes it: manifests and results are read by version id
+    # (chalicelib.results), so another job's write at the same key is never what is read.
+    s3.put_bucket_versioning(Bucket=settings.bucket, VersioningConfiguration={"Status": "Enabled"})
 
 
 BATCH_SERVICE_ROLE = "ocean-c2d-batch-service"

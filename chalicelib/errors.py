@@ -82,7 +82,9 @@ class PayloadTooLarge(ProviderError):
 
 
 class TooManyRequests(ProviderError):
-    """A rate limit refused the request: 429, with when to try again (Retry-After, seconds)."""
+    """The caller must wait `retry_after` seconds (429, with a Retry-After header): a rate limit
+    (the free-start rates), or a payer whose escrow locks failed on chain too often lately
+    (payments.escrow_accounts)."""
 
     status_code = 429
 

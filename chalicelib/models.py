@@ -175,6 +175,28 @@ class JobRecord(Model):
     # The environment while the job has not ended (the key of `active`), absent afterwards.
     active_environment = UnicodeAttribute(null=True, attr_name="activeEnvironment")
     owner_document = UnicodeAttribute(null=True, attr_name="ownerDocument")
+    # The job's own secret (chalicelib.job_key): seals its manifest, signs its runner's events.
+    # Never shown: status objects name their fields (compute.job_status).
+    runner_key = UnicodeAttribute(null=True, attr_name="runnerKey")
+    # The algorithm's time limit in seconds (C2D_MAX_SECONDS), set at the start.
+    max_seconds = NumberAttribute(null=True, attr_name="maxSeconds")
+    # Times of the current Batch attempt (epoch seconds; compute.deadlines, payments.settlement):
+    # when Batch first said STARTING, when configure's signed 30 said the algorithm may start,
+    # when publish's signed 60 said it started (the algorithm container had exited), and the
+    # algorithm container's own StartedAt/FinishedAt as the ECS agent recorded them (publish
+    # reads them from the task metadata endpoint).
+    starting_at = NumberAttribute(null=True, attr_name="startingAt")
+    algorithm_started_at = NumberAttribute(null=True, attr_name="algorithmStartedAt")
+    publish_started_at = NumberAttribute(null=True, attr_name="publishStartedAt")
+    algorithm_run = JSONAttribute(null=True, attr_name="algorithmRun")
+    # The algorithm container's CloudWatch stream (c2d/algorithm/<ECS task id>) once Batch named the task.
+    log_stream = UnicodeAttribute(null=True, attr_name="logStream")
+    # What a start stores so that anyone can finish it (compute.job_dispatch): the Batch submit's
+    # parameters, the fingerprint of the request that made it (a retry of the same start may
+    # rewrite its manifest), and until when a dispatcher holds the right to submit it.
+    dispatch_spec = JSONAttribute(null=True, attr_name="dispatchSpec")
+    start_key = UnicodeAttribute(null=True, attr_name="startKey")
+    dispatch_lease = NumberAttribute(null=True, attr_name="dispatchLease")
     # Ocean Node's start options (compute.job_options): the consumer's labels, answered in
     # status, and the addresses (lower case) that may read the job but not change it.
     metadata = JSONAttribute(null=True)

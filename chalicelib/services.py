@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from chalicelib.compute.start_rate import StartRates
     from chalicelib.compute.dispatch import Dispatcher
     from chalicelib.compute.events import JobEvents
+    from chalicelib.compute.job_starts import ResumeGate
     from chalicelib.compute.jobs import JobService
     from chalicelib.compute.usage import UsageCounter
     from chalicelib.compute.workflow import ComputeWorkflow
@@ -165,7 +166,8 @@ def job_service() -> "JobService":
     # S3 and Batch clients are built on first use (aws.client caches them): a stop of a
     # finished job or a status listing needs neither.
     return JobService(JobObjects(lambda: aws.client("s3"), current.bucket), lambda: dispatcher(), usage_counter(),
-                      record_retention=current.job_record_retention, on_terminal=settle_escrow)
+                      record_retention=current.job_record_retention, on_terminal=settle_escrow,
+                      resume_gate=stored_escrow_lock)
 
 
 @lru_cache(maxsize=1)
@@ -217,6 +219,16 @@ def settle_escrow(job: "JobRecord") -> None:
 
     job.refresh(consistent_read=True)  # a transaction's write leaves the in-memory record stale
     settle_job(payments(), job)
+
+
+def stored_escrow_lock(job: "JobRecord") -> "ResumeGate | None":
+    """The escrow lock of a recorded start, for the same start again or the reconciler (None
+    without escrow configured, or for a job without escrow payment)."""
+    if not escrow_enabled():
+        return None
+    from chalicelib.payments.paid_start import stored_lock
+
+    return stored_lock(payments(), job)
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Sequence
 
@@ -32,6 +33,7 @@ from chalicelib.compute.batch_naming import JOB_ID_PATTERN, STOP_REASON_PREFIX
 from chalicelib.compute.container_rules import AlgorithmContainer
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.event_signals import batch_state_event
+from chalicelib.job_key import ENVIRONMENT_VARIABLE as JOB_KEY_VARIABLE
 from devstack.sandbox import NoSandbox, Sandbox, algorithm_uid, find_sandbox, sandbox_environment, write_user_files
 
 log = logging.getLogger(__name__)
@@ -95,14 +97,15 @@ class LocalDispatcher:
 
     def submit(self, job_id: str, environment: Environment, manifest_uri: str, container: AlgorithmContainer,
                timeout: int | None = None, *, dids: Sequence[str] = (), algorithm_did: str = "",
-               allow_network: bool = False) -> str:
-        """Start the job in a thread; `allow_network` (C8) only when every dataset allows it."""
+               allow_network: bool = False, runner_key: str) -> str:
+        """Start the job in a thread; `allow_network` (C8) only when every dataset allows it.
+        `runner_key` reaches the configure and publish processes' environment only, as on Batch."""
         if not JOB_ID_PATTERN.fullmatch(job_id):
             raise ValueError("job id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
         local_id = "local-" + uuid.uuid4().hex[:12]
         job = _LocalJob(job_id, local_id, environment.job_queue, self._jobs_dir / job_id, manifest_uri,
                         container.entrypoint, timeout or environment.max_job_duration, allow_network,
-                        self._runner_env, self._deliver, self._sandbox, self._unsandboxed_reason)
+                        self._runner_env, self._deliver, self._sandbox, self._unsandboxed_reason, runner_key)
         with self._lock:
             self._running[local_id] = job
         threading.Thread(target=self._run, args=(job,), name=f"job-{job_id}", daemon=True).start()
@@ -145,26 +148,33 @@ def register() -> None:
 class _LocalJob:
     def __init__(self, job_id: str, local_id: str, queue: str, folder: Path, manifest_uri: str, entrypoint: str,
                  timeout: int, allow_network: bool, runner_env: Mapping[str, str], deliver: Deliver,
-                 sandbox: Sandbox | None, unsandboxed_reason: str):
+                 sandbox: Sandbox | None, unsandboxed_reason: str, runner_key: str):
         self.job_id, self.local_id, self.queue, self.folder = job_id, local_id, queue, folder
         self.data = folder / "data"
         self.manifest_uri, self.entrypoint, self.timeout = manifest_uri, entrypoint, timeout
         self.allow_network, self.uid = allow_network, algorithm_uid(allow_network)
         self.runner_env, self.deliver = runner_env, deliver
         self.sandbox, self.unsandboxed_reason = sandbox, unsandboxed_reason
+        self.runner_key = runner_key
         self.stopped: str | None = None
         self.process: subprocess.Popen | None = None
 
     def run(self) -> None:
-        for status in ("RUNNABLE", "STARTING", "RUNNING"):
+        """As the ECS agent runs the task: configure; the algorithm only if configure succeeded
+        (dependsOn SUCCESS), then publish; the job is STARTING until publish starts (a task's
+        known status is the lowest of its containers'), when it becomes RUNNING."""
+        for status in ("RUNNABLE", "STARTING"):
             self._batch(status)
         shutil.rmtree(self.folder, ignore_errors=True)
         self.data.mkdir(parents=True)
         exits: dict[str, int | None] = {"configure": self._runner("configure"), "algorithm": None, "publish": None}
-        if not self.stopped:
-            exits["algorithm"] = self._algorithm(configured=exits["configure"] == 0)
-        if not self.stopped:
-            exits["publish"] = self._runner("publish")
+        if not self.stopped and exits["configure"] == 0:
+            started = time.time()
+            exits["algorithm"] = self._algorithm(configured=True)
+            self._write_task_metadata(started, time.time(), exits["algorithm"])
+            if not self.stopped:
+                self._batch("RUNNING")
+                exits["publish"] = self._runner("publish")
         succeeded = not self.stopped and all(code in (0, None) for code in exits.values()) and exits["algorithm"] == 0
         reason = STOP_REASON_PREFIX + self.stopped if self.stopped else ""
         self.finish("SUCCEEDED" if succeeded else "FAILED", exits, reason)
@@ -186,10 +196,12 @@ class _LocalJob:
 
     def _runner(self, stage: str) -> int:
         """`python -m runner <stage>` as the provider's user, with only what the runner needs in its
-        environment (as its Batch container: no provider key, no JWT secret)."""
+        environment (as its Batch container: no provider key, no JWT secret; the job's own key,
+        which the algorithm's environment never holds)."""
         env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", **self.runner_env,
                "JOB_ID": self.job_id, "MANIFEST_URI": self.manifest_uri, "DATA_DIR": str(self.data),
-               "ALGORITHM_UID": str(self.uid), "PYTHONPATH": str(REPO_ROOT)}
+               "ALGORITHM_UID": str(self.uid), "PYTHONPATH": str(REPO_ROOT), JOB_KEY_VARIABLE: self.runner_key,
+               "ECS_CONTAINER_METADATA_URI_V4": self.metadata_dir.resolve().as_uri()}
         return self._execute([sys.executable, "-m", "runner", stage], env, subprocess.PIPE, RUNNER_SECONDS,
                              on_line=self._runner_line)
 
@@ -204,6 +216,25 @@ class _LocalJob:
             return
         self.deliver({"version": "0", "source": "ocean.c2d.runner", "detail-type": "Compute Job Stage Change",
                       "detail": detail})
+
+    # -- the task metadata the ECS agent would serve -------------------------------------------
+
+    @property
+    def metadata_dir(self) -> Path:
+        """Beside /data, never inside it: the sandboxed algorithm sees only /data."""
+        return self.folder / "task-metadata"
+
+    def _write_task_metadata(self, started: float, finished: float, exit_code: int | None) -> None:
+        """The algorithm's times as the ECS agent's task metadata v4 `/task` would give them
+        (runner/task_metadata.py reads it through ECS_CONTAINER_METADATA_URI_V4): this process,
+        not the algorithm, measured them."""
+        def stamp(moment: float) -> str:
+            return datetime.fromtimestamp(moment, timezone.utc).isoformat().replace("+00:00", "Z")
+
+        container = {"Name": "algorithm", "KnownStatus": "STOPPED", "StartedAt": stamp(started),
+                     "FinishedAt": stamp(finished), **({"ExitCode": exit_code} if exit_code is not None else {})}
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        (self.metadata_dir / "task").write_text(json.dumps({"TaskARN": self.local_id, "Containers": [container]}))
 
     # -- the algorithm -----------------------------------------------------------------------
 

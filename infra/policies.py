@@ -7,16 +7,21 @@ roles that the stage's code is configured to use, and nothing else:
 
 - `policy-<stage>.json`, the API handler: items of the six tables and of the three escrow
   payment tables (payments.models), Query on the jobs table's indexes (the consumers' two, and
-  the operator console's active-by-update and by-environment) and the payment tables' four, objects under `jobs/` of the results bucket (manifest put, presigned result downloads,
-  deletion), the two secrets, Batch job definitions named `c2d-algo-*`, submit and terminate on
+  the operator console's active-by-update and by-environment) and the payment tables' four,
+  objects under `jobs/` of the results bucket and their versions (manifest put, presigned
+  downloads of the version publish wrote, deletion of every version), the two secrets, Batch job
+  definitions named `c2d-algo-*`, submit and terminate on
   the stage's queues (every jobQueue and networkJobQueue), PassRole of the two Batch job roles.
 - `policy-<stage>-events.json`, the two event handlers: read and update job records, update the
   environment counters, and settle a paid job's escrow lock when it ends (the payment tables'
   items and indexes, and the provider key's secret to sign the claim).
 - `policy-<stage>-reconcile.json`, the reconciler (compute.reconcile): what the event handlers
   may, plus Query on the jobs table's index of active jobs, releasing orders (DeleteItem on the
-  orders table) and deleting a killed start's manifest (under `jobs/`), and asking Batch about
-  jobs (DescribeJobs, ListJobs), and what healing escrow payments needs (the events' escrow
+  orders table) and deleting a killed start's manifest (under `jobs/`), asking Batch about jobs
+  (DescribeJobs, ListJobs), finishing a start left at 1 from its record (reading its manifest's
+  existence, and the API's dispatch statements: definitions, SubmitJob and TerminateJob on the
+  stage's queues, PassRole of the two job roles; TerminateJob also stops the Batch job of an
+  algorithm past its deadline), and what healing escrow payments needs (the events' escrow
   statements).
 - `policy-<stage>-index.json`, the asset indexer (assets.indexer, every minute): the items of the
   assets table (read, write, forget an asset), its own cursors in the counters table and nothing
@@ -25,8 +30,8 @@ roles that the stage's code is configured to use, and nothing else:
   It reaches the chains over their RPC URLs, which need no permission.
 
 Only `batch:DescribeJobDefinitions` and `batch:DescribeJobs` (API: the algorithm container's log
-stream, for Ocean Node's computeStreamableLogs), and `batch:DescribeJobs`, `batch:ListJobs`
-(reconciler) have `"*"` as resource: AWS Batch supports no resource-level permission for them
+stream, for Ocean Node's computeStreamableLogs), and `batch:DescribeJobDefinitions`,
+`batch:DescribeJobs`, `batch:ListJobs` (reconciler) have `"*"` as resource: AWS Batch supports no resource-level permission for them
 (WILDCARD_ACTIONS, RECONCILE_WILDCARD_ACTIONS; tests/infra checks them against the IAM reference).
 The log streams themselves are read only in ALGORITHM_LOG_GROUP, under the `c2d` stream prefix.
 """
@@ -43,7 +48,7 @@ from chalicelib.payments import models as payment_models
 
 # Actions that AWS authorizes only on "*" and that the functions need.
 WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs"})
-RECONCILE_WILDCARD_ACTIONS = frozenset({"batch:DescribeJobs", "batch:ListJobs"})
+RECONCILE_WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs", "batch:ListJobs"})
 ACTIVE_JOBS_INDEX = "active-by-update"  # models.ActiveJobs
 API_JOB_INDEXES = ("by-owner", "by-owner-document", ACTIVE_JOBS_INDEX, "by-environment")
 INDEXER_KEYS = "indexer#*"  # models.IndexerCursor's keys in the counters table (assets.indexer._key)
@@ -138,19 +143,35 @@ def _secret_arns(env: Mapping[str, str]) -> list[str]:
     return arns
 
 
+def _dispatch(where: Account, env: Mapping[str, str], settings: Settings) -> list[dict[str, Any]]:
+    """What dispatching a job to Batch needs (the API's starts, the reconciler's finished ones):
+    the algorithm definitions, SubmitJob on the stage's queues (sealed and network-allowed),
+    TerminateJob (a job stopped while it was submitted), PassRole of the two job roles."""
+    roles = [settings.batch_job_role_arn, settings.batch_execution_role_arn]
+    if not all(roles):
+        raise ConfigurationError("BATCH_JOB_ROLE_ARN and BATCH_EXECUTION_ROLE_ARN are required with COMPUTE_BACKEND=batch")
+    queues = sorted(job_queues(load_environments(env).values()))
+    definitions = where.arn("batch", f"job-definition/{DEFINITION_PREFIX}*")
+    jobs = where.arn("batch", "job/*")
+    return [
+        _statement("FindJobDefinitions", ["batch:DescribeJobDefinitions"], "*"),
+        _statement("RegisterJobDefinitions", ["batch:RegisterJobDefinition"], [definitions]),
+        _statement("SubmitJobs", ["batch:SubmitJob"],
+                   [where.arn("batch", f"job-queue/{queue}") for queue in queues] + [definitions, jobs]),
+        _statement("TagOnCreate", ["batch:TagResource"], [definitions, jobs]),
+        _statement("StopJobs", ["batch:TerminateJob"], [jobs]),
+        _statement("PassJobRoles", ["iam:PassRole"], [str(role) for role in roles]),
+    ]
+
+
 def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, Any]:
     """The API handler's policy for the stage configured by `env`."""
     settings = load_settings(env)
     secrets = _secret_arns(env)
     where = Account.from_arn(secrets[0])
-    roles = [settings.batch_job_role_arn, settings.batch_execution_role_arn]
-    if not all(roles):
-        raise ConfigurationError("BATCH_JOB_ROLE_ARN and BATCH_EXECUTION_ROLE_ARN are required with COMPUTE_BACKEND=batch")
-    queues = sorted(job_queues(load_environments(env).values()))  # sealed and network-allowed
     tables = [_table(where, name) for name in _tables(settings) + _payment_tables(env)]
     bucket = f"arn:{where.partition}:s3:::{settings.bucket}"
-    definitions = where.arn("batch", f"job-definition/{DEFINITION_PREFIX}*")
-    jobs = where.arn("batch", "job/*")
+    dispatch = _dispatch(where, env, settings)
     return _document([
         _logs(where, app_name, stage),
         _statement("Items", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
@@ -159,19 +180,16 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("JobIndexes", ["dynamodb:Query"],
                    [f"{_table(where, settings.jobs_table)}/index/{index}" for index in API_JOB_INDEXES]),
         _statement("EscrowPaymentIndexes", ["dynamodb:Query"], _payment_indexes(where, env)),
-        _statement("JobObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], [f"{bucket}/jobs/*"]),
-        _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
+        _statement("JobObjects", ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject",
+                                  "s3:DeleteObjectVersion"], [f"{bucket}/jobs/*"]),
+        _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],
+                   StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),
-        _statement("FindJobDefinitions", ["batch:DescribeJobDefinitions"], "*"),
+        dispatch[0],
         _statement("FindAlgorithmLogStreams", ["batch:DescribeJobs"], "*"),
         _statement("ReadAlgorithmLogs", ["logs:GetLogEvents"],
                    [where.arn("logs", f"log-group:{settings.algorithm_log_group}:log-stream:c2d/*")]),
-        _statement("RegisterJobDefinitions", ["batch:RegisterJobDefinition"], [definitions]),
-        _statement("SubmitJobs", ["batch:SubmitJob"],
-                   [where.arn("batch", f"job-queue/{queue}") for queue in queues] + [definitions, jobs]),
-        _statement("TagOnCreate", ["batch:TagResource"], [definitions, jobs]),
-        _statement("StopJobs", ["batch:TerminateJob"], [jobs]),
-        _statement("PassJobRoles", ["iam:PassRole"], [str(role) for role in roles]),
+        *dispatch[1:],
     ])
 
 
@@ -190,7 +208,8 @@ def events_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str
 
 def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, Any]:
     """The reconciler's policy: the event handlers' writes, the active jobs index, releasing the
-    orders and the manifest of a start killed before dispatch, and Batch's job descriptions."""
+    orders and the manifest of a start killed before dispatch, Batch's job descriptions, and
+    dispatching a start finished from its record."""
     settings = load_settings(env)
     secret = _secret_arns(env)[0]
     where = Account.from_arn(secret)
@@ -202,9 +221,12 @@ def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[
         _statement("ActiveJobs", ["dynamodb:Query"], [f"{jobs}/index/{ACTIVE_JOBS_INDEX}"]),
         _statement("EnvironmentCounters", ["dynamodb:UpdateItem"], [_table(where, settings.counters_table)]),
         _statement("ReleaseOrders", ["dynamodb:DeleteItem"], [_table(where, settings.orders_table)]),
-        _statement("DeleteManifests", ["s3:DeleteObject"], [f"{bucket}/jobs/*"]),
-        _statement("ListJobObjects", ["s3:ListBucket"], [bucket], StringLike={"s3:prefix": ["jobs/*"]}),
-        _statement("DescribeJobs", sorted(RECONCILE_WILDCARD_ACTIONS), "*"),
+        _statement("DeleteManifests", ["s3:DeleteObject", "s3:DeleteObjectVersion"], [f"{bucket}/jobs/*"]),
+        _statement("FindManifests", ["s3:GetObject"], [f"{bucket}/jobs/*/manifest.json"]),
+        _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],
+                   StringLike={"s3:prefix": ["jobs/*"]}),
+        _statement("DescribeJobs", ["batch:DescribeJobs", "batch:ListJobs"], "*"),
+        *_dispatch(where, env, settings),  # StopJobs: also an algorithm past its deadline (compute.deadlines)
         *_escrow(where, env, secret),
     ])
 

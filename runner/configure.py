@@ -1,6 +1,7 @@
 """The configure stage: read the inputs manifest and lay out /data for the algorithm.
 
-Status events: 20 at start, 30 on success, 31 if the manifest or an input cannot be provisioned,
+Status events: 20 at start, 30 then 40 on success (the algorithm container starts as configure
+exits), 31 if the manifest or an input cannot be provisioned,
 32 if the algorithm cannot (including a file that does not match the checksum the provider
 pinned at start); the exit code is the status (0 for 30), so AWS Batch alone tells them apart.
 The manifest holds decrypted URLs, so it is read from S3 here and never logged. configure.log is
@@ -9,6 +10,10 @@ or URL; the operator's details go to stderr only (logs.operator_log).
 
 `/data/.c2d/ready` is written last, only when everything succeeded: without it the algorithm
 container's command runs nothing (docs/internals.md, "Job volume").
+
+A failed configure publishes its own log (configure.log, under jobs/<jobId>/logs/) and reports
+it with its 31/32: the algorithm container depends on configure SUCCESS, so after a failure
+neither it (whose image might ignore our command) nor publish, which depends on it, ever starts.
 """
 from __future__ import annotations
 
@@ -25,13 +30,15 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.filesources import Budget, Sources
+from chalicelib.job_key import SealError, open_manifest
 from chalicelib.netsafe import CHUNK_BYTES, FetchError, FetchPolicy
 
 from .aws import s3_client
 from .events import Emitter
 from .layout import CONFIGURE_LOG, DIR_MODE, FILE_MODE, Layout, own, root_dir, write_file
 from .logs import operator_log, stage_log
-from .settings import Settings, parse_s3_uri
+from .publish import PublishError, ResultStore, event_fields, upload_logs
+from .settings import Settings, parse_s3_uri, s3_version
 
 DID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,199}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -60,7 +67,7 @@ def run(settings: Settings, emitter: Emitter) -> int:
         print(f"runner: the job volume cannot be prepared ({type(exc).__name__})", file=sys.stderr)
         emitter.emit(DATA_FAILED, "the job volume could not be prepared")
         return DATA_FAILED
-    with stage_log(layout.logs / CONFIGURE_LOG):
+    with stage_log(layout.logs / CONFIGURE_LOG) as logger:
         if not has_busybox:
             operator_log().error("no static busybox at %s: the algorithm container cannot start",
                                  settings.busybox_source)
@@ -72,17 +79,40 @@ def run(settings: Settings, emitter: Emitter) -> int:
             layout.mark_ready()
         except StageFailure as failure:
             log.error("configure failed: %s", failure.reason)
-            emitter.emit(failure.status, failure.reason)
+            emitter.emit(failure.status, failure.reason, **publish_own_log(settings, layout, logger))
             return failure.status
         except Exception as exc:  # noqa: BLE001 - any crash must still end in a status event
             # Frames only: an exception's message may quote a decrypted URL.
             log.error("unexpected %s", type(exc).__name__)
             operator_log().error("unexpected %s\n%s", type(exc).__name__,
                                  "".join(traceback.format_tb(exc.__traceback__)))
-            emitter.emit(DATA_FAILED, f"internal error ({type(exc).__name__})")
+            emitter.emit(DATA_FAILED, f"internal error ({type(exc).__name__})",
+                         **publish_own_log(settings, layout, logger))
             return DATA_FAILED
         emitter.emit(30)
+        # configure's exit is the algorithm's turn (dependsOn SUCCESS): the job shows 40 while it
+        # runs, as clients expect, though Batch says STARTING until publish starts
+        emitter.emit(40)
         return 0
+
+
+def publish_own_log(settings: Settings, layout: Layout, logger: logging.Logger) -> dict[str, Any]:
+    """After a failure, upload configure.log (publish will not run) and return the results
+    fields of the failure event (publish.event_fields); none if the upload failed, whose reason
+    goes to the operator only."""
+    log.info("the algorithm was not run: the job's inputs were not provisioned")
+    store = ResultStore(s3_client(settings.region), settings.results_bucket, settings.job_id)
+    failures: list[str] = []
+    results = upload_logs(store, layout.logs, logger, failures, only=(CONFIGURE_LOG,))
+    if not failures:
+        try:
+            store.put_json("results.json", results)
+        except PublishError as exc:
+            failures.append(str(exc))
+    if failures:
+        operator_log().error("configure.log not published: %s", failures[0])
+        return {}
+    return event_fields(results, store)
 
 
 def provision(settings: Settings, layout: Layout) -> None:
@@ -111,10 +141,13 @@ def provision(settings: Settings, layout: Layout) -> None:
 
 
 def load_manifest(settings: Settings) -> dict[str, Any]:
-    """Read and sanity-check the manifest; any problem here is a provisioning failure."""
+    """Read the version of the manifest the API wrote (MANIFEST_URI's versionId: what another
+    job writes at the same key later is never read), open it with the job's key, and
+    sanity-check it; any problem here is a provisioning failure."""
     bucket, key = parse_s3_uri(settings.manifest_uri)
+    version = s3_version(settings.manifest_uri)
     try:
-        obj = s3_client(settings.region).get_object(Bucket=bucket, Key=key)
+        obj = s3_client(settings.region).get_object(Bucket=bucket, Key=key, **({"VersionId": version} if version else {}))
         raw = obj["Body"].read(MAX_MANIFEST_BYTES + 1)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "?")
@@ -124,9 +157,9 @@ def load_manifest(settings: Settings) -> dict[str, Any]:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise StageFailure(31, "manifest too large")
     try:
-        manifest = json.loads(raw)
-    except ValueError:
-        raise StageFailure(31, "manifest is not valid JSON") from None
+        manifest = open_manifest(settings.job_key, settings.job_id, raw)
+    except SealError:
+        raise StageFailure(31, "manifest does not open with this job's key") from None
     if not isinstance(manifest, dict) or manifest.get("jobId") != settings.job_id:
         raise StageFailure(31, "manifest does not belong to this job")
     return manifest

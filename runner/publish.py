@@ -1,6 +1,7 @@
 """The publish stage: upload outputs and logs to s3://<bucket>/jobs/<jobId>/ and report results.
 
-Status events: 60 at start, 70 with `results` on success, 62 with a reason if an upload fails
+Status events: 60 at start (with `algorithm`, the algorithm container's StartedAt/FinishedAt as
+the ECS agent recorded them: what the job is billed, runner.task_metadata), 70 with `results` on success, 62 with a reason if an upload fails
 (the exit code is 0 or 62). The outputs folder was written by untrusted code, so only regular
 files inside it are uploaded, each opened with O_NOFOLLOW: symlinks, devices, FIFOs and names
 that could escape the folder are skipped with a note in publish.log. A name with a Unicode line
@@ -8,14 +9,21 @@ or paragraph separator, control or format character (categories Zl, Zp, Cc, Cf, 
 surrogates of undecodable bytes) is published under a safe name (each such character becomes
 "_"). Results are only ever keys under jobs/<jobId>/outputs/ and jobs/<jobId>/logs/. The
 algorithm's log is published up to MAX_OUTPUT_BYTES, like its outputs (it writes both).
+
+Each result names the S3 version this stage wrote (`versionId`, from S3's own answer to the
+upload) and the sha256 of the bytes it sent: every job's credentials may write under `jobs/`,
+so the provider serves exactly that version, and what another job writes at the same key later
+is never what the consumer downloads (issue 18, point 2).
 """
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
 import stat
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,6 +36,7 @@ from .events import Emitter, detail_size
 from .layout import ALGORITHM_LOG, CONFIGURE_LOG, PUBLISH_LOG, Layout
 from .logs import flush, stage_log
 from .settings import Settings
+from .task_metadata import algorithm_run
 
 LOG_TYPES = {ALGORITHM_LOG: "algorithmLog", CONFIGURE_LOG: "configurationLog",
              PUBLISH_LOG: "publishLog"}
@@ -50,7 +59,8 @@ def run(settings: Settings, emitter: Emitter) -> int:
     """Run the stage; the exit code is 0 on status 70, 62 otherwise."""
     layout = Layout(settings.data_dir)
     with stage_log(layout.logs / PUBLISH_LOG) as logger:
-        emitter.emit(60)
+        run = algorithm_run(settings.task_metadata_uri)
+        emitter.emit(60, **({"algorithm": run} if run else {}))
         store = ResultStore(s3_client(settings.region), settings.results_bucket, settings.job_id)
         results: list[Result] = []
         failures: list[str] = []
@@ -82,6 +92,7 @@ class ResultStore:
         self.s3 = s3
         self.bucket = bucket
         self.prefix = f"jobs/{job_id}/"
+        self._versions = WrittenVersions(s3)
 
     def upload(self, path: Path, name: str, kind: str, within: Path | None = None,
                limit: int | None = None) -> Result | None:
@@ -94,16 +105,21 @@ class ResultStore:
         key = self.prefix + ("outputs/" if kind == "output" else "logs/") + relative_key(name)
         with handle:
             size = os.fstat(handle.fileno()).st_size
-            body: BinaryIO = handle
             if limit is not None and size > limit:
                 log.warning("%s is %d bytes: only its first %d are published", name, size, limit)
-                size, body = limit, _Head(handle, limit)
+                size = limit
+            body = _Reader(handle, size)
             try:
                 self.s3.upload_fileobj(body, self.bucket, key, ExtraArgs=SSE)
             except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
                 raise PublishError(f"upload of {name} failed ({_error_code(exc)})") from None
-        log.info("uploaded %s (%s, %d bytes)", name, kind, size)
-        return {"filename": name, "filesize": size, "type": kind, "key": key}
+        log.info("uploaded %s (%s, %d bytes)", name, kind, body.read_bytes)
+        result = {"filename": name, "filesize": body.read_bytes, "type": kind, "key": key,
+                  "sha256": body.sha256.hexdigest()}
+        version = self._versions.pop(key)
+        if version:
+            result["versionId"] = version
+        return result
 
     def put_json(self, name: str, value: Any) -> str:
         """Write a small JSON document next to the results (the full results list)."""
@@ -215,17 +231,19 @@ def _published_names(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def upload_logs(store: ResultStore, folder: Path, logger: logging.Logger,
-                failures: list[str], max_bytes: int | None = None) -> list[Result]:
-    """Upload the three known logs, publish.log last so it holds this stage's whole story;
-    failures are collected, not raised, so one missing log does not hide the others. The
-    algorithm writes its own log, so it is cut at max_bytes like its outputs: else it would be
-    a way around the outputs' limit."""
+                failures: list[str], max_bytes: int | None = None,
+                only: tuple[str, ...] = tuple(LOG_TYPES)) -> list[Result]:
+    """Upload the known logs (`only` these: a failed configure publishes its own), the last of
+    `only` being the calling stage's own log, flushed and uploaded last so it holds the stage's
+    whole story; failures are collected, not raised, so one missing log does not hide the
+    others. The algorithm writes its own log, so it is cut at max_bytes like its outputs: else
+    it would be a way around the outputs' limit."""
     results: list[Result] = []
     for name, kind in LOG_TYPES.items():
         path = folder / name
-        if not os.path.lexists(path):
+        if name not in only or not os.path.lexists(path):
             continue
-        if name == PUBLISH_LOG:
+        if name == only[-1]:
             log.info("uploading %s", name)
             flush(logger)
         try:
@@ -255,17 +273,57 @@ def event_fields(results: list[Result], store: ResultStore) -> dict[str, Any]:
             "resultsKey": store.prefix + "results.json", "bucket": store.bucket}
 
 
-class _Head:
-    """The first `limit` bytes of a file, as the file object upload_fileobj reads."""
+class _Reader:
+    """At most the first `limit` bytes of a file, as the file object upload_fileobj reads, and
+    their sha256. It has no seek: s3transfer then reads it once, in order (retries resend the
+    part it buffered), so the digest is of exactly the bytes uploaded."""
 
     def __init__(self, handle: BinaryIO, limit: int) -> None:
         self._handle, self._left = handle, limit
+        self.sha256 = hashlib.sha256()
+        self.read_bytes = 0
 
     def read(self, size: int = -1) -> bytes:
         size = self._left if size is None or size < 0 else min(size, self._left)
         data = self._handle.read(size) if size else b""
         self._left -= len(data)
+        self.read_bytes += len(data)
+        self.sha256.update(data)
         return data
+
+
+class WrittenVersions:
+    """The VersionId S3 answered for each key this client wrote (PutObject, or the
+    CompleteMultipartUpload of a multipart upload). s3transfer's upload_fileobj returns nothing,
+    and asking S3 afterwards which version is the latest could name another job's write, so the
+    answer is taken from the upload's own responses, through the client's event hooks (the key
+    travels from the request's parameters to its response in the call's context)."""
+
+    CONTEXT_KEY = "c2d_written_key"
+
+    def __init__(self, s3: Any) -> None:
+        self._versions: dict[str, str] = {}
+        self._lock = threading.Lock()
+        events = getattr(getattr(s3, "meta", None), "events", None)
+        if events is None:
+            return
+        for operation in ("PutObject", "CompleteMultipartUpload"):
+            events.register(f"provide-client-params.s3.{operation}", self._remember_key)
+            events.register(f"after-call.s3.{operation}", self._remember_version)
+
+    def _remember_key(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context[self.CONTEXT_KEY] = params.get("Key")
+
+    def _remember_version(self, http_response: Any, parsed: Any, context: dict[str, Any], **_: Any) -> None:
+        key = context.get(self.CONTEXT_KEY)
+        version = parsed.get("VersionId") if isinstance(parsed, dict) else None
+        if key and isinstance(version, str) and version != "null" and 200 <= getattr(http_response, "status_code", 0) < 300:
+            with self._lock:
+                self._versions[key] = version
+
+    def pop(self, key: str) -> str | None:
+        with self._lock:
+            return self._versions.pop(key, None)
 
 
 def _is_safe(name: str) -> bool:

@@ -5,7 +5,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
+
+from chalicelib.job_key import ENVIRONMENT_VARIABLE as JOB_KEY_VARIABLE
+from chalicelib.job_key import SealError, check_job_key
 
 GIB = 1024**3
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -43,6 +46,8 @@ class Settings:
     attempt: int | None = None
     busybox_source: str = DEFAULT_BUSYBOX
     notice: str = ""  # C2D_NOTICE: what the provider tells the consumer in configure.log
+    job_key: str = ""  # C2D_JOB_KEY (chalicelib.job_key): opens the manifest, signs the events
+    task_metadata_uri: str = ""  # ECS_CONTAINER_METADATA_URI_V4, set by the ECS agent (runner.task_metadata)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, need_manifest: bool = True) -> "Settings":
@@ -59,6 +64,11 @@ class Settings:
             parse_s3_uri(manifest_uri)[0] if manifest_uri else "")
         if not results_bucket:
             raise ConfigError("RESULTS_BUCKET or MANIFEST_URI is required")
+        job_key = env.get(JOB_KEY_VARIABLE, "")
+        try:
+            check_job_key(job_key)
+        except SealError:
+            raise ConfigError(f"{JOB_KEY_VARIABLE} is missing or is not a job key") from None
         events_mode = env.get("RUNNER_EVENTS", "eventbridge")
         if events_mode not in ("eventbridge", "stdout"):
             raise ConfigError("RUNNER_EVENTS must be 'eventbridge' or 'stdout'")
@@ -68,6 +78,8 @@ class Settings:
             attempt=_attempt(env),
             busybox_source=busybox_source(env),
             notice=_notice(env),
+            job_key=job_key,
+            task_metadata_uri=env.get("ECS_CONTAINER_METADATA_URI_V4", "").strip(),
             job_id=job_id,
             manifest_uri=manifest_uri,
             data_dir=Path(env.get("DATA_DIR", "/data")),
@@ -131,12 +143,23 @@ def _attempt(env: Mapping[str, str]) -> int | None:
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """Split s3://bucket/key; the manifest location is the only S3 address the runner is given."""
+    """Split s3://bucket/key[?versionId=v]; the manifest location is the only S3 address the
+    runner is given."""
     parts = urlsplit(uri)
     key = parts.path.lstrip("/")
     if parts.scheme != "s3" or not parts.netloc or not key:
         raise ConfigError("expected an s3://bucket/key URI")
+    s3_version(uri)
     return parts.netloc, key
+
+
+def s3_version(uri: str) -> str | None:
+    """The `versionId` an s3:// URI pins (the manifest the API wrote), None if it pins none."""
+    query = parse_qs(urlsplit(uri).query, keep_blank_values=True)
+    if set(query) - {"versionId"} or len(query.get("versionId", [""])) != 1:
+        raise ConfigError("an s3:// URI may only pin one versionId")
+    version = query.get("versionId", [""])[0]
+    return version or None
 
 
 def _gateway(env: Mapping[str, str], name: str, default: str) -> str:

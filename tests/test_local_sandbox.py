@@ -23,6 +23,7 @@ import pytest
 
 from chalicelib.compute.container_rules import AlgorithmContainer
 from chalicelib.compute.environments import Environment
+from chalicelib.job_key import new_job_key, seal_manifest
 from devstack.local_dispatch import ALGORITHM_LOG_BYTES, REPO_ROOT, LocalDispatcher, detect_sandbox
 
 SANDBOX, NO_SANDBOX = detect_sandbox()
@@ -76,6 +77,20 @@ def read_all(path):
     with open(path, "rb") as handle:
         return handle.read()
 
+def job_key_anywhere():
+    """The job's key opens its manifest and signs its events: configure exited before this ran
+    and publish starts after it, and neither this environment nor any visible process holds it."""
+    if JOB_KEY in "".join(os.environ.values()):
+        return "the job key is in the algorithm's environment"
+    for pid in [pid for pid in os.listdir("/proc") if pid.isdigit()]:
+        for part in ("environ", "cmdline"):
+            try:
+                if JOB_KEY.encode() in read_all(f"/proc/{pid}/{part}"):
+                    return f"the job key is in /proc/{pid}/{part}"
+            except OSError:
+                pass
+    raise LookupError("no job key in sight")
+
 def write(path, mode="w"):
     with open(path, mode) as handle:
         handle.write("tampered")
@@ -89,6 +104,7 @@ attempt("home_file", lambda: read(HOME + "/.bash_history"))
 attempt("home_listing", lambda: sorted(os.listdir(HOME)))
 attempt("provider_environment", lambda: read_all(f"/proc/{PROVIDER_PID}/environ"))
 attempt("host_processes", host_processes)
+attempt("job_key", job_key_anywhere)
 attempt("listener", lambda: connect(LISTENER))
 attempt("results_store", lambda: connect(MOTO))
 attempt("replace_configure_log", lambda: write("/data/logs/configure.log"))
@@ -165,9 +181,10 @@ class Backend:
                       "AWS_DEFAULT_REGION": "us-east-1", "C2D_REGION": "us-east-1", "RUNNER_EVENTS": "stdout",
                       "RESULTS_BUCKET": BUCKET, "ALLOW_PRIVATE_NETWORKS": "1"}
         self.dispatcher = LocalDispatcher(state / "jobs", self.events.put, runner_env, sandbox, reason)
+        self.keys: dict[str, str] = {}  # each job's key, as the API would keep it in the job record
 
     def start(self, job_id: str, rawcode: str, *, allow_network: bool = False, timeout: int | None = None,
-              input_url: str | None = None) -> str:
+              input_url: str | None = None, job_key: str = "") -> str:
         manifest = {
             "jobId": job_id, "owner": "0x" + "1" * 40, "bucket": BUCKET, "prefix": f"jobs/{job_id}/",
             "inputs": [{"did": DID, "serviceId": "compute", "userdata": {},
@@ -177,9 +194,11 @@ class Backend:
                           "algocustomdata": {}, "userdata": {}},
         }
         key = f"jobs/{job_id}/manifest.json"
-        self.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
+        self.keys[job_id] = job_key = job_key or new_job_key()
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=seal_manifest(job_key, job_id, manifest))
         return self.dispatcher.submit(job_id, ENVIRONMENT, f"s3://{BUCKET}/{key}", CONTAINER, timeout,
-                                      dids=[DID], algorithm_did=ALGORITHM_DID, allow_network=allow_network)
+                                      dids=[DID], algorithm_did=ALGORITHM_DID, allow_network=allow_network,
+                                      runner_key=job_key)
 
     def wait(self, job_ids: set[str], seconds: float = 120) -> dict[str, list[dict]]:
         """Every job's events, once each has its final Batch event."""
@@ -224,10 +243,10 @@ def python_path_parts(home: Path) -> set[str]:
     return {prefix.relative_to(home).parts[0]} if prefix.is_relative_to(home) else set()
 
 
-def hostile_code(state: Path, listener: Listener, moto_url: str, data_input: str) -> str:
+def hostile_code(state: Path, listener: Listener, moto_url: str, data_input: str, job_key: str = "") -> str:
     home = Path(os.path.expanduser("~")).resolve()
     constants = {"STATE": str(state), "REPO": str(REPO_ROOT), "HOME": str(home), "LISTENER": listener.port,
-                 "MOTO": int(moto_url.rsplit(":", 1)[1]), "INPUT": data_input}
+                 "MOTO": int(moto_url.rsplit(":", 1)[1]), "INPUT": data_input, "JOB_KEY": job_key or new_job_key()}
     return "".join(f"{name} = {value!r}\n" for name, value in constants.items()) + HOSTILE
 
 
@@ -241,9 +260,10 @@ def test_hostile_algorithm_reaches_nothing_but_its_data_and_logs_are_published(t
     monkeypatch.setenv("C2D_TEST_PROVIDER_SECRET", SECRET)  # as PROVIDER_PRIVATE_KEY is in the API's
     listener = Listener()
     backend = Backend(state, moto_url, files_url, SANDBOX)
-    code = hostile_code(state, listener, moto_url, f"/data/inputs/{DID}/0")
-    backend.start("hostile-1", code)
-    backend.start("network-1", code, allow_network=True)
+    job_key = new_job_key()
+    code = hostile_code(state, listener, moto_url, f"/data/inputs/{DID}/0", job_key)
+    backend.start("hostile-1", code, job_key=job_key)
+    backend.start("network-1", code, allow_network=True, job_key=job_key)
     events = backend.wait({"hostile-1", "network-1"})
 
     detail = final(events["hostile-1"])
@@ -253,7 +273,7 @@ def test_hostile_algorithm_reaches_nothing_but_its_data_and_logs_are_published(t
     report = json.loads(backend.result("hostile-1", "outputs/report.json"))
     log = backend.result("hostile-1", "logs/algorithm.log").decode()
     denied = ["stack_json", "shadow", "project_file", "project_listing", "home_file", "provider_environment",
-              "host_processes", "listener",
+              "host_processes", "job_key", "listener",
               "results_store", "replace_configure_log", "new_log", "rename_algorithm_log", "change_input",
               "new_input", "change_algorithm"]
     for name in denied:
@@ -264,6 +284,7 @@ def test_hostile_algorithm_reaches_nothing_but_its_data_and_logs_are_published(t
     assert report["append_algorithm_log"] == "allowed: written" and report["read_input"] == "allowed: a,b\n1,2\n3,4\n"
     assert (report["uid"], report["gid"]) == (4000, 4000)
     assert not [name for name in report["environment"] if name.startswith("AWS_")], report["environment"]
+    assert "C2D_JOB_KEY" not in report["environment"]
     assert SECRET not in log and "hostile algorithm done" in log
     assert listener.received == [b"leaked rows"]  # the network-allowed job's, and only that one
     assert b"tampered" not in backend.result("hostile-1", "logs/configure.log")
@@ -314,6 +335,9 @@ def test_timeout_is_124_stop_ends_everything_unready_runs_nothing(tmp_path, moto
 
     slow = final(events["slow-1"])
     assert slow["status"] == "FAILED" and exit_codes(slow) == {"configure": 0, "algorithm": 124, "publish": 0}
+    (publishing,) = [e["detail"] for e in events["slow-1"] if e["source"] == "ocean.c2d.runner" and e["detail"]["status"] == 60]
+    ran = publishing["algorithm"]["finishedAt"] - publishing["algorithm"]["startedAt"]
+    assert 3 <= ran < 20 and publishing["algorithm"]["exitCode"] == 124  # its own time, measured by the dispatcher
     assert "algorithmLog" in published(events["slow-1"])
     assert backend.result("slow-1", "logs/algorithm.log").startswith(b"sleeping")
 
@@ -322,11 +346,17 @@ def test_timeout_is_124_stop_ends_everything_unready_runs_nothing(tmp_path, moto
     assert exit_codes(stopped)["publish"] is None
     assert processes_named("c2d-test-slow-child") == [] and processes_named("c2d-test-stopped-child") == []
 
+    # configure failed: as on Batch (dependsOn SUCCESS) neither the algorithm nor publish ran;
+    # configure published its own log with its signed 31
     unready = final(events["unready-1"])
     assert unready["status"] == "FAILED"
-    assert exit_codes(unready)["algorithm"] is None and exit_codes(unready)["publish"] == 0
-    assert "output" not in published(events["unready-1"])
-    assert b"The algorithm was not run" in backend.result("unready-1", "logs/algorithm.log")
+    assert exit_codes(unready) == {"configure": 31, "algorithm": None, "publish": None}
+    (failure,) = [e["detail"] for e in events["unready-1"] if e["source"] == "ocean.c2d.runner" and e["detail"]["status"] == 31]
+    assert [r["type"] for r in failure["results"]] == ["configurationLog"]
+    assert b"the algorithm was not run" in backend.result("unready-1", "logs/configure.log")
+    assert not backend.s3.list_objects_v2(Bucket=BUCKET, Prefix="jobs/unready-1/outputs/").get("Contents")
+    assert [e["detail"]["status"] for e in events["unready-1"] if e["source"] == "aws.batch"] == [
+        "RUNNABLE", "STARTING", "FAILED"]  # RUNNING only once publish starts, as the ECS agent reports it
 
 
 def test_without_a_sandbox_the_job_logs_say_the_algorithm_ran_unsandboxed(tmp_path, moto_url, files_url):

@@ -9,21 +9,26 @@ at submit.
 A job is one multi-container ECS task (`ecsProperties`) sharing a task-scoped volume at /data:
 
     configure (runner, root, essential=false)
-      └─COMPLETE─> algorithm (consumer's image, UID 4000 or 4001, essential=false)
+      └─SUCCESS─> algorithm (consumer's image, UID 4000 or 4001, essential=false)
                      └─COMPLETE─> publish (runner, root, essential=true)
 
 Why this shape (AWS Batch user guide "Networking modes for AWS Batch jobs"; ECS task IAM roles;
 the ECS agent's dependency handling):
 
-- The algorithm depends on configure COMPLETE, not SUCCESS: with SUCCESS a failed configure makes
-  the ECS agent force-stop the algorithm (exit 143, "CannotStartContainerError: dependency graph")
-  and then a publish that depends on it "will never start", so no log would be published. The
-  algorithm container therefore always starts; its command (`algorithm_command`, run by the static
-  busybox configure copied to /data/.c2d/busybox) runs the entrypoint only if configure wrote
-  /data/.c2d/ready, else it says so and exits 0.
-- maxJobDuration is enforced inside the algorithm container (exit 124 when it runs out), because
-  Batch's own timeout stops the whole task, publish included. Batch's attempt timeout is the
-  algorithm's time plus STAGE_MARGIN_SECONDS for configure's downloads and publish's uploads.
+- The algorithm depends on configure SUCCESS (issue 18, point 3): its image's ENTRYPOINT runs
+  before our command and may ignore it, so after a failed configure the container must not start
+  at all. The ECS agent (agent/engine/dependencygraph/graph.go, verifyContainerOrderingStatusResolvable)
+  then marks it stopped without pulling or starting it (exit 143, "CannotStartContainerError:
+  dependency graph: ... did not exit successfully"), and publish, which depends on it, "will
+  never start": configure therefore publishes its own log when it fails (runner/configure.py).
+  The algorithm's command (`algorithm_command`, run by the static busybox configure copied to
+  /data/.c2d/busybox) still runs the entrypoint only if configure wrote /data/.c2d/ready.
+- maxJobDuration is enforced inside the algorithm container (exit 124 when it runs out) for an
+  image that runs our command, and from outside for one that does not: the job stays STARTING
+  until publish starts (a task's known status is the lowest of its containers'), so Batch's
+  attempt timeout, counted from RUNNING, bounds publish only; the reconciler terminates a job
+  whose algorithm outlives its deadline (compute.deadlines). Batch's attempt timeout is the
+  algorithm's time plus STAGE_MARGIN_SECONDS for publish's uploads.
 - ECS-on-EC2 Batch jobs are host-networked and ECS gives the task role to every container of the
   task, whatever the image's ENTRYPOINT does with our command. So the algorithm runs as a fixed
   non-root UID (C1: 4000 sealed, 4001 when every dataset allows network access) that the Batch
@@ -71,6 +76,7 @@ from chalicelib.compute.batch_naming import (
     ENVIRONMENT_TAG,
     JOB_ID_PATTERN,
     JOB_ID_TAG,
+    LOG_STREAM_PREFIX,
     PUBLISH,
     job_name,
     stop_reason,
@@ -86,16 +92,17 @@ from chalicelib.compute.job_placement import (
     network_granted,
 )
 from chalicelib.errors import ServiceUnavailable
+from chalicelib.job_key import ENVIRONMENT_VARIABLE as JOB_KEY_VARIABLE
+from chalicelib.job_key import SealError, check_job_key
 
 log = logging.getLogger(__name__)
 
 # Bump when the layout below changes, so new definitions are registered instead of reusing old ones.
-LAYOUT_VERSION = "3"
+LAYOUT_VERSION = "4"
 DATA_VOLUME = "data"
 ALGO_PATH = "/data/transformations/algorithm"
 ALGORITHM_LOG = "/data/logs/algorithm.log"
 DEFAULT_LOG_GROUP = "/aws/batch/job"
-LOG_STREAM_PREFIX = "c2d"
 ATTEMPTS = 3
 
 UNAVAILABLE = "The compute backend is unavailable, try again later"
@@ -113,15 +120,25 @@ def _resources(vcpus: float, memory_mib: int, gpus: int = 0) -> list[dict[str, s
     return resources
 
 
+def _check_key(runner_key: str) -> None:
+    try:
+        check_job_key(runner_key)
+    except SealError as error:
+        raise ValueError(f"the runner key is not a job key: {error}") from None
+
+
 class Dispatcher(Protocol):
     """What the job service needs from a compute backend (Batch here, processes locally).
 
     `allow_network` (C8) is True only when every dataset of the job allows network access; a
-    backend must then still keep the algorithm from credentials and metadata endpoints."""
+    backend must then still keep the algorithm from credentials and metadata endpoints.
+    `runner_key` (chalicelib.job_key) goes to the configure and publish stages only, never to
+    the algorithm's."""
 
     def submit(self, job_id: str, environment: Environment, manifest_uri: str,
                container: AlgorithmContainer, timeout: int | None = None, *,
-               dids: Sequence[str] = (), algorithm_did: str = "", allow_network: bool = False) -> str: ...
+               dids: Sequence[str] = (), algorithm_did: str = "", allow_network: bool = False,
+               runner_key: str) -> str: ...
 
     def terminate(self, batch_job_id: str, reason: str = "Job stopped") -> None: ...
 
@@ -184,7 +201,7 @@ class BatchDispatcher:
                 {"name": ALGORITHM, "image": container.reference(),
                  "command": algorithm_command(container.entrypoint), "essential": False,
                  "user": f"{uid}:{uid}",
-                 "dependsOn": [{"containerName": CONFIGURE, "condition": "COMPLETE"}],
+                 "dependsOn": [{"containerName": CONFIGURE, "condition": "SUCCESS"}],
                  "environment": _env({"ALGO": ALGO_PATH}), "mountPoints": mount,
                  "logConfiguration": {"logDriver": "awslogs", "options": algorithm_logs},
                  "resourceRequirements": _resources(1, 2048)},
@@ -238,20 +255,26 @@ class BatchDispatcher:
     def submit_request(self, job_id: str, environment: Environment, manifest_uri: str,
                        definition_arn: str, timeout: int | None = None, *,
                        dids: Sequence[str] = (), algorithm_did: str = "",
-                       allow_network: bool = False) -> dict[str, Any]:
+                       allow_network: bool = False, runner_key: str) -> dict[str, Any]:
         """The SubmitJob parameters: the queue of the job's network policy, the environment's
         resources and the algorithm's time on the algorithm container, per-job variables on each
         container (configure's C2D_NOTICE when the datasets allowed a network the environment
         does not grant), Batch's attempt timeout (the algorithm's time plus the stages' margin),
         the job id as a tag and in the name. `definition_arn` must be the definition of
-        `network_granted(environment, allow_network)`."""
+        `network_granted(environment, allow_network)`.
+
+        The job's key (C2D_JOB_KEY) is in the configure and publish containers' overrides only:
+        SubmitJob overrides `environment` per container (TaskContainerOverrides; `secrets` cannot
+        be overridden at submit), and the algorithm container, whose image is hostile, never
+        gets it."""
         if not JOB_ID_PATTERN.fullmatch(job_id):
             raise ValueError("job id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
         if not manifest_uri.startswith("s3://") or any(c.isspace() for c in manifest_uri):
             raise ValueError("the manifest must be given as an s3:// URI")
         algorithm_resources = _resources(environment.n_cpu, int(environment.ram_gb * 1024), environment.n_gpu)
         seconds = attempt_seconds(environment, timeout)
-        configure_env = {"JOB_ID": job_id, "MANIFEST_URI": manifest_uri}
+        _check_key(runner_key)
+        configure_env = {"JOB_ID": job_id, "MANIFEST_URI": manifest_uri, JOB_KEY_VARIABLE: runner_key}
         if allow_network and not network_granted(environment, allow_network):
             configure_env["C2D_NOTICE"] = NETWORK_NOT_GRANTED
         return {
@@ -263,7 +286,7 @@ class BatchDispatcher:
                 {"name": ALGORITHM, "resourceRequirements": algorithm_resources,
                  "environment": _env({"DIDS": json.dumps(list(dict.fromkeys(dids))),
                                       "TRANSFORMATION_DID": algorithm_did, "C2D_MAX_SECONDS": str(seconds)})},
-                {"name": PUBLISH, "environment": _env({"JOB_ID": job_id})},
+                {"name": PUBLISH, "environment": _env({"JOB_ID": job_id, JOB_KEY_VARIABLE: runner_key})},
             ]}]},
             "timeout": {"attemptDurationSeconds": batch_timeout_seconds(seconds)},
             "propagateTags": True,
@@ -272,7 +295,8 @@ class BatchDispatcher:
 
     def submit(self, job_id: str, environment: Environment, manifest_uri: str,
                container: AlgorithmContainer, timeout: int | None = None, *,
-               dids: Sequence[str] = (), algorithm_did: str = "", allow_network: bool = False) -> str:
+               dids: Sequence[str] = (), algorithm_did: str = "", allow_network: bool = False,
+               runner_key: str) -> str:
         """Submit the job; returns the Batch job id. ServiceUnavailable if Batch fails.
 
         A network-allowed job goes to the environment's network queue as UID 4001; without one it
@@ -280,7 +304,8 @@ class BatchDispatcher:
         granted = network_granted(environment, allow_network)
         definition = self.job_definition(container, granted)
         request = self.submit_request(job_id, environment, manifest_uri, definition, timeout,
-                                      dids=dids, algorithm_did=algorithm_did, allow_network=allow_network)
+                                      dids=dids, algorithm_did=algorithm_did, allow_network=allow_network,
+                                      runner_key=runner_key)
         batch_job_id = self._call("submit_job", **request)["jobId"]
         log.info("job %s submitted to %s as Batch job %s (network %s)", job_id, request["jobQueue"], batch_job_id,
                  "allowed" if granted else "not granted by the environment" if allow_network else "blocked")

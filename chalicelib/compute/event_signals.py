@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from chalicelib.compute import status as st
-from chalicelib.compute.batch_naming import JOB_ID_PATTERN, JOB_ID_TAG, JOB_NAME_PREFIX
+from chalicelib.compute.batch_naming import ALGORITHM, JOB_ID_PATTERN, JOB_ID_TAG, JOB_NAME_PREFIX, algorithm_log_stream
+from chalicelib.job_key import detail_signed
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +34,22 @@ BATCH_FINAL = frozenset({"SUCCEEDED", "FAILED"})
 RUNNER_PROGRESS = frozenset({20, 30, 40, 50, 60})
 RUNNER_FAILURES = frozenset({31, 32, 62})
 RESULT_TYPES = frozenset({"output", "algorithmLog", "configurationLog", "publishLog"})
-# Container reasons of a container that never ran (its image or its start failed).
-START_FAILURES = ("CannotPullContainer", "CannotStartContainer", "CannotCreateContainer",
-                  "CannotInspectContainer", "ResourceInitializationError")
+# Container reasons of a container that never ran: its image or its start failed (the error
+# names of amazon-ecs-agent's agent/dockerclient/dockerapi/errors.go, agent/engine/errors.go and
+# ecs-agent/api/errors/errors.go; "CannotPull" covers CannotPullContainerError, the manifest's
+# CannotPullImageManifestError, CannotPullECRContainerError and CannotPullContainerAuthError).
+START_FAILURES = ("CannotPull", "CannotStartContainer", "CannotCreateContainer", "CannotInspectContainer",
+                  "ResourceInitializationError", "TaskStoppedBeforePullBeginError", "ContainerNetworkingError",
+                  "HostConfigError", "InvalidVolumeError", "CannotCreateVolume")
+TASK_FAILED_TO_START = "Task failed to start"  # Batch's statusReason when the ECS task never got going
 FORCE_STOPPED = 143  # SIGTERM: what the ECS agent gives a container it stops because of its dependencies
 MAX_REASON = 255
 MAX_RESULTS = 10_000
 MAX_RESULTS_BYTES = 200_000  # of DynamoDB's 400 KB per item; the runner sends at most ~150 KB
+MAX_RUN_SECONDS = 30 * 86400  # an algorithm run longer than this is no report of ours
+LOG_STREAM = re.compile(r"[A-Za-z0-9._/-]{1,512}")
+VERSION_ID = re.compile(r"[A-Za-z0-9._+/=-]{1,1024}")  # S3 version ids: URL-safe text, "null" never kept
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class Malformed(Exception):
@@ -61,9 +72,18 @@ class ContainerExit:
 
     @property
     def failed_to_start(self) -> bool:
-        """It never ran: the agent could not pull, create or start it (exit code none, or the
-        SIGTERM the agent gives a container it stops before it ran)."""
-        return self.exit_code in (None, FORCE_STOPPED) and self.reason.startswith(START_FAILURES)
+        """It never ran: the agent could not pull, create or start it. Whatever exit code goes
+        with such a reason (none, the 143 the agent gives a container it stops before it ran,
+        Docker's 126-128 for a start the runtime refused: exec format error, a file-capped
+        binary refused), no process of its image ran; only an inspect error may come after a run."""
+        if not self.reason.startswith(START_FAILURES):
+            return False
+        return self.exit_code in (None, FORCE_STOPPED) or not self.reason.startswith("CannotInspectContainer")
+
+    @property
+    def by_dependency(self) -> bool:
+        """The agent stopped it because a container it depends on failed or will never start."""
+        return "dependency graph" in self.reason
 
     @property
     def failed(self) -> bool:
@@ -78,8 +98,9 @@ class BatchChange:
     status_reason: str = ""
     containers: Mapping[str, ContainerExit] = field(default_factory=dict)
     stopped_at: int | None = None  # Unix seconds
-    started_at: int | None = None  # Unix seconds: Batch's startedAt (the job's containers started)
+    started_at: int | None = None  # Unix seconds: Batch's startedAt (RUNNING: publish started)
     attempt: int = 1  # the attempt this event is about (1-based)
+    log_stream: str | None = None  # the algorithm container's CloudWatch stream, from the task it names
 
     @property
     def final(self) -> bool:
@@ -95,6 +116,14 @@ class RunnerStage:
     results_key: str | None = None
     results_truncated: bool | None = None
     attempt: int | None = None  # C6; absent locally
+    at: int | None = None  # the stage's clock when it sent this (30: the algorithm may start; 60: it has ended)
+    algorithm_run: dict[str, Any] | None = None  # 60: the algorithm container's times, as the ECS agent recorded them
+    detail: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # as received: its signature is checked against the record's key
+
+    def signed_by(self, key: str | None) -> bool:
+        """Whether the job's key signed this event (chalicelib.job_key). A record without a key
+        (made before jobs had one) accepts its runner's unsigned events, as it always did."""
+        return key is None or detail_signed(key, self.detail)
 
 
 Signal = BatchChange | RunnerStage
@@ -139,7 +168,29 @@ def parse_batch(detail: Mapping[str, Any], queues: frozenset[str]) -> BatchChang
         started_at=int(started_at) // 1000 if _is_int(started_at) and started_at > 0 else None,
         # `attempts` lists the attempts that ended: a final event's last one is its own
         attempt=max(1, finished if batch_status in BATCH_FINAL else finished + 1),
+        log_stream=algorithm_stream(detail) if batch_status in ("STARTING", "RUNNING") else None,
     )
+
+
+def algorithm_stream(detail: Mapping[str, Any]) -> str | None:
+    """The current attempt's algorithm stream: the container's logStreamName when Batch gives
+    it, else derived from the task's ARN (ecsProperties.taskProperties[].taskArn), which a
+    STARTING event already carries while the algorithm runs (the job reaches RUNNING only when
+    publish starts)."""
+    ecs = detail.get("ecsProperties")
+    tasks = ecs.get("taskProperties") if isinstance(ecs, Mapping) else None
+    for task in tasks if isinstance(tasks, list) else []:
+        if not isinstance(task, Mapping):
+            continue
+        for container in task.get("containers") if isinstance(task.get("containers"), list) else []:
+            if (isinstance(container, Mapping) and container.get("name") == ALGORITHM
+                    and isinstance(container.get("logStreamName"), str)
+                    and LOG_STREAM.fullmatch(container["logStreamName"])):
+                return container["logStreamName"]
+        stream = algorithm_log_stream(task.get("taskArn"))
+        if stream:
+            return stream
+    return None
 
 
 def _batch_job_owner(detail: Mapping[str, Any]) -> str:
@@ -194,8 +245,11 @@ def parse_runner(detail: Mapping[str, Any], results_bucket: str | None) -> Runne
     attempt = detail.get("attempt")
     if attempt is not None and not (_is_int(attempt) and 1 <= attempt <= 10_000):
         raise Malformed("runner event has an invalid attempt")
-    stage = RunnerStage(job_id=job_id, status=code, reason=_text(detail.get("reason")), attempt=attempt)
-    if code not in (st.PUBLISH_FAILED, st.COMPLETED) or "results" not in detail:
+    at = detail.get("at")
+    stage = RunnerStage(job_id=job_id, status=code, reason=_text(detail.get("reason")), attempt=attempt,
+                        at=at if _is_int(at) and at > 0 else None, algorithm_run=_algorithm_run(detail.get("algorithm")),
+                        detail=detail)
+    if code not in RUNNER_FAILURES | {st.COMPLETED} or "results" not in detail:
         return stage
     bucket = detail.get("bucket")
     if results_bucket and bucket is not None and bucket != results_bucket:
@@ -208,7 +262,22 @@ def parse_runner(detail: Mapping[str, Any], results_bucket: str | None) -> Runne
         job_id=job_id, status=code, reason=stage.reason, results=results,
         results_key=key if key == f"jobs/{job_id}/results.json" else None,
         results_truncated=True if cut else (truncated if isinstance(truncated, bool) else None),
-        attempt=attempt)
+        attempt=attempt, at=stage.at, algorithm_run=stage.algorithm_run, detail=detail)
+
+
+def _algorithm_run(raw: Any) -> dict[str, Any] | None:
+    """Publish's report of the algorithm container's run ({"startedAt", "finishedAt"} in epoch
+    seconds, "exitCode"), kept only when it is a plausible run."""
+    if not isinstance(raw, Mapping):
+        return None
+    started, finished = raw.get("startedAt"), raw.get("finishedAt")
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 2**40 for t in (started, finished)):
+        return None
+    if not 0 <= finished - started <= MAX_RUN_SECONDS:
+        return None
+    code = raw.get("exitCode")
+    return {"startedAt": round(float(started), 3), "finishedAt": round(float(finished), 3),
+            "exitCode": code if _is_int(code) else None}
 
 
 def result_key_allowed(job_id: str, kind: Any, key: Any) -> bool:
@@ -243,6 +312,7 @@ def _results(job_id: str, raw: Any) -> tuple[list[dict[str, Any]], bool]:
             dropped += 1
             continue
         entry = {"filename": name, "filesize": size, "type": kind, "key": key}
+        entry.update(_pins(item))
         room -= len(json.dumps(entry)) + 2
         if room < 0 or len(kept) >= MAX_RESULTS:
             return kept, True
@@ -250,6 +320,19 @@ def _results(job_id: str, raw: Any) -> tuple[list[dict[str, Any]], bool]:
     if dropped:
         log.warning("job %s: %d malformed result entries dropped", job_id, dropped)
     return kept, False
+
+
+def _pins(item: Mapping[str, Any]) -> dict[str, str]:
+    """What publish says it wrote: the S3 version (served by that id, so another job's later
+    write at the key is never what the consumer downloads) and the sha256 of its bytes; kept
+    only when well-formed."""
+    pins: dict[str, str] = {}
+    version, digest = item.get("versionId"), item.get("sha256")
+    if isinstance(version, str) and version != "null" and VERSION_ID.fullmatch(version):
+        pins["versionId"] = version
+    if isinstance(digest, str) and SHA256_HEX.fullmatch(digest):
+        pins["sha256"] = digest
+    return pins
 
 
 def _is_job_id(value: Any) -> bool:

@@ -17,7 +17,9 @@ container's, reason}; `on_terminal(record)` runs once, on the write that first m
 terminal.
 
 Events for queues this provider does not own, for unknown jobs, for another Batch job than the
-one recorded, and malformed events are ignored with a log line; `handle()` never raises.
+one recorded, runner events not signed with the job's own key (chalicelib.job_key: another job,
+or the algorithm, speaking for this one), and malformed events are ignored with a log line;
+`handle()` never raises.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ from pynamodb.exceptions import DoesNotExist, PynamoDBException
 
 from chalicelib.compute import status as st
 from chalicelib.compute import transitions
-from chalicelib.compute.event_planning import JobState, Plan, plan
-from chalicelib.compute.event_signals import Malformed, Signal, parse
+from chalicelib.compute.event_planning import MARKS, JobState, Plan, plan
+from chalicelib.compute.event_signals import Malformed, RunnerStage, Signal, parse
 from chalicelib.models import JobRecord
 from chalicelib.observability import jobs as job_report
 
@@ -43,8 +45,8 @@ WRITE_ATTEMPTS = 4
 @dataclass(frozen=True)
 class Outcome:
     """What handling one event did: updated (status moved), attached (results only), attempt
-    (a newer Batch attempt recorded, nothing else), unchanged (nothing to write), ignored (not
-    ours / unreadable), error (store failed)."""
+    (a newer Batch attempt recorded, nothing else), noted (marks of the attempt only: times, the
+    log stream), unchanged (nothing to write), ignored (not ours / unreadable), error (store failed)."""
 
     action: str
     job_id: str | None = None
@@ -97,6 +99,9 @@ class JobEvents:
             except DoesNotExist:
                 log.info("event for unknown job %s ignored", signal.job_id)
                 return Outcome("ignored", signal.job_id, detail="unknown job")
+            if isinstance(signal, RunnerStage) and not signal.signed_by(record.runner_key):
+                log.warning("job %s: runner event refused: not signed with the job's key", signal.job_id)
+                return Outcome("ignored", signal.job_id, detail="runner event not signed with the job's key")
             state = JobState.of(record)
             change = plan(state, signal)
             if change is None:
@@ -133,6 +138,7 @@ class JobEvents:
                 actions.append(attribute.set(attribute | value))
             else:
                 actions.append(attribute.set(value))
+        actions += _marks(model, change, now)
         condition = model.status == state.status
         if change.attempt is not None:
             actions.append(model.batch_attempt.set(change.attempt))
@@ -152,6 +158,9 @@ class JobEvents:
 
     def _after_write(self, record: JobRecord, state: JobState, change: Plan) -> Outcome:
         if change.status is None:
+            if change.results is None and change.attempt is None:
+                log.info("job %s: noted %s", record.job_id, ", ".join(sorted(change.marks)))
+                return Outcome("noted", record.job_id, state.status)
             if change.results is None:
                 log.info("job %s: now at Batch attempt %s", record.job_id, change.attempt)
                 return Outcome("attempt", record.job_id, state.status)
@@ -164,6 +173,21 @@ class JobEvents:
             except Exception as exc:  # noqa: BLE001 - the status is written; a hook must not undo that
                 log.error("job %s: terminal hook failed (%s)", record.job_id, type(exc).__name__)
         return Outcome("updated", record.job_id, change.status)
+
+
+def _marks(model: type[JobRecord], change: Plan, now: int) -> list[Any]:
+    """The plan's marks (event_planning.MARKS): each written only if absent, or, for a newer
+    attempt, all anew (the ones it does not carry removed)."""
+    actions = []
+    for name in MARKS:
+        attribute = getattr(model, name)
+        if name in change.marks:
+            value = change.marks[name]
+            value = now if value is None else value
+            actions.append(attribute.set(value) if change.attempt is not None else attribute.set(attribute | value))
+        elif change.attempt is not None:
+            actions.append(attribute.remove())
+    return actions
 
 
 # -- Lambda glue ---------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from __future__ import annotations
 from chalicelib.compute.environments import Environment
 
 SEALED_UID, NETWORK_UID = 4000, 4001  # C1; infra/network_rules.py holds the rules for both
-# Added to the algorithm's time for Batch's attempt timeout: configure's downloads before it and
-# publish's uploads after it (Batch's clock starts at RUNNING, i.e. with configure).
+# Added to the algorithm's time for Batch's attempt timeout, and configure's allowance before the
+# algorithm in compute.deadlines. Batch's clock starts at RUNNING, which an ecsProperties job
+# reaches only when publish starts (a task's known status is the lowest of its containers'):
+# that timeout bounds publish's uploads, never the algorithm.
 STAGE_MARGIN_SECONDS = 1800
 MIN_ATTEMPT_SECONDS = 60  # Batch refuses shorter timeouts
 NETWORK_NOT_GRANTED = ("network access was not granted on this environment: every dataset allows it, but this "

@@ -4,15 +4,20 @@ marked used, and its record.
 
 A start reserves everything at once, so two starts with one order cannot both win, and a full
 environment refuses before anything is written; the refusal names which condition failed (an
-order already used wins over a full environment: retrying cannot help it). A start that fails
-after its reservation gives everything back in one more transaction that also ends the job with
-31, only if the job is still at 1, so the undo never races a job that went on.
+order already used wins over a full environment: retrying cannot help it). A gate may add its
+own items to that transaction (an escrow start: its payment and the payer's reservation), so
+nothing of a refused start is written. A start that fails after its reservation gives everything
+back in one more transaction that also ends the job with 31, only if the job is still at 1, so
+the undo never races a job that went on.
+
+An order already used by a job of the same owner for the same orders is the same start again
+(`same_start`): the caller returns or finishes that job instead of refusing it.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
@@ -51,6 +56,23 @@ class Slot:
     refusal: str
 
 
+class OrderAlreadyUsed(BusinessError):
+    """An order of the request started another job (another owner's, or other orders')."""
+
+    def __init__(self, order: Order):
+        super().__init__({f"{order.resource}.transferTxId": "order_already_used"})
+        self.order = order
+
+
+class GateContended(Exception):
+    """A condition of the gate's own items failed (its account moved since it was read): the
+    start reads again and retries its reservation."""
+
+
+# A gate's items in the start's transaction: it adds them and says how many puts and updates.
+ExtraItems = Callable[[TransactWrite], tuple[int, int]]
+
+
 def unique_orders(orders: Sequence[Order]) -> list[Order]:
     """Each order once, by key (chain and lower-case tx): one transaction cannot write an item twice."""
     seen: dict[str, Order] = {}
@@ -60,20 +82,24 @@ def unique_orders(orders: Sequence[Order]) -> list[Order]:
 
 
 def reservation_refusal(error: TransactWriteError, environment: Environment, orders: Sequence[Order],
-                        slots: Sequence[Slot] = ()) -> Exception:
-    """Which condition refused the start. PynamoDB sends a transaction's puts before its updates,
-    so the reasons come as: each order (puts), the job (put), the environment slot, then each
-    further slot (updates). An order already used wins over a full environment: retrying cannot help it."""
+                        slots: Sequence[Slot] = (), extra: tuple[int, int] = (0, 0)) -> Exception:
+    """Which condition refused the start. DynamoDB reports the items in the order PynamoDB sends
+    them, puts before updates: each order, the job, the gate's puts; then the environment slot,
+    each further slot, the gate's updates. An order already used wins over a full environment:
+    retrying cannot help it."""
     failed = [getattr(reason, "code", None) == "ConditionalCheckFailed" for reason in (error.cancellation_reasons or [])]
-    if len(failed) == len(orders) + 2 + len(slots):
+    puts, updates = len(orders) + 1 + extra[0], 1 + len(slots) + extra[1]
+    if len(failed) == puts + updates:
         for order, refused in zip(orders, failed):
             if refused:
-                return BusinessError({f"{order.resource}.transferTxId": "order_already_used"})
-        if failed[len(orders) + 1]:
+                return OrderAlreadyUsed(order)
+        if any(failed[len(orders) + 1:puts]) or any(failed[puts + 1 + len(slots):]):
+            return GateContended()
+        if failed[puts]:
             full = BusinessError(f"Environment {environment.id} is at capacity ({environment.max_jobs} jobs); try again later")
             full.reason = "capacity"  # type: ignore[attr-defined]  # what the StartsRefused metric counts it as
             return full
-        for slot, refused in zip(slots, failed[len(orders) + 2:]):
+        for slot, refused in zip(slots, failed[puts + 1:]):
             if refused:
                 tier_full = BusinessError(slot.refusal)
                 tier_full.reason = "free_tier_full"  # type: ignore[attr-defined]
@@ -104,11 +130,36 @@ class JobReservations:
             raise ServiceUnavailable(UNAVAILABLE) from error
         return True
 
-    def reserve(self, job: JobRecord, environment: Environment, orders: Sequence[Order], slots: Sequence[Slot] = ()) -> None:
+    def same_start(self, owner: str, orders: Sequence[Order]) -> Optional[JobRecord]:
+        """The job these orders started, if it is `owner`'s and was started with exactly these
+        orders (the same start again: return or finish it); None if no order is used yet;
+        OrderAlreadyUsed if one is used otherwise."""
+        unique = unique_orders(orders)
+        if not unique:
+            return None
+        try:
+            used = {use.order_id: use.job_id for use in self._orders.batch_get([order.key for order in unique])}
+            if not used:
+                return None
+            job_ids = set(used.values())
+            if len(job_ids) == 1 and len(used) == len(unique):
+                try:
+                    job = self._jobs.get(job_ids.pop(), consistent_read=True)
+                except DoesNotExist:
+                    job = None
+                if job is not None and job.owner == owner and set(job.orders or []) == set(used):
+                    return job
+        except PynamoDBException as error:
+            raise ServiceUnavailable(UNAVAILABLE) from error
+        raise OrderAlreadyUsed(next(order for order in unique if order.key in used))
+
+    def reserve(self, job: JobRecord, environment: Environment, orders: Sequence[Order], slots: Sequence[Slot] = (),
+                extra: ExtraItems | None = None) -> None:
         """One transaction: a slot of the environment (and of each of `slots`), every order
-        marked used, the job record."""
+        marked used, the job record, and the gate's `extra` items."""
         unique = unique_orders(orders)
         actions, condition = self._usage.reserve(environment.max_jobs)
+        counts = (0, 0)
         try:
             with self._transaction() as transaction:
                 transaction.update(EnvironmentUsage(environment.id), actions=actions, condition=condition)
@@ -119,8 +170,10 @@ class JobReservations:
                     used = self._orders(order.key, job_id=job.job_id, created_at=job.date_created)
                     transaction.save(used, condition=self._orders.order_id.does_not_exist())
                 transaction.save(job, condition=self._jobs.job_id.does_not_exist())
+                if extra is not None:
+                    counts = extra(transaction)
         except TransactWriteError as error:
-            refusal = reservation_refusal(error, environment, unique, slots)
+            refusal = reservation_refusal(error, environment, unique, slots, counts)
             if getattr(refusal, "reason", None) == "capacity" and self._usage.drained(environment.id):
                 refusal = BusinessError(f"Environment {environment.id} is not accepting new jobs (drained by its operator); "
                                         "try another environment or later")

@@ -73,7 +73,7 @@ def status_object(job: JobRecord, objects: JobObjects | None, url_bytes: int = M
     if objects is not None and int(job.status) != st.DELETED:
         room = url_bytes - len(json.dumps(body))
         for position, item in enumerate(job.results or []):
-            url = objects.presigned_download(item["key"], item.get("filename", "result"))
+            url = objects.presigned_download(item["key"], item.get("filename", "result"), item.get("versionId"))
             room -= len(url) + 4
             if room < 0:
                 break

@@ -2,12 +2,14 @@
 
 Two things can leave a job that nothing will ever move again:
 
-- **A start killed mid-way.** The API function died (its 29 s timeout) after the reservation
-  and before SubmitJob: the job stays at 1 with no Batch job, its orders used and its slot
-  taken. After STUCK_AFTER (far longer than any start can live) such a job is ended with 31 and
-  its orders and slot are given back, by the start's own undo (JobService.abandon), unless Batch
-  knows a job of that name after all (SubmitJob went through, the record of it did not): that
-  one is followed like any other.
+- **A start killed or left mid-way.** The API function died (its 29 s timeout) after the
+  reservation and before SubmitJob, or a paid start answered before its lock was mined: the job
+  stays at 1 with no Batch job, its orders used and its slot taken. After STUCK_AFTER (far longer
+  than any start can live) such a job is followed if Batch knows a job of its name (SubmitJob
+  went through, the record of it did not); else it is finished from its record
+  (`JobService.finish_stored`: dispatched if its manifest is stored and its lock, if any, is
+  mined; left while its lock is still on its way) or undone: ended with 31, its orders and slot
+  given back, its lock cancelled (a lock never sent is never sent by the reconciler).
 - **A lost event.** EventBridge delivers at least once, mostly: a job whose record has heard
   nothing for QUIET_AFTER is looked up in Batch (DescribeJobs, 100 ids a call), and each answer
   is applied as the Batch event it stands for (`JobEvents.handle`: the same planning and the
@@ -18,8 +20,11 @@ Two things can leave a job that nothing will ever move again:
   transactions to replace), then every lock still held is compared with its job: a job that
   ended (its terminal event or hook was lost, or a start abandoned above) is settled as its
   terminal hook would have (payments.settlement.settle_job), a job that does not exist is cancelled.
-  A job locked but never dispatched (its start died after the lock) is abandoned above after
-  STUCK_AFTER and settled (cancelled) on the next run.
+  A job locked but never dispatched (its start died after the lock) is dispatched above.
+
+- **An algorithm past its deadline** (an image whose ENTRYPOINT ignored our command, so nothing
+  in its task stops it): `compute.deadlines` terminates its Batch job; its report then adds
+  `terminated`. The schedule runs every minute for this.
 
 Candidates come from the sparse index of jobs that have not ended (models.ActiveJobs, one query
 per environment, oldest update first), never from a scan of the table.
@@ -36,6 +41,7 @@ from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.compute import status as st
 from chalicelib.compute.batch_naming import job_name
+from chalicelib.compute.deadlines import Deadlines
 from chalicelib.compute.event_signals import BATCH_DETAIL_TYPE, BATCH_SOURCE
 from chalicelib.compute.events import JobEvents
 from chalicelib.models import JobRecord
@@ -53,34 +59,41 @@ class Report:
     """What one run did, for the function's log and return value."""
 
     abandoned: list[str] = field(default_factory=list)
+    dispatched: list[str] = field(default_factory=list)  # starts finished from their record
     described: int = 0
     applied: dict[str, str] = field(default_factory=dict)  # job id -> the event outcome's action
     errors: int = 0
     escrow: bool = False  # whether escrow payments were looked after (the two fields below)
     healed: int = 0  # open payments moved on by payments.heal()
     settled: dict[str, str] = field(default_factory=dict)  # job id -> its payment's status
+    deadlines: bool = False  # whether deadlines were enforced (the field below)
+    terminated: list[str] = field(default_factory=list)  # jobs stopped at their algorithm's deadline
 
     def as_dict(self) -> dict[str, Any]:
-        done = {"abandoned": self.abandoned, "described": self.described, "applied": self.applied,
-                "errors": self.errors}
+        done: dict[str, Any] = {"abandoned": self.abandoned, "dispatched": self.dispatched, "described": self.described,
+                                "applied": self.applied, "errors": self.errors}
+        if self.deadlines:
+            done["terminated"] = self.terminated
         return {**done, "healed": self.healed, "settled": self.settled} if self.escrow else done
 
 
 class Reconciler:
     """One run per schedule tick: `run()` never raises for one job's trouble (it counts it)."""
 
-    def __init__(self, events: JobEvents, batch: Any, abandon: Callable[[JobRecord], bool],
+    def __init__(self, events: JobEvents, batch: Any, finish: Callable[[JobRecord, int], str],
                  environments: Iterable[tuple[str, str | Sequence[str]]], jobs: type[JobRecord] = JobRecord,
                  clock: Callable[[], float] = time.time, stuck_after: int = STUCK_AFTER,
                  quiet_after: int = QUIET_AFTER, payments: Any = None,
-                 settle: Callable[[Any, JobRecord], None] | None = None, chain_ids: Iterable[int] = ()) -> None:
+                 settle: Callable[[Any, JobRecord], None] | None = None, chain_ids: Iterable[int] = (),
+                 deadlines: Deadlines | None = None) -> None:
         """`environments`: (environment id, its job queues: the sealed one, then the network
-        queue if it has one); `abandon`: JobService.abandon; `payments` (EscrowPayments, None
+        queue if it has one); `finish(job, now)`: JobService.finish_stored ("dispatched",
+        "abandoned", "waiting" or "busy"); `payments` (EscrowPayments, None
         without escrow) and `settle(payments, job)` (payments.settlement.settle_job) for the payments on
-        `chain_ids`."""
+        `chain_ids`; `deadlines`: the algorithms' deadlines to enforce."""
         self._events = events
         self._batch = batch
-        self._abandon = abandon
+        self._finish = finish
         self._queues = {environment: (queues,) if isinstance(queues, str) else tuple(queues)
                         for environment, queues in environments}
         self._jobs = jobs
@@ -90,6 +103,7 @@ class Reconciler:
         self._payments = payments
         self._settle = settle
         self._chain_ids = list(chain_ids)
+        self._deadlines = deadlines
 
     def run(self) -> Report:
         report = Report()
@@ -100,8 +114,12 @@ class Reconciler:
                 if int(job.updated_at or 0) <= now - self._quiet_after:
                     followed.append(job)
             elif int(job.date_created) <= now - self._stuck_after:
-                self._undispatched(job, report)
+                self._undispatched(job, report, now)
         self._describe([job.batch_job_id for job in followed], report)
+        if self._deadlines is not None:
+            enforced = self._deadlines.enforce()
+            report.deadlines, report.terminated = True, enforced.terminated
+            report.errors += enforced.errors
         if self._payments is not None:
             self._escrow(report)
         log.info("reconciler: %s", report.as_dict())
@@ -159,9 +177,11 @@ class Reconciler:
             except PynamoDBException as error:
                 log.error("reconciler: active jobs of %s unreadable (%s)", environment, type(error).__name__)
 
-    def _undispatched(self, job: JobRecord, report: Report) -> None:
+    def _undispatched(self, job: JobRecord, report: Report, now: int) -> None:
         """A job at 1 without a Batch job: follow the Batch job of its name if there is one,
-        else end it and give its order and slot back."""
+        else finish its start from its record, or end it and give its order and slot back."""
+        from chalicelib.errors import ServiceUnavailable
+
         try:
             found = self._batch_jobs_named(job)
         except (BotoCoreError, ClientError) as error:
@@ -175,11 +195,15 @@ class Reconciler:
             log.warning("job %s: at %s with no Batch job known; left alone", job.job_id, job.status)
             return
         try:
-            if self._abandon(job):
-                report.abandoned.append(job.job_id)
-        except PynamoDBException as error:
-            log.error("job %s: could not abandon its start (%s)", job.job_id, type(error).__name__)
+            outcome = self._finish(job, now)
+        except (PynamoDBException, ServiceUnavailable) as error:
+            log.error("job %s: could not finish or undo its start (%s)", job.job_id, type(error).__name__)
             report.errors += 1
+            return
+        if outcome == "abandoned":
+            report.abandoned.append(job.job_id)
+        elif outcome == "dispatched":
+            report.dispatched.append(job.job_id)
 
     def _batch_jobs_named(self, job: JobRecord) -> list[str]:
         """Batch job ids named after this job in its environment's queues (any status): the
@@ -242,6 +266,8 @@ def build_reconciler() -> Reconciler:
         from chalicelib.payments.setup import escrow_addresses
 
         escrow = {"payments": services.payments(), "settle": settle_job, "chain_ids": sorted(escrow_addresses())}
-    return Reconciler(services.job_events(), aws.client("batch"), services.job_service().abandon,
-                      [(e.id, [q for q in (e.job_queue, e.network_job_queue) if q]) for e in environments().values()],
+    configured = environments().values()
+    return Reconciler(services.job_events(), aws.client("batch"), services.job_service().finish_stored,
+                      [(e.id, [q for q in (e.job_queue, e.network_job_queue) if q]) for e in configured],
+                      deadlines=Deadlines(aws.client("batch"), {e.id: int(e.max_job_duration) for e in configured}),
                       **escrow)

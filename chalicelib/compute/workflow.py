@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence
 from chalicelib.assets.files import FilesUnavailable
 from chalicelib.budget import Deadline
 from chalicelib.chain.fees import ProviderFees
-from chalicelib.chain.orders import OrderVerifier, VerifiedOrder, ensure_fees_paid
+from chalicelib.chain.orders import OrderVerifier, VerifiedOrder, ensure_fees_paid, normalize_tx_id
 from chalicelib.compute.environments import MIN_JOB_SECONDS
 from chalicelib.compute.job_options import JobOptions
 from chalicelib.compute.job_reservations import Order
@@ -55,6 +55,9 @@ class ComputeWorkflow:
         orders' providerFee need not carry its price (one price, paid once)."""
         plan = self._validator.validate_start(request, self._resolve_datasets(request.all_datasets),
                                               self._resolve_algorithm(request.algorithm))
+        made = self._jobs.same_start(plan, consumer, planned_orders(plan), deadline)
+        if made is not None:
+            return made  # the same start again: its job (finished now), whatever its orders' fees say now
         now = int(self._clock())
         verified = [(order, self._verify(order, plan, consumer)) for order in plan.orders()]
         priced = plan.environment if compute_in_fee else dataclasses.replace(plan.environment, free=True)
@@ -152,3 +155,15 @@ class ComputeWorkflow:
         except BusinessError:
             return False
         return order.valid_until >= valid_until
+
+
+def planned_orders(plan: ComputePlan) -> list[Order]:
+    """The orders a start names (before they are verified), as the orders table keys them; none
+    when one is missing or malformed (verification answers that)."""
+    orders = []
+    for order in plan.orders():
+        try:
+            orders.append(Order(order.resource, order.chain_id, normalize_tx_id(order.transfer_tx_id, order.resource)))
+        except BusinessError:
+            return []
+    return orders

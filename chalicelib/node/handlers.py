@@ -126,7 +126,7 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     answer = status_object(job, None)
     view = services.payments().view(job.job_id)
     if view is not None:
-        answer["payment"] = node_payment(view)  # Ocean Node's job.payment; the lock is mined already
+        answer["payment"] = node_payment(view)  # Ocean Node's job.payment: lockTx sent (mined unless the job is still at 1)
     return [answer]
 
 

@@ -3,10 +3,15 @@
 Where it is, in order:
 - locally (`make run`), the local dispatcher's `algorithm_log(job_id)` (the job folder's
   algorithm.log as it grows);
-- on AWS, the algorithm container's CloudWatch stream (awslogs driver, group ALGORITHM_LOG_GROUP,
-  stream name from DescribeJobs: the `algorithm` container of `ecsProperties`, or `container`);
-- once the job published it, the `algorithmLog` result in S3 (so a finished job's log stays
-  readable after CloudWatch's retention or a local restart).
+- on AWS, the algorithm container's CloudWatch stream (awslogs driver, group ALGORITHM_LOG_GROUP)
+  as soon as the task exists (10 on): a multi-container job stays STARTING until publish starts,
+  so the algorithm runs while the job is at 10..30 (issue 18, point 5). The stream is
+  `c2d/algorithm/<ECS task id>` (awslogs-stream-prefix/container name/task id): the record's
+  `logStream`, noted from the task ARN of Batch's STARTING or RUNNING event
+  (compute.event_signals.algorithm_stream), else from DescribeJobs (the container's
+  logStreamName, else its task's ARN);
+- once the job published it, the `algorithmLog` result in S3 at the version publish wrote (so a
+  finished job's log stays readable after CloudWatch's retention or a local restart).
 
 API Gateway cannot stream a response: what exists when the call arrives is returned, at most
 MAX_LOG_BYTES (the head of the log; poll again for more). Nothing here names a host or path.
@@ -19,6 +24,7 @@ from typing import Any, Callable, Optional
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.compute import status as st
+from chalicelib.compute.event_signals import algorithm_stream
 from chalicelib.errors import ServiceUnavailable
 from chalicelib.models import JobRecord
 
@@ -28,7 +34,6 @@ MAX_LOG_BYTES = 1024 * 1024
 # GetLogEvents answers at most 10,000 events a page: an algorithm printing one-byte lines would
 # otherwise cost ~50 calls of the account's GetLogEvents quota per poll, and the request's time.
 MAX_LOG_PAGES = 5
-ALGORITHM_CONTAINER = "algorithm"
 UNAVAILABLE = "The job's log is unavailable, try again later"
 
 
@@ -57,14 +62,14 @@ class AlgorithmLogs:
         if callable(local):
             found = local(job.job_id)
             return None if found is None else bytes(found[: self._max_bytes])
-        if job.batch_job_id and self._cloudwatch_enabled and st.rank(int(job.status)) >= st.rank(st.RUNNING):
-            return self._cloudwatch(job.batch_job_id)  # before the algorithm runs it has no stream
+        if job.batch_job_id and self._cloudwatch_enabled and st.rank(int(job.status)) >= st.rank(st.STARTED):
+            return self._cloudwatch(job)  # before Batch places the task there is no stream
         return None
 
     # -- CloudWatch Logs (AWS) ------------------------------------------------------------
 
-    def _cloudwatch(self, batch_job_id: str) -> Optional[bytes]:
-        stream = self._stream_name(batch_job_id)
+    def _cloudwatch(self, job: JobRecord) -> Optional[bytes]:
+        stream = job.log_stream or self._stream_name(str(job.batch_job_id))
         if not stream:
             return None
         chunks: list[bytes] = []
@@ -101,11 +106,7 @@ class AlgorithmLogs:
         if not jobs:
             return None
         detail = jobs[0]
-        for task in (detail.get("ecsProperties") or {}).get("taskProperties") or []:
-            for container in task.get("containers") or []:
-                if container.get("name") == ALGORITHM_CONTAINER and container.get("logStreamName"):
-                    return str(container["logStreamName"])
-        stream = (detail.get("container") or {}).get("logStreamName")
+        stream = algorithm_stream(detail) or (detail.get("container") or {}).get("logStreamName")
         return str(stream) if stream else None
 
     # -- the published result (S3) --------------------------------------------------------
@@ -115,7 +116,9 @@ class AlgorithmLogs:
         if entry is None:
             return None
         try:
-            body = self._s3().get_object(Bucket=self._bucket, Key=entry["key"], Range=f"bytes=0-{self._max_bytes - 1}")
+            pinned = {"VersionId": entry["versionId"]} if entry.get("versionId") else {}  # the version publish wrote
+            body = self._s3().get_object(Bucket=self._bucket, Key=entry["key"], Range=f"bytes=0-{self._max_bytes - 1}",
+                                         **pinned)
             return body["Body"].read()
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "InvalidRange"):

@@ -5,6 +5,9 @@ Three tables, created by `chalicelib.bootstrap` beside the others:
 - `<prefix>-chain-accounts` (`ChainAccount`): the next nonce of the provider's account per chain.
   It only grows, and only by the same DynamoDB transaction that records the transaction taking
   the nonce, so a nonce is never handed out twice nor lost (see `chalicelib.chain.transactions`).
+  The same table holds the payers' side as the provider sees it (`EscrowAccount`, keys
+  `escrow:...`): the locks of a payer reserved and not yet mined, and its recent failed locks
+  (`payments.escrow_accounts`). Accounts of both kinds, one key schema, no new table to deploy.
 - `<prefix>-transactions` (`ChainTransaction`): one record per *purpose* (`lock:<jobId>`, ...),
   holding every signed attempt (raw transaction included) before it is broadcast. `open` is set
   (to the chain id) while the transaction is unfinished and removed when it is final, so the
@@ -24,7 +27,7 @@ import logging
 import os
 from typing import Any, Callable, Mapping, TypeVar
 
-from pynamodb.attributes import ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute, UnicodeSetAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -44,6 +47,29 @@ class ChainAccount(Model):
     account = UnicodeAttribute(hash_key=True)
     next_nonce = NumberAttribute(attr_name="nextNonce")
     updated_at = NumberAttribute(attr_name="updatedAt", null=True)  # last nonce taken
+
+
+class EscrowAccount(Model):
+    """A payer's escrow as the provider's starts see it (`payments.escrow_accounts`), in the
+    chain-accounts table:
+
+    - `escrow:<chainId>:<payer>:<token>`: `pending`/`pendingCount`, the amount and number of this
+      provider's locks reserved for the payer and not yet mined (the chain does not count them
+      yet), `pendingJobs` their jobs, and `released`, how many were released (a version: a
+      reservation that read the chain before a release must read it again);
+    - `escrow:<chainId>:<payer>`: `failures`, when its recent locks failed on chain (the 429)."""
+
+    class Meta:
+        table_name = "chain-accounts"
+        billing_mode = "PAY_PER_REQUEST"
+
+    account = UnicodeAttribute(hash_key=True)
+    pending = NumberAttribute(null=True)
+    pending_count = NumberAttribute(null=True, attr_name="pendingCount")
+    pending_jobs = UnicodeSetAttribute(null=True, attr_name="pendingJobs")
+    released = NumberAttribute(null=True)
+    failures = ListAttribute(of=NumberAttribute, null=True)
+    updated_at = NumberAttribute(attr_name="updatedAt", null=True)
 
 
 class Attempt(MapAttribute):
@@ -160,7 +186,10 @@ class EscrowPayment(Model):
     created_at = NumberAttribute(attr_name="createdAt")
     updated_at = NumberAttribute(attr_name="updatedAt")
     open = NumberAttribute(null=True)
-    held = NumberAttribute(null=True)  # the chain id while locked and not yet being settled
+    held = NumberAttribute(null=True)  # the chain id while its job holds it (reserved, locking, locked)
+    # The amount reserved in the payer's EscrowAccount until the lock is mined or fails (then
+    # removed, once, by the transaction that gives the reservation back).
+    reserved = NumberAttribute(null=True)
 
     open_payments = OpenPayments()
     held_payments = HeldPayments()
@@ -186,6 +215,9 @@ def bind(region: str, env: Mapping[str, str] | None = None) -> tuple[type[Model]
         model.Meta.table_name = name
         model.Meta.region = region
         model._connection = None
+    EscrowAccount.Meta.table_name = ChainAccount.Meta.table_name  # the payers' accounts share it
+    EscrowAccount.Meta.region = region
+    EscrowAccount._connection = None
     return PAYMENT_MODELS
 
 

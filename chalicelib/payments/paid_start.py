@@ -3,19 +3,22 @@ escrow, what they lock (initializeCompute's `payment`), and the lock a start tak
 reaches Batch. Both protocol edges reach escrow only through here and `payments.settlement`.
 
 A paid start (`payment{chainId, token}` on a chain with an Escrow, in a token the environment
-is priced in) goes: validate and verify the orders (the v4 path), check the consumer's escrow
-(authorization, funds, the provider's gas: 400s and 503 before anything is reserved), reserve
-(slot, orders, job record at 1), lock, wait for the lock to be mined, then dispatch. The lock is
-the JobService's `DispatchGate`, so the start path is v4's with one hook:
+is priced in) goes: validate and verify the orders (the v4 path); check the payer (429 after
+failed locks, its authorization and funds beside its locks still pending, the provider's gas:
+nothing is written on a refusal); reserve (slot, orders, job record at 1, the payment and the
+payer's reservation, one transaction); write the manifest; send the lock and wait for it to be
+mined; dispatch. The lock is the JobService's `DispatchGate`, so the start path is v4's with one
+hook:
 
-- lock refused or reverted -> the start is undone (job 31 with the reason, slot and orders back),
-  400; nothing is claimed;
-- lock not mined within the request's time -> the lock is cancelled (a claim of 0 once it is
-  mined, by the payments' heal) and the start undone, 503 "try again". We chose this over leaving
-  the job at 1 for the reconciler to dispatch: the dispatch needs the validated plan (container,
-  checksums, inputs), which only the request holds. On automining chains and on chains with
-  blocks of a few seconds the lock is mined well within the ~10 s a start leaves for it;
-- dispatch fails after the lock -> the lock is cancelled.
+- lock refused or reverted -> the start is undone (job 31 with the reason, slot and orders back,
+  the reservation given back), 400; nothing is claimed. A reverted lock cost the provider gas
+  and counts as one of the payer's failed locks (`payments.escrow_accounts`: 429 after a few);
+- lock not mined within the request's time (`MAX_LOCK_WAIT`) -> the job stays at 1, bound to its
+  lock; the answer is the job (200). The same start again (same owner, same orders) waits for
+  that lock and dispatches, and the reconciler dispatches it once mined (`StoredLock.resume`:
+  everything the dispatch needs is in the job record and the manifest), or, if the lock failed
+  or is still not mined after ESCROW_QUEUE_WAIT, undoes the start and cancels the lock;
+- the start fails for good after the lock (SubmitJob refused) -> the lock is cancelled.
 
 The claim when the job ends is `payments.settlement`.
 """
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from chalicelib import budget
 from chalicelib.compute.environments import MIN_JOB_SECONDS, Environment, fill_resources
-from chalicelib.errors import BusinessError, ServiceUnavailable
+from chalicelib.errors import BusinessError
 from chalicelib.models import JobRecord
 from chalicelib.observability.context import annotate, record
 from chalicelib.observability.requests import known_environment
@@ -40,21 +43,15 @@ log = logging.getLogger(__name__)
 
 LOCK_SECONDS = 5.0  # what a start needs for the lock beyond its own reserve: checks, record, send
 MAX_LOCK_WAIT = 10.0  # the longest a start waits for its lock to be mined (within what the request has left)
-NOT_MINED = "The escrow lock was not mined in time; it is being released. Try again"
 
 
 class LockFailed(BusinessError):
-    """The escrow lock was refused or reverted (400); the job ends 31 with `job_reason`."""
+    """The escrow lock was refused, reverted, never sent or never mined: the start cannot finish
+    (400); the job ends 31 with `job_reason`."""
 
     def __init__(self, message: str):
         super().__init__(message)
         self.job_reason = f"escrow lock failed: {message}"[:255]
-
-
-class LockNotMined(ServiceUnavailable):
-    def __init__(self) -> None:
-        super().__init__(NOT_MINED)
-        self.job_reason = "escrow lock not mined in time"
 
 
 def escrow_chain(chain_id: Optional[int]) -> bool:
@@ -112,51 +109,44 @@ def escrow_lock(payments: Callable[[], "EscrowPayments"], environment: Environme
                       deadline)
 
 
-class EscrowLock:
-    """The `DispatchGate` of a paid start: the consumer's lock, mined before the dispatch."""
+def stored_lock(payments: "EscrowPayments", job: JobRecord) -> "StoredLock | None":
+    """The gate of a recorded start (the JobService's `resume_gate`): its payment, if it has one."""
+    return StoredLock(payments) if payments.get(job.job_id) is not None else None
 
-    seconds_needed = LOCK_SECONDS
 
-    def __init__(self, payments: "EscrowPayments", payer: str, quote: "PaymentQuote", deadline: budget.Deadline):
+class StoredLock:
+    """The lock of a recorded paid start, for the same start again or the reconciler."""
+
+    def __init__(self, payments: "EscrowPayments"):
         self._payments = payments
-        self._payer = payer
-        self._quote = quote
-        self._deadline = deadline
 
-    @property
-    def max_job_duration(self) -> int:
-        """The job's time limit: what the lock pays for at most."""
-        return self._quote.max_job_duration
-
-    def check(self) -> None:
-        """Before anything is reserved: the consumer's authorization and funds (400s) and the
-        provider's gas for the lock and its claim (503)."""
-        from chalicelib.payments.service import CLAIM_GAS, LOCK_GAS
-
-        self._payments.check(self._quote, self._payer)
-        self._payments.sender.ensure_can_pay(self._quote.chain_id, LOCK_GAS + CLAIM_GAS)
-
-    def before_dispatch(self, job: JobRecord) -> None:
+    def resume(self, job: JobRecord, wait: float, send: bool) -> bool:
+        """True once the lock is mined; False while it is on its way; LockFailed when it failed,
+        was settled, was never sent (`send` False: only the consumer's own start sends it), or
+        is still not mined ESCROW_QUEUE_WAIT after the start (its lifetime counts from mining)."""
         from chalicelib.payments.quotes import PaymentRefused
 
-        try:
-            self._payments.lock(job_id=job.job_id, payer=self._payer, quote=self._quote)
-            wait = max(0.0, min(MAX_LOCK_WAIT, self._deadline.remaining() - budget.START_RESERVE_SECONDS))
-            payment = self._payments.confirm_lock(job.job_id, timeout=wait)
-        except PaymentRefused as refused:
-            raise LockFailed(str(refused)) from None
-        except Exception:
-            # e.g. the node or the store failed mid-way: whatever was recorded or sent is released
-            # (a lock the sender still broadcasts is cancelled once mined, by heal())
-            self.cancel(job, "the start failed while locking")
-            raise
+        payments = self._payments
+        payment = payments.get(job.job_id)
+        if payment is None:
+            raise LockFailed("the start has no escrow payment")
+        if payment.status == "reserved":
+            if not send:
+                raise LockFailed("the start never sent its lock")
+            try:
+                payments.send_lock(job.job_id)
+            except PaymentRefused as refused:
+                raise LockFailed(str(refused)) from None
+        payment = payments.confirm_lock(job.job_id, timeout=wait)
         if payment.status == "locked":
             record("EscrowLocks", environment=known_environment(job.environment))
-            return
-        if payment.status == "lock_failed":
-            raise LockFailed(payment.reason or "the lock did not go through")
-        self.cancel(job, "escrow lock not mined in time")
-        raise LockNotMined()
+            return True
+        if payment.status == "locking":
+            waited = payments.clock() - float(payment.created_at)
+            if waited > payments.queue_wait:
+                raise LockFailed(f"not mined within {payments.queue_wait} s")
+            return False
+        raise LockFailed(payment.reason or f"the payment is {payment.status}")
 
     def cancel(self, job: JobRecord, reason: str) -> None:
         """Release the lock (now, or as soon as it is mined); the reconciler retries a failure."""
@@ -167,3 +157,44 @@ class EscrowLock:
         except Exception as error:  # noqa: BLE001 - the start's own error is what the consumer must see
             log.error("job %s: escrow cancel failed (%s); the reconciler will settle it", job.job_id,
                       type(error).__name__)
+
+
+class EscrowLock(StoredLock):
+    """The `DispatchGate` of a paid start: the consumer's lock, reserved with the job, mined
+    before the dispatch."""
+
+    seconds_needed = LOCK_SECONDS
+
+    def __init__(self, payments: "EscrowPayments", payer: str, quote: "PaymentQuote", deadline: budget.Deadline):
+        super().__init__(payments)
+        self._payer = payer
+        self._quote = quote
+        self._deadline = deadline
+        self._reservation: Any = None
+
+    @property
+    def max_job_duration(self) -> int:
+        """The job's time limit: what the lock pays for at most."""
+        return self._quote.max_job_duration
+
+    def check(self) -> None:
+        """Before anything is reserved: the payer's recent failed locks (429), its authorization
+        and funds beside its locks still pending (400s), the provider's gas for the lock and its
+        claim (503). Reads what the reservation's condition needs."""
+        from chalicelib.payments.service import CLAIM_GAS, LOCK_GAS
+
+        self._payments.throttle(self._quote.chain_id, self._payer)
+        self._reservation = self._payments.reservation(self._quote, self._payer)
+        self._payments.sender.ensure_can_pay(self._quote.chain_id, LOCK_GAS + CLAIM_GAS)
+
+    def add_to(self, transaction: Any, job: JobRecord) -> tuple[int, int]:
+        """The payment (reserved) and the payer's reservation, in the start's transaction."""
+        return self._payments.add_to(transaction, self._payments.record(job.job_id, self._payer, self._quote),
+                                     self._reservation)
+
+    def before_dispatch(self, job: JobRecord) -> bool:
+        """Send the lock, wait for it within what the request has left: True once mined, False
+        while on its way (the job stays at 1), LockFailed when it was refused or reverted.
+        Another failure propagates: the lock may be on its way, the same start again finishes."""
+        wait = max(0.0, min(MAX_LOCK_WAIT, self._deadline.remaining() - budget.START_RESERVE_SECONDS))
+        return self.resume(job, wait, send=True)

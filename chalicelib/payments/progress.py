@@ -3,14 +3,18 @@ that locks, the terminal hook that claims, the reconciler's heal(). Each step re
 payment is and what its transactions did on chain, and moves the record by a conditional write,
 so concurrent or repeated steps never double a lock or a claim:
 
-    locking ──(Lock mined)──> locked ──claim()──> claiming ──(Claimed)──> claimed
-       │                         └──cancel()──> cancelling ──(Claimed 0 / Canceled)──> cancelled
-       └──(reverted, dropped, refused)──> lock_failed
+    reserved ──send_lock()──> locking ──(Lock mined)──> locked ──claim()──> claiming ──(Claimed)──> claimed
+       │                         │                         └──cancel()──> cancelling ──(Claimed 0 / Canceled)──> cancelled
+       └──cancel()──> cancelled  └──(reverted, dropped, refused)──> lock_failed
 
-A settlement asked for before the lock is mined is sent as soon as it is. A cancel is a claim of
-0 (the contract has no payee cancel of a live lock, see `payments.escrow`); a claim reaching the
-chain after the lock's expiry is turned into a cancel by the contract, and recorded as
-`cancelled` with that reason.
+`reserved`: recorded with its job, its amount reserved in the payer's account
+(`payments.escrow_accounts`), nothing sent. Only a start (or the same start again) sends its
+lock; heal() never does. The reservation is given back, once, by the step that learns the lock
+is mined, failed or will never be sent (a lock that reverted after costing gas also counts as
+one of its payer's failed locks). A settlement asked for before the lock is mined is sent as
+soon as it is. A cancel is a claim of 0 (the contract has no payee cancel of a live lock, see
+`payments.escrow`); a claim reaching the chain after the lock's expiry is turned into a cancel by
+the contract, and recorded as `cancelled` with that reason.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Any, Callable, Sequence
 from chalicelib.chain.transaction_ledger import FINAL
 from chalicelib.chain.transactions import TransactionRejected, TransactionSender
 from chalicelib.payments.escrow import EscrowContract
+from chalicelib.payments.escrow_accounts import EscrowAccounts
 from chalicelib.observability.context import record
 from chalicelib.payments.models import EscrowPayment
 from chalicelib.payments.quotes import PaymentRefused
@@ -29,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("locking", "claiming", "cancelling")
 FINAL_STATUSES = ("lock_failed", "claimed", "cancelled", "settle_failed")
-PAYMENT_STATUSES = OPEN_STATUSES + ("locked",) + FINAL_STATUSES
+PAYMENT_STATUSES = ("reserved",) + OPEN_STATUSES + ("locked",) + FINAL_STATUSES
 
 # Escrow scans the payee's live locks on every createLock and claim (~4.2k gas per lock), so the
 # cost grows with locks mined between the estimate and our transaction: ESCROW_GAS_HEADROOM on
@@ -41,21 +46,28 @@ NO_LOCK_GRACE = 120  # seconds a settlement waits for a lock transaction that wa
 class PaymentProgress:
     """The steps of the payment state machine over the escrow contract and the provider's sender."""
 
-    def __init__(self, escrow: EscrowContract, sender: TransactionSender, clock: Callable[[], float] = time.time):
+    def __init__(self, escrow: EscrowContract, sender: TransactionSender, accounts: EscrowAccounts,
+                 clock: Callable[[], float] = time.time):
         self.escrow = escrow
         self.sender = sender
+        self.accounts = accounts
         self._clock = clock
 
     def send_lock(self, payment: EscrowPayment) -> EscrowPayment:
         """Send the recorded lock (once per job: the sender's purpose `lock:<jobId>`); a lock the
         node refuses ends the payment `lock_failed` and is a PaymentRefused."""
+        if payment.status == "reserved":
+            payment = self.move(payment, ("reserved",), "locking", open=payment.chain_id)
+            if payment.status != "locking":
+                return payment  # cancelled meanwhile (its job stopped): nothing is sent
         data = self.escrow.create_lock_data(payment.chain_id, int(payment.lock_id), payment.token, payment.payer,
                                             int(payment.amount), int(payment.expiry))
         try:
             tx = self.sender.submit(payment.chain_id, f"lock:{payment.job_id}", payment.escrow, data,
                                     extra_gas=ESCROW_GAS_HEADROOM)
         except TransactionRejected as refused:
-            self.move(payment, ("locking",), "lock_failed", open=None, reason=f"lock refused: {refused.reason}")
+            self.release(payment, ("locking",), "lock_failed", open=None, held=None,
+                         reason=f"lock refused: {refused.reason}")
             raise PaymentRefused("lock_refused", f"escrow refused the lock: {refused.reason}") from None
         return self.move(payment, ("locking", "claiming", "cancelling"), None, lock_tx=tx.tx_hash)
 
@@ -71,19 +83,35 @@ class PaymentProgress:
                 except PaymentRefused:
                     return self.reload(payment)  # recorded as lock_failed
             if self._clock() - float(payment.created_at) > NO_LOCK_GRACE:
-                return self.move(payment, OPEN_STATUSES, "cancelled", open=None,
-                                  reason=(payment.reason or "") + " (nothing was locked)")
+                return self.release(payment, OPEN_STATUSES, "cancelled", open=None, held=None,
+                                    reason=(payment.reason or "") + " (nothing was locked)")
             return payment
         if lock_tx.status not in FINAL:
             lock_tx = self.sender.refresh(lock_tx)
             if lock_tx.status not in FINAL:
                 return payment
         if lock_tx.status != "mined" or not self._lock_event(payment, lock_tx.mined_hash):
-            return self.move(payment, OPEN_STATUSES, "lock_failed", open=None,
-                              reason=f"lock {lock_tx.status}: {lock_tx.error or 'no Lock event'}")
+            # reverted, or mined without our Lock: the provider paid its gas (dropped: it did not)
+            return self.release(payment, OPEN_STATUSES, "lock_failed", failed=lock_tx.status != "dropped",
+                                open=None, held=None, reason=_lock_failure(lock_tx.status, lock_tx.error))
+        if payment.reserved is not None:
+            payment = self.release(payment, OPEN_STATUSES, None)  # the chain counts the lock now
         if payment.status == "locking":
             return self.move(payment, ("locking",), "locked", open=None, held=payment.chain_id)
         return self._settle(payment)
+
+    def release(self, payment: EscrowPayment, from_statuses: Sequence[str], to: str | None, *, failed: bool = False,
+                **fields: Any) -> EscrowPayment:
+        """`move()`, giving the payment's reservation back in the same transaction if it still
+        holds one (`failed`: its lock cost gas and failed, one more failure of its payer)."""
+        if payment.reserved is None:
+            return self.move(payment, from_statuses, to, **fields)
+        actions, condition = self._change(from_statuses, to, fields)
+        if not self.accounts.release(payment, failed=failed, actions=actions, condition=condition):
+            return self.reload(payment)
+        if to is not None:
+            logger.info("payment of job %s: %s", payment.job_id, to)
+        return self.reload(payment)
 
     def _settle(self, payment: EscrowPayment) -> EscrowPayment:
         """Send (or resend, if dropped) the claim or cancel of a mined lock, then record what the
@@ -141,15 +169,9 @@ class PaymentProgress:
         payment as the winner left it."""
         from pynamodb.exceptions import UpdateError
 
-        now = self._clock()
-        actions = [EscrowPayment.updated_at.set(now)]
-        if to is not None:
-            actions.append(EscrowPayment.status.set(to))
-        for name, value in fields.items():
-            attribute = getattr(EscrowPayment, name)
-            actions.append(attribute.remove() if value is None else attribute.set(value))
+        actions, condition = self._change(from_statuses, to, fields)
         try:
-            payment.update(actions=actions, condition=EscrowPayment.status.is_in(*from_statuses))
+            payment.update(actions=actions, condition=condition)
         except UpdateError as error:
             if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
                 raise
@@ -161,6 +183,23 @@ class PaymentProgress:
                 record(failure, chain=str(int(payment.chain_id)))
         return payment
 
+    def _change(self, from_statuses: Sequence[str], to: str | None, fields: dict[str, Any]) -> tuple[list[Any], Any]:
+        actions = [EscrowPayment.updated_at.set(self._clock())]
+        if to is not None:
+            actions.append(EscrowPayment.status.set(to))
+        for name, value in fields.items():
+            attribute = getattr(EscrowPayment, name)
+            actions.append(attribute.remove() if value is None else attribute.set(value))
+        return actions, EscrowPayment.status.is_in(*from_statuses)
+
     def reload(self, payment: EscrowPayment) -> EscrowPayment:
         """The payment as stored now (after a lost race or another process's step)."""
         return EscrowPayment.get(payment.job_id, consistent_read=True)
+
+
+def _lock_failure(status: str, error: str | None) -> str:
+    """What the consumer reads when its lock failed on chain."""
+    if status == "reverted":
+        return ("lock reverted on chain: the payer's escrow changed after the checks (funds withdrawn, or "
+                "locked by another payee)")
+    return f"lock {status}: {error or 'no Lock event'}"

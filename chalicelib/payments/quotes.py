@@ -61,24 +61,48 @@ def quote_payment(escrow: EscrowContract, payee: str, decimals: Callable[[int, s
     )  # fmt: skip
 
 
-def check_escrow(escrow: EscrowContract, payee: str, quote: PaymentQuote, payer: str) -> None:
-    """The consumer's authorization and funds allow this lock, or PaymentRefused (400)."""
+@dataclass(frozen=True)
+class Pending:
+    """This provider's locks of a payer reserved and not yet mined: the chain does not count them."""
+
+    amount: int = 0
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class Room:
+    """What the payer's escrow allows this provider to lock beyond what the chain counts: the
+    smaller of its available funds and its authorization's amount left, and the locks left."""
+
+    amount: int
+    count: int
+
+
+def check_escrow(escrow: EscrowContract, payee: str, quote: PaymentQuote, payer: str,
+                 pending: Pending = Pending()) -> Room:
+    """The consumer's authorization and funds allow this lock on top of `pending`, or
+    PaymentRefused (400); the room the chain shows, for the reservation's condition."""
     if payer.lower() == payee.lower():
         raise PaymentRefused("payer_is_payee", "the provider cannot be its own consumer")
     auth = escrow.authorization(quote.chain_id, quote.token, payer, payee)
     if auth is None:
         raise PaymentRefused("not_authorized", f"escrow: the consumer has not authorized this provider "
                                                f"({payee}) to lock {quote.token}")
+    held = f" ({pending.count} more pending for starts in progress)" if pending.count else ""
     if auth.max_lock_seconds < quote.min_lock_seconds:
         raise PaymentRefused("lock_seconds_exceeded", f"escrow: the lock needs {quote.min_lock_seconds} s but "
                                                       f"the authorization allows {auth.max_lock_seconds} s")
-    if auth.current_locks >= auth.max_lock_counts:
+    if auth.current_locks + pending.count >= auth.max_lock_counts:
         raise PaymentRefused("lock_count_exceeded", f"escrow: the authorization allows {auth.max_lock_counts} "
-                                                    f"locks and {auth.current_locks} are held")
-    if auth.current_locked_amount + quote.amount > auth.max_locked_amount:
+                                                    f"locks and {auth.current_locks} are held{held}")
+    if auth.current_locked_amount + pending.amount + quote.amount > auth.max_locked_amount:
         raise PaymentRefused("lock_amount_exceeded", f"escrow: locking {quote.amount} would exceed the "
-                                                     f"authorized {auth.max_locked_amount}")
+                                                     f"authorized {auth.max_locked_amount}"
+                                                     f" ({auth.current_locked_amount} locked{held})")
     funds = escrow.funds(quote.chain_id, payer, quote.token)
-    if funds.available < quote.amount:
-        raise PaymentRefused("insufficient_funds", f"escrow: insufficient funds: {funds.available} available, "
-                                                   f"{quote.amount} needed")
+    if funds.available < pending.amount + quote.amount:
+        reserved = f", {pending.amount} of it reserved for {pending.count} starts in progress" if pending.count else ""
+        raise PaymentRefused("insufficient_funds", f"escrow: insufficient funds: {funds.available} available"
+                                                   f"{reserved}, {quote.amount} needed")
+    return Room(amount=min(funds.available, auth.max_locked_amount - auth.current_locked_amount),
+                count=auth.max_lock_counts - auth.current_locks)

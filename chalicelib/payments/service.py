@@ -3,7 +3,11 @@
     quote = payments.quote(chain_id=…, token=…, fees=env_view["fees"], resources=[{id, amount}],
                            max_job_duration=…, min_job_duration=…)        # initializeCompute
     quote.public()  ->  {escrowAddress, payee, chainId, token, amount, minLockSeconds}
-    payments.lock(job_id=…, payer=consumer, quote=quote)                  # computeStart
+    payments.lock(job_id=…, payer=consumer, quote=quote)   # reserve, record and send in one call, or:
+    payments.throttle(chain_id, payer)                      # computeStart: 429 after failed locks
+    reservation = payments.reservation(quote, payer)        #   the payer's room (400s), read
+    payments.add_to(transaction, payments.record(job_id, payer, quote), reservation)  # with the job
+    payments.send_lock(job_id)                              #   after the job's manifest
     payments.confirm_lock(job_id, timeout=…)   # "locked": dispatch; "lock_failed": end the job 31
     payments.cancel(job_id, reason)            # the start failed after the lock / the job never ran
     payments.claim(job_id, run_seconds)        # the job ended: bill what it ran
@@ -11,16 +15,17 @@
     payments.heal()                            # the reconciler: finish every open payment
 
 Every step is idempotent and resumable: the payment record (`EscrowPayment`, one per job) moves
-forward only by conditional writes (`payments.progress`: the state machine, locking → locked →
-claiming/cancelling → claimed/cancelled), and its transactions go through the `TransactionSender`
+forward only by conditional writes (`payments.progress`: the state machine, reserved → locking →
+locked → claiming/cancelling → claimed/cancelled), and its transactions go through the `TransactionSender`
 under the purposes `lock:<jobId>`, `claim:<jobId>`, `cancel:<jobId>`, so a replayed start cannot
 lock twice and a Lambda that dies anywhere leaves a state `heal()` finishes. `claim()`/`cancel()`
 may come before the lock is mined (a start failing at once): the settlement is then sent as soon
 as the lock is.
 
 What a job locks and the consumer's checks before a lock (400s, `PaymentRefused.reason` says
-which) are `payments.quotes`. A provider that could not pay the gas of the lock and its claim
-gets a 503 before anything is written.
+which) are `payments.quotes`; the reservation of locks not yet mined and the 429 after failed
+locks are `payments.escrow_accounts`. A provider that could not pay the gas of the lock and its
+claim gets a 503 before anything is written.
 """
 from __future__ import annotations
 
@@ -31,7 +36,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from chalicelib.chain.transactions import TransactionSender
 from chalicelib.payments import pricing
+from chalicelib.errors import ServiceUnavailable
 from chalicelib.payments.escrow import EscrowContract, lock_id
+from chalicelib.payments.escrow_accounts import (
+    FAILURE_WINDOW, MAX_FAILURES, EscrowAccounts, Reservation, ReservationContended,
+)  # fmt: skip
 from chalicelib.payments.models import EscrowPayment, store_errors
 from chalicelib.payments.progress import ESCROW_GAS_HEADROOM, OPEN_STATUSES, PaymentProgress
 from chalicelib.payments.quotes import PaymentQuote, check_escrow, quote_payment
@@ -41,6 +50,7 @@ logger = logging.getLogger(__name__)
 # What the provider's key must be able to pay before a lock (payments.progress.ESCROW_GAS_HEADROOM).
 LOCK_GAS = 300_000 + ESCROW_GAS_HEADROOM  # createLock: ~270k on anvil with no other lock
 CLAIM_GAS = 200_000 + ESCROW_GAS_HEADROOM  # claimLockAndWithdraw: ~160k
+RESERVE_ATTEMPTS = 8  # a reservation reads again after a concurrent one of the same payer won
 
 
 class EscrowPayments:
@@ -52,10 +62,13 @@ class EscrowPayments:
     """
 
     def __init__(self, escrow: EscrowContract, sender: TransactionSender, decimals: Callable[[int, str], int], *,
-                 queue_wait: int = 900, claim_margin: int = 900, clock: Callable[[], float] = time.time):
+                 queue_wait: int = 900, claim_margin: int = 900, clock: Callable[[], float] = time.time,
+                 max_failures: int = MAX_FAILURES, failure_window: int = FAILURE_WINDOW):
         self.escrow = escrow
         self.sender = sender
-        self._steps = PaymentProgress(escrow, sender, clock)
+        self.accounts = EscrowAccounts(escrow, sender.address, clock=clock, max_failures=max_failures,
+                                       failure_window=failure_window, settle_pending=self._progress_all)
+        self._steps = PaymentProgress(escrow, sender, self.accounts, clock)
         self._decimals = decimals
         self.queue_wait = queue_wait
         self.claim_margin = claim_margin
@@ -64,6 +77,9 @@ class EscrowPayments:
     @property
     def payee(self) -> str:
         return self.sender.address
+
+    def clock(self) -> float:
+        return self._clock()
 
     # ---- before the job ------------------------------------------------------------------
 
@@ -79,31 +95,58 @@ class EscrowPayments:
         check_escrow(self.escrow, self.payee, quote, payer)
 
     @store_errors
-    def lock(self, *, job_id: str, payer: str, quote: PaymentQuote) -> EscrowPayment:
-        """Check, record and send the job's lock; returns the payment (status `locking`, or
-        whatever an earlier call for this job reached: a replayed start never locks twice)."""
-        existing = self.get(job_id)
-        if existing is not None:
-            return existing
-        self.check(quote, payer)
-        self.sender.ensure_can_pay(quote.chain_id, LOCK_GAS + CLAIM_GAS)
+    def throttle(self, chain_id: int, payer: str) -> None:
+        """TooManyRequests (429) while too many of the payer's locks failed lately."""
+        self.accounts.throttle(chain_id, payer)
+
+    @store_errors
+    def reservation(self, quote: PaymentQuote, payer: str) -> Reservation:
+        """The payer's account, then the chain: the lock's reservation, or PaymentRefused (400)
+        when it does not fit beside the payer's locks still pending."""
+        return self.accounts.reservation(quote, payer)
+
+    def record(self, job_id: str, payer: str, quote: PaymentQuote) -> EscrowPayment:
+        """The job's payment as it is first written: reserved, nothing sent, held by its job."""
         now = self._clock()
-        payment = EscrowPayment(
+        return EscrowPayment(
             job_id, chain_id=quote.chain_id, escrow=quote.escrow_address, token=quote.token, payer=payer,
             payee=self.payee, lock_id=str(lock_id(job_id)), amount=str(quote.amount),
             cost_per_minute=str(quote.cost_per_minute), expiry=quote.min_lock_seconds,
-            min_job_duration=quote.min_job_duration, max_job_duration=quote.max_job_duration, status="locking",
-            created_at=now, updated_at=now, open=quote.chain_id,
+            min_job_duration=quote.min_job_duration, max_job_duration=quote.max_job_duration, status="reserved",
+            created_at=now, updated_at=now, held=quote.chain_id, reserved=quote.amount,
         )  # fmt: skip
-        from pynamodb.exceptions import PutError
 
-        try:
-            payment.save(condition=EscrowPayment.job_id.does_not_exist())
-        except PutError as error:
-            if getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException":
-                return self._steps.reload(payment)
-            raise
-        return self._steps.send_lock(payment)
+    def add_to(self, transaction: Any, payment: EscrowPayment, reservation: Reservation) -> tuple[int, int]:
+        """The payment (new) and its reservation in the caller's transaction: (puts, updates)."""
+        transaction.save(payment, condition=EscrowPayment.job_id.does_not_exist())
+        self.accounts.add_to(transaction, reservation, payment.job_id)
+        return 1, 1
+
+    @store_errors
+    def lock(self, *, job_id: str, payer: str, quote: PaymentQuote) -> EscrowPayment:
+        """Check, reserve, record and send the job's lock; returns the payment (status `locking`,
+        or whatever an earlier call for this job reached: a replayed start never locks twice)."""
+        existing = self.get(job_id)
+        if existing is not None:
+            return self._steps.send_lock(existing) if existing.status == "reserved" else existing
+        self.throttle(quote.chain_id, payer)
+        for _ in range(RESERVE_ATTEMPTS):
+            reservation = self.reservation(quote, payer)
+            self.sender.ensure_can_pay(quote.chain_id, LOCK_GAS + CLAIM_GAS)
+            payment = self.record(job_id, payer, quote)
+            try:
+                if not self.accounts.reserve(payment, reservation):
+                    return self.lock(job_id=job_id, payer=payer, quote=quote)  # recorded meanwhile
+            except ReservationContended:
+                continue
+            return self._steps.send_lock(payment)
+        raise ServiceUnavailable("too many concurrent locks of this payer; try again")
+
+    @store_errors
+    def send_lock(self, job_id: str) -> EscrowPayment:
+        """Send the lock of a reserved payment (nothing if it was sent or settled already)."""
+        payment = self._require(job_id)
+        return self._steps.send_lock(payment) if payment.status == "reserved" else payment
 
     @store_errors
     def confirm_lock(self, job_id: str, timeout: float = 0) -> EscrowPayment:
@@ -118,6 +161,8 @@ class EscrowPayments:
         """Bill the job's run time clamped to [minJobDuration, maxJobDuration]; the rest returns
         to the consumer. Idempotent: a second call returns the payment as it is."""
         payment = self._require(job_id)
+        if payment.status == "reserved":
+            return self.cancel(job_id, "the job ran without its lock")  # never: dispatch needs the lock mined
         billed = pricing.billed_seconds(run_seconds, int(payment.min_job_duration), int(payment.max_job_duration))
         amount = min(pricing.charge(Decimal(payment.cost_per_minute), billed), int(payment.amount))
         payment = self._steps.move(payment, ("locking", "locked"), "claiming", claimed=str(amount), billed_seconds=billed,
@@ -128,6 +173,11 @@ class EscrowPayments:
     def cancel(self, job_id: str, reason: str) -> EscrowPayment:
         """Release the whole lock (the start failed after locking, or the job never ran)."""
         payment = self._require(job_id)
+        if payment.status == "reserved":  # nothing was sent: nothing to release on chain
+            payment = self._steps.release(payment, ("reserved",), "cancelled", claimed="0", billed_seconds=0,
+                                          reason=reason, open=None, held=None)
+            if payment.status not in ("locking", "locked"):
+                return payment  # (a start that sent its lock meanwhile: released below, once mined)
         payment = self._steps.move(payment, ("locking", "locked"), "cancelling", claimed="0", billed_seconds=0,
                              reason=reason, open=payment.chain_id, held=None)
         return self._steps.progress(payment)
@@ -171,9 +221,9 @@ class EscrowPayments:
 
     @store_errors
     def held(self, chain_id: int) -> list[EscrowPayment]:
-        """Payments locked and not yet being settled, oldest first: the reconciler settles those
-        whose job ended (its terminal event was lost) and dispatches those whose job is still
-        waiting at status 1 (the request that confirmed the lock died before dispatching)."""
+        """Payments their job holds (reserved, locking, locked) and not yet being settled, oldest
+        first: the reconciler settles those whose job ended (its terminal hook was lost); a job
+        still waiting at 1 is finished or undone by the reconciler's own pass over jobs."""
         return list(EscrowPayment.held_payments.query(chain_id))
 
     @store_errors
@@ -216,6 +266,16 @@ class EscrowPayments:
             return EscrowPayment.get(job_id, consistent_read=True)
         except EscrowPayment.DoesNotExist:
             return None
+
+    def _progress_all(self, job_ids: list[str]) -> None:
+        """One step forward for each of these jobs' payments (best effort: a start's help)."""
+        for job_id in job_ids:
+            try:
+                payment = self.get(job_id)
+                if payment is not None:
+                    self._steps.progress(payment)
+            except Exception:  # noqa: BLE001 - helping others must not fail this start
+                logger.warning("payment of job %s could not progress", job_id)
 
     def _require(self, job_id: str) -> EscrowPayment:
         payment = self.get(job_id)

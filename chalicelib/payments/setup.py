@@ -13,6 +13,9 @@ Settings of its own, read from the environment (so chalicelib.config stays as it
 - ESCROW_QUEUE_WAIT (900) and ESCROW_CLAIM_MARGIN (900): seconds added to maxJobDuration for the
   lock's lifetime (minLockSeconds): time in the Batch queue, time to claim after the end.
 - TX_STUCK_AFTER (45): seconds after its last broadcast before a transaction is replaced.
+- ESCROW_LOCK_FAILURES (3) and ESCROW_FAILURE_WINDOW (3600): a payer with that many locks failed
+  on chain within that many seconds is refused with 429 (payments.escrow_accounts); 0 failures
+  turns the limit off.
 - TRANSACTIONS_TABLE, CHAIN_ACCOUNTS_TABLE, ESCROW_PAYMENTS_TABLE: see payments.models.
 """
 from __future__ import annotations
@@ -34,14 +37,18 @@ def escrow_addresses(env: Mapping[str, str] | None = None) -> dict[int, str]:
     return chain_addresses(os.environ if env is None else env, "ESCROW_CONTRACTS")
 
 
-def _seconds(env: Mapping[str, str], name: str, default: str) -> int:
+def _whole(env: Mapping[str, str], name: str, default: str, unit: str = "") -> int:
     try:
         value = int(env.get(name, default))
     except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number of seconds") from None
+        raise ConfigurationError(f"{name} must be a whole number{unit}") from None
     if value < 0:
         raise ConfigurationError(f"{name} cannot be negative")
     return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: str) -> int:
+    return _whole(env, name, default, " of seconds")
 
 
 def build_payments(settings: "Settings", chains: "Chains", env: Mapping[str, str] | None = None) -> "EscrowPayments":
@@ -55,4 +62,6 @@ def build_payments(settings: "Settings", chains: "Chains", env: Mapping[str, str
                                stuck_after=_seconds(env, "TX_STUCK_AFTER", "45"))
     escrow = EscrowContract(chains, escrow_addresses(env))
     return EscrowPayments(escrow, sender, chains.token_decimals, queue_wait=_seconds(env, "ESCROW_QUEUE_WAIT", "900"),
-                          claim_margin=_seconds(env, "ESCROW_CLAIM_MARGIN", "900"))
+                          claim_margin=_seconds(env, "ESCROW_CLAIM_MARGIN", "900"),
+                          max_failures=_whole(env, "ESCROW_LOCK_FAILURES", "3"),
+                          failure_window=_seconds(env, "ESCROW_FAILURE_WINDOW", "3600"))

@@ -17,6 +17,7 @@ from chalicelib.compute.dispatch import BatchDispatcher
 from chalicelib.compute.job_placement import NETWORK_NOT_GRANTED, attempt_seconds, batch_timeout_seconds
 from chalicelib.compute.environments import job_queues, parse_environments
 from chalicelib.errors import ConfigurationError, ServiceUnavailable, ValidationError
+from chalicelib.job_key import new_job_key
 
 DIGEST = "sha256:" + "ab" * 32
 RUNNER = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ocean-c2d-runner:1.0"
@@ -32,6 +33,7 @@ ENVIRONMENTS = parse_environments([
 ])
 PYTHON = AlgorithmContainer(image="python", tag="3.11-slim", checksum=DIGEST, entrypoint="python $ALGO")
 QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/c2d-cpu"
+KEY = new_job_key()
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ def expected_definition(name, uid=4000):
                  "command": ["/data/.c2d/busybox", "sh", "-c", algorithm_command("python $ALGO")[3]],
                  "essential": False,
                  "user": f"{uid}:{uid}",
-                 "dependsOn": [{"containerName": "configure", "condition": "COMPLETE"}],
+                 "dependsOn": [{"containerName": "configure", "condition": "SUCCESS"}],
                  "environment": [{"name": "ALGO", "value": "/data/transformations/algorithm"}],
                  "mountPoints": mount,
                  "logConfiguration": {"logDriver": "awslogs", "options": {
@@ -95,9 +97,10 @@ def expected_definition(name, uid=4000):
 
 
 def expected_submit(arn, job_id="job-1", queue="c2d-cpu", environment="cpu", notice=None):
-    configure_env = [{"name": "JOB_ID", "value": job_id}, {"name": "MANIFEST_URI", "value": manifest(job_id)}]
+    configure_env = [{"name": "C2D_JOB_KEY", "value": KEY}, {"name": "JOB_ID", "value": job_id},
+                     {"name": "MANIFEST_URI", "value": manifest(job_id)}]
     if notice:
-        configure_env.insert(0, {"name": "C2D_NOTICE", "value": notice})
+        configure_env.insert(1, {"name": "C2D_NOTICE", "value": notice})
     return {
         "jobName": f"c2d-{job_id}",
         "jobQueue": queue,
@@ -109,7 +112,7 @@ def expected_submit(arn, job_id="job-1", queue="c2d-cpu", environment="cpu", not
              "environment": [{"name": "C2D_MAX_SECONDS", "value": "1800"},
                              {"name": "DIDS", "value": '["did:op:a", "did:op:b"]'},
                              {"name": "TRANSFORMATION_DID", "value": "did:op:algo"}]},
-            {"name": "publish", "environment": [{"name": "JOB_ID", "value": job_id}]},
+            {"name": "publish", "environment": [{"name": "C2D_JOB_KEY", "value": KEY}, {"name": "JOB_ID", "value": job_id}]},
         ]}]},
         # the algorithm's 1800 s are enforced in its container; Batch's clock adds the stages' margin
         "timeout": {"attemptDurationSeconds": 1800 + 1800},
@@ -129,7 +132,7 @@ def submitted(job_id="job-1"):
 
 def submit(d, job_id="job-1", container=PYTHON, environment="cpu", timeout=1800, **extra):
     return d.submit(job_id, ENVIRONMENTS[environment], manifest(job_id), container, timeout,
-                    dids=["did:op:a", "did:op:b", "did:op:a"], algorithm_did="did:op:algo", **extra)
+                    dids=["did:op:a", "did:op:b", "did:op:a"], algorithm_did="did:op:algo", runner_key=KEY, **extra)
 
 
 def test_first_submit_registers_the_definition_then_submits(batch):
@@ -257,14 +260,17 @@ def test_manifest_content_never_reaches_batch(batch):
     """Only the manifest's S3 URI is in the request; there are no Batch parameters at all."""
     client, _ = batch
     d = dispatcher(client)
-    request = d.submit_request("job-1", ENVIRONMENTS["cpu"], MANIFEST, "arn:def", dids=["did:op:a"])
+    request = d.submit_request("job-1", ENVIRONMENTS["cpu"], MANIFEST, "arn:def", dids=["did:op:a"], runner_key=KEY)
     text = json.dumps(request)
     assert "parameters" not in request and "parameters" not in d.definition_request(PYTHON)
     assert text.count("s3://") == 1
     with pytest.raises(ValueError):
-        d.submit_request("job-1", ENVIRONMENTS["cpu"], "https://example.com/manifest.json", "arn:def")
+        d.submit_request("job-1", ENVIRONMENTS["cpu"], "https://example.com/manifest.json", "arn:def", runner_key=KEY)
     with pytest.raises(ValueError):
-        d.submit_request("../job", ENVIRONMENTS["cpu"], MANIFEST, "arn:def")
+        d.submit_request("../job", ENVIRONMENTS["cpu"], MANIFEST, "arn:def", runner_key=KEY)
+    for not_a_key in ("", "short", KEY + "AA"):
+        with pytest.raises(ValueError):
+            d.submit_request("job-1", ENVIRONMENTS["cpu"], MANIFEST, "arn:def", runner_key=not_a_key)
 
 
 @pytest.mark.parametrize("container, reference", [
@@ -353,7 +359,9 @@ def test_the_algorithm_holds_no_role_of_its_own_and_runs_as_a_fixed_user():
                  "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"):
         assert name in script.split("unset ", 1)[1].split("\n", 1)[0]
     assert publish["dependsOn"] == [{"containerName": "algorithm", "condition": "COMPLETE"}]
-    assert algorithm["dependsOn"] == [{"containerName": "configure", "condition": "COMPLETE"}]
+    # after a failed configure the agent never pulls nor starts the algorithm's image (an
+    # ENTRYPOINT that ignores our command would otherwise run on the provider's dime)
+    assert algorithm["dependsOn"] == [{"containerName": "configure", "condition": "SUCCESS"}]
 
 
 def test_without_a_network_queue_a_network_allowed_job_runs_sealed_and_is_told_so(batch):
@@ -394,3 +402,23 @@ def test_sealed_and_network_jobs_never_share_a_queue():
                               dict(base, id="b", jobQueue="r", networkJobQueue="n")])
     assert job_queues(two.values()) == {"q", "r", "n"} and two["a"].offers_network
     assert not parse_environments([dict(base, id="c", jobQueue="q", networkJobQueue="")])["c"].offers_network
+
+
+def test_the_job_key_reaches_configure_and_publish_only():
+    """Issue 18, point 2: the job's key (sealed manifest, signed events) is a per-container
+    environment override of the runner's two containers (SubmitJob's TaskContainerOverrides has
+    `environment`, and no `secrets`); the definition, shared by every job of the container,
+    holds no key, and the algorithm container, whose image is hostile, gets none."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("batch")
+    assert set(model.shape_for("TaskContainerOverrides").members) == {"command", "environment", "name",
+                                                                      "resourceRequirements"}
+    client = boto3.session.Session().client("batch", region_name="us-east-1")
+    d = dispatcher(client)
+    request = d.submit_request("job-1", ENVIRONMENTS["cpu"], MANIFEST, "arn:def", runner_key=KEY)
+    containers = {c["name"]: {e["name"]: e["value"] for e in c["environment"]}
+                  for c in request["ecsPropertiesOverride"]["taskProperties"][0]["containers"]}
+    assert containers["configure"]["C2D_JOB_KEY"] == containers["publish"]["C2D_JOB_KEY"] == KEY
+    assert KEY not in json.dumps(containers["algorithm"]) and "C2D_JOB_KEY" not in containers["algorithm"]
+    assert KEY not in json.dumps(d.definition_request(PYTHON)) and "C2D_JOB_KEY" not in json.dumps(d.definition_request(PYTHON))

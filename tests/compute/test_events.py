@@ -19,6 +19,7 @@ from chalicelib.compute import status as st
 from chalicelib.compute.event_planning import JobState, plan
 from chalicelib.compute.event_signals import RunnerStage, batch_state_event
 from chalicelib.compute.events import JobEvents
+from chalicelib.job_key import new_job_key, sign_detail
 from chalicelib.models import JobRecord
 
 ACCOUNT = "123456789012"
@@ -26,6 +27,9 @@ QUEUE = "ocean-c2d-cpu"
 QUEUE_ARN = f"arn:aws:batch:us-east-1:{ACCOUNT}:job-queue/{QUEUE}"
 T0 = 1_700_000_000
 NOW = T0 + 5_000
+KEY = new_job_key()  # what make_job's records hold and runner_event signs with
+CLUSTER = "AWSBatch-ocean-c2d-cpu-ce-0f2b6a3c-5d1e-3b8c-9a47-1e2d3c4b5a69"  # the ECS cluster Batch made
+TASK_ID = "8f3c2a1b0d9e4f5a6b7c8d9e0f1a2b3c"
 
 
 # -- event builders -----------------------------------------------------------------------
@@ -54,8 +58,8 @@ def batch_event(job_id: str, status: str, *, batch_job_id: str = "b-1", reason: 
         if reasons and name in reasons:
             container["reason"] = reasons[name]
         containers.append(container)
-    task = {"containerInstanceArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:container-instance/ci",
-            "taskArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:task/t-1", "containers": containers}
+    task = {"containerInstanceArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:container-instance/{CLUSTER}/{TASK_ID[::-1]}",
+            "taskArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:task/{CLUSTER}/{TASK_ID}", "containers": containers}
     detail: dict[str, Any] = {
         "jobArn": arn, "jobName": f"c2d-{job_id}", "jobId": batch_job_id, "jobQueue": queue,
         "status": status, "attempts": [], "createdAt": (T0 - 100) * 1000,
@@ -65,7 +69,10 @@ def batch_event(job_id: str, status: str, *, batch_job_id: str = "b-1", reason: 
         "jobDefinition": f"arn:aws:batch:us-east-1:{ACCOUNT}:job-definition/c2d-algo-0123:1",
         "tags": {"c2d:jobId": job_id, "c2d:environment": QUEUE} if tagged else {},
         "propagateTags": True, "platformCapabilities": ["EC2"],
-        "ecsProperties": {"taskProperties": [{"containers": containers, "taskArn": task["taskArn"]}]},
+        # a task exists from STARTING on (Batch placed it)
+        "ecsProperties": {"taskProperties": [{"containers": containers, **(
+            {"taskArn": task["taskArn"], "containerInstanceArn": task["containerInstanceArn"]}
+            if status not in ("SUBMITTED", "PENDING", "RUNNABLE") else {})}]},
         "timeout": {"attemptDurationSeconds": 3600},
     }
     if status in ("RUNNING", "SUCCEEDED", "FAILED"):
@@ -95,24 +102,38 @@ def results_for(job_id: str, with_output: bool = True) -> list[dict]:
     return found
 
 
-def runner_event(job_id: str, code: int, reason: str = "", results: list | None = None, **extra: Any) -> dict:
-    detail: dict[str, Any] = {"jobId": job_id, "status": code}
+def record_key(job_id: str) -> str:
+    """The job's own key as its record holds it (what its runner signs with), else KEY."""
+    try:
+        return JobRecord.get(job_id, consistent_read=True).runner_key or KEY
+    except Exception:  # noqa: BLE001 - no table or no record yet: the tests' default key
+        return KEY
+
+
+def runner_event(job_id: str, code: int, reason: str = "", results: list | None = None,
+                 key: str | None = None, **extra: Any) -> dict:
+    """The runner's event as runner/events.py sends it: signed with the job's key (`key`, by
+    default the one its record holds; "" sends it unsigned)."""
+    detail: dict[str, Any] = {"jobId": job_id, "status": code, "at": T0}
     if reason:
         detail["reason"] = reason
-    if code in (62, 70):
+    if code in (62, 70) or results is not None:  # a failed configure reports its own log (31/32)
         detail.update({"results": results if results is not None else results_for(job_id),
                        "resultsTruncated": False, "resultsKey": f"jobs/{job_id}/results.json",
                        "bucket": "test-results"})
     detail.update(extra)
+    signing = record_key(job_id) if key is None else key
+    if signing:
+        detail["signature"] = sign_detail(signing, detail)
     return envelope("ocean.c2d.runner", "Compute Job Stage Change", detail)
 
 
 # -- fixtures -----------------------------------------------------------------------------
 
-def make_job(job_id: str, status: int = 1, batch_job_id: str | None = "b-1") -> JobRecord:
+def make_job(job_id: str, status: int = 1, batch_job_id: str | None = "b-1", key: str | None = KEY) -> JobRecord:
     record = JobRecord(job_id=job_id, owner="0x" + "1" * 40, document_id="did:op:data", date_created=T0 - 100,
                        status=status, status_text=st.status_text(status), environment=QUEUE, chain_id=8996,
-                       batch_job_id=batch_job_id)
+                       batch_job_id=batch_job_id, runner_key=key)
     record.save()
     return record
 
@@ -168,12 +189,19 @@ def test_batch_progress(handler, batch_status, expected):
 
 def test_batch_progress_never_regresses(handler, writes):
     make_job("j", status=30)
-    for batch_status in ("SUBMITTED", "RUNNABLE", "STARTING"):
+    for batch_status in ("SUBMITTED", "RUNNABLE"):
         assert handler.handle(batch_event("j", batch_status)).action == "unchanged"
     assert writes == []
+    # a late STARTING moves nothing back; it notes, once, when the task started and its log stream
+    assert handler.handle(batch_event("j", "STARTING")).action == "noted"
+    assert handler.handle(batch_event("j", "STARTING")).action == "unchanged"
+    record = load("j")
+    assert (record.status, record.starting_at, record.log_stream) == (30, NOW, f"c2d/algorithm/{TASK_ID}")
+    assert len(writes) == 1
     assert handler.handle(batch_event("j", "RUNNING")).status == 40
     make_job("k", status=60)
-    assert handler.handle(batch_event("k", "RUNNING")).action == "unchanged"  # the runner is further
+    assert handler.handle(batch_event("k", "RUNNING")).action == "noted"  # the runner is further: its stream only
+    assert handler.handle(batch_event("k", "RUNNING")).action == "unchanged" and load("k").status == 60
 
 
 @pytest.mark.parametrize("name, event, expected, exit_code", [
@@ -461,6 +489,35 @@ def test_runner_publish_failure_keeps_partial_results(handler):
     assert (record.status, record.results) == (62, partial)
 
 
+def test_a_runner_event_counts_only_signed_with_the_jobs_own_key(handler, writes):
+    """Issue 18, point 2: every job's task role may PutEvents as the runner, so the handler takes
+    a runner event only with the HMAC of the job's own key (chalicelib.job_key), which only its
+    configure and publish containers hold. Job A's key cannot speak for job B; an unsigned or
+    re-signed event changes nothing, not even results pointing at B's own prefix."""
+    key_a = new_job_key()
+    make_job("job-a", status=30, key=key_a)
+    make_job("job-b", status=30, key=new_job_key())
+    forged = [runner_event("job-b", 31, reason="forged failure", key=key_a),
+              runner_event("job-b", 70, key=key_a),
+              runner_event("job-b", 60, key=""),  # unsigned
+              runner_event("job-b", 62, reason="x", key=str(new_job_key()))]
+    tampered = runner_event("job-b", 60)
+    tampered["detail"]["status"] = 31
+    for event in [*forged, tampered]:
+        outcome = handler.handle(event)
+        assert (outcome.action, outcome.detail) == ("ignored", "runner event not signed with the job's key")
+    record = load("job-b")
+    assert (record.status, record.results, record.stage_failure) == (30, None, None) and writes == []
+    assert handler.handle(runner_event("job-a", 60, key=key_a)).status == 60  # its own key: taken
+    assert handler.handle(runner_event("job-b", 60)).status == 60
+
+
+def test_a_record_without_a_key_takes_its_runners_unsigned_events(handler):
+    """Jobs started before jobs had keys run an older runner that signs nothing."""
+    make_job("old", status=30, key=None)
+    assert handler.handle(runner_event("old", 60, key="")).status == 60
+
+
 def test_results_only_from_the_jobs_outputs_and_logs(handler):
     """Whatever an event says: never the manifest (decrypted URLs), results.json, another job's
     objects, a log type outside logs/ or an output outside outputs/."""
@@ -625,7 +682,7 @@ def test_each_event_is_one_conditional_update_item(handler, writes):
         before = len(writes)
         handler.handle(event)
         counts.append(len(writes) - before)
-    assert counts == [0, 1, 1, 1, 0, 1, 1, 0, 1]
+    assert counts == [0, 1, 1, 1, 1, 1, 1, 0, 1]  # the late 30 still notes when the algorithm could start
     assert all("ConditionExpression" in call and call.get("Key") == {"jobId": {"S": "j"}} for call in writes)
 
 
@@ -785,7 +842,7 @@ def test_shuffled_duplicated_events_end_right_and_never_regress(handler, writes,
         before = len(writes)
         outcome = handler.handle(event)
         assert outcome.action != "error"
-        assert len(writes) - before == (1 if outcome.action in ("updated", "attached", "attempt") else 0)
+        assert len(writes) - before == (1 if outcome.action in ("updated", "attached", "attempt", "noted") else 0)
         status = load(job_id).status
         assert st.rank(status) >= st.rank(current), (current, status)
         if final is not None:

@@ -77,8 +77,22 @@ def test_full_lifecycle(client, provider):
     assert DATA_URL not in json.dumps(batch.submitted), "decrypted URLs never reach Batch"
     from chalicelib import aws, services
 
-    manifest = json.loads(aws.client("s3").get_object(Bucket=services.settings().bucket,
-                                                      Key=f"jobs/{job['jobId']}/manifest.json")["Body"].read())
+    from chalicelib.job_key import open_manifest
+    from chalicelib.models import JobRecord
+
+    # the manifest is sealed with the job's own key, which only configure and publish get, and
+    # handed to the job at the version the API wrote (issue 18, point 2)
+    key = JobRecord.get(job["jobId"]).runner_key
+    overrides = {c["name"]: {e["name"]: e["value"] for e in c["environment"]}
+                 for c in submitted["ecsPropertiesOverride"]["taskProperties"][0]["containers"]}
+    assert overrides["configure"]["C2D_JOB_KEY"] == overrides["publish"]["C2D_JOB_KEY"] == key
+    assert "C2D_JOB_KEY" not in overrides["algorithm"]
+    uri = overrides["configure"]["MANIFEST_URI"]
+    version = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["versionId"][0]
+    sealed = aws.client("s3").get_object(Bucket=services.settings().bucket, Key=f"jobs/{job['jobId']}/manifest.json",
+                                         VersionId=version)["Body"].read()
+    assert DATA_URL.encode() not in sealed and b"s3cr3t" not in sealed
+    manifest = open_manifest(key, job["jobId"], sealed)
     assert manifest["inputs"][0]["files"][0]["url"] == DATA_URL
     assert manifest["algorithm"]["algocustomdata"] == {"threshold": 3}
     # pinned at start: the runner places the algorithm only if it still has this sha256 (C7)
@@ -98,6 +112,7 @@ def test_full_lifecycle(client, provider):
     response = client.http.get("/api/services/compute" + signed_query(chain.consumer, job_id))
     status = json.loads(response.body)[0]
     assert status["status"] == 70 and status["dateFinished"] and status["results"][0]["filename"] == "result.csv"
+    assert key not in response.body.decode(), "the job's key is never shown"
     assert status["resultsUrls"] and status["algorithmLogUrl"]
 
     nonce = time.time_ns()
@@ -154,10 +169,24 @@ def test_stop_and_delete_own_job_but_not_anothers(client, provider):
 
 
 def test_order_starts_at_most_one_job(client, provider):
+    """The same start again (same owner, same orders, new nonce) answers the job those orders
+    made and dispatches nothing more; the dataset's order with another algorithm order is
+    another start, and its order is used."""
     chain, batch, published = provider
-    _, dataset_tx, algorithm_tx = started_job(client, provider)
+    job, dataset_tx, algorithm_tx = started_job(client, provider)
     status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
-    assert status == 400 and "order_already_used" in json.dumps(body)
+    assert status == 200 and [j["jobId"] for j in body] == [job["jobId"]], body
+    assert len(batch.submitted) == 1
+    from devstack.contracts import OCEAN_UNIT
+    from devstack.orders import mint_datatokens, start_order
+
+    quote = initialize(client, published, chain.consumer.address)
+    mint_datatokens(chain.w3, chain.publisher, published.algorithm.datatoken, chain.consumer.address, OCEAN_UNIT)
+    other_algorithm_tx = start_order(chain.w3, consumer_key(chain.consumer), published.algorithm.datatoken, 0,
+                                     quote["algorithm"]["providerFee"])
+    status, body = post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, other_algorithm_tx))
+    assert status == 400 and body == {"error": {"dataset.transferTxId": "order_already_used"}}
+    assert len(batch.submitted) == 1
 
 
 def test_failed_submit_releases_the_order_and_ends_the_job(client, provider):

@@ -39,7 +39,7 @@ class _Run:
         from chalicelib.compute.environments import environments
         from chalicelib.compute.reconcile import Reconciler
 
-        self._reconciler = Reconciler(services.job_events(), batch.client, services.job_service().abandon,
+        self._reconciler = Reconciler(services.job_events(), batch.client, services.job_service().finish_stored,
                                       [(e.id, e.job_queue) for e in environments().values()],
                                       clock=lambda: time.time() + later)
 
@@ -73,25 +73,36 @@ def _slots() -> int:
     return services.usage_counter().current(["ocean-c2d-cpu"])["ocean-c2d-cpu"]
 
 
-def test_a_start_killed_before_submit_is_ended_and_its_order_and_slot_given_back(client, provider, monkeypatch):
-    chain, batch, published = provider
-    from chalicelib import services
-    from chalicelib.compute.batch_naming import job_name
+def _killed_start(client, provider, monkeypatch, target, name: str):
+    """A start whose Lambda died when it called `target.<name>`, after its reservation: its job at
+    1 with no Batch job, its orders used and its slot taken; (job, dataset order, algorithm order)."""
+    chain, _, published = provider
     from chalicelib.models import JobRecord, OrderUse
 
-    account = chain.consumer
-    quote = initialize(client, published, account.address)
+    quote = initialize(client, published, chain.consumer.address)
     dataset_tx, algorithm_tx = order_both(chain, published, quote)
 
     def die(*args, **kwargs):
         raise Killed()
 
     with monkeypatch.context() as patch:
-        patch.setattr(services.dispatcher(), "submit", die)
+        patch.setattr(target, name, die)
         with pytest.raises(Killed):
-            post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
+            post_start(client, start_body(published, chain.consumer, time.time_ns(), dataset_tx, algorithm_tx))
     (job,) = JobRecord.scan()
     assert int(job.status) == 1 and not job.batch_job_id and len(list(OrderUse.scan())) == 2 and _slots() == 1
+    return job, dataset_tx, algorithm_tx
+
+
+def test_a_start_killed_before_submit_is_dispatched_from_its_record(client, provider, monkeypatch):
+    """The start stored its plan (dispatchSpec) and manifest, then died before SubmitJob: the
+    reconciler dispatches it from the record (the consumer's orders paid for it), once."""
+    chain, batch, published = provider
+    from chalicelib import services
+    from chalicelib.compute.batch_naming import job_name
+
+    account = chain.consumer
+    job, dataset_tx, algorithm_tx = _killed_start(client, provider, monkeypatch, services.dispatcher(), "submit")
     from chalicelib import aws
 
     listed = aws.client("s3").list_objects_v2(Bucket=services.settings().bucket, Prefix=f"jobs/{job.job_id}/")
@@ -101,7 +112,39 @@ def test_a_start_killed_before_submit_is_ended_and_its_order_and_slot_given_back
     assert _reconciler(batch, later=60).run().abandoned == []
     assert int(_record(job.job_id).status) == 1
 
-    # Later: Batch knows no job of that name, so the start is undone.
+    # Later: Batch knows no job of that name, so the start is finished from its record.
+    batch.stubber.add_response("list_jobs", {"jobSummaryList": []},
+                               {"jobQueue": "ocean-c2d-cpu", "filters": [{"name": "JOB_NAME", "values": [job_name(job.job_id)]}]})
+    batch.expect_new_definition()
+    batch.expect_submit("batch-healed")
+    report = _reconciler(batch, later=400).run()
+    assert report.dispatched == [job.job_id] and report.abandoned == [] and report.errors == 0
+    healed = _record(job.job_id)
+    assert int(healed.status) == 1 and healed.batch_job_id == "batch-healed" and _slots() == 1
+    assert batch.submitted[-1]["jobName"] == job_name(job.job_id)
+    assert batch.submitted[-1]["jobQueue"] == "ocean-c2d-cpu-net"  # the plan's network policy, as stored
+
+    # Run again: the job has its Batch job; nothing is submitted twice (no Batch call is stubbed).
+    assert _reconciler(batch, later=400).run().as_dict()["dispatched"] == []
+    batch.stubber.assert_no_pending_responses()
+
+    # The consumer's retry of the same start answers the job it made (its orders are its own).
+    status, body = post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
+    assert status == 200 and body[0]["jobId"] == job.job_id, body
+    assert len(batch.submitted) == 1
+
+
+def test_a_start_killed_before_its_manifest_is_ended_and_its_order_and_slot_given_back(client, provider, monkeypatch):
+    """Without its manifest the record cannot be dispatched (the inputs were decrypted in the
+    dead request only): the reconciler undoes the start, and the orders start a job again."""
+    chain, batch, published = provider
+    from chalicelib.compute.batch_naming import job_name
+    from chalicelib.models import OrderUse
+    from chalicelib.results import JobObjects
+
+    account = chain.consumer
+    job, dataset_tx, algorithm_tx = _killed_start(client, provider, monkeypatch, JobObjects, "write_manifest")
+
     batch.stubber.add_response("list_jobs", {"jobSummaryList": []},
                                {"jobQueue": "ocean-c2d-cpu", "filters": [{"name": "JOB_NAME", "values": [job_name(job.job_id)]}]})
     report = _reconciler(batch, later=400).run()
@@ -110,20 +153,17 @@ def test_a_start_killed_before_submit_is_ended_and_its_order_and_slot_given_back
     assert int(ended.status) == 31 and ended.date_finished and ended.termination_details.as_dict()["reason"]
     assert list(OrderUse.scan()) == [] and _slots() == 0
     assert ended.active_environment is None
-    from chalicelib import aws
-
-    manifests = aws.client("s3").list_objects_v2(Bucket=services.settings().bucket, Prefix=f"jobs/{job.job_id}/")
-    assert manifests.get("KeyCount", 0) == 0, "the killed start's manifest was left behind"
 
     # Run again: the job is no longer a candidate (no Batch call is stubbed, so none may be made).
-    assert _reconciler(batch, later=400).run().as_dict() == {"abandoned": [], "described": 0, "applied": {}, "errors": 0}
+    assert _reconciler(batch, later=400).run().as_dict() == {"abandoned": [], "dispatched": [], "described": 0,
+                                                            "applied": {}, "errors": 0}
     batch.stubber.assert_no_pending_responses()
 
     # The very same orders start a job now.
     batch.expect_new_definition()
     batch.expect_submit("batch-again")
     status, body = post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx))
-    assert status == 200 and body[0]["status"] == 1, body
+    assert status == 200 and body[0]["status"] == 1 and body[0]["jobId"] != job.job_id, body
     assert _slots() == 1
 
 
@@ -260,7 +300,7 @@ def test_an_undispatched_job_is_looked_for_in_the_network_queue_too(aws):
     batch.stubber.add_response("describe_jobs", {"jobs": []}, {"jobs": ["b-net"]})
     abandoned: list[str] = []
     report = Reconciler(JobEvents(JobRecord, queues={"c2d-cpu", "c2d-cpu-net"}), batch.client,
-                        lambda job: abandoned.append(job.job_id) or True,
+                        lambda job, now: abandoned.append(job.job_id) or "abandoned",
                         [("cpu", ["c2d-cpu", "c2d-cpu-net"])]).run()
     batch.stubber.assert_no_pending_responses()
     assert abandoned == [] and report.abandoned == [] and report.described == 0
@@ -270,4 +310,5 @@ def test_the_scheduled_function_runs_the_reconciler(client):
     event = client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
                                             resources=["arn:aws:events:us-east-1:123456789012:rule/reconcile"])
     response = client.lambda_.invoke("reconcile_jobs", event)
-    assert response.payload == {"abandoned": [], "described": 0, "applied": {}, "errors": 0}
+    assert response.payload == {"abandoned": [], "dispatched": [], "described": 0, "applied": {}, "errors": 0,
+                                "terminated": []}

@@ -264,7 +264,7 @@ def test_stop_and_delete_faults_leave_the_job_as_it_was(client, provider):
 
     # Batch stops the job but the results cannot be deleted: not "deleted", the results stay.
     batch.expect_terminate()
-    with aws_fault([s3], "s3.ListObjectsV2", AwsFault("InternalError", 500)):
+    with aws_fault([s3], "s3.ListObjectVersions", AwsFault("InternalError", 500)):  # every version goes
         _unavailable(client.http.delete("/api/services/compute" + signed_query(consumer, job_id)))
     running()
     # S3 refuses some keys of a DeleteObjects (an HTTP 200 with Errors): still not "deleted".

@@ -186,8 +186,13 @@ def test_hostile_result_names_download_under_safe_names_and_urls_never_leak(clie
     responses.append(post_start(client, start_body(published, account, time.time_ns(), dataset_tx, algorithm_tx)))
 
     bucket = services.settings().bucket
-    manifest = aws.client("s3").get_object(Bucket=bucket, Key=f"jobs/{job_id}/manifest.json")["Body"].read().decode()
+    from chalicelib.job_key import open_manifest
+    from chalicelib.models import JobRecord
+
+    sealed = aws.client("s3").get_object(Bucket=bucket, Key=f"jobs/{job_id}/manifest.json")["Body"].read()
+    manifest = json.dumps(open_manifest(JobRecord.get(job_id).runner_key, job_id, sealed))
     assert DATA_URL in manifest, "the test must see the URL where it belongs"
+    assert DATA_URL.encode() not in sealed, "sealed with the job's key in S3"
 
     results = [{"filename": name, "filesize": 1, "type": "output", "key": f"jobs/{job_id}/outputs/{index}"}
                for index, name in enumerate(HOSTILE_NAMES)]

@@ -66,9 +66,13 @@ def test_event_rules_for_batch_state_changes_and_runner_stages(packaged):
     assert patterns["RunnerStageEvents"] == {"source": [RUNNER_SOURCE], "detail-type": [RUNNER_DETAIL_TYPE]}
 
 
-def test_reconciler_runs_every_five_minutes(packaged):
+def test_reconciler_runs_every_minute(packaged):
+    """Every minute: it stops algorithms past their deadline, whose margin counts one period."""
+    from chalicelib.compute.deadlines import RECONCILE_PERIOD_SECONDS
+
     (event,) = _resources(packaged, "AWS::Serverless::Function")["ReconcileJobs"]["Properties"]["Events"].values()
-    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(5 minutes)"
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(1 minute)"
+    assert RECONCILE_PERIOD_SECONDS == 60
 
 
 def test_the_indexer_runs_every_minute(packaged):

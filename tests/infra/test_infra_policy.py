@@ -123,6 +123,10 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
     assert sorted(statements["JobIndexes"]["Resource"]) == sorted(
         f"{table(settings.jobs_table)}/index/{i}" for i in ("by-owner", "by-owner-document", "active-by-update", "by-environment"))
     assert statements["JobObjects"]["Resource"] == [f"arn:aws:s3:::{settings.bucket}/jobs/*"]
+    # results are served at the version publish wrote, and a deleted job loses every version
+    assert statements["JobObjects"]["Action"] == ["s3:DeleteObject", "s3:DeleteObjectVersion", "s3:GetObject",
+                                                  "s3:GetObjectVersion", "s3:PutObject"]
+    assert statements["ListJobObjects"]["Action"] == ["s3:ListBucket", "s3:ListBucketVersions"]
     assert statements["ListJobObjects"]["Condition"] == {"StringLike": {"s3:prefix": ["jobs/*"]}}
     assert statements["Secrets"]["Resource"] == [env["PROVIDER_KEY_SECRET"], env["JWT_SECRET_NAME"]]
     configured = load_environments(env).values()
@@ -155,13 +159,24 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
     prefix = env["RESOURCE_PREFIX"]
     statements = _by_sid(_policy(stage, "reconcile"))
     assert set(statements) == {"FunctionLogs", "JobRecords", "ActiveJobs", "EnvironmentCounters", "ReleaseOrders",
-                               "DeleteManifests", "ListJobObjects", "DescribeJobs", *ESCROW_STATEMENTS}
+                               "DeleteManifests", "FindManifests", "ListJobObjects", "DescribeJobs",
+                               *DISPATCH_STATEMENTS, *ESCROW_STATEMENTS}
+    # it dispatches a start it finishes from its record exactly as the API does
+    api = _by_sid(_policy(stage, "api"))
+    assert all(statements[sid] == api[sid] for sid in DISPATCH_STATEMENTS)
+    assert statements["FindManifests"] == {"Sid": "FindManifests", "Effect": "Allow", "Action": ["s3:GetObject"],
+                                           "Resource": [f"arn:aws:s3:::{env['RESULTS_BUCKET']}/jobs/*/manifest.json"]}
+    # the same TerminateJob stops an algorithm past its deadline (compute.deadlines)
+    where = policies.Account.from_arn(env["PROVIDER_KEY_SECRET"])
+    assert statements["StopJobs"]["Action"] == ["batch:TerminateJob"]
+    assert statements["StopJobs"]["Resource"] == [f"arn:aws:batch:{where.region}:{where.account}:job/*"]
     _check_escrow(env, statements)
     assert statements["JobRecords"]["Resource"][0].endswith(f":table/{prefix}-jobs")
     assert statements["ActiveJobs"]["Resource"] == [statements["JobRecords"]["Resource"][0] + "/index/active-by-update"]
     assert statements["ReleaseOrders"]["Action"] == ["dynamodb:DeleteItem"]
     assert statements["ReleaseOrders"]["Resource"][0].endswith(f":table/{prefix}-orders")
     assert statements["DeleteManifests"]["Resource"] == [f"arn:aws:s3:::{env['RESULTS_BUCKET']}/jobs/*"]
+    assert statements["DeleteManifests"]["Action"] == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
     assert statements["DescribeJobs"] == {"Sid": "DescribeJobs", "Effect": "Allow", "Resource": "*",
                                           "Action": ["batch:DescribeJobs", "batch:ListJobs"]}
     from chalicelib.models import JobRecord
@@ -170,6 +185,8 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
 
 
 ESCROW_STATEMENTS = ("EscrowPayments", "EscrowPaymentIndexes", "ProviderKey")
+DISPATCH_STATEMENTS = ("FindJobDefinitions", "RegisterJobDefinitions", "SubmitJobs", "TagOnCreate", "StopJobs",
+                       "PassJobRoles")
 
 
 def _check_escrow(env: dict[str, str], statements: dict[str, dict[str, Any]]) -> None:

@@ -95,9 +95,15 @@ def test_bucket_is_private_encrypted_and_expires_job_data(infra_template):
         {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]  # what results.py and the runner request
     assert set(properties["PublicAccessBlockConfiguration"].values()) == {True}
     assert len(properties["PublicAccessBlockConfiguration"]) == 4
-    (rule,) = properties["LifecycleConfiguration"]["Rules"]
+    rule, markers = properties["LifecycleConfiguration"]["Rules"]
     assert rule["Prefix"] == "jobs/" and rule["Status"] == "Enabled"
     assert rule["ExpirationInDays"] == {"Ref": "JobDataExpirationDays"}
+    # versioned (issue 18, point 2): manifests and results are read at the version the API and
+    # publish wrote; one made noncurrent by another job's write lives as long as the job's data
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": {"Ref": "JobDataExpirationDays"}}
+    assert markers == {"Id": "remove-expired-delete-markers", "Status": "Enabled", "Prefix": "jobs/",
+                       "ExpiredObjectDeleteMarker": True}
     longest = max(e.storage_expiry for path in _environment_files()
                   for e in load_environments({"COMPUTE_ENVIRONMENTS_FILE": str(path)}).values())
     assert _default(infra_template, "JobDataExpirationDays") >= math.ceil(longest / 86400)
@@ -223,14 +229,19 @@ def _role_statements(infra_template: dict[str, Any], role: str) -> list[dict[str
 
 
 def test_runner_role_reads_manifests_writes_results_and_sends_its_events_only(infra_template):
+    """The runner reads a manifest only at a version (the one the API pinned) and writes only
+    outputs, logs and results.json: never a manifest, no read of results, no delete. IAM cannot
+    tell one job's task from another's, so the rest is the job key (tests/compute/test_job_isolation.py)."""
     role = infra_template["Resources"]["BatchJobRole"]["Properties"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
     statements = _role_statements(infra_template, "BatchJobRole")
     plain = {s["Sid"]: s for s in statements if "Sid" in s}
-    assert plain["ReadManifest"]["Action"] == "s3:GetObject"
+    assert plain["ReadManifest"]["Action"] == "s3:GetObjectVersion"
     assert plain["ReadManifest"]["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/jobs/*/manifest.json"}
     assert sorted(plain["PublishResults"]["Action"]) == ["s3:AbortMultipartUpload", "s3:PutObject"]
-    assert plain["PublishResults"]["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/jobs/*"}
+    assert plain["PublishResults"]["Resource"] == [{"Fn::Sub": "${ResultsBucket.Arn}/jobs/*/outputs/*"},
+                                                   {"Fn::Sub": "${ResultsBucket.Arn}/jobs/*/logs/*"},
+                                                   {"Fn::Sub": "${ResultsBucket.Arn}/jobs/*/results.json"}]
     assert plain["StageEvents"]["Action"] == "events:PutEvents"
     assert plain["StageEvents"]["Resource"]["Fn::Sub"].endswith(":event-bus/default")
     assert plain["StageEvents"]["Condition"] == {"StringEquals": {"events:source": RUNNER_SOURCE}}

@@ -63,15 +63,20 @@ def start(client, node, body: dict) -> dict:
 
 
 def manifest(job_id: str) -> dict:
+    """The job's manifest, opened with the job's own key (it is stored sealed)."""
     from chalicelib import aws, services
+    from chalicelib.job_key import open_manifest
+    from chalicelib.models import JobRecord
 
     body = aws.client("s3").get_object(Bucket=services.settings().bucket, Key=f"jobs/{job_id}/manifest.json")["Body"]
-    return json.loads(body.read())
+    return open_manifest(JobRecord.get(job_id).runner_key, job_id, body.read())
 
 
 def configure(job_id: str, tmp_path: Path) -> tuple[int, list[dict], Path]:
     """The runner's configure stage on the job's manifest, as its Batch container runs it."""
     from chalicelib import services
+    from chalicelib.job_key import ENVIRONMENT_VARIABLE
+    from chalicelib.models import JobRecord
     from runner import configure as stage
     from runner.events import Emitter
     from runner.settings import Settings
@@ -88,7 +93,8 @@ def configure(job_id: str, tmp_path: Path) -> tuple[int, list[dict], Path]:
     settings = Settings.from_env({
         "JOB_ID": job_id, "MANIFEST_URI": f"s3://{services.settings().bucket}/jobs/{job_id}/manifest.json",
         "DATA_DIR": str(tmp_path / "data"), "RUNNER_EVENTS": "stdout", "FETCH_TIMEOUT": "5",
-        "C2D_REGION": "us-east-1", "BUSYBOX_SOURCE": str(busybox), "ALLOW_PRIVATE_NETWORKS": "1"})
+        "C2D_REGION": "us-east-1", "BUSYBOX_SOURCE": str(busybox), "ALLOW_PRIVATE_NETWORKS": "1",
+        ENVIRONMENT_VARIABLE: JobRecord.get(job_id).runner_key})
     code = stage.run(settings, Recorded(job_id))
     return code, details, tmp_path / "data"
 
@@ -105,7 +111,7 @@ def test_a_free_job_pins_the_published_algorithm_as_a_paid_start_does(client, no
     assert pinned["did"] == published.algorithm.did
     assert pinned["checksums"] == [hashlib.sha256(ALGORITHM_CODE).hexdigest()]
     code, events, data = configure(job["jobId"], tmp_path)
-    assert code == 0 and [e["status"] for e in events] == [20, 30], events
+    assert code == 0 and [e["status"] for e in events] == [20, 30, 40], events  # configure ends by handing over to the algorithm
     assert (data / "transformations" / "algorithm").read_bytes() == ALGORITHM_CODE
 
 

@@ -255,16 +255,48 @@ def test_a_lock_the_escrow_refuses_after_the_checks_fails_cleanly(consumer_ready
     chain = consumer_ready
     payments = new_payments(chain)
     q = quote(payments, chain)
-    checked = payments.check
+    checked = payments.reservation
 
     def check_then_withdraw(*args):
-        checked(*args)
+        reservation = checked(*args)
         send(chain.w3, chain.consumer, escrow(chain).functions.withdraw([chain.contracts.OceanToken], [100 * OCEAN_UNIT]))
+        return reservation
 
-    monkeypatch.setattr(payments, "check", check_then_withdraw)
+    monkeypatch.setattr(payments, "reservation", check_then_withdraw)
     with pytest.raises(PaymentRefused) as refused:
         payments.lock(job_id="job-withdrawn", payer=chain.consumer.address, quote=q)
     assert refused.value.reason == "lock_refused" and "enough funds" in str(refused.value)
     failed = payments.get("job-withdrawn")
     assert failed.status == "lock_failed" and failed.open is None and list(ChainTransaction.scan()) == []
     assert payments.lock(job_id="job-withdrawn", payer=chain.consumer.address, quote=q).status == "lock_failed"
+
+
+def test_a_pending_lock_is_reserved_until_mined_and_given_back_once(consumer_ready) -> None:
+    """The authorization allows five locks: with five pending (nothing mined, the chain counts
+    none), the sixth is refused before any transaction; once mined the chain counts them and
+    their reservations are given back, exactly once."""
+    from chalicelib.payments.escrow_accounts import reservation_key
+    from chalicelib.payments.models import EscrowAccount
+
+    chain = consumer_ready  # 100 OCEAN deposited: 7 locks of 14
+    payments = new_payments(chain)
+    key = reservation_key(chain.chain_id, chain.consumer.address, chain.contracts.OceanToken)
+    with automine_off(chain) as node:
+        for i in range(5):  # the authorization allows 5 locks
+            assert payments.lock(job_id=f"job-p{i}", payer=chain.consumer.address, quote=quote(payments, chain)).status == "locking"
+        account = EscrowAccount.get(key)
+        assert (account.pending, account.pending_count) == (5 * 14 * OCEAN_UNIT, 5)
+        assert account.pending_jobs == {f"job-p{i}" for i in range(5)}
+        with pytest.raises(PaymentRefused) as refused:
+            payments.lock(job_id="job-p5", payer=chain.consumer.address, quote=quote(payments, chain))
+        assert refused.value.reason == "lock_count_exceeded" and "5 more pending" in str(refused.value)
+        assert payments.get("job-p5") is None and len(list(ChainTransaction.scan())) == 5
+        node.mine()
+    for i in range(5):
+        assert payments.confirm_lock(f"job-p{i}", timeout=10).status == "locked"
+    account = EscrowAccount.get(key)
+    assert (account.pending, account.pending_count, account.pending_jobs, account.released) == (0, 0, None, 5)
+    for i in range(5):  # given back once: moving the payments again changes nothing
+        payments.confirm_lock(f"job-p{i}", timeout=0)
+    assert EscrowAccount.get(key).released == 5
+    assert funds(chain) == (100 * OCEAN_UNIT - 5 * 14 * OCEAN_UNIT, 5 * 14 * OCEAN_UNIT)

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from runner.events import Emitter  # noqa: E402
+from runner_test_key import RUNNER_KEY  # noqa: E402
 from runner.settings import Settings  # noqa: E402
 
 JOBS_BUCKET = "c2d-jobs"
@@ -157,6 +158,7 @@ def s3(aws: None) -> Any:
 
     client = boto3.client("s3")
     client.create_bucket(Bucket=JOBS_BUCKET)
+    client.put_bucket_versioning(Bucket=JOBS_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     client.create_bucket(Bucket=DATA_BUCKET)
     return client
 
@@ -172,7 +174,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         base = {"JOB_ID": job_id,
                 "MANIFEST_URI": f"s3://{JOBS_BUCKET}/jobs/{job_id}/manifest.json",
                 "DATA_DIR": str(tmp_path / "data"), "RUNNER_EVENTS": "stdout",
-                "FETCH_TIMEOUT": "5", "C2D_REGION": "us-east-1", "BUSYBOX_SOURCE": str(busybox)}
+                "FETCH_TIMEOUT": "5", "C2D_REGION": "us-east-1", "BUSYBOX_SOURCE": str(busybox),
+                "C2D_JOB_KEY": RUNNER_KEY}
         base.update(env)
         return Settings.from_env(base)
 

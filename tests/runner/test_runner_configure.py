@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from chalicelib.job_key import detail_signed, new_job_key, seal_manifest
+from runner_test_key import RUNNER_KEY
 from runner import configure
 from runner.__main__ import main
 
@@ -20,11 +22,12 @@ SECRET = "tok3n-s3cr3t"
 
 
 def put_manifest(s3: Any, inputs: list[dict[str, Any]], algorithm: dict[str, Any],
-                 job_id: str = "job-1") -> None:
+                 job_id: str = "job-1", key: str = RUNNER_KEY) -> str:
+    """The manifest as the API writes it: sealed with the job's key; returns its version id."""
     manifest = {"jobId": job_id, "owner": "0x" + "1" * 40, "bucket": JOBS_BUCKET,
                 "prefix": f"jobs/{job_id}/", "inputs": inputs, "algorithm": algorithm}
-    s3.put_object(Bucket=JOBS_BUCKET, Key=f"jobs/{job_id}/manifest.json",
-                  Body=json.dumps(manifest).encode())
+    return s3.put_object(Bucket=JOBS_BUCKET, Key=f"jobs/{job_id}/manifest.json",
+                         Body=seal_manifest(key, job_id, manifest))["VersionId"]
 
 
 def url_file(server: Any, path: str, **extra: Any) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def test_provisions_every_source_type(stage, s3, http_server, emitter) -> None:
                                algocustomdata={"threshold": 3})
     assert stage(inputs, algorithm) == 0
     data = stage.settings.data_dir
-    assert emitter.statuses == [20, 30]
+    assert emitter.statuses == [20, 30, 40]  # 40: configure's exit is the algorithm's turn
     assert (data / "inputs" / DID_A / "0").read_bytes() == b"a,b\n"
     assert (data / "inputs" / DID_A / "1").read_bytes() == b"\x00\x01"
     assert (data / "inputs" / DID_A / "2").read_bytes() == b"ipfs!"
@@ -140,6 +143,24 @@ def test_input_failure_is_31_without_secrets(stage, http_server, emitter) -> Non
     assert not (stage.settings.data_dir / "inputs" / DID_A / "1").exists()
     assert not (stage.settings.data_dir / ".c2d" / "ready").exists()
     assert_no_secrets(stage.settings, emitter)
+
+
+def test_a_failed_configure_publishes_its_own_log(stage, s3, http_server, emitter) -> None:
+    """Issue 18, point 3: the algorithm depends on configure SUCCESS, so after a failure neither
+    it nor publish starts; configure uploads configure.log itself and reports it with its 31."""
+    inputs = [{"did": DID_A, "files": [url_file(http_server, "/status/404")]}]
+    assert stage(inputs, {"rawcode": "x"}) == 31
+    failure = emitter.details[-1]
+    assert failure["status"] == 31 and failure["resultsKey"] == "jobs/job-1/results.json"
+    (entry,) = failure["results"]
+    assert (entry["filename"], entry["type"], entry["key"]) == ("configure.log", "configurationLog",
+                                                                "jobs/job-1/logs/configure.log")
+    body = s3.get_object(Bucket=JOBS_BUCKET, Key=entry["key"], VersionId=entry["versionId"])["Body"].read()
+    assert f"input 0 ({DID_A}) file 0: HTTP 404".encode() in body and b"the algorithm was not run" in body
+    assert SECRET.encode() not in body and b"127.0.0.1" not in body
+    assert json.loads(s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/results.json")["Body"].read()) == [entry]
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=JOBS_BUCKET, Prefix="jobs/job-1/")["Contents"]) == [
+        "jobs/job-1/logs/configure.log", "jobs/job-1/manifest.json", "jobs/job-1/results.json"]
 
 
 def test_private_input_refused_without_flag(stage, s3, http_server, emitter, capfd) -> None:
@@ -219,7 +240,33 @@ def test_missing_or_foreign_manifest(s3, make_settings, emitter) -> None:
     put_manifest(s3, [], {"rawcode": "x"}, job_id="job-1")
     assert configure.run(make_settings(job_id="job-2", MANIFEST_URI=settings.manifest_uri),
                          emitter) == 31
-    assert emitter.details[-1]["reason"] == "manifest does not belong to this job"
+    assert emitter.details[-1]["reason"] == "manifest does not open with this job's key"
+
+
+def test_another_jobs_key_opens_nothing_and_a_later_write_is_not_read(s3, http_server, make_settings,
+                                                                       emitter) -> None:
+    """Issue 18, point 2. The manifest is read at the version the API wrote (MANIFEST_URI's
+    versionId) and opened with the job's key: every job's credentials may write under jobs/,
+    but a manifest another job wrote later at the same key is not what configure reads, and a
+    manifest sealed with another key (or unsealed) opens nothing."""
+    http_server.files["/files/a.csv"] = b"mine"
+    version = put_manifest(s3, [{"did": DID_A, "files": [url_file(http_server, "/files/a.csv")]}], {"rawcode": "x"})
+    uri = f"s3://{JOBS_BUCKET}/jobs/job-1/manifest.json?versionId={version}"
+    http_server.files["/files/theirs"] = b"theirs"
+    theirs = [{"did": DID_A, "files": [url_file(http_server, "/files/theirs")]}]
+    put_manifest(s3, theirs, {"rawcode": "x"}, key=new_job_key())  # another job's write, later
+    settings = make_settings(MANIFEST_URI=uri, ALLOW_PRIVATE_NETWORKS="1")
+    assert configure.run(settings, emitter) == 0
+    assert (settings.data_dir / "inputs" / DID_A / "0").read_bytes() == b"mine"
+    # the latest version (theirs) is sealed with another key: it opens nothing
+    latest = make_settings(ALLOW_PRIVATE_NETWORKS="1")
+    assert configure.run(latest, emitter) == 31
+    assert emitter.details[-1]["reason"] == "manifest does not open with this job's key"
+    s3.put_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/manifest.json", Body=json.dumps(
+        {"jobId": "job-1", "inputs": theirs, "algorithm": {"rawcode": "x"}}).encode())  # unsealed
+    assert configure.run(latest, emitter) == 31
+    assert emitter.details[-1]["reason"] == "manifest does not open with this job's key"
+    assert "/files/theirs" not in http_server.paths()
 
 
 def test_cli_stdout_events(s3, http_server, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -229,11 +276,13 @@ def test_cli_stdout_events(s3, http_server, tmp_path: Path, monkeypatch, capsys)
     for name, value in {"JOB_ID": "job-1", "DATA_DIR": str(tmp_path / "d"),
                         "MANIFEST_URI": f"s3://{JOBS_BUCKET}/jobs/job-1/manifest.json",
                         "RUNNER_EVENTS": "stdout", "ALLOW_PRIVATE_NETWORKS": "true",
-                        "BUSYBOX_SOURCE": str(tmp_path / "none")}.items():
+                        "BUSYBOX_SOURCE": str(tmp_path / "none"), "C2D_JOB_KEY": RUNNER_KEY}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("RESULTS_BUCKET", raising=False)
     assert main(["configure"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert all(line.startswith("C2D-EVENT ") for line in lines)
-    assert [json.loads(line.split(" ", 1)[1]) for line in lines] == [
-        {"jobId": "job-1", "status": 20}, {"jobId": "job-1", "status": 30}]
+    details = [json.loads(line.split(" ", 1)[1]) for line in lines]
+    assert all(detail_signed(RUNNER_KEY, detail) and isinstance(detail.pop("at"), int) for detail in details)
+    assert [{k: v for k, v in d.items() if k != "signature"} for d in details] == [
+        {"jobId": "job-1", "status": 20}, {"jobId": "job-1", "status": 30}, {"jobId": "job-1", "status": 40}]

@@ -57,6 +57,33 @@ def test_uploads_outputs_and_logs(s3, data, make_settings, emitter) -> None:
     assert b"uploaded out.txt" in publish_log["Body"].read()
 
 
+def test_each_result_names_the_version_it_wrote_and_its_sha256(s3, data, make_settings, emitter) -> None:
+    """Issue 18, point 2: every job's credentials may write under jobs/, so each result names the
+    S3 version publish wrote (S3's own answer, single and multipart uploads alike) and the
+    sha256 of the bytes sent; another write at the same key afterwards changes neither."""
+    import hashlib
+
+    big = os.urandom(9 * 1024 * 1024)  # above s3transfer's 8 MiB multipart threshold
+    (data / "outputs" / "big.bin").write_bytes(big)
+    assert publish.run(make_settings(), emitter) == 0
+    results = {r["filename"]: r for r in emitter.details[-1]["results"]}
+    s3.put_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/outputs/big.bin", Body=b"another job's bytes")
+    s3.put_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/outputs/out.txt", Body=b"another job's bytes")
+    for name, expected in (("big.bin", big), ("out.txt", b"hello")):
+        result = results[name]
+        assert result["sha256"] == hashlib.sha256(expected).hexdigest() and result["filesize"] == len(expected)
+        body = s3.get_object(Bucket=JOBS_BUCKET, Key=result["key"], VersionId=result["versionId"])["Body"].read()
+        assert body == expected
+    versions = {r["versionId"] for r in results.values()}
+    assert len(versions) == len(results) and None not in versions
+    # an algorithm log cut at MAX_OUTPUT_BYTES: the digest is of what was sent
+    (data / "outputs" / "big.bin").unlink()
+    (data / "logs" / "algorithm.log").write_bytes(b"x" * 40 + b"y" * 60)
+    assert publish.run(make_settings(MAX_OUTPUT_BYTES="40"), emitter) == 0
+    log = next(r for r in emitter.details[-1]["results"] if r["type"] == "algorithmLog")
+    assert log["filesize"] == 40 and log["sha256"] == hashlib.sha256(b"x" * 40).hexdigest()
+
+
 def test_symlinks_and_special_files_are_not_uploaded(s3, data, make_settings, emitter) -> None:
     outputs = data / "outputs"
     (outputs / "passwd").symlink_to("/etc/passwd")
@@ -180,3 +207,50 @@ def test_the_algorithm_log_is_cut_at_the_outputs_limit(s3, data, make_settings, 
     assert entry["filesize"] == 1000
     publish_log = s3.get_object(Bucket=JOBS_BUCKET, Key="jobs/job-1/logs/publish.log")["Body"].read()
     assert b"algorithm.log is 5000 bytes: only its first 1000 are published" in publish_log
+
+
+def task_metadata(algorithm_started: str, algorithm_finished: str, exit_code: int = 0) -> dict[str, Any]:
+    """The ECS agent's task metadata v4 `/task` answer for a job's task (the fields of
+    amazon-ecs-agent's v4 TaskResponse/ContainerResponse; Go writes times with nanoseconds)."""
+    def container(name: str, started: str, finished: str, code: int, image: str) -> dict[str, Any]:
+        return {"DockerId": name + "0" * 56, "Name": name, "DockerName": f"ecs-c2d-algo-1-{name}-a1b2c3",
+                "Image": image, "ImageID": "sha256:" + "0" * 64, "Labels": {}, "DesiredStatus": "STOPPED",
+                "KnownStatus": "STOPPED", "ExitCode": code, "Limits": {"CPU": 1024, "Memory": 512},
+                "CreatedAt": started, "StartedAt": started, "FinishedAt": finished, "Type": "NORMAL",
+                "LogDriver": "awslogs", "Networks": [{"NetworkMode": "host", "IPv4Addresses": [""]}],
+                "ContainerARN": f"arn:aws:ecs:us-east-1:123456789012:container/c/{name}"}
+
+    return {"Cluster": "arn:aws:ecs:us-east-1:123456789012:cluster/AWSBatch-ce", "TaskARN":
+            "arn:aws:ecs:us-east-1:123456789012:task/AWSBatch-ce/8f3c2a1b0d9e4f5a6b7c8d9e0f1a2b3c",
+            "Family": "c2d-algo-1", "Revision": "1", "DesiredStatus": "RUNNING", "KnownStatus": "RUNNING",
+            "Limits": {"CPU": 4, "Memory": 5120}, "PullStartedAt": "2026-05-01T10:00:00.1Z",
+            "AvailabilityZone": "us-east-1a", "LaunchType": "EC2", "Containers": [
+                container("configure", "2026-05-01T10:00:01.5Z", "2026-05-01T10:00:09.25Z", 0, "runner"),
+                container("algorithm", algorithm_started, algorithm_finished, exit_code, "python@sha256:ab"),
+                container("publish", "2026-05-01T10:03:31.1Z", "0001-01-01T00:00:00Z", 0, "runner")]}
+
+
+def test_publish_reports_the_algorithm_containers_own_times(s3, data, make_settings, emitter, http_server) -> None:
+    """Issue 18, point 3: publish (root, after the algorithm container exited) reads the task
+    metadata endpoint v4 and reports the algorithm container's StartedAt/FinishedAt, Docker's own
+    times that no image can change, in its 60: what the job is billed (a 200 s algorithm, 200 s)."""
+    from datetime import datetime
+
+    http_server.files["/v4/abc/task"] = json.dumps(task_metadata(
+        "2026-05-01T10:00:10.123456789Z", "2026-05-01T10:03:30.123456789Z", 3)).encode()
+    settings = make_settings(ECS_CONTAINER_METADATA_URI_V4=http_server.url("/v4/abc"))
+    assert publish.run(settings, emitter) == 0
+    started = emitter.details[0]
+    assert started["status"] == 60
+    expected = datetime.fromisoformat("2026-05-01T10:00:10.123456+00:00").timestamp()
+    assert started["algorithm"] == {"startedAt": round(expected, 3), "finishedAt": round(expected + 200, 3),
+                                    "exitCode": 3}
+    # no endpoint, one that does not answer, or an algorithm that never ran: nothing is claimed
+    for uri in ("", http_server.url("/status/500"), "ftp://x/"):
+        emitter.details.clear()
+        assert publish.run(make_settings(ECS_CONTAINER_METADATA_URI_V4=uri), emitter) == 0
+        assert "algorithm" not in emitter.details[0]
+    http_server.files["/v4/never/task"] = json.dumps(task_metadata("", "")).encode()
+    emitter.details.clear()
+    assert publish.run(make_settings(ECS_CONTAINER_METADATA_URI_V4=http_server.url("/v4/never")), emitter) == 0
+    assert "algorithm" not in emitter.details[0]

@@ -24,6 +24,7 @@ from runner import configure, publish
 from runner.__main__ import main
 from runner.events import SOURCE
 from runner.layout import Layout
+from runner_test_key import RUNNER_KEY
 from test_runner_configure import ALGO_DID, DID_A, algorithm_file, stage, url_file  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,7 +252,7 @@ def test_events_delivered_with_only_c2d_region(regionless, tmp_path, monkeypatch
     (data / "outputs" / "out.txt").write_text("done")
     for name, value in {"JOB_ID": "job-7", "RESULTS_BUCKET": JOBS_BUCKET, "DATA_DIR": str(data),
                         "RUNNER_EVENTS": "eventbridge", "C2D_REGION": "eu-west-1",
-                        "AWS_BATCH_JOB_ATTEMPT": "2"}.items():
+                        "AWS_BATCH_JOB_ATTEMPT": "2", "C2D_JOB_KEY": RUNNER_KEY}.items():
         monkeypatch.setenv(name, value)
     assert main(["publish"]) == 0
     messages = regionless["sqs"].receive_message(QueueUrl=regionless["queue"],
@@ -264,7 +265,7 @@ def test_events_delivered_with_only_c2d_region(regionless, tmp_path, monkeypatch
 
 def test_no_region_at_all_exits_2_and_says_so(tmp_path) -> None:
     env = {"PATH": "/usr/bin:/bin", "JOB_ID": "job-1", "RESULTS_BUCKET": JOBS_BUCKET,
-           "DATA_DIR": str(tmp_path / "data"), "RUNNER_EVENTS": "eventbridge"}
+           "DATA_DIR": str(tmp_path / "data"), "RUNNER_EVENTS": "eventbridge", "C2D_JOB_KEY": RUNNER_KEY}
     proc = subprocess.run([sys.executable, "-m", "runner", "publish"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
@@ -280,8 +281,8 @@ def test_stdout_events_carry_the_attempt_only_when_known(stage, http_server, cap
     make_emitter(settings).emit(30)
     make_emitter(stage.make_settings()).emit(30)
     lines = [json.loads(line.split(" ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
-    assert lines == [{"jobId": "job-1", "status": 30, "attempt": 3},
-                     {"jobId": "job-1", "status": 30}]
+    assert [{k: v for k, v in line.items() if k not in ("at", "signature")} for line in lines] == [
+        {"jobId": "job-1", "status": 30, "attempt": 3}, {"jobId": "job-1", "status": 30}]
 
 
 def test_runner_image_is_python_313_with_static_busybox() -> None:
@@ -289,6 +290,38 @@ def test_runner_image_is_python_313_with_static_busybox() -> None:
     assert "FROM python:3.13-slim" in dockerfile
     assert "busybox-static" in dockerfile
     assert "/bin/busybox" in dockerfile  # the default BUSYBOX_SOURCE, checked at build time
+
+
+def test_runner_image_installs_its_lock_and_every_module_it_imports() -> None:
+    """The image's packages are the lock's, hash-checked, at the versions these tests ran; and
+    every chalicelib module the runner imports is copied into it (a missing one is an image
+    that cannot start a stage)."""
+    import ast
+    import importlib.metadata
+    import re
+
+    dockerfile = (ROOT / "runner" / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir --require-hashes --no-deps -r /tmp/runner-requirements.txt" in dockerfile
+    lock = (ROOT / "runner" / "requirements.txt").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.MULTILINE))
+    assert {"boto3", "botocore", "s3transfer", "pycryptodome"} <= set(pinned)
+    for name, version in pinned.items():
+        assert importlib.metadata.version(name) == version, name
+        for requirement in importlib.metadata.requires(name) or []:  # --no-deps: the lock has them all
+            if "extra ==" not in requirement:
+                assert re.split(r"[ <>=!~;\[(]", requirement, maxsplit=1)[0].lower() in {p.lower() for p in pinned}
+    assert lock.count("--hash=sha256:") >= len(pinned)
+    copied = set(re.findall(r"chalicelib/(\w+)\.py", dockerfile))
+    imported = set()
+    for source in (ROOT / "runner").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("chalicelib."):
+                imported.add(node.module.split(".")[1])
+    for module in sorted(imported):  # and what those import in turn
+        for node in ast.walk(ast.parse((ROOT / "chalicelib" / f"{module}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("chalicelib."):
+                imported.add(node.module.split(".")[1])
+    assert imported and imported <= copied, imported - copied
 
 
 @as_root
