@@ -184,14 +184,14 @@ class Backend:
         self.keys: dict[str, str] = {}  # each job's key, as the API would keep it in the job record
 
     def start(self, job_id: str, rawcode: str, *, allow_network: bool = False, timeout: int | None = None,
-              input_url: str | None = None, job_key: str = "") -> str:
+              input_url: str | None = None, job_key: str = "", algocustomdata: dict | None = None) -> str:
         manifest = {
             "jobId": job_id, "owner": "0x" + "1" * 40, "bucket": BUCKET, "prefix": f"jobs/{job_id}/",
             "inputs": [{"did": DID, "serviceId": "compute", "userdata": {},
                         "files": [{"type": "url", "method": "GET", "url": input_url or self.files_url + "/data.csv"}]}],
             "algorithm": {"did": ALGORITHM_DID, "rawcode": rawcode, "files": [], "checksums": [],
                           "container": {"image": "python", "tag": "3.13-slim", "entrypoint": "python $ALGO"},
-                          "algocustomdata": {}, "userdata": {}},
+                          "algocustomdata": algocustomdata or {}, "userdata": {}},
         }
         key = f"jobs/{job_id}/manifest.json"
         self.keys[job_id] = job_key = job_key or new_job_key()

@@ -45,7 +45,7 @@ def test_register_command_and_event(provider_on_chain, route_encrypt, capsys):
 
     chain = provider_on_chain
     published = publish(chain, route_encrypt, flags=1)
-    capsys.readouterr()  # the encrypt request's log line: what follows is the command's own output
+    capsys.readouterr()  # the encrypt route's own log line
     assert main(["--chain-id", str(chain.chain_id), "--nft", published.nftAddress, "--tx", published.metadataTxId]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == {

@@ -20,7 +20,7 @@ import os
 import random
 
 import pytest
-from test_local_sandbox import CONTAINER, DID, ENVIRONMENT, Backend, files_url, moto_url  # noqa: F401 - fixtures
+from test_local_sandbox import Backend, files_url, moto_url  # noqa: F401 - fixtures
 
 from canary.decoys import Decoys
 from canary.plan import PROBE_FILE, ProbeJob, new_run_id, plan_jobs
@@ -37,18 +37,8 @@ class ProbeBackend(Backend):
     """The sandbox test's backend, starting the canary's probe with its algoCustomData."""
 
     def start_probe(self, job_id: str, job: ProbeJob, *, allow_network: bool) -> str:
-        manifest = {
-            "jobId": job_id, "owner": "0x" + "1" * 40, "bucket": "sandbox-results", "prefix": f"jobs/{job_id}/",
-            "inputs": [{"did": DID, "serviceId": "compute", "userdata": {},
-                        "files": [{"type": "url", "method": "GET", "url": self.files_url + "/data.csv"}]}],
-            "algorithm": {"did": "", "rawcode": PROBE_FILE.read_text(), "files": [], "checksums": [],
-                          "container": {"image": "python", "tag": "3.13-slim", "entrypoint": "python $ALGO"},
-                          "algocustomdata": job.algocustomdata(), "userdata": {}},
-        }
-        key = f"jobs/{job_id}/manifest.json"
-        self.s3.put_object(Bucket="sandbox-results", Key=key, Body=json.dumps(manifest).encode())
-        return self.dispatcher.submit(job_id, ENVIRONMENT, f"s3://sandbox-results/{key}", CONTAINER, None,
-                                      dids=[DID], allow_network=allow_network)
+        return self.start(job_id, PROBE_FILE.read_text(), allow_network=allow_network,
+                          algocustomdata=job.algocustomdata())
 
     def outcome(self, job_id: str, job: ProbeJob) -> Outcome:
         return Outcome(job, job_id, {"status": 70}, json.loads(self.result(job_id, "outputs/canary.json")))
