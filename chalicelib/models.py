@@ -199,8 +199,11 @@ class JobRecord(Model):
     dispatch_lease = NumberAttribute(null=True, attr_name="dispatchLease")
     # What the start knew, for the job's receipt and its publishers' audit (compute.provenance).
     provenance = JSONAttribute(null=True)
-    # Addresses besides the owner's that may read the job's receipt (lower case).
-    viewers = ListAttribute(of=UnicodeAttribute, null=True)
+    # Ocean Node's start options (compute.job_options): the consumer's labels, answered in
+    # status, and the addresses (lower case) besides the owner's that may read the job, its
+    # results, logs and receipt, but not change it.
+    metadata = JSONAttribute(null=True)
+    viewers = ListAttribute(of=UnicodeAttribute, null=True, attr_name="additionalViewers")
     # Results held for the data owners' release (chalicelib.owner.release): which datasets'
     # publishers must agree, what each decided, the outcome.
     release = JSONAttribute(null=True)

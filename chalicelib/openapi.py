@@ -43,7 +43,10 @@ _JOB_STATUS = _object(
     results=_list(_object(["filename", "filesize", "type", "index"], filename=_TEXT, filesize=_INT, index=_INT,
                           type={"type": "string", "enum": ["output", "algorithmLog", "configurationLog", "publishLog"]})),
     inputDID=_list(_TEXT), algoDID=_OPTIONAL_TEXT, agreementId=_TEXT, environment=_TEXT,
-    terminationDetails=_object([], exitCode={"type": "integer", "nullable": True}, reason=_TEXT),
+    terminationDetails=_object([], exitCode={"type": "integer", "nullable": True}, reason=_TEXT, OOMKilled={
+        "type": "boolean", "description": "The algorithm's container was killed at its memory limit (Batch's OutOfMemoryError)."}),
+    metadata={"type": "object", "description": "The consumer's labels from Ocean Node's start (`metadata`).",
+              "additionalProperties": {"oneOf": [_TEXT, {"type": "number"}, {"type": "boolean"}]}},
     # the data owner's release (issue 22): 75 "Awaiting release", then 70, or 76 "Results refused by the data owner"
     release={"type": "object", "required": ["state", "required", "expiresAt", "decisions"], "properties": {
         "state": {"type": "string", "enum": ["pending", "released", "refused", "expired"]},

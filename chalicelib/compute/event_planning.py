@@ -206,7 +206,9 @@ def batch_outcome(state: JobState, change: BatchChange) -> tuple[int, dict[str, 
         if error_class:
             log.info("job %s: container reason %s", change.job_id, text[:1000])  # the operator's
             text = error_class.group(1)
-        return {"exitCode": algorithm.exit_code if ran else None, "reason": text[:MAX_REASON]}
+        # Ocean Node's OOMKilled: the algorithm's container hit its memory limit
+        return {"exitCode": algorithm.exit_code if ran else None, "reason": text[:MAX_REASON],
+                "OOMKilled": ran and algorithm.oom_killed}
 
     if change.batch_status == "FAILED" and is_stop_reason(change.status_reason):
         return st.STOPPED, details("Job stopped")

@@ -56,10 +56,19 @@ class Malformed(Exception):
     """The event is not one we can read; the message says why (never the event itself)."""
 
 
+# Batch's reason for a container the kernel killed at its memory limit (exit 137):
+# "OutOfMemoryError: Container killed due to memory usage"; Ocean Node's OOMKilled.
+OOM_REASON = "OutOfMemoryError"
+
+
 @dataclass(frozen=True)
 class ContainerExit:
     exit_code: int | None = None
     reason: str = ""
+
+    @property
+    def oom_killed(self) -> bool:
+        return self.reason.startswith(OOM_REASON)
 
     @property
     def failed_to_start(self) -> bool:

@@ -48,7 +48,8 @@ def status(call: Call) -> Response:
     signed = call.caller is not None  # the caller proved who it is (http: its nonce spent first)
     owner = call.caller or services.checksum(params.consumerAddress)
     jobs = services.job_service()
-    page = jobs.find(owner, params.jobId, params.documentId, params.cursor(), for_status=True)
+    # a job asked for by its id is found for its additionalViewers too (compute.job_options)
+    page = jobs.find(owner, params.jobId, params.documentId, params.cursor(), for_status=True, viewer=True)
     if params.jobId and not page.jobs:
         raise NotFound("Job not found")
     return _page_response(*jobs.status_objects(page, with_urls=signed and bool(params.jobId)))

@@ -28,6 +28,7 @@ from chalicelib import budget
 from chalicelib.budget import Deadline
 from chalicelib.compute import status as st
 from chalicelib.compute.container_rules import AlgorithmContainer
+from chalicelib.compute.job_options import JobOptions
 from chalicelib.compute.dispatch import Dispatcher
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.job_dispatch import DispatchSpec, StartDispatch, start_fingerprint
@@ -123,12 +124,13 @@ class JobStarts:
 
     def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None,
               slots: Sequence[Slot] = (), *, deadline: Deadline | None = None,
-              gate: DispatchGate | None = None) -> JobRecord:
+              gate: DispatchGate | None = None, options: JobOptions = JobOptions()) -> JobRecord:
         """Reserve and record, write the manifest, [gate], dispatch; undo everything but the
         record when the start is refused or fails for good. `slots`: further counters the job
         holds (free compute starts with no order but these). `gate`: what must hold before the
         dispatch (an escrow lock, payments.paid_start). The same owner with the same orders
-        again: the job those orders made (finished now if it was left half made).
+        again: the job those orders made (finished now if it was left half made). `options`:
+        what the record keeps beside the inputs (metadata, viewers; compute.job_options).
 
         Nothing is reserved unless `deadline` leaves START_RESERVE_SECONDS: a Lambda killed
         between the reservation and SubmitJob leaves a job at 1 that the consumer's retry or
@@ -143,7 +145,7 @@ class JobStarts:
                 return self._resume(existing, plan if existing.start_key == key else None, deadline)
             if gate is not None:
                 gate.check()
-            job = self._new_record(plan, owner, orders, key, timeout, slots)
+            job = self._new_record(plan, owner, orders, key, timeout, slots, options)
             extra = self._extra_items(job, gate)
             try:
                 self._reservations.reserve(job, plan.environment, orders, slots, extra)
@@ -272,7 +274,7 @@ class JobStarts:
 
 
     def _new_record(self, plan: ComputePlan, owner: str, orders: Sequence[Order], key: str, timeout: int | None,
-                    slots: Sequence[Slot]) -> JobRecord:
+                    slots: Sequence[Slot], options: JobOptions) -> JobRecord:
         now = int(self._clock())
         environment = plan.environment
         main = plan.datasets[0]
@@ -293,6 +295,8 @@ class JobStarts:
             updated_at=now,
             active_environment=environment.id,
             owner_document=owner_document(owner, main.did),
+            metadata=options.metadata,
+            viewers=list(options.viewers) or None,
             dispatch_spec=DispatchSpec.of_plan(plan, timeout).record(),
             runner_key=new_job_key(),  # the job's own secret (chalicelib.job_key): sealed manifest, signed events
             max_seconds=attempt_seconds(environment, timeout),

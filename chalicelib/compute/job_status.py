@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.compute import status as st
+from chalicelib.compute.event_signals import OOM_REASON
 from chalicelib.compute.paging import MAX_ANSWER_BYTES, Cursor
 from chalicelib.models import JobRecord
 from chalicelib.owner import release
@@ -15,7 +16,8 @@ from chalicelib.results import JobObjects
 
 # What status_object reads of a record (DynamoDB names), for listings.
 STATUS_ATTRIBUTES = ["jobId", "owner", "documentId", "dateCreated", "dateFinished", "status", "statusText", "results",
-                     "inputDIDs", "algoDID", "agreementId", "environment", "terminationDetails", "release"]
+                     "inputDIDs", "algoDID", "agreementId", "environment", "terminationDetails", "metadata",
+                     "release"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,15 @@ class JobPage:
 
 def page_cursor(job: JobRecord) -> Cursor:
     return Cursor(int(job.date_created), job.job_id)
+
+
+def termination_details(stored: dict[str, Any]) -> dict[str, Any]:
+    """Ocean Node's `{OOMKilled, exitCode}` and our `reason`: records written before OOMKilled
+    was kept say it from their reason (compute.event_planning keeps the error class)."""
+    reason = stored.get("reason") or ""
+    oom = stored.get("OOMKilled")
+    return {"OOMKilled": bool(oom) if oom is not None else reason.startswith(OOM_REASON),
+            "exitCode": stored.get("exitCode"), "reason": reason}
 
 
 def status_object(job: JobRecord, objects: JobObjects | None, url_bytes: int = MAX_ANSWER_BYTES) -> dict[str, Any]:
@@ -57,8 +68,10 @@ def status_object(job: JobRecord, objects: JobObjects | None, url_bytes: int = M
         "agreementId": job.agreement_id,
         "environment": job.environment,
     }
+    if job.metadata:
+        body["metadata"] = job.metadata
     if job.termination_details:
-        body["terminationDetails"] = job.termination_details.as_dict()
+        body["terminationDetails"] = termination_details(job.termination_details.as_dict())
     held = release.view(job, release.storage_expiry(job)) if job.release else None
     if held is not None:
         body["release"] = held  # results held for the data owner: no URL until released

@@ -23,6 +23,7 @@ from chalicelib.compute import transitions
 from chalicelib.compute.dispatch import Dispatcher
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.environments import environments as configured_environments
+from chalicelib.compute.job_options import JobOptions, may_read
 from chalicelib.compute.job_reservations import UNAVAILABLE, JobReservations, Order, Slot
 from chalicelib.compute.job_starts import DispatchGate, JobStarts, ResumeGate
 from chalicelib.compute.job_status import STATUS_ATTRIBUTES, JobPage, page_cursor, status_page
@@ -88,10 +89,11 @@ class JobService:
 
     def start(self, plan: ComputePlan, owner: str, orders: Sequence[Order], timeout: int | None = None,
               slots: Sequence[Slot] = (), *, deadline: Deadline | None = None,
-              gate: DispatchGate | None = None) -> JobRecord:
+              gate: DispatchGate | None = None, options: JobOptions = JobOptions()) -> JobRecord:
         """Start a job, or answer (and finish) the one the same owner's same orders made
-        (`compute.job_starts.JobStarts.start`)."""
-        return self._starts.start(plan, owner, orders, timeout, slots, deadline=deadline, gate=gate)
+        (`compute.job_starts.JobStarts.start`). `options`: what the record keeps beside the
+        inputs (metadata, viewers)."""
+        return self._starts.start(plan, owner, orders, timeout, slots, deadline=deadline, gate=gate, options=options)
 
     def same_start(self, plan: ComputePlan, owner: str, orders: Sequence[Order],
                    deadline: Deadline | None = None) -> JobRecord | None:
@@ -121,15 +123,19 @@ class JobService:
     # -- find, stop, delete ----------------------------------------------------------------
 
     def find(self, owner: str, job_id: str | None = None, document_id: str | None = None,
-             after: Cursor | None = None, limit: int = PAGE_JOBS, for_status: bool = False) -> JobPage:
+             after: Cursor | None = None, limit: int = PAGE_JOBS, for_status: bool = False,
+             viewer: bool = False) -> JobPage:
         """The owner's jobs matching the filters, newest first, at most `limit`; another
         owner's job is not found. Each query reads only the owner's partition of an index.
+        `viewer`: a job asked for by its id is found for one of its additionalViewers too
+        (reading it; never to stop or delete it).
         `for_status`: a listing reads only what status objects show (parsing whole records,
         orders and all, was most of a page's time)."""
         try:
             if job_id:
                 job = self._jobs.get(job_id, consistent_read=True)
-                found = job.owner == owner and (not document_id or job.document_id == document_id)
+                reader = may_read(job.owner, job.viewers, owner) if viewer else job.owner == owner
+                found = reader and (not document_id or job.document_id == document_id)
                 return JobPage([job] if found else [])
             if document_id:
                 index, key, attribute = self._jobs.by_owner_document, owner_document(owner, document_id), "ownerDocument"
@@ -147,8 +153,8 @@ class JobService:
         jobs = [job for job in jobs if job.owner == owner]
         return JobPage(jobs, page_cursor(jobs[-1]) if more and jobs else None)
 
-    def find_one(self, owner: str, job_id: str) -> JobRecord:
-        jobs = self.find(owner, job_id=job_id).jobs
+    def find_one(self, owner: str, job_id: str, viewer: bool = False) -> JobRecord:
+        jobs = self.find(owner, job_id=job_id, viewer=viewer).jobs
         if not jobs:
             raise NotFound("Job not found")
         return jobs[0]
@@ -245,8 +251,9 @@ class JobService:
 
     # -- results ---------------------------------------------------------------------------
 
-    def result_url(self, owner: str, job_id: str, index: int) -> str:
-        job = self.find_one(owner, job_id)
+    def result_url(self, reader: str, job_id: str, index: int) -> str:
+        """For the job's owner or one of its additionalViewers."""
+        job = self.find_one(reader, job_id, viewer=True)
         if int(job.status) == st.DELETED:
             raise BusinessError("Job was deleted; its results are gone.")
         release.require_released(job, release.storage_expiry(job))  # held for its data owner

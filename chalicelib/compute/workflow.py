@@ -13,6 +13,7 @@ from chalicelib.budget import Deadline
 from chalicelib.chain.fees import ProviderFees
 from chalicelib.chain.orders import OrderVerifier, VerifiedOrder, ensure_fees_paid, normalize_tx_id
 from chalicelib.compute.environments import MIN_JOB_SECONDS
+from chalicelib.compute.job_options import JobOptions
 from chalicelib.compute.job_reservations import Order
 from chalicelib.compute.jobs import DispatchGate, JobService
 from chalicelib.compute.requests import (
@@ -46,7 +47,7 @@ class ComputeWorkflow:
 
     def start(self, request: ComputeStartRequest, consumer: str, deadline: Deadline | None = None, *,
               gate: DispatchGate | None = None, max_seconds: int | None = None,
-              compute_in_fee: bool = True) -> JobRecord:
+              compute_in_fee: bool = True, options: JobOptions = JobOptions()) -> JobRecord:
         """Validate everything, verify every order, then start the job (one order, one job) if
         `deadline` leaves the time a start needs once it has reserved. `gate`: what must hold
         before the dispatch (an escrow lock); `max_seconds`: a further cap of the job's time.
@@ -67,7 +68,7 @@ class ComputeWorkflow:
         orders = [Order(order.resource, order.chain_id, result.tx_id) for order, result in verified]
         plan = dataclasses.replace(plan, fee={"chainId": paying.chain_id, "token": paying.provider_fee_token,
                                               "amount": str(paying.provider_fee_amount), "order": paying.tx_id})
-        return self._jobs.start(plan, consumer, orders, timeout, deadline=deadline, gate=gate)
+        return self._jobs.start(plan, consumer, orders, timeout, deadline=deadline, gate=gate, options=options)
 
     def plan_free(self, consumer: str, environment_id: str, datasets: Sequence[FreeDatasetInput],
                   algorithm: AlgorithmInput, admit: Optional[Callable[[ComputePlan], None]] = None) -> ComputePlan:

@@ -2,8 +2,9 @@
 
 Every call goes to the core the v4 routes use: the same authenticator (one nonce space per
 address), compute workflow, job service and token service. Ocean Node's own gaps are not copied:
-status never shows another owner's URLs, logs and results are the owner's only, a token must be
-the caller's, and invalidation checks its signature.
+status never shows another owner's URLs, logs and results are the owner's and its
+additionalViewers' only (who may read a job, never stop it), a token must be the caller's, and
+invalidation checks its signature.
 """
 from __future__ import annotations
 
@@ -117,11 +118,12 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
         "dataset": first.model_dump(exclude_none=True), "algorithm": params.algorithm.model_dump(exclude_none=True),
         "additionalDatasets": [d.model_dump(exclude_none=True) for d in more],
     })
+    options = params.job_options(consumer)
     if gate is None:
         paid_start.refuse_unpaid(environment, payment, params.chainId)
-        return [status_object(services.compute_workflow().start(request, consumer, deadline), None)]
+        return [status_object(services.compute_workflow().start(request, consumer, deadline, options=options), None)]
     job = services.compute_workflow().start(request, consumer, deadline, gate=gate, max_seconds=gate.max_job_duration,
-                                            compute_in_fee=False)
+                                            compute_in_fee=False, options=options)
     answer = status_object(job, None)
     view = services.payments().view(job.job_id)
     if view is not None:
@@ -165,7 +167,8 @@ def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     try:
         plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm, admit=admit)
         job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
-                                           slots=free.slots(environment, tier, consumer), deadline=deadline)
+                                           slots=free.slots(environment, tier, consumer), deadline=deadline,
+                                           options=params.job_options(consumer))
     except Exception:
         for each in taken:
             rates.give_back(each)  # a start refused (a full tier) or failed takes nothing from the rate
@@ -174,15 +177,19 @@ def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
 
 
 def status(call: Call) -> list[dict[str, Any]]:
-    """Unsigned, as ocean.js asks: the consumer's jobs, reduced (no URL of any kind)."""
+    """Unsigned, as ocean.js asks: the consumer's jobs, reduced (no URL of any kind); a job asked
+    for by its id also for one of its additionalViewers. The escrow payment: its owner's only."""
     params = call.params
-    page = services.job_service().find(services.checksum(params.consumerAddress), params.jobId, for_status=True)
+    page = services.job_service().find(services.checksum(params.consumerAddress), params.jobId, for_status=True,
+                                       viewer=True)
     jobs = page.jobs  # without jobId: the newest page (compute.paging)
     if params.agreementId:
         jobs = [job for job in jobs if (job.agreement_id or "").lower() == params.agreementId.lower()]
     answer = services.job_service().status_objects(JobPage(jobs), with_urls=False)[0]
     if answer and services.escrow_enabled() and _is_owner(call, params.consumerAddress):
         for body in answer:
+            if body["owner"].lower() != params.consumerAddress.lower():
+                continue  # a viewer's read: the money is the owner's business
             view = services.payments().view(body["jobId"])
             if view is not None:
                 # Ocean Node's payment fields, and ours: the escrow lock and its claim (hashes, nonces, amounts)
@@ -219,8 +226,8 @@ def result(call: Call) -> Response:
 
 
 def streamable_logs(call: Call) -> Response:
-    """The algorithm's log so far, to its owner only; 404 while none exists."""
-    job = services.job_service().find_one(call.caller, call.params.jobId)
+    """The algorithm's log so far, to its owner and additionalViewers only; 404 while none exists."""
+    job = services.job_service().find_one(call.caller, call.params.jobId, viewer=True)
     if release.withheld(job):  # the algorithm's log may carry the data as well as its outputs
         raise NotFound(release.HELD)
     content = services.algorithm_logs().read(job)

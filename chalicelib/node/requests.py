@@ -27,6 +27,7 @@ from chalicelib.compute.requests import (
     TxId,
     _invalid,
 )
+from chalicelib.compute.job_options import JobMetadata, JobOptions, Viewers
 from chalicelib.schemas import Address, Nonce, Params, SignedParams
 
 MAX_RESOURCES = 8
@@ -107,12 +108,35 @@ def _datasets_or_dataset(data: Any) -> Any:
 
 
 # A start option this provider does not honour is refused with a 400 naming it, never dropped:
-# Ocean Node's `output`, `outputBucketId`, `metadata`, `additionalViewers`, `queueMaxWaitTime`,
-# `encryptedDockerRegistryAuth` and `policyServer` among them (ocean.js 8 sends them when given).
+# Ocean Node's `output`, `outputBucketId`, `queueMaxWaitTime` and `encryptedDockerRegistryAuth`
+# among them (ocean.js 8 sends them when given); `policyServer` by its own validator.
 STRICT = ConfigDict(extra="forbid", str_max_length=65536)
+NO_POLICY_SERVER = "not supported: this provider has no policy server configured"
 
 
-class FreeComputeRequest(NodeSigned):
+def _no_policy_server(value: Any) -> Any:
+    """Ocean Node hands a start carrying `policyServer` to its policy server (POLICY_SERVER_URL),
+    which then decides instead of the DDO's credentials; this provider has none to ask, so the
+    option is refused by name rather than dropped."""
+    if value is not None:
+        raise _invalid(NO_POLICY_SERVER)
+    return value
+
+
+class JobOptionFields(NodeSigned):
+    """Ocean Node's options a start stores with its job (compute.job_options)."""
+
+    metadata: Optional[JobMetadata] = None
+    additionalViewers: Optional[Viewers] = None
+    policyServer: Optional[Any] = Field(default=None, description="Refused: " + NO_POLICY_SERVER + ".")
+
+    _policy = field_validator("policyServer", mode="before")(_no_policy_server)
+
+    def job_options(self, owner: str) -> JobOptions:
+        return JobOptions.of(self.metadata, self.additionalViewers, owner)
+
+
+class FreeComputeRequest(JobOptionFields):
     """POST /node/api/services/freeCompute, command `freeStartCompute`: no payment, no order."""
 
     model_config = STRICT
@@ -126,7 +150,7 @@ class FreeComputeRequest(NodeSigned):
     _from_dataset = model_validator(mode="before")(_datasets_or_dataset)
 
 
-class PaidComputeRequest(NodeSigned):
+class PaidComputeRequest(JobOptionFields):
     """POST /node/api/services/compute, command `startCompute`: datasets (and a published
     algorithm) paid with orders, as v4's start."""
 

@@ -2,7 +2,8 @@
 `make run`'s stack at `<api>/node`, with only its public `ProviderInstance` API: environments, a
 token, a free job of raw code to status 70 with its log streamed while it runs and its output
 downloaded (URL and stream), free jobs of the published algorithm and of raw file inputs
-(`fileObject` dataset and algorithm), a token-authorised start, its stop, the token's
+(`fileObject` dataset and algorithm), a free job with `metadata` and an `additionalViewers`
+address whose own ocean.js reads its status, result and log but cannot stop it, a token-authorised start, its stop, the token's
 invalidation and refusal after it;
 and its paid flow through Ocean Node's escrow (paid.mjs): initializeCompute's payment, the
 EscrowContract's deposit and authorize, the datatoken orders, computeStart, status 70, the result,
@@ -57,6 +58,20 @@ def test_ocean_js_free_job_with_streamed_log_and_downloaded_output(ocean_js_repo
     for downloaded in (report["resultByUrl"]["text"], report["resultByStream"]):
         assert json.loads(downloaded) == {"dids": [local_stack["dataset"]["did"]], "ticks": 16}
     assert report["resultByUrl"]["status"] == 200
+
+
+def test_ocean_js_job_options_metadata_and_a_viewer_s_own_client(ocean_js_report, local_stack):
+    """freeComputeStart(..., resources, metadata, additionalViewers) as ocean.js 8.6.2 sends them."""
+    report = ocean_js_report
+    metadata = {"purpose": "compat", "run": 1, "final": True}
+    assert report["optionsStart"]["metadata"] == metadata
+    seen = report["viewerStatus"]
+    assert seen["jobId"] == report["optionsStart"]["jobId"] and seen["owner"] == _consumer(local_stack)
+    assert seen["status"] == 70 and seen["metadata"] == metadata
+    assert seen["terminationDetails"]["OOMKilled"] is False and seen["terminationDetails"]["exitCode"] == 0
+    assert json.loads(report["viewerResult"]) == {"dids": [local_stack["dataset"]["did"]], "ticks": 1}
+    assert "tick 0" in report["viewerLog"] and "done" in report["viewerLog"]
+    assert report["viewerStop"] != "accepted", "a viewer cannot stop the job"
 
 
 def test_ocean_js_free_job_of_the_published_algorithm(ocean_js_report, local_stack):

@@ -89,7 +89,7 @@ def test_an_image_that_ignores_the_command_is_stopped_at_its_deadline_and_billed
     assert handler.handle(stopped).status == st.ALGORITHM_FAILED
     record = load("hostile")
     assert record.termination_details.as_dict() == {
-        "exitCode": 137, "reason": "Algorithm ran out of time (maxJobDuration) and was stopped"}
+        "exitCode": 137, "reason": "Algorithm ran out of time (maxJobDuration) and was stopped", "OOMKilled": False}
     assert record.date_finished == deadline + 35
     assert run_seconds(record) == LIMIT  # billed its limit, not the wall time until Batch stopped it
     # ended: not a candidate any more, nothing asked of Batch

@@ -248,11 +248,12 @@ def test_failure_reasons_are_kept(handler):
     make_job("j", status=40)
     handler.handle(batch_event("j", "FAILED", reason="Job attempt duration exceeded timeout",
                                exits={"configure": 0, "algorithm": 137}))
-    assert load("j").termination_details.as_dict() == {"exitCode": 137, "reason": "Job attempt duration exceeded timeout"}
+    assert load("j").termination_details.as_dict() == {
+        "exitCode": 137, "reason": "Job attempt duration exceeded timeout", "OOMKilled": False}
     make_job("k", status=40)
     handler.handle(batch_event("k", "FAILED", exits={"configure": 0, "algorithm": 137},
                                reasons={"algorithm": "OutOfMemoryError: Container killed due to memory usage"}))
-    assert load("k").termination_details.as_dict()["reason"].startswith("OutOfMemoryError")
+    assert load("k").termination_details.as_dict() == {"exitCode": 137, "reason": "OutOfMemoryError", "OOMKilled": True}
 
 
 @pytest.mark.parametrize("status_before, stage, expected", [
@@ -329,7 +330,7 @@ def test_an_algorithm_out_of_time_fails_with_its_reason_and_keeps_its_logs(handl
     record = load("j")
     assert record.status == 41
     assert record.termination_details.as_dict() == {
-        "exitCode": 124, "reason": "Algorithm ran out of time (maxJobDuration) and was stopped"}
+        "exitCode": 124, "reason": "Algorithm ran out of time (maxJobDuration) and was stopped", "OOMKilled": False}
     assert {r["type"] for r in record.results} == {"algorithmLog", "configurationLog", "publishLog"}
 
 
@@ -869,5 +870,5 @@ def test_a_container_reason_shows_the_consumer_its_error_class_only(handler):
     handler.handle(batch_event("j", "FAILED", exits={"configure": 0, "publish": 0}, reasons={"algorithm": pull}))
     record = load("j")
     assert record.status == 32
-    assert record.termination_details.as_dict() == {"exitCode": None, "reason": "CannotPullContainerError"}
+    assert record.termination_details.as_dict() == {"exitCode": None, "reason": "CannotPullContainerError", "OOMKilled": False}
     assert "10.0.3.4" not in json.dumps(record.attribute_values, default=str)

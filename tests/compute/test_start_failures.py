@@ -91,7 +91,7 @@ def test_a_job_whose_algorithm_never_starts_ends_with_its_reason_its_slot_freed_
     outcome = handler.handle(failed_to_start("j", exits, reasons))
     record = load("j")
     assert (outcome.action, record.status) == ("updated", expected), name
-    assert record.termination_details.as_dict() == {"exitCode": None, "reason": reason}
+    assert record.termination_details.as_dict() == {"exitCode": None, "reason": reason, "OOMKilled": False}
     assert record.results is None  # publish never ran: no log, the job ends all the same
     assert UsageCounter().current([QUEUE]) == {QUEUE: 0}  # its slot, in the same transaction
     assert run_seconds(record) is None  # nothing billed: the lock is cancelled

@@ -111,8 +111,7 @@ def test_ddo_routes_404_the_unknown_and_refuse_what_is_no_did(client):
     assert client.http.post("/node/api/aquarius/assets/ddo/did:op:" + "ab" * 32).status_code == 405
 
 
-UNHONOURED = ["output", "outputBucketId", "metadata", "additionalViewers", "queueMaxWaitTime",
-              "encryptedDockerRegistryAuth", "policyServer", "somethingElse"]
+UNHONOURED = ["output", "outputBucketId", "queueMaxWaitTime", "encryptedDockerRegistryAuth", "somethingElse"]
 
 
 @pytest.mark.parametrize("option", UNHONOURED)
@@ -128,9 +127,9 @@ def test_a_paid_start_option_not_honoured_is_refused_by_name(node, client):
     body = {**signed(chain.consumer, "startCompute"), "environment": "ocean-c2d-cpu",
             "datasets": [{"documentId": published.dataset.did, "serviceId": published.dataset.serviceId,
                           "transferTxId": "0x" + "11" * 32}],
-            "algorithm": RAW, "queueMaxWaitTime": 60, "additionalViewers": [chain.other.address]}
+            "algorithm": RAW, "queueMaxWaitTime": 60, "output": "0x00", "policyServer": {}}
     status, answer = post(client, "/compute", body)
-    assert status == 400 and {"queueMaxWaitTime", "additionalViewers"} <= set(answer["errors"]), answer
+    assert status == 400 and {"queueMaxWaitTime", "output", "policyServer"} <= set(answer["errors"]), answer
 
 
 def test_spec_documents_the_asset_routes_and_direct_command(client):

@@ -148,7 +148,8 @@ def test_an_algorithm_image_that_cannot_be_pulled_ends_32_and_cancels_the_lock(c
                                                  "You have reached your pull rate limit."})):
         deliver(client, event)
     job = _payment(client, chain, job_id)
-    assert job["status"] == 32 and job["terminationDetails"] == {"exitCode": None, "reason": "CannotPullContainerError"}
+    assert job["status"] == 32 and job["terminationDetails"] == {"exitCode": None, "reason": "CannotPullContainerError",
+                                                                  "OOMKilled": False}
     assert job["results"] == [] and job["payment"]["status"] == "cancelled"
     assert funds(chain) == before
     assert services.usage_counter().current(["ocean-c2d-cpu"]) == {"ocean-c2d-cpu": 0}

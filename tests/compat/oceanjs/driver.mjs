@@ -105,6 +105,24 @@ await freeRun('freeRawFiles',
   [{ fileObject: { type: 'url', url: stack.filesUrl + '/iris.csv', method: 'GET' } }],
   { fileObject: { type: 'url', url: stack.filesUrl + '/algorithm.py', method: 'GET' }, meta: { container: sampleContainer } })
 
+// 2c. Ocean Node's job options as ocean.js sends them: metadata and an additional viewer, whose
+// own ocean.js reads the job (status, result) but cannot stop it
+const viewer = Wallet.createRandom().connect(chain)
+const labelled = one(await ProviderInstance.freeComputeStart(nodeUri, consumer, environment.id, datasets, algorithm(1, 0),
+  undefined, { purpose: 'compat', run: 1, final: true }, [viewer.address]))
+report.optionsStart = labelled
+const labelledDone = await waitFor(labelled.jobId, consumer, (j) => j.status >= 70 || [7, 8, 31, 32, 41, 62].includes(j.status))
+report.viewerStatus = one(await ProviderInstance.computeStatus(nodeUri, viewer, labelled.jobId))
+const labelledOutput = labelledDone.results.find((item) => item.type === 'output')
+report.viewerResult = await text(await ProviderInstance.getComputeResult(nodeUri, viewer, labelled.jobId, labelledOutput.index))
+report.viewerLog = await text(await ProviderInstance.computeStreamableLogs(nodeUri, viewer, labelled.jobId))
+try {
+  await ProviderInstance.computeStop(labelled.jobId, nodeUri, viewer)
+  report.viewerStop = 'accepted'
+} catch (error) {
+  report.viewerStop = String(error.message)
+}
+
 // 3. a token-authorised start, its status with the token, a stop with the token
 const tokenStart = one(await ProviderInstance.freeComputeStart(nodeUri, token, environment.id, datasets, algorithm(600, 0.5)))
 report.tokenStart = tokenStart
