@@ -19,7 +19,8 @@ the chain and requiring `released` unchanged closes the one gap: a lock mined an
 between our chain read and our write would otherwise be counted by neither. A lock mined and
 not yet given back would be counted twice: before refusing, a start moves the payments of
 `pendingJobs` forward (`settle_pending`: a mined lock gives its reservation back) and reads
-again. Funds the payer withdraws or another payee locks between our read and our lock are not
+again, a few times with short pauses (a concurrent start may hold the job whose lock was just
+mined, and gives its reservation back a moment later). Funds the payer withdraws or another payee locks between our read and our lock are not
 ours to reserve: that lock reverts (below).
 
 **Failed locks.** A lock that reverts on chain (the payer withdrew or was locked by another
@@ -49,6 +50,10 @@ MAX_FAILURES = 3
 FAILURE_WINDOW = 3600  # s
 ROOM_REASONS = ("insufficient_funds", "lock_count_exceeded", "lock_amount_exceeded")
 MAX_SETTLED = 20  # pending payments a start moves forward before it refuses
+# Reads of the account and the chain a start makes before it refuses for want of room, and the
+# pause (s, growing) between them: at most 0.25 + 0.5 + 0.75 s of a request's 25.
+ROOM_ATTEMPTS = 4
+ROOM_PAUSE = 0.25
 
 
 def reservation_key(chain_id: int, payer: str, token: str) -> str:
@@ -129,7 +134,7 @@ class EscrowAccounts:
         from chalicelib.payments.quotes import PaymentRefused
 
         key = reservation_key(quote.chain_id, payer, quote.token)
-        for attempt in range(2):
+        for attempt in range(ROOM_ATTEMPTS):
             try:
                 account = EscrowAccount.get(key, consistent_read=True)
                 pending = Pending(int(account.pending or 0), int(account.pending_count or 0))
@@ -140,8 +145,12 @@ class EscrowAccounts:
             try:
                 room = check_escrow(self._escrow, self._payee, quote, payer, pending)
             except PaymentRefused as refused:
-                if attempt or not pending_jobs or refused.reason not in ROOM_REASONS:
+                if attempt == ROOM_ATTEMPTS - 1 or not pending_jobs or refused.reason not in ROOM_REASONS:
                     raise
+                if attempt:
+                    # a concurrent start holds the job its lock was mined for and gives its
+                    # reservation back in a moment: until then the lock is counted twice
+                    time.sleep(ROOM_PAUSE * attempt)
                 self.settle_pending(pending_jobs[:MAX_SETTLED])  # locks mined meanwhile are counted once
                 continue
             return Reservation(key, quote.amount, released, room)

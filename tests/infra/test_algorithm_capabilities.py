@@ -119,12 +119,14 @@ def _host_mounts(data: Path) -> list[dict[str, object]]:
     """This machine's Python, the project and busybox, read-only, for containers that run the
     real runner code; /data is the job's volume."""
     mounts: list[dict[str, object]] = [{"destination": "/usr", "type": "bind", "source": "/usr",
-                                         "options": ["rbind", "ro", "rprivate"]}]
+                                         "options": ["rbind", "ro", "rprivate"]},
+                                        # before the binds: a checkout under /tmp stays visible above it
+                                        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                                         "options": ["nosuid", "nodev"]}]
     for path in sorted({Path(sys.base_prefix).resolve(), ROOT}):
         if not str(path).startswith("/usr/"):
             mounts.append({"destination": str(path), "type": "bind", "source": str(path),
                            "options": ["rbind", "ro", "rprivate"]})
-    mounts.append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]})
     return mounts
 
 
