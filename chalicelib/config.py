@@ -187,6 +187,12 @@ class Settings:
     # How long a job record outlives its environment's storageExpiry (DynamoDB TTL, see models).
     job_record_retention: int = 30 * 86400
     audit_table: str = "ocean-c2d-audit"  # the publishers' audit log (models.AuditEntry)
+    # The operator's registry logins ECS pulls algorithm images with: registry host -> ARN of a
+    # Secrets Manager secret {"username", "password"} (REGISTRY_SECRETS; compute.dispatch); the
+    # image digests read the same secrets (compute.image_digests)
+    registry_secrets: Mapping[str, str] = field(default_factory=dict)
+    # where a start keeps a consumer's registry login while its job exists (compute.registry_auth)
+    registry_secret_prefix: str = "ocean-c2d/job-registry/"
     # dids and publisher addresses (lower case) whose datasets' results wait for their owner's
     # release (chalicelib.owner.release)
     release_required: tuple[str, ...] = ()
@@ -207,6 +213,10 @@ class Settings:
         """The operator's registry logins as JSON text ("" when none are configured): read from
         the secret store on first use, by the first start that asks a registry."""
         return self._secrets.optional("REGISTRY_CREDENTIALS", "REGISTRY_CREDENTIALS_SECRET")
+
+    def registry_secret(self, host: str) -> str:
+        """The secret text of the operator's REGISTRY_SECRETS entry for `host`, read on first use."""
+        return self._secrets.named(self.registry_secrets[host])
 
 
 class SecretSource:
@@ -236,6 +246,13 @@ class SecretSource:
             raise ConfigurationError("JWT_SECRET must differ from the provider private key")
         return secret
 
+    def named(self, secret_id: str) -> str:
+        """A secret read by its id (an ARN a setting names), once per container."""
+        key = "arn " + secret_id
+        if key not in self._cache:
+            self._cache[key] = self._fetch(secret_id).strip()
+        return self._cache[key]
+
     def optional(self, plain_var: str, secret_name_var: str) -> str:
         """A secret that may be left unset: "" then."""
         if not self._env.get(plain_var, "").strip() and not self._env.get(secret_name_var, "").strip():
@@ -262,6 +279,22 @@ def _fetch_aws_secret(name: str) -> str:
         response = aws.client("ssm").get_parameter(Name=name[4:], WithDecryption=True)
         return response["Parameter"]["Value"]
     return aws.client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
+
+
+def registry_secret_arns(raw: str) -> dict[str, str]:
+    """REGISTRY_SECRETS: JSON {"<registry host>": "<Secrets Manager secret ARN>"} (Docker Hub as
+    docker.io), each secret {"username": "...", "password": "..."} as ECS reads it."""
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(
+            isinstance(arn, str) and arn.startswith("arn:") and ":secretsmanager:" in arn and ":secret:" in arn
+            for arn in parsed.values()):
+        raise ConfigurationError('REGISTRY_SECRETS must be a JSON object {"<registry host>": "<secret ARN>"}')
+    return {image_location(f"{host}/x/y").split("/", 1)[0]: arn for host, arn in parsed.items()}
 
 
 def _parse_chains(raw: str) -> dict[int, str]:
@@ -382,6 +415,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         algorithm_log_group=env.get("ALGORITHM_LOG_GROUP", "").strip() or "/aws/batch/job",
         job_record_retention=_non_negative_int(env, "JOB_RECORD_RETENTION", 30 * 86400),
         audit_table=env.get("AUDIT_TABLE", f"{prefix}-audit"),
+        registry_secrets=registry_secret_arns(env.get("REGISTRY_SECRETS", "")),
+        registry_secret_prefix=f"{prefix}/job-registry/",
         release_required=tuple(item.lower() for item in env.get("RELEASE_REQUIRED", "").replace(",", " ").split()),
         _secrets=SecretSource(env),
     )

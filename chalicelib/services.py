@@ -5,6 +5,7 @@ builds only what the route it serves needs (the chain stack is never built for `
 """
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from chalicelib.compute.events import JobEvents
     from chalicelib.compute.job_starts import ResumeGate
     from chalicelib.compute.jobs import JobService
+    from chalicelib.compute.registry_auth import JobRegistrySecrets
     from chalicelib.compute.usage import UsageCounter
     from chalicelib.compute.workflow import ComputeWorkflow
     from chalicelib.http import Call
@@ -113,11 +115,21 @@ def image_digests() -> "ImageDigests":
     logins: dict[str, Any] = {}
 
     def read_logins() -> Mapping[str, Any]:
+        """REGISTRY_CREDENTIALS, then the secrets ECS pulls with (REGISTRY_SECRETS) for the
+        registries it does not name: one login per registry, whichever way it is configured."""
         if "value" not in logins:
             try:
-                logins["value"] = parse_logins(current.registry_credentials())
+                found = parse_logins(current.registry_credentials())
             except ValueError as problem:
                 raise ConfigurationError(f"REGISTRY_CREDENTIALS {problem}") from None
+            for host in current.registry_secrets:
+                if host not in found:
+                    try:
+                        found.update(parse_logins(json.dumps({host: json.loads(current.registry_secret(host))})))
+                    except ValueError:
+                        raise ConfigurationError(f"REGISTRY_SECRETS: the secret of {host!r} must be "
+                                                 '{"username": "...", "password": "..."}') from None
+            logins["value"] = found
         return logins["value"]
 
     return RegistryDigests(read_logins, allow_private=current.allow_private_networks)
@@ -137,7 +149,7 @@ def job_events() -> "JobEvents":
     environment's slot back (currentJobs) in the same transaction."""
     from chalicelib.compute.events import build_job_events
 
-    return build_job_events(settings().bucket, on_terminal=settle_escrow)
+    return build_job_events(settings().bucket, on_terminal=job_ended)
 
 
 @lru_cache(maxsize=1)
@@ -177,7 +189,21 @@ def dispatcher() -> "Dispatcher":
     return BatchDispatcher(aws.client("batch"), current.runner_image, current.bucket,
                            job_role_arn=current.batch_job_role_arn,
                            execution_role_arn=current.batch_execution_role_arn, event_bus=current.event_bus,
-                           region=current.region, algorithm_log_group=current.algorithm_log_group)
+                           region=current.region, algorithm_log_group=current.algorithm_log_group,
+                           registry_secrets=current.registry_secrets)
+
+
+@lru_cache(maxsize=1)
+def registry_secrets() -> "JobRegistrySecrets | None":
+    """Where a start keeps a consumer's registry login while its job exists (Secrets Manager, on
+    Batch); None on the local backend, which pulls no image (such starts are refused)."""
+    current = settings()
+    if current.compute_backend == "local":
+        return None
+    from chalicelib import aws
+    from chalicelib.compute.registry_auth import JobRegistrySecrets
+
+    return JobRegistrySecrets(lambda: aws.client("secretsmanager"), current.registry_secret_prefix)
 
 
 @lru_cache(maxsize=1)
@@ -193,9 +219,10 @@ def job_service() -> "JobService":
     from chalicelib.owner.release import ReleasePolicy
 
     return JobService(JobObjects(lambda: aws.client("s3"), current.bucket), lambda: dispatcher(), usage_counter(),
-                      record_retention=current.job_record_retention, on_terminal=settle_escrow,
+                      record_retention=current.job_record_retention, on_terminal=job_ended,
                       resume_gate=stored_escrow_lock, audit=AuditLog(),
-                      releases=ReleasePolicy(frozenset(current.release_required)))
+                      releases=ReleasePolicy(frozenset(current.release_required)),
+                      registry_secrets=registry_secrets())
 
 
 @lru_cache(maxsize=1)
@@ -237,6 +264,18 @@ def escrow_enabled() -> bool:
     from chalicelib.payments.setup import escrow_addresses
 
     return bool(escrow_addresses())
+
+
+def job_ended(job: "JobRecord") -> None:
+    """The hook of every write that ends a job: its registry login secret deleted (if it had
+    one), then its escrow settled."""
+    from chalicelib.compute.job_dispatch import DispatchSpec
+
+    spec = DispatchSpec.of_record(job)
+    secrets = registry_secrets() if spec is not None and spec.registry_secret else None
+    if secrets is not None and spec is not None:
+        secrets.delete(spec.registry_secret)
+    settle_escrow(job)
 
 
 def settle_escrow(job: "JobRecord") -> None:

@@ -97,9 +97,13 @@ class LocalDispatcher:
 
     def submit(self, job_id: str, environment: Environment, manifest_uri: str, container: AlgorithmContainer,
                timeout: int | None = None, *, dids: Sequence[str] = (), algorithm_did: str = "",
-               allow_network: bool = False, runner_key: str) -> str:
+               allow_network: bool = False, runner_key: str, registry_secret: str = "") -> str:
         """Start the job in a thread; `allow_network` (C8) only when every dataset allows it.
-        `runner_key` reaches the configure and publish processes' environment only, as on Batch."""
+        `runner_key` reaches the configure and publish processes' environment only, as on Batch.
+        No image is pulled here, so no start with a registry login reaches this backend (the
+        /node edge refuses the field locally)."""
+        if registry_secret:
+            raise ValueError("the local backend pulls no image: a registry login has nothing to do")
         if not JOB_ID_PATTERN.fullmatch(job_id):
             raise ValueError("job id must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
         local_id = "local-" + uuid.uuid4().hex[:12]

@@ -47,6 +47,11 @@ the ECS agent's dependency handling):
   granted here (NETWORK_NOT_GRANTED, passed as C2D_NOTICE).
 - The runner containers get C2D_REGION (the API's region: Batch sets no AWS_REGION for ECS agents
   before 1.104.0) and ALGORITHM_UID (who must own /data/outputs and algorithm.log).
+- A private image (compute.registry_auth) is pulled with `repositoryCredentials`: the ECS agent
+  reads the login from the Secrets Manager secret the definition names, with the execution role
+  (which may read the stage's registry secrets only). The consumer's per-job secret makes a
+  definition of that job alone; the operator's (REGISTRY_SECRETS, by registry host) one per
+  container as any other. The login never reaches a container's environment.
 - The algorithm's stdout goes to CloudWatch through the awslogs driver (group ALGORITHM_LOG_GROUP,
   stream prefix c2d); the driver runs in the Docker daemon, not in the container.
 
@@ -83,6 +88,7 @@ from chalicelib.compute.batch_naming import (
 )
 from chalicelib.compute.container_rules import AlgorithmContainer
 from chalicelib.compute.environments import Environment
+from chalicelib.config import image_location
 from chalicelib.compute.job_placement import (
     NETWORK_NOT_GRANTED,
     algorithm_uid,
@@ -133,12 +139,13 @@ class Dispatcher(Protocol):
     `allow_network` (C8) is True only when every dataset of the job allows network access; a
     backend must then still keep the algorithm from credentials and metadata endpoints.
     `runner_key` (chalicelib.job_key) goes to the configure and publish stages only, never to
-    the algorithm's."""
+    the algorithm's. `registry_secret`: the ARN of the consumer's login to the image's registry
+    for this job (compute.registry_auth), "" for none."""
 
     def submit(self, job_id: str, environment: Environment, manifest_uri: str,
                container: AlgorithmContainer, timeout: int | None = None, *,
                dids: Sequence[str] = (), algorithm_did: str = "", allow_network: bool = False,
-               runner_key: str) -> str: ...
+               runner_key: str, registry_secret: str = "") -> str: ...
 
     def terminate(self, batch_job_id: str, reason: str = "Job stopped") -> None: ...
 
@@ -153,7 +160,8 @@ class BatchDispatcher:
                  event_bus: str = "default", runner_environment: Mapping[str, str] | None = None,
                  runner_vcpus: float = 1, runner_memory_mib: int = 512,
                  platform: str = "EC2", region: str | None = None,
-                 algorithm_log_group: str = DEFAULT_LOG_GROUP) -> None:
+                 algorithm_log_group: str = DEFAULT_LOG_GROUP,
+                 registry_secrets: Mapping[str, str] | None = None) -> None:
         self._client = batch_client
         self._runner_image = runner_image
         self._bucket = results_bucket
@@ -166,24 +174,34 @@ class BatchDispatcher:
         self._platform = platform
         self._region = region or getattr(getattr(batch_client, "meta", None), "region_name", None) or ""
         self._log_group = algorithm_log_group or DEFAULT_LOG_GROUP
+        self._registry_secrets = dict(registry_secrets or {})  # registry host -> the operator's secret ARN
         self._definitions: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- job definitions ---------------------------------------------------------------------
 
-    def definition_name(self, container: AlgorithmContainer, allow_network: bool = False) -> str:
+    def credentials(self, container: AlgorithmContainer, registry_secret: str = "") -> str:
+        """The secret the algorithm's image is pulled with: the job's own, else the operator's
+        for the image's registry, else "" (anonymous)."""
+        return registry_secret or self._registry_secrets.get(image_location(container.reference()).split("/", 1)[0], "")
+
+    def definition_name(self, container: AlgorithmContainer, allow_network: bool = False,
+                        registry_secret: str = "") -> str:
         """A stable name from everything the definition holds, so a changed runner image, role
         or network policy (the container `user` cannot be overridden at submit) yields a new
         definition instead of silently reusing a stale one."""
+        credentials = self.credentials(container, registry_secret)
         identity = json.dumps([LAYOUT_VERSION, container.reference(), container.entrypoint,
                                self._runner_image, self._bucket, self._event_bus, self._job_role,
                                self._execution_role, sorted(self._runner_env.items()),
                                self._runner_vcpus, self._runner_memory, self._platform, self._region,
-                               self._log_group, algorithm_uid(allow_network)])
+                               self._log_group, algorithm_uid(allow_network)] + ([credentials] if credentials else []))
         return DEFINITION_PREFIX + hashlib.sha256(identity.encode()).hexdigest()[:40]
 
-    def definition_request(self, container: AlgorithmContainer, allow_network: bool = False) -> dict[str, Any]:
-        """The RegisterJobDefinition parameters for one algorithm container and network policy."""
+    def definition_request(self, container: AlgorithmContainer, allow_network: bool = False,
+                           registry_secret: str = "") -> dict[str, Any]:
+        """The RegisterJobDefinition parameters for one algorithm container and network policy
+        (and the job's own registry login, if any)."""
         uid = algorithm_uid(allow_network)
         mount = [{"sourceVolume": DATA_VOLUME, "containerPath": DATA_DIR, "readOnly": False}]
         runner_env = _env({**self._runner_env, "DATA_DIR": DATA_DIR, "RESULTS_BUCKET": self._bucket,
@@ -213,12 +231,15 @@ class BatchDispatcher:
             ],
             "volumes": [{"name": DATA_VOLUME}],
         }
+        credentials = self.credentials(container, registry_secret)
+        if credentials:
+            task["containers"][1]["repositoryCredentials"] = {"credentialsParameter": credentials}
         if self._job_role:
             task["taskRoleArn"] = self._job_role
         if self._execution_role:
             task["executionRoleArn"] = self._execution_role
         return {
-            "jobDefinitionName": self.definition_name(container, allow_network),
+            "jobDefinitionName": self.definition_name(container, allow_network, registry_secret),
             "type": "container",
             "platformCapabilities": [self._platform],
             "ecsProperties": {"taskProperties": [task]},
@@ -231,10 +252,12 @@ class BatchDispatcher:
             "tags": {"c2d:component": "algorithm-job-definition"},
         }
 
-    def job_definition(self, container: AlgorithmContainer, allow_network: bool = False) -> str:
+    def job_definition(self, container: AlgorithmContainer, allow_network: bool = False,
+                       registry_secret: str = "") -> str:
         """The ARN of the definition for this container and policy: from memory, else the newest
-        ACTIVE revision Batch has under its name, else a newly registered one."""
-        name = self.definition_name(container, allow_network)
+        ACTIVE revision Batch has under its name, else a newly registered one. A job's own
+        registry login makes a definition of that job only, never kept in memory."""
+        name = self.definition_name(container, allow_network, registry_secret)
         with self._lock:
             cached = self._definitions.get(name)
             if cached:
@@ -244,10 +267,11 @@ class BatchDispatcher:
             if active:
                 arn = max(active, key=lambda d: int(d.get("revision", 0)))["jobDefinitionArn"]
             else:
-                request = self.definition_request(container, allow_network)
+                request = self.definition_request(container, allow_network, registry_secret)
                 arn = self._call("register_job_definition", **request)["jobDefinitionArn"]
                 log.info("registered job definition %s for %s", name, container.reference())
-            self._definitions[name] = arn
+            if not registry_secret:
+                self._definitions[name] = arn
             return arn
 
     # -- jobs --------------------------------------------------------------------------------
@@ -296,13 +320,13 @@ class BatchDispatcher:
     def submit(self, job_id: str, environment: Environment, manifest_uri: str,
                container: AlgorithmContainer, timeout: int | None = None, *,
                dids: Sequence[str] = (), algorithm_did: str = "", allow_network: bool = False,
-               runner_key: str) -> str:
+               runner_key: str, registry_secret: str = "") -> str:
         """Submit the job; returns the Batch job id. ServiceUnavailable if Batch fails.
 
         A network-allowed job goes to the environment's network queue as UID 4001; without one it
         runs sealed (UID 4000, normal queue) and its configure log says so."""
         granted = network_granted(environment, allow_network)
-        definition = self.job_definition(container, granted)
+        definition = self.job_definition(container, granted, registry_secret)
         request = self.submit_request(job_id, environment, manifest_uri, definition, timeout,
                                       dids=dids, algorithm_did=algorithm_did, allow_network=allow_network,
                                       runner_key=runner_key)

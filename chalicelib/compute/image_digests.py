@@ -42,7 +42,7 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Protocol
 from urllib.parse import urlencode
 
@@ -77,13 +77,18 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 @dataclass(frozen=True)
 class RegistryLogin:
-    """The operator's login to one registry (a user and a password or access token)."""
+    """A login to one registry (a user and a password or access token): the operator's, or a
+    consumer's for one job (compute.registry_auth). The password never appears in a repr."""
 
     username: str
-    password: str
+    password: str = field(repr=False)
 
     def basic(self) -> str:
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    def secret_string(self) -> str:
+        """The secret ECS reads a private image's login from (repositoryCredentials)."""
+        return json.dumps({"username": self.username, "password": self.password})
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,10 @@ class PinnedImage:
 class ImageDigests(Protocol):
     """Pins an algorithm container's image (compute.validation calls it on every start)."""
 
-    def pin(self, container: Mapping[str, str]) -> PinnedImage: ...
+    def pin(self, container: Mapping[str, str], login: Optional[RegistryLogin] = None) -> PinnedImage:
+        """`login`: the consumer's for this job (compute.registry_auth), used instead of the
+        operator's for the image's registry."""
+        ...
 
 
 def image_parts(container: Mapping[str, str]) -> tuple[str, str, str]:
@@ -127,7 +135,7 @@ def image_parts(container: Mapping[str, str]) -> tuple[str, str, str]:
 class DeclaredDigests:
     """The local backend pulls no image (README, "Local mode"): what the DDO pins stands."""
 
-    def pin(self, container: Mapping[str, str]) -> PinnedImage:
+    def pin(self, container: Mapping[str, str], login: Optional[RegistryLogin] = None) -> PinnedImage:
         name, tag, digest = image_parts(container)
         return PinnedImage(name, tag, digest or str(container.get("checksum") or "").lower(), resolved=False)
 
@@ -150,7 +158,7 @@ class RegistryDigests:
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}  # (realm+service, scope) -> (token, until)
         self._lock = threading.Lock()
 
-    def pin(self, container: Mapping[str, str]) -> PinnedImage:
+    def pin(self, container: Mapping[str, str], login: Optional[RegistryLogin] = None) -> PinnedImage:
         name, tag, named_digest = image_parts(container)
         checksum = str(container.get("checksum") or "").strip().lower()
         if tag and not _TAG.fullmatch(tag):
@@ -158,7 +166,7 @@ class RegistryDigests:
         host, _, repository = image_location(name).partition("/")
         policy = FetchPolicy(allow_private=self._allow_private, timeout=REGISTRY_CALL_SECONDS, max_redirects=3,
                              deadline=self._clock() + budget.call_timeout(self._seconds))
-        session = _Session(self, host, repository, policy)
+        session = _Session(self, host, repository, policy, login)
         reply = session.manifest(named_digest or tag, method="HEAD")
         digest = reply.header("Docker-Content-Digest").strip().lower()
         body = b""
@@ -228,8 +236,10 @@ class RegistryDigests:
 class _Session:
     """The requests of one resolution: the manifest, and the token a challenge asks for."""
 
-    def __init__(self, resolver: RegistryDigests, host: str, repository: str, policy: FetchPolicy) -> None:
+    def __init__(self, resolver: RegistryDigests, host: str, repository: str, policy: FetchPolicy,
+                 login: Optional[RegistryLogin] = None) -> None:
         self._resolver = resolver
+        self._job_login = login  # a consumer's: its tokens are never cached (another job's login may differ)
         self._host = host
         self._repository = repository
         self._policy = policy
@@ -265,7 +275,7 @@ class _Session:
     def _answer(self, challenge: str) -> Optional[str]:
         """The Authorization header that answers a 401's challenge, or None (nothing to try)."""
         scheme, _, rest = challenge.strip().partition(" ")
-        login = self._resolver.login(self._host)
+        login = self._job_login or self._resolver.login(self._host)
         if scheme.lower() == "basic":
             return login.basic() if login else None
         if scheme.lower() != "bearer":
@@ -278,7 +288,7 @@ class _Session:
             login = None  # a login never travels in clear text, whatever realm the registry names
         scope = f"repository:{self._repository}:pull"
         key = (realm + " " + params.get("service", ""), scope + (" " + login.username if login else ""))
-        token = self._resolver.cached_token(key)
+        token = None if self._job_login else self._resolver.cached_token(key)
         if token is None:
             query = urlencode({**({"service": params["service"]} if "service" in params else {}), "scope": scope})
             reply = self._send(f"{realm}{'&' if '?' in realm else '?'}{query}", "GET",
@@ -295,7 +305,8 @@ class _Session:
                 raise ServiceUnavailable(UNAVAILABLE) from None
             if not token:
                 raise ServiceUnavailable(UNAVAILABLE)
-            self._resolver.keep_token(key, token, lifetime)
+            if not self._job_login:
+                self._resolver.keep_token(key, token, lifetime)
         return f"Bearer {token}"
 
 

@@ -54,15 +54,19 @@ class DispatchSpec:
     dids: Sequence[str]
     algorithm_did: str
     allow_network: bool
+    registry_secret: str = ""  # ARN of the consumer's registry login for this job (compute.registry_auth)
 
     @classmethod
-    def of_plan(cls, plan: ComputePlan, timeout: int | None) -> "DispatchSpec":
+    def of_plan(cls, plan: ComputePlan, timeout: int | None, registry_secret: str = "") -> "DispatchSpec":
         return cls(dict(plan.algorithm.container), timeout, [dataset.did for dataset in plan.datasets],
-                   plan.algorithm.did, plan.allow_network)
+                   plan.algorithm.did, plan.allow_network, registry_secret)
 
     def record(self) -> dict[str, Any]:
-        return {"container": dict(self.container), "timeout": self.timeout, "dids": list(self.dids),
-                "algorithmDid": self.algorithm_did, "allowNetwork": self.allow_network}
+        recorded = {"container": dict(self.container), "timeout": self.timeout, "dids": list(self.dids),
+                    "algorithmDid": self.algorithm_did, "allowNetwork": self.allow_network}
+        if self.registry_secret:
+            recorded["registrySecret"] = self.registry_secret
+        return recorded
 
     @classmethod
     def of_record(cls, job: JobRecord) -> "DispatchSpec | None":
@@ -70,7 +74,7 @@ class DispatchSpec:
         if not isinstance(data, dict):
             return None  # a job recorded before starts were finishable
         return cls(data["container"], data.get("timeout"), data.get("dids", []), data.get("algorithmDid", ""),
-                   bool(data.get("allowNetwork")))
+                   bool(data.get("allowNetwork")), str(data.get("registrySecret") or ""))
 
 
 def start_fingerprint(plan: ComputePlan) -> str:
@@ -130,7 +134,7 @@ class StartDispatch:
         batch_job_id = self._dispatcher().submit(
             job.job_id, environment, manifest_uri, AlgorithmContainer.from_metadata(spec.container), spec.timeout,
             dids=spec.dids, algorithm_did=spec.algorithm_did, allow_network=spec.allow_network,
-            runner_key=job.runner_key,
+            runner_key=job.runner_key, **({"registry_secret": spec.registry_secret} if spec.registry_secret else {}),
         )
         self._record(job, batch_job_id)
         return True

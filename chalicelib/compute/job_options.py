@@ -5,6 +5,10 @@
 Ocean Node answers them (`DBComputeJobMetadata`: string, number or boolean values). Unsigned
 status calls show it, as Ocean Node's do, so it is no place for secrets.
 
+`encryptedDockerRegistryAuth` is the consumer's login to the algorithm image's registry, decrypted
+by the edge and carried here to the start, which keeps it in Secrets Manager only while the job
+exists (compute.registry_auth); never in the record.
+
 `additionalViewers` may read a job (status, results, logs) but never stop or delete it: the
 owner alone changes a job. A viewer proves who it is the way an owner does (a signature or
 its own auth token); the job is found by its id, never listed among the viewer's own.
@@ -18,6 +22,7 @@ from typing import Annotated, Any, Optional, Union
 from pydantic_core import PydanticCustomError
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, StringConstraints
 
+from chalicelib.compute.image_digests import RegistryLogin
 from chalicelib.schemas import Address
 
 MAX_METADATA_KEYS = 32
@@ -58,12 +63,14 @@ class JobOptions:
 
     metadata: Optional[dict[str, Any]] = None
     viewers: tuple[str, ...] = ()
+    registry_login: Optional[RegistryLogin] = None  # the consumer's, for the image's registry
 
     @classmethod
-    def of(cls, metadata: Optional[dict[str, Any]], viewers: Optional[list[str]], owner: str) -> "JobOptions":
+    def of(cls, metadata: Optional[dict[str, Any]], viewers: Optional[list[str]], owner: str,
+           registry_login: Optional[RegistryLogin] = None) -> "JobOptions":
         """The owner is no viewer of its own job: naming it would only waste a place."""
         listed = tuple(address for address in (viewers or []) if address != owner.lower())
-        return cls(metadata or None, listed)
+        return cls(metadata or None, listed, registry_login)
 
 
 def may_read(owner: str, viewers: Optional[list[str]], caller: str) -> bool:

@@ -44,8 +44,10 @@ from chalicelib.compute.job_reservations import (
     unique_orders,
 )
 from chalicelib.compute.plan import ComputePlan
+from chalicelib.compute.registry_auth import FIELD as REGISTRY_AUTH_FIELD
+from chalicelib.compute.registry_auth import JobRegistrySecrets
 from chalicelib.compute.provenance import input_services, provenance
-from chalicelib.errors import BusinessError, ProviderError, ServiceUnavailable
+from chalicelib.errors import BusinessError, ProviderError, ServiceUnavailable, ValidationError
 from chalicelib.job_key import new_job_key
 from chalicelib.models import JobRecord, owner_document
 from chalicelib.results import JobObjects
@@ -110,8 +112,10 @@ class JobStarts:
                  clock: Callable[[], float] = time.time, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
                  record_retention: int = 30 * 86400,
                  resume_gate: Callable[[JobRecord], "ResumeGate | None"] | None = None,
-                 audit: "AuditLog | None" = None, releases: "ReleasePolicy | None" = None) -> None:
+                 audit: "AuditLog | None" = None, releases: "ReleasePolicy | None" = None,
+                 registry_secrets: JobRegistrySecrets | None = None) -> None:
         self._objects = objects
+        self._registry_secrets = registry_secrets
         self._reservations = reservations
         self._jobs = jobs
         self._dispatch = StartDispatch(jobs, dispatcher, environments, clock)
@@ -139,20 +143,35 @@ class JobStarts:
             deadline.require(budget.START_RESERVE_SECONDS + (gate.seconds_needed if gate else 0))
         AlgorithmContainer.from_metadata(plan.algorithm.container)  # refused: nothing exists yet
         key = start_fingerprint(plan)
-        for _ in range(RESERVE_ATTEMPTS):
-            existing = self._reservations.same_start(owner, orders)
-            if existing is not None:
-                return self._resume(existing, plan if existing.start_key == key else None, deadline)
-            if gate is not None:
-                gate.check()
-            job = self._new_record(plan, owner, orders, key, timeout, slots, options)
-            extra = self._extra_items(job, gate)
-            try:
-                self._reservations.reserve(job, plan.environment, orders, slots, extra)
-            except (GateContended, OrderAlreadyUsed):
-                continue  # a concurrent start of these orders, or the payer's account moved: read again
-            return self._first_dispatch(job, plan, gate, deadline)
-        raise ServiceUnavailable("Too many concurrent starts for these orders or this payer; try again")
+        if options.registry_login is not None and self._registry_secrets is None:
+            raise ValidationError.field(REGISTRY_AUTH_FIELD, "not supported: this compute backend pulls no image")
+        job_id, secret = self._new_id(), ""  # one id for every attempt: its secret is made once
+        try:
+            for _ in range(RESERVE_ATTEMPTS):
+                existing = self._reservations.same_start(owner, orders)
+                if existing is not None:
+                    self._delete_secret(secret)  # that job has its own
+                    return self._resume(existing, plan if existing.start_key == key else None, deadline)
+                if gate is not None:
+                    gate.check()
+                if options.registry_login is not None and not secret and self._registry_secrets is not None:
+                    secret = self._registry_secrets.create(job_id, options.registry_login)  # before the record
+                job = self._new_record(plan, owner, orders, key, timeout, slots, options, job_id, secret)
+                extra = self._extra_items(job, gate)
+                try:
+                    self._reservations.reserve(job, plan.environment, orders, slots, extra)
+                except (GateContended, OrderAlreadyUsed):
+                    continue  # a concurrent start of these orders, or the payer's account moved: read again
+                secret = ""  # the job's now: its end deletes it
+                return self._first_dispatch(job, plan, gate, deadline)
+            raise ServiceUnavailable("Too many concurrent starts for these orders or this payer; try again")
+        finally:
+            self._delete_secret(secret)  # no job holds it (refused, failed before the record)
+
+    def _delete_secret(self, secret: str) -> None:
+        """Delete a registry login secret no job needs (the reconciler sweeps one left behind)."""
+        if secret and self._registry_secrets is not None:
+            self._registry_secrets.delete(secret)
 
     def _extra_items(self, job: JobRecord, gate: DispatchGate | None) -> Any:
         """What the start's transaction writes besides the slot, the orders and the job: the
@@ -274,12 +293,12 @@ class JobStarts:
 
 
     def _new_record(self, plan: ComputePlan, owner: str, orders: Sequence[Order], key: str, timeout: int | None,
-                    slots: Sequence[Slot], options: JobOptions) -> JobRecord:
+                    slots: Sequence[Slot], options: JobOptions, job_id: str, registry_secret: str) -> JobRecord:
         now = int(self._clock())
         environment = plan.environment
         main = plan.datasets[0]
         return self._jobs(
-            self._new_id(),
+            job_id,
             owner=owner,
             document_id=main.did,
             date_created=now,
@@ -297,7 +316,7 @@ class JobStarts:
             owner_document=owner_document(owner, main.did),
             metadata=options.metadata,
             viewers=list(options.viewers) or None,
-            dispatch_spec=DispatchSpec.of_plan(plan, timeout).record(),
+            dispatch_spec=DispatchSpec.of_plan(plan, timeout, registry_secret).record(),
             runner_key=new_job_key(),  # the job's own secret (chalicelib.job_key): sealed manifest, signed events
             max_seconds=attempt_seconds(environment, timeout),
             start_key=key,
@@ -349,10 +368,13 @@ class JobStarts:
 
 
     def _delete_manifest(self, job: JobRecord) -> None:
+        """What an undone start leaves: its manifest, and its registry login secret if any."""
         try:
             self._objects.delete_job(job.job_id)
         except ServiceUnavailable:
             log.error("job %s: could not delete its manifest", job.job_id)
+        spec = DispatchSpec.of_record(job)
+        self._delete_secret(spec.registry_secret if spec else "")
 
 
     def _manifest(self, job: JobRecord, plan: ComputePlan) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from chalicelib.owner import release
 from chalicelib.results import JobObjects
 
 if TYPE_CHECKING:
+    from chalicelib.compute.registry_auth import JobRegistrySecrets
     from chalicelib.owner.audit import AuditLog
     from chalicelib.owner.release import ReleasePolicy
 
@@ -65,6 +66,7 @@ class JobService:
         environments: Callable[[], Mapping[str, Environment]] = configured_environments,
         audit: "AuditLog | None" = None,
         releases: "ReleasePolicy | None" = None,
+        registry_secrets: "JobRegistrySecrets | None" = None,
     ):
         """`dispatcher` is a factory: a stop of a finished job never builds the Batch client.
         `record_retention`: seconds a record outlives its environment's storageExpiry.
@@ -74,14 +76,15 @@ class JobService:
         without one.
         `audit`: the publishers' audit log whose entries a start writes in its transaction
         (chalicelib.owner.audit); `releases`: which datasets hold a job's results for their
-        owner (chalicelib.owner.release)."""
+        owner (chalicelib.owner.release); `registry_secrets`: where a start keeps the consumer's
+        registry login while its job exists (compute.registry_auth; None: such starts refused)."""
         self._objects = objects
         self._dispatcher = dispatcher
         self._jobs = jobs
         self._reservations = JobReservations(usage or UsageCounter(), jobs, orders, clock)
         self._starts = JobStarts(objects, dispatcher, self._reservations, jobs, environments, clock=clock,
                                  new_id=new_id, record_retention=record_retention, resume_gate=resume_gate,
-                                 audit=audit, releases=releases)
+                                 audit=audit, releases=releases, registry_secrets=registry_secrets)
         self._clock = clock
         self._on_terminal = on_terminal
 

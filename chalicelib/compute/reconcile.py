@@ -26,6 +26,10 @@ Two things can leave a job that nothing will ever move again:
   in its task stops it): `compute.deadlines` terminates its Batch job; its report then adds
   `terminated`. The schedule runs every minute for this.
 
+- **A registry login left behind** (compute.registry_auth): every per-job secret whose job ended
+  (its terminal hook's delete was lost) or has no record (the start died between the secret and
+  the record) is deleted; its report then adds `secretsDeleted`.
+
 Candidates come from the sparse index of jobs that have not ended (models.ActiveJobs, one query
 per environment, oldest update first), never from a scan of the table.
 """
@@ -44,6 +48,7 @@ from chalicelib.compute.batch_naming import job_name
 from chalicelib.compute.deadlines import Deadlines
 from chalicelib.compute.event_signals import BATCH_DETAIL_TYPE, BATCH_SOURCE
 from chalicelib.compute.events import JobEvents
+from chalicelib.compute.registry_auth import JobRegistrySecrets
 from chalicelib.models import JobRecord
 
 log = logging.getLogger(__name__)
@@ -68,12 +73,16 @@ class Report:
     settled: dict[str, str] = field(default_factory=dict)  # job id -> its payment's status
     deadlines: bool = False  # whether deadlines were enforced (the field below)
     terminated: list[str] = field(default_factory=list)  # jobs stopped at their algorithm's deadline
+    secrets: bool = False  # whether per-job registry secrets were swept (the field below)
+    secrets_deleted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         done: dict[str, Any] = {"abandoned": self.abandoned, "dispatched": self.dispatched, "described": self.described,
                                 "applied": self.applied, "errors": self.errors}
         if self.deadlines:
             done["terminated"] = self.terminated
+        if self.secrets:
+            done["secretsDeleted"] = self.secrets_deleted
         return {**done, "healed": self.healed, "settled": self.settled} if self.escrow else done
 
 
@@ -85,12 +94,13 @@ class Reconciler:
                  clock: Callable[[], float] = time.time, stuck_after: int = STUCK_AFTER,
                  quiet_after: int = QUIET_AFTER, payments: Any = None,
                  settle: Callable[[Any, JobRecord], None] | None = None, chain_ids: Iterable[int] = (),
-                 deadlines: Deadlines | None = None) -> None:
+                 deadlines: Deadlines | None = None, registry_secrets: JobRegistrySecrets | None = None) -> None:
         """`environments`: (environment id, its job queues: the sealed one, then the network
         queue if it has one); `finish(job, now)`: JobService.finish_stored ("dispatched",
         "abandoned", "waiting" or "busy"); `payments` (EscrowPayments, None
         without escrow) and `settle(payments, job)` (payments.settlement.settle_job) for the payments on
-        `chain_ids`; `deadlines`: the algorithms' deadlines to enforce."""
+        `chain_ids`; `deadlines`: the algorithms' deadlines to enforce; `registry_secrets`: the
+        per-job registry logins to sweep."""
         self._events = events
         self._batch = batch
         self._finish = finish
@@ -104,6 +114,7 @@ class Reconciler:
         self._settle = settle
         self._chain_ids = list(chain_ids)
         self._deadlines = deadlines
+        self._registry_secrets = registry_secrets
 
     def run(self) -> Report:
         report = Report()
@@ -122,8 +133,27 @@ class Reconciler:
             report.errors += enforced.errors
         if self._payments is not None:
             self._escrow(report)
+        if self._registry_secrets is not None:
+            self._sweep_secrets(report)
         log.info("reconciler: %s", report.as_dict())
         return report
+
+    def _sweep_secrets(self, report: Report) -> None:
+        """Delete the registry logins no live job holds (compute.registry_auth)."""
+        def job_ended(job_id: str) -> bool | None:
+            try:
+                return st.is_terminal(int(self._jobs.get(job_id, consistent_read=True).status))
+            except self._jobs.DoesNotExist:
+                return None
+
+        report.secrets = True
+        try:
+            deleted, errors = self._registry_secrets.sweep(job_ended)  # type: ignore[union-attr]
+        except (ClientError, BotoCoreError) as error:
+            log.warning("reconciler: registry secrets not listed (%s)", _code(error))
+            deleted, errors = 0, 1
+        report.secrets_deleted += deleted
+        report.errors += errors
 
     def _escrow(self, report: Report) -> None:
         """Finish open payments, then settle the held locks whose job ended or is gone."""
@@ -270,4 +300,4 @@ def build_reconciler() -> Reconciler:
     return Reconciler(services.job_events(), aws.client("batch"), services.job_service().finish_stored,
                       [(e.id, [q for q in (e.job_queue, e.network_job_queue) if q]) for e in configured],
                       deadlines=Deadlines(aws.client("batch"), {e.id: int(e.max_job_duration) for e in configured}),
-                      **escrow)
+                      registry_secrets=services.registry_secrets(), **escrow)

@@ -76,7 +76,7 @@ from chalicelib.compute.algorithm_rules import (
     container_section_checksum,
 )
 from chalicelib.compute.container_rules import AlgorithmContainer, check_container, container_fields
-from chalicelib.compute.image_digests import ImageDigests
+from chalicelib.compute.image_digests import ImageDigests, RegistryLogin
 from chalicelib.compute.environments import Environment
 from chalicelib.compute.input_rules import (
     S3Places,
@@ -170,11 +170,13 @@ class ComputeValidator:
         request: ComputeStartRequest,
         datasets: Sequence[Resolved],
         algorithm: Optional[Resolved] = None,
+        registry_login: Optional[RegistryLogin] = None,
     ) -> ComputePlan:
         """All rules of POST /compute except the orders on chain. `datasets` align with
-        request.all_datasets; `algorithm` is the resolved algorithm DID (ignored for meta)."""
+        request.all_datasets; `algorithm` is the resolved algorithm DID (ignored for meta);
+        `registry_login`: the consumer's for the image's registry (compute.registry_auth)."""
         return self._plan(request.consumerAddress, request.environment, request.all_datasets, datasets,
-                          request.algorithm, algorithm, START)
+                          request.algorithm, algorithm, START, registry_login=registry_login)
 
     def validate_initialize(
         self,
@@ -199,11 +201,13 @@ class ComputeValidator:
         algorithm_request: AlgorithmInput,
         algorithm: Optional[Resolved] = None,
         admit: Optional[Callable[[ComputePlan], None]] = None,
+        registry_login: Optional[RegistryLogin] = None,
     ) -> ComputePlan:
         """Every rule of a start except the orders (Ocean Node's free compute), raw inputs
         allowed, the algorithm pinned as a paid start pins it. `admit` judges the plan before the
         algorithm is downloaded (the free tier's publishers), so a refused start downloads nothing."""
-        return self._plan(consumer, environment_id, requested, datasets, algorithm_request, algorithm, FREE, admit)
+        return self._plan(consumer, environment_id, requested, datasets, algorithm_request, algorithm, FREE, admit,
+                          registry_login=registry_login)
 
     def environment(self, environment_id: str, chain_ids: Iterable[int] = ()) -> Environment:
         """The environment, if it exists and serves every one of `chain_ids`."""
@@ -226,6 +230,8 @@ class ComputeValidator:
         algo_resolved: Optional[Resolved],
         purpose: Purpose,
         admit: Optional[Callable[[ComputePlan], None]] = None,
+        *,
+        registry_login: Optional[RegistryLogin] = None,
     ) -> ComputePlan:
         if len(requested) != len(resolved):
             raise ValueError("one Resolved per requested dataset, main dataset first")
@@ -243,7 +249,7 @@ class ComputeValidator:
         if purpose.runs and self._image_digests is not None:
             # before the files: a registry that refuses or does not answer costs no download
             AlgorithmContainer.from_metadata(algorithm.container)  # a well-formed name before any request
-            image = self._image_digests.pin(algorithm.container)
+            image = self._image_digests.pin(algorithm.container, registry_login)
             algorithm = replace(algorithm, container={**algorithm.container, "digest": image.digest}, image=image)
         plan = ComputePlan(environment, chain_id, self._provider_address, inputs, algorithm)
         if admit is not None:

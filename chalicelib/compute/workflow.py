@@ -13,6 +13,7 @@ from chalicelib.budget import Deadline
 from chalicelib.chain.fees import ProviderFees
 from chalicelib.chain.orders import OrderVerifier, VerifiedOrder, ensure_fees_paid, normalize_tx_id
 from chalicelib.compute.environments import MIN_JOB_SECONDS
+from chalicelib.compute.image_digests import RegistryLogin
 from chalicelib.compute.job_options import JobOptions
 from chalicelib.compute.job_reservations import Order
 from chalicelib.compute.jobs import DispatchGate, JobService
@@ -54,7 +55,7 @@ class ComputeWorkflow:
         `compute_in_fee` False: the compute is paid elsewhere (Ocean Node's escrow), so the
         orders' providerFee need not carry its price (one price, paid once)."""
         plan = self._validator.validate_start(request, self._resolve_datasets(request.all_datasets),
-                                              self._resolve_algorithm(request.algorithm))
+                                              self._resolve_algorithm(request.algorithm), options.registry_login)
         made = self._jobs.same_start(plan, consumer, planned_orders(plan), deadline)
         if made is not None:
             return made  # the same start again: its job (finished now), whatever its orders' fees say now
@@ -71,12 +72,14 @@ class ComputeWorkflow:
         return self._jobs.start(plan, consumer, orders, timeout, deadline=deadline, gate=gate, options=options)
 
     def plan_free(self, consumer: str, environment_id: str, datasets: Sequence[FreeDatasetInput],
-                  algorithm: AlgorithmInput, admit: Optional[Callable[[ComputePlan], None]] = None) -> ComputePlan:
+                  algorithm: AlgorithmInput, admit: Optional[Callable[[ComputePlan], None]] = None,
+                  registry_login: Optional[RegistryLogin] = None) -> ComputePlan:
         """Everything a start validates except the orders (Ocean Node's free compute), the
         algorithm pinned as a paid start pins it; `admit` judges the plan before that download.
         The caller applies the free tier and starts the job with no order."""
         return self._validator.validate_free(consumer, environment_id, datasets, self._resolve_datasets(datasets),
-                                             algorithm, self._resolve_algorithm(algorithm), admit)
+                                             algorithm, self._resolve_algorithm(algorithm), admit,
+                                             registry_login=registry_login)
 
     def initialize(self, request: InitializeComputeRequest, compute_in_fee: bool = True) -> dict[str, Any]:
         """Provider fees to order with (the main dataset pays for the environment, unless

@@ -15,9 +15,12 @@ from chalice import Response
 
 from chalicelib import budget, services
 from chalicelib.compute.environments import MIN_JOB_SECONDS, Environment, environments, fill_resources
+from chalicelib.compute.job_options import JobOptions
 from chalicelib.compute.job_status import JobPage, status_object
+from chalicelib.compute.registry_auth import FIELD as REGISTRY_AUTH_FIELD
+from chalicelib.compute.registry_auth import decrypt_login
 from chalicelib.compute.requests import ComputeStartRequest, InitializeComputeRequest
-from chalicelib.errors import BusinessError, NotFound
+from chalicelib.errors import BusinessError, NotFound, ValidationError
 from chalicelib.http import Call, Operation
 from chalicelib.node import PREFIX, is_node_operation
 from chalicelib.node import environments as views
@@ -118,7 +121,7 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
         "dataset": first.model_dump(exclude_none=True), "algorithm": params.algorithm.model_dump(exclude_none=True),
         "additionalDatasets": [d.model_dump(exclude_none=True) for d in more],
     })
-    options = params.job_options(consumer)
+    options = _job_options(params, consumer)
     if gate is None:
         paid_start.refuse_unpaid(environment, payment, params.chainId)
         return [status_object(services.compute_workflow().start(request, consumer, deadline, options=options), None)]
@@ -129,6 +132,17 @@ def start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     if view is not None:
         answer["payment"] = node_payment(view)  # Ocean Node's job.payment: lockTx sent (mined unless the job is still at 1)
     return [answer]
+
+
+def _job_options(params: Any, consumer: str) -> JobOptions:
+    """The start's options; `encryptedDockerRegistryAuth` decrypted with the provider key (400
+    naming the field when it cannot be read; refused where no image is pulled)."""
+    login = None
+    if params.encryptedDockerRegistryAuth is not None:
+        if services.registry_secrets() is None:
+            raise ValidationError.field(REGISTRY_AUTH_FIELD, "not supported: this compute backend pulls no image")
+        login = decrypt_login(services.settings().provider_private_key(), params.encryptedDockerRegistryAuth)
+    return params.job_options(consumer, login)
 
 
 def node_payment(view: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +171,7 @@ def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
     current = services.settings()
     creators, rates = services.nft_creators(), services.start_rates()
     taken: list[Any] = []
+    options = _job_options(params, consumer)
 
     def admit(planned: Any) -> None:
         """Before the algorithm is downloaded: the free tier's publishers, then its rates."""
@@ -165,10 +180,11 @@ def free_start(call: Call, deadline: budget.Deadline) -> list[dict[str, Any]]:
                                                  current.free_starts_per_consumer_per_hour)))
 
     try:
-        plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm, admit=admit)
+        plan = services.compute_workflow().plan_free(consumer, environment.id, datasets, algorithm, admit=admit,
+                                                     registry_login=options.registry_login)
         job = services.job_service().start(plan, consumer, [], free.job_seconds(tier, params.maxJobDuration),
                                            slots=free.slots(environment, tier, consumer), deadline=deadline,
-                                           options=params.job_options(consumer))
+                                           options=options)
     except Exception:
         for each in taken:
             rates.give_back(each)  # a start refused (a full tier) or failed takes nothing from the rate

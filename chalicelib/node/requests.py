@@ -27,6 +27,7 @@ from chalicelib.compute.requests import (
     TxId,
     _invalid,
 )
+from chalicelib.compute.image_digests import RegistryLogin
 from chalicelib.compute.job_options import JobMetadata, JobOptions, Viewers
 from chalicelib.schemas import Address, Nonce, Params, SignedParams
 
@@ -108,9 +109,10 @@ def _datasets_or_dataset(data: Any) -> Any:
 
 
 # A start option this provider does not honour is refused with a 400 naming it, never dropped:
-# Ocean Node's `output`, `outputBucketId`, `queueMaxWaitTime` and `encryptedDockerRegistryAuth`
-# among them (ocean.js 8 sends them when given); `policyServer` by its own validator.
+# Ocean Node's `output`, `outputBucketId` and `queueMaxWaitTime` among them (ocean.js 8 sends
+# them when given); `policyServer` by its own validator.
 STRICT = ConfigDict(extra="forbid", str_max_length=65536)
+MAX_REGISTRY_AUTH = 16384  # hex of ECIES over a login of compute.registry_auth.MAX_LOGIN_CHARS
 NO_POLICY_SERVER = "not supported: this provider has no policy server configured"
 
 
@@ -129,11 +131,16 @@ class JobOptionFields(NodeSigned):
     metadata: Optional[JobMetadata] = None
     additionalViewers: Optional[Viewers] = None
     policyServer: Optional[Any] = Field(default=None, description="Refused: " + NO_POLICY_SERVER + ".")
+    encryptedDockerRegistryAuth: Optional[Annotated[str, StringConstraints(max_length=MAX_REGISTRY_AUTH)]] = Field(
+        default=None, description="The consumer's login to the algorithm image's registry, ECIES-encrypted to the "
+                                  'provider key (0x-hex) JSON {"username", "password"} or {"auth": base64 of '
+                                  "username:password}; kept in Secrets Manager only while the job exists.")
 
     _policy = field_validator("policyServer", mode="before")(_no_policy_server)
 
-    def job_options(self, owner: str) -> JobOptions:
-        return JobOptions.of(self.metadata, self.additionalViewers, owner)
+    def job_options(self, owner: str, registry_login: Optional[RegistryLogin] = None) -> JobOptions:
+        """`registry_login`: `encryptedDockerRegistryAuth` as the edge decrypted it."""
+        return JobOptions.of(self.metadata, self.additionalViewers, owner, registry_login)
 
 
 class FreeComputeRequest(JobOptionFields):

@@ -311,4 +311,4 @@ def test_the_scheduled_function_runs_the_reconciler(client):
                                             resources=["arn:aws:events:us-east-1:123456789012:rule/reconcile"])
     response = client.lambda_.invoke("reconcile_jobs", event)
     assert response.payload == {"abandoned": [], "dispatched": [], "described": 0, "applied": {}, "errors": 0,
-                                "terminated": []}
+                                "terminated": [], "secretsDeleted": 0}

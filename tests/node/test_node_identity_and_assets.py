@@ -111,7 +111,7 @@ def test_ddo_routes_404_the_unknown_and_refuse_what_is_no_did(client):
     assert client.http.post("/node/api/aquarius/assets/ddo/did:op:" + "ab" * 32).status_code == 405
 
 
-UNHONOURED = ["output", "outputBucketId", "queueMaxWaitTime", "encryptedDockerRegistryAuth", "somethingElse"]
+UNHONOURED = ["output", "outputBucketId", "queueMaxWaitTime", "somethingElse"]
 
 
 @pytest.mark.parametrize("option", UNHONOURED)
