@@ -23,6 +23,9 @@ roles that the stage's code is configured to use, and nothing else:
   stage's queues, PassRole of the two job roles; TerminateJob also stops the Batch job of an
   algorithm past its deadline), and what healing escrow payments needs (the events' escrow
   statements).
+- Every one of the three may delete a job's registry login secret (`<RESOURCE_PREFIX>/job-registry/*`,
+  compute.registry_auth: the write that ends a job deletes it); the API also creates it (with its
+  job-id tag) and the reconciler lists secrets to sweep the ones left behind.
 - `policy-<stage>-index.json`, the asset indexer (assets.indexer, every minute): the items of the
   assets table (read, write, forget an asset), its own cursors in the counters table and nothing
   else of it (`dynamodb:LeadingKeys` `indexer#*`: never an environment's slot counter), and the
@@ -31,8 +34,8 @@ roles that the stage's code is configured to use, and nothing else:
 
 Only `batch:DescribeJobDefinitions` and `batch:DescribeJobs` (API: the algorithm container's log
 stream, for Ocean Node's computeStreamableLogs), and `batch:DescribeJobDefinitions`,
-`batch:DescribeJobs`, `batch:ListJobs` (reconciler) have `"*"` as resource: AWS Batch supports no resource-level permission for them
-(WILDCARD_ACTIONS, RECONCILE_WILDCARD_ACTIONS; tests/infra checks them against the IAM reference).
+`batch:DescribeJobs`, `batch:ListJobs`, `secretsmanager:ListSecrets` (reconciler) have `"*"` as resource: AWS Batch supports no resource-level permission for them
+or Secrets Manager for ListSecrets (WILDCARD_ACTIONS, RECONCILE_WILDCARD_ACTIONS; tests/infra checks them against the IAM reference).
 The log streams themselves are read only in ALGORITHM_LOG_GROUP, under the `c2d` stream prefix.
 """
 from __future__ import annotations
@@ -48,7 +51,8 @@ from chalicelib.payments import models as payment_models
 
 # Actions that AWS authorizes only on "*" and that the functions need.
 WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs"})
-RECONCILE_WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs", "batch:ListJobs"})
+RECONCILE_WILDCARD_ACTIONS = frozenset({"batch:DescribeJobDefinitions", "batch:DescribeJobs", "batch:ListJobs",
+                                        "secretsmanager:ListSecrets"})
 ACTIVE_JOBS_INDEX = "active-by-update"  # models.ActiveJobs
 API_JOB_INDEXES = ("by-owner", "by-owner-document", ACTIVE_JOBS_INDEX, "by-environment")
 INDEXER_KEYS = "indexer#*"  # models.IndexerCursor's keys in the counters table (assets.indexer._key)
@@ -133,9 +137,14 @@ def _escrow(where: Account, env: Mapping[str, str], secret: str) -> list[dict[st
     ]
 
 
+def _job_registry_secrets(where: Account, settings: Settings, actions: list[str], sid: str) -> dict[str, Any]:
+    """`actions` on the per-job registry login secrets of the stage (compute.registry_auth)."""
+    return _statement(sid, actions, [where.arn("secretsmanager", f"secret:{settings.registry_secret_prefix}*")])
+
+
 def _secret_arns(env: Mapping[str, str]) -> list[str]:
     """The provider key's and the JWT secret's ARNs, then, if configured, the registry logins'
-    (REGISTRY_CREDENTIALS_SECRET, compute.image_digests)."""
+    (REGISTRY_CREDENTIALS_SECRET and REGISTRY_SECRETS' ARNs, compute.image_digests)."""
     arns = []
     for name in ("PROVIDER_KEY_SECRET", "JWT_SECRET_NAME", "REGISTRY_CREDENTIALS_SECRET"):
         value = env.get(name, "").strip()
@@ -144,7 +153,7 @@ def _secret_arns(env: Mapping[str, str]) -> list[str]:
         if not value.startswith("arn:"):
             raise ConfigurationError(f"{name} must be the secret's ARN in a deployed stage")
         arns.append(value)
-    return arns
+    return arns + sorted(set(load_settings(env).registry_secrets.values()))
 
 
 def _dispatch(where: Account, env: Mapping[str, str], settings: Settings) -> list[dict[str, Any]]:
@@ -191,6 +200,9 @@ def api_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str, A
         _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],
                    StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("Secrets", ["secretsmanager:GetSecretValue"], secrets),
+        _job_registry_secrets(where, settings, ["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue",
+                                                "secretsmanager:TagResource", "secretsmanager:DeleteSecret"],
+                              "JobRegistrySecrets"),
         dispatch[0],
         _statement("FindAlgorithmLogStreams", ["batch:DescribeJobs"], "*"),
         _statement("ReadAlgorithmLogs", ["logs:GetLogEvents"],
@@ -208,6 +220,7 @@ def events_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[str
         _logs(where, app_name, stage),
         _statement("JobRecords", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [_table(where, settings.jobs_table)]),
         _statement("EnvironmentCounters", ["dynamodb:UpdateItem"], [_table(where, settings.counters_table)]),
+        _job_registry_secrets(where, settings, ["secretsmanager:DeleteSecret"], "DeleteJobRegistrySecrets"),
         *_escrow(where, env, secret),
     ])
 
@@ -232,6 +245,8 @@ def reconcile_policy(env: Mapping[str, str], app_name: str, stage: str) -> dict[
         _statement("ListJobObjects", ["s3:ListBucket", "s3:ListBucketVersions"], [bucket],
                    StringLike={"s3:prefix": ["jobs/*"]}),
         _statement("DescribeJobs", ["batch:DescribeJobs", "batch:ListJobs"], "*"),
+        _job_registry_secrets(where, settings, ["secretsmanager:DeleteSecret"], "DeleteJobRegistrySecrets"),
+        _statement("FindJobRegistrySecrets", ["secretsmanager:ListSecrets"], "*"),
         *_dispatch(where, env, settings),  # StopJobs: also an algorithm past its deadline (compute.deadlines)
         *_escrow(where, env, secret),
     ])

@@ -149,7 +149,9 @@ def test_api_policy_names_exactly_the_stage_resources(stage):
 def test_event_handlers_touch_job_records_and_counters_only(stage):
     env = stage_env(stage)
     statements = _by_sid(_policy(stage, "events"))
-    assert set(statements) == {"FunctionLogs", "JobRecords", "EnvironmentCounters", *ESCROW_STATEMENTS}
+    assert set(statements) == {"FunctionLogs", "JobRecords", "EnvironmentCounters", "DeleteJobRegistrySecrets",
+                               *ESCROW_STATEMENTS}
+    _check_job_registry_secrets(env, statements["DeleteJobRegistrySecrets"], ["secretsmanager:DeleteSecret"])
     _check_escrow(env, statements)
     assert statements["JobRecords"]["Resource"][0].endswith(f":table/{env['RESOURCE_PREFIX']}-jobs")
     assert statements["EnvironmentCounters"]["Action"] == ["dynamodb:UpdateItem"]
@@ -163,7 +165,12 @@ def test_reconciler_touches_active_jobs_orders_and_manifests_only(stage):
     statements = _by_sid(_policy(stage, "reconcile"))
     assert set(statements) == {"FunctionLogs", "JobRecords", "ActiveJobs", "EnvironmentCounters", "ReleaseOrders",
                                "DeleteManifests", "FindManifests", "ListJobObjects", "DescribeJobs",
+                               "DeleteJobRegistrySecrets", "FindJobRegistrySecrets",
                                *DISPATCH_STATEMENTS, *ESCROW_STATEMENTS}
+    # the sweep of registry logins left behind (compute.registry_auth): ListSecrets takes no resource
+    _check_job_registry_secrets(env, statements["DeleteJobRegistrySecrets"], ["secretsmanager:DeleteSecret"])
+    assert statements["FindJobRegistrySecrets"]["Action"] == ["secretsmanager:ListSecrets"]
+    assert statements["FindJobRegistrySecrets"]["Resource"] == "*"
     # it dispatches a start it finishes from its record exactly as the API does
     api = _by_sid(_policy(stage, "api"))
     assert all(statements[sid] == api[sid] for sid in DISPATCH_STATEMENTS)
@@ -274,6 +281,41 @@ def test_the_api_may_read_the_registry_logins_secret_when_one_is_configured():
     assert arn not in _by_sid(_policy("dev", "api"))["Secrets"]["Resource"]
     with pytest.raises(ConfigurationError):
         policies.render(dict(env, REGISTRY_CREDENTIALS_SECRET="ocean-c2d-dev/registries"), APP_NAME, "dev")
+
+
+def _check_job_registry_secrets(env: dict[str, str], statement: dict[str, Any], actions: list[str]) -> None:
+    """The per-job registry logins: the stage's prefix, nothing else of Secrets Manager."""
+    where = policies.Account.from_arn(env["PROVIDER_KEY_SECRET"])
+    assert statement["Action"] == actions
+    assert statement["Resource"] == [
+        f"arn:aws:secretsmanager:{where.region}:{where.account}:secret:{env['RESOURCE_PREFIX']}/job-registry/*"]
+
+
+@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
+def test_the_api_keeps_a_jobs_registry_login_under_the_stage_prefix_only(stage):
+    env = stage_env(stage)
+    _check_job_registry_secrets(env, _by_sid(_policy(stage, "api"))["JobRegistrySecrets"], [
+        "secretsmanager:CreateSecret", "secretsmanager:DeleteSecret", "secretsmanager:PutSecretValue",
+        "secretsmanager:TagResource"])
+
+
+def test_the_api_reads_the_operators_registry_secrets_when_configured():
+    """REGISTRY_SECRETS (the logins ECS pulls with) are read by the image digests too."""
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ocean-c2d-dev/ghcr-AbCdEf"
+    env = dict(stage_env("dev"), REGISTRY_SECRETS=json.dumps({"ghcr.io": arn}))
+    api = _by_sid(policies.render(env, APP_NAME, "dev")[policies.policy_files("dev")["api"]])
+    assert api["Secrets"]["Resource"][-1] == arn
+
+
+def test_the_jobs_execution_role_reads_the_registry_logins_only(infra_template):
+    """ECS pulls a private algorithm image with the execution role: the per-job secrets under the
+    stage's prefix, and the operator's when the stack names them."""
+    statements = infra_template["Resources"]["BatchExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    by_sid = {s["Sid"]: s for s in _statements(statements)}
+    assert by_sid["JobRegistryLogins"]["Action"] == "secretsmanager:GetSecretValue"
+    assert by_sid["JobRegistryLogins"]["Resource"] == {"Fn::Sub": (
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${ResourcePrefix}/job-registry/*")}
+    assert by_sid["OperatorRegistryLogins"]["Resource"] == {"Ref": "RegistrySecretArns"}
 
 
 def test_least_privilege_check_can_fail():
