@@ -308,10 +308,15 @@ class LoopbackRegistry:
     token realm of its own (`tokens=True`: the challenge names /token on this server, which
     hands an opaque token for any scope). Counts the manifest requests it answers. For the
     registries that misbehave: `digest_header=False` leaves Docker-Content-Digest out (optional
-    in the spec), `fail_with` answers every manifest request with that status."""
+    in the spec), `fail_with` answers every manifest request with that status. With `logins`
+    (user -> password), a token is handed only for one of them (Basic), as a private registry's
+    realm does; `token_logins` lists who asked."""
 
-    def __init__(self, *, tokens: bool = False, digest_header: bool = True, fail_with: int | None = None) -> None:
-        self.tokens = tokens
+    def __init__(self, *, tokens: bool = False, digest_header: bool = True, fail_with: int | None = None,
+                 logins: Mapping[str, str] | None = None) -> None:
+        self.tokens = tokens or bool(logins)
+        self.logins = dict(logins or {})
+        self.token_logins: list[str] = []
         self.digest_header = digest_header
         self.fail_with = fail_with
         self.manifests: dict[tuple[str, str], tuple[str, bytes]] = {}
@@ -355,6 +360,13 @@ class LoopbackRegistry:
             def _answer(self, send_body: bool) -> None:
                 path = urllib.parse.urlsplit(self.path).path
                 if path == "/token":
+                    if registry.logins:
+                        scheme, _, value = self.headers.get("Authorization", "").partition(" ")
+                        user, _, password = (base64.b64decode(value).decode(errors="replace")
+                                             if scheme == "Basic" else "").partition(":")
+                        registry.token_logins.append(user)
+                        if not user or registry.logins.get(user) != password:
+                            return self._send(401, b'{"errors": [{"code": "UNAUTHORIZED"}]}', {}, send_body)
                     token = os.urandom(16).hex()
                     registry._issued.add(token)
                     return self._send(200, json.dumps({"token": token, "expires_in": 300}).encode(),
