@@ -134,7 +134,9 @@ class JobOptionFields(NodeSigned):
     encryptedDockerRegistryAuth: Optional[Annotated[str, StringConstraints(max_length=MAX_REGISTRY_AUTH)]] = Field(
         default=None, description="The consumer's login to the algorithm image's registry, ECIES-encrypted to the "
                                   'provider key (0x-hex) JSON {"username", "password"} or {"auth": base64 of '
-                                  "username:password}; kept in Secrets Manager only while the job exists.")
+                                  "username:password}: pins the image and pulls it (a registry ALGORITHM_REGISTRIES "
+                                  "allows), kept in Secrets Manager only while the job exists; 400 naming "
+                                  "this field when it cannot be read; refused where no image is pulled (local).")
 
     _policy = field_validator("policyServer", mode="before")(_no_policy_server)
 
