@@ -6,6 +6,7 @@ is refused by name when it cannot be read; ALGORITHM_REGISTRIES still decides wh
 may be used. Real contracts on anvil, the consumer's ECIES to the provider's key."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -139,6 +140,21 @@ def test_an_unreadable_login_is_refused_naming_the_field(client, node, value, wh
     assert status == 400 and list(body["errors"]) == ["encryptedDockerRegistryAuth"], (why, body)
     assert "alice" not in json.dumps(body)
     assert job_secrets() == []
+
+
+def test_a_backend_that_pulls_no_image_refuses_the_login_by_name(client, node, monkeypatch):
+    """The local backend (`make run`) pulls no image: no secret store is built for it."""
+    from chalicelib import services
+
+    chain, _, published = node
+    with monkeypatch.context() as local:
+        local.setattr(services, "registry_secrets", lambda: None)
+        status, body = post(client, "/freeCompute", free_body(published, chain.consumer, PRIVATE_IMAGE,
+                                                              encryptedDockerRegistryAuth=encrypted_login(chain, LOGIN)))
+    assert status == 400 and "not supported" in body["errors"]["encryptedDockerRegistryAuth"][0], body
+    local_settings = dataclasses.replace(services.settings(), compute_backend="local")
+    monkeypatch.setattr(services, "settings", lambda: local_settings)
+    assert services.registry_secrets.__wrapped__() is None, "the local backend builds no secret store"
 
 
 def test_a_registry_the_operator_does_not_allow_stays_refused_with_a_login(client, node):
