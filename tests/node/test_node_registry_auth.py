@@ -190,3 +190,45 @@ def test_the_reconciler_deletes_what_a_crash_or_a_lost_delete_left(client, node,
     monkeypatch.setattr(services, "registry_secrets", lambda: sweeping)
     assert build_reconciler().run().as_dict()["secretsDeleted"] == 2
     assert [s["Name"].rsplit("/", 1)[-1] for s in job_secrets()] == [live["jobId"]], "the live job keeps its login"
+
+
+def test_a_start_killed_before_submit_is_dispatched_later_with_its_secret(client, node, private_registry, monkeypatch):
+    """The Lambda died after the job was recorded and before SubmitJob: the secret stays (the
+    job holds it), and the reconciler dispatches the job from its record pulling with it."""
+    import time
+
+    from chalicelib import services
+    from chalicelib.compute.batch_naming import job_name
+    from chalicelib.compute.environments import environments
+    from chalicelib.compute.reconcile import Reconciler
+    from chalicelib.models import JobRecord
+
+    class Killed(BaseException):
+        """No `except Exception` (so no undo) sees it."""
+
+    chain, batch, published = node
+
+    def die(*args, **kwargs):
+        raise Killed()
+
+    with monkeypatch.context() as dying:
+        dying.setattr(services.dispatcher(), "submit", die)
+        with pytest.raises(Killed):
+            post(client, "/freeCompute", free_body(published, chain.consumer, PRIVATE_IMAGE,
+                                                   encryptedDockerRegistryAuth=encrypted_login(chain, LOGIN)))
+    (job,) = JobRecord.scan()
+    (secret,) = job_secrets()
+    assert int(job.status) == 1 and not job.batch_job_id and job.dispatch_spec["registrySecret"] == secret["ARN"]
+
+    batch.stubber.add_response("list_jobs", {"jobSummaryList": []}, {
+        "jobQueue": "ocean-c2d-cpu", "filters": [{"name": "JOB_NAME", "values": [job_name(job.job_id)]}]})
+    batch.expect_new_definition()
+    batch.expect_submit("batch-healed")
+    report = Reconciler(services.job_events(), batch.client, services.job_service().finish_stored,
+                        [(e.id, e.job_queue) for e in environments().values()], clock=lambda: time.time() + 400,
+                        registry_secrets=services.registry_secrets()).run()
+    assert report.dispatched == [job.job_id] and report.secrets_deleted == 0, report.as_dict()
+    algorithm = batch.registered[-1]["ecsProperties"]["taskProperties"][0]["containers"][1]
+    assert algorithm["repositoryCredentials"] == {"credentialsParameter": secret["ARN"]}
+    finish(client, job.job_id, batch_job_id="batch-healed")
+    assert job_secrets() == []
