@@ -183,3 +183,24 @@ def test_registry_secrets_name_a_secret_per_registry_host():
     settings = load_settings({"RESULTS_BUCKET": "b", "CHAINS": '{"8996": "http://127.0.0.1:8545"}',
                               "RESOURCE_PREFIX": "ocean-c2d-prod"})
     assert settings.registry_secret_prefix == "ocean-c2d-prod/job-registry/" and settings.registry_secrets == {}
+
+
+def test_the_image_digests_pin_with_the_operators_registry_secrets_too(aws, monkeypatch):
+    """One setting serves both: the secret ECS pulls with is the login the start pins with
+    (REGISTRY_CREDENTIALS, when it names the same registry, wins for the pin)."""
+    from chalicelib import aws as clients
+    from chalicelib import services
+
+    made = clients.client("secretsmanager").create_secret(
+        Name="test/registries/example", SecretString=json.dumps({"username": "operator", "password": "s3cret"}))
+    monkeypatch.setenv("REGISTRY_SECRETS", json.dumps({"registry.example.com": made["ARN"], "ghcr.io": made["ARN"]}))
+    monkeypatch.setenv("REGISTRY_CREDENTIALS", json.dumps({"ghcr.io": {"username": "pinner", "password": "pw"}}))
+    services.reset()
+    try:
+        logins = services.image_digests()._logins()  # type: ignore[attr-defined]
+        assert logins == {"registry.example.com": RegistryLogin("operator", "s3cret"),
+                          "ghcr.io": RegistryLogin("pinner", "pw")}
+        assert services.dispatcher().credentials(PRIVATE) == made["ARN"]  # type: ignore[attr-defined]
+    finally:
+        monkeypatch.undo()
+        services.reset()
