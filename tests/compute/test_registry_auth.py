@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
-from moto import mock_aws
 
 from chalicelib.assets import ecies
 from chalicelib.compute.container_rules import AlgorithmContainer
@@ -80,9 +79,14 @@ class Clock:
 
 
 @pytest.fixture
-def secretsmanager():
-    with mock_aws():
-        yield boto3.client("secretsmanager", region_name="us-east-1")
+def secretsmanager(aws):
+    """The session's moto (as every test's), emptied of secrets afterwards."""
+    from chalicelib import aws as clients
+
+    client = clients.client("secretsmanager")
+    yield client
+    for secret in client.list_secrets()["SecretList"]:
+        client.delete_secret(SecretId=secret["ARN"], ForceDeleteWithoutRecovery=True)
 
 
 def test_a_jobs_secret_is_made_named_and_tagged_for_it_then_deleted_at_once(secretsmanager):
@@ -94,7 +98,8 @@ def test_a_jobs_secret_is_made_named_and_tagged_for_it_then_deleted_at_once(secr
         "username": "alice", "password": "hunter2"}
     assert secrets.create("job-1", RegistryLogin("alice", "hunter3")) == arn, "a retry of the same start: the same secret"
     assert secrets.delete(arn) and secrets.delete(arn), "deleted, and deleting again is no error"
-    assert secretsmanager.list_secrets()["SecretList"] == [], "no recovery window: gone at once"
+    assert [s for s in secretsmanager.list_secrets()["SecretList"] if s["Name"].startswith(PREFIX)] == [], \
+        "no recovery window: gone at once"
 
 
 def test_the_sweep_deletes_ended_and_orphaned_secrets_and_keeps_live_and_young_ones(secretsmanager):
@@ -107,7 +112,7 @@ def test_the_sweep_deletes_ended_and_orphaned_secrets_and_keeps_live_and_young_o
     assert secrets.sweep(state.get) == (0 + 1, 0), "at first only the ended job's: an orphan may be a start under way"
     clock.now += 901
     assert secrets.sweep(state.get) == (2, 0)
-    left = sorted(entry["Name"] for entry in secretsmanager.list_secrets()["SecretList"])
+    left = sorted(entry["Name"] for entry in secretsmanager.list_secrets()["SecretList"])  # this test's only
     assert left == [PREFIX + "live", "someone-else/job-registry/ended"]
 
 
@@ -185,13 +190,12 @@ def test_registry_secrets_name_a_secret_per_registry_host():
     assert settings.registry_secret_prefix == "ocean-c2d-prod/job-registry/" and settings.registry_secrets == {}
 
 
-def test_the_image_digests_pin_with_the_operators_registry_secrets_too(aws, monkeypatch):
+def test_the_image_digests_pin_with_the_operators_registry_secrets_too(secretsmanager, monkeypatch):
     """One setting serves both: the secret ECS pulls with is the login the start pins with
     (REGISTRY_CREDENTIALS, when it names the same registry, wins for the pin)."""
-    from chalicelib import aws as clients
     from chalicelib import services
 
-    made = clients.client("secretsmanager").create_secret(
+    made = secretsmanager.create_secret(
         Name="test/registries/example", SecretString=json.dumps({"username": "operator", "password": "s3cret"}))
     monkeypatch.setenv("REGISTRY_SECRETS", json.dumps({"registry.example.com": made["ARN"], "ghcr.io": made["ARN"]}))
     monkeypatch.setenv("REGISTRY_CREDENTIALS", json.dumps({"ghcr.io": {"username": "pinner", "password": "pw"}}))
