@@ -151,7 +151,8 @@ class EscrowAccounts:
                     # a concurrent start holds the job its lock was mined for and gives its
                     # reservation back in a moment: until then the lock is counted twice
                     time.sleep(ROOM_PAUSE * attempt)
-                self.settle_pending(pending_jobs[:MAX_SETTLED])  # locks mined meanwhile are counted once
+                else:
+                    self.settle_pending(pending_jobs[:MAX_SETTLED])  # locks mined meanwhile are counted once
                 continue
             return Reservation(key, quote.amount, released, room)
         raise AssertionError("unreachable")
