@@ -8,12 +8,11 @@ and their audit entries written as a start writes them. The NFT owner's check (o
 the same whatever the number of jobs) answers from memory here: the bench has no chain."""
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from typing import Any
 
-from bench.scale import EMULATOR, _environment
+from bench.scale import EMULATOR, _environment, timed_signed_get
 
 SMALL, LARGE = 10, 5000
 RUNS = 11
@@ -56,20 +55,8 @@ def _save(records: list[Any]) -> None:
 
 
 def _audit(client: Any, key: str, publisher: str, did: str, after: str = "") -> tuple[float, float, int, int]:
-    from eth_account import Account
-    from eth_account.messages import encode_defunct
-    from eth_utils import keccak
-
-    nonce = time.time_ns()
-    signature = Account.sign_message(encode_defunct(primitive=keccak(text=publisher + did + str(nonce))),
-                                     key).signature.to_0x_hex()
-    emulated = EMULATOR.seconds
-    started = time.perf_counter()
-    response = client.http.get(f"/api/services/computeAudit?consumerAddress={publisher}&documentId={did}"
-                               f"&nonce={nonce}&signature={signature}" + (f"&next={after}" if after else ""))
-    seconds = time.perf_counter() - started
-    assert response.status_code == 200, response.body[:300]
-    return seconds, seconds - (EMULATOR.seconds - emulated), len(response.body), len(json.loads(response.body))
+    query = f"consumerAddress={publisher}&documentId={did}" + (f"&next={after}" if after else "")
+    return timed_signed_get(client, key, "/api/services/computeAudit", publisher + did, query)
 
 
 def _median(client: Any, key: str, publisher: str, did: str, after: str = "") -> dict[str, Any]:

@@ -79,23 +79,27 @@ class EmulatorClock:
 EMULATOR = EmulatorClock()
 
 
-def _signed_status(client: Any, key: str, owner: str, document_id: str = "") -> tuple[float, float, int, int]:
+def timed_signed_get(client: Any, key: str, path: str, signed_text: str, query: str) -> tuple[float, float, int, int]:
+    """One GET signed as `signed_text + nonce` (the address's key): wall seconds, seconds outside the
+    emulated DynamoDB, the body's bytes and its items."""
     from eth_account import Account
     from eth_account.messages import encode_defunct
     from eth_utils import keccak
 
     nonce = time.time_ns()
-    signature = Account.sign_message(encode_defunct(primitive=keccak(text=owner + document_id + str(nonce))),
+    signature = Account.sign_message(encode_defunct(primitive=keccak(text=signed_text + str(nonce))),
                                      key).signature.to_0x_hex()
-    query = f"consumerAddress={owner}&nonce={nonce}&signature={signature}"
-    if document_id:
-        query += f"&documentId={document_id}"
     emulated = EMULATOR.seconds
     started = time.perf_counter()
-    response = client.http.get(f"/api/services/compute?{query}")
+    response = client.http.get(f"{path}?{query}&nonce={nonce}&signature={signature}")
     seconds = time.perf_counter() - started
     assert response.status_code == 200, response.body[:300]
     return seconds, seconds - (EMULATOR.seconds - emulated), len(response.body), len(json.loads(response.body))
+
+
+def _signed_status(client: Any, key: str, owner: str, document_id: str = "") -> tuple[float, float, int, int]:
+    query = f"consumerAddress={owner}" + (f"&documentId={document_id}" if document_id else "")
+    return timed_signed_get(client, key, "/api/services/compute", owner + document_id, query)
 
 
 def _median(client: Any, key: str, owner: str, document_id: str = "") -> dict[str, Any]:
